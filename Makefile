@@ -1,0 +1,44 @@
+# cnnops: `make run` and `make test` set everything up on a machine with Python 3.11, git and make.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+MLFLOW_PORT ?= 5000
+STATE := $(or $(CNNOPS_HOME),.cnnops)
+
+.PHONY: install run test lint compile ui clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(BIN)/cnnops: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --compile-bytecode --python $(PYTHON)
+	@touch $@
+
+install: $(BIN)/cnnops ## Create .venv with the locked dependencies.
+
+run: install ## Run the whole pipeline on the demo dataset (override: make run ARGS="--data DIR").
+	$(BIN)/cnnops run $(ARGS)
+
+test: install ## Run the test suite.
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+compile: install ## Write the pipeline's IR YAML.
+	$(BIN)/cnnops compile --out pipelines/cnnops-train.yaml
+
+ui: install ## MLflow UI on 127.0.0.1, one light worker.
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
+	  --workers 1 --backend-store-uri sqlite:///$(abspath $(STATE))/mlflow/mlflow.db \
+	  --default-artifact-root $(abspath $(STATE))/mlflow/artifacts
+
+clean: ## Remove the venv and tools (the state folder is kept).
+	rm -rf $(VENV) $(TOOLS)

@@ -1,0 +1,27 @@
+from kfp import dsl
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def evaluate(
+    model: Input[Model],
+    test_data: Input[Dataset],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+) -> float:
+    """Score the candidate on the test split; returns its test accuracy."""
+    from pathlib import Path
+
+    from cnnops.errors import exit_on_user_error
+    from cnnops.evaluate import evaluate_model
+
+    with exit_on_user_error():
+        scores = evaluate_model(Path(model.path), Path(test_data.path), Path(evaluation.path))
+    metrics.log_metric("test_accuracy", scores["accuracy"])
+    metrics.log_metric("test_macro_f1", scores["macro_f1"])
+    metrics.log_metric("n_test", scores["n_test"])
+    classification.log_confusion_matrix(scores["class_names"], scores["confusion_matrix"])
+    return scores["accuracy"]

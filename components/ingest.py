@@ -1,0 +1,20 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def ingest(config: dict, dataset: Output[Dataset]) -> int:
+    """Read the source once, quarantine bad files, drop exact duplicates; returns the image count."""
+    from pathlib import Path
+
+    from cnnops.config import validate_config
+    from cnnops.errors import exit_on_user_error
+    from cnnops.ingest import ingest_source
+
+    with exit_on_user_error():
+        info = ingest_source(validate_config(config), Path(dataset.path))
+    dataset.metadata.update({key: info[key] for key in ("fingerprint", "n_images", "n_quarantined",
+                                                        "n_duplicates", "classes", "mode")})
+    return info["n_images"]

@@ -1,0 +1,26 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def train(
+    config: dict,
+    train_data: Input[Dataset],
+    val_data: Input[Dataset],
+    model: Output[Model],
+    pipeline_run: str = "manual",
+) -> str:
+    """Fit the configured CNN, tracked in MLflow; returns the MLflow run id."""
+    from pathlib import Path
+
+    from cnnops.config import validate_config
+    from cnnops.errors import exit_on_user_error
+    from cnnops.train import train_model
+
+    with exit_on_user_error():
+        record = train_model(Path(train_data.path), Path(val_data.path), Path(model.path),
+                             validate_config(config), pipeline_run=pipeline_run)
+    model.metadata.update(record)
+    return record["run_id"]

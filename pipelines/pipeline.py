@@ -1,0 +1,57 @@
+"""The pipeline factory. It wires the thin components and knows nothing of the runner:
+kfp.local, the compiler and a Kubeflow cluster all take the same function.
+"""
+
+from collections.abc import Callable
+
+from kfp import dsl
+
+from components.evaluate import evaluate
+from components.gate import gate
+from components.ingest import ingest
+from components.register import register
+from components.split import split
+from components.train import train
+
+PIPELINE_NAME = "cnnops-train"
+
+
+def build_pipeline(gpu: bool = False) -> Callable[..., object]:
+    """ingest -> split -> train -> evaluate -> gate -> dsl.If(champion) register / else register.
+
+    `gpu` asks the cluster for one NVIDIA GPU on the train task; kfp.local ignores resources.
+    """
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Ingest, split, train, evaluate and gate an image CNN.")
+    def cnnops_train(config: dict = {}) -> None:  # noqa: B006 - kfp parameters need a literal default
+        ingested = ingest(config=config).set_display_name("ingest")
+        splits = split(config=config, dataset=ingested.outputs["dataset"]).set_display_name("split")
+        trained = train(
+            config=config,
+            train_data=splits.outputs["train_data"],
+            val_data=splits.outputs["val_data"],
+            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        ).set_display_name("train")
+        trained.set_cpu_request("2").set_memory_request("4G")
+        if gpu:
+            trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+        evaluated = evaluate(
+            model=trained.outputs["model"], test_data=splits.outputs["test_data"]
+        ).set_display_name("evaluate")
+        decided = gate(
+            config=config,
+            model=trained.outputs["model"],
+            test_data=splits.outputs["test_data"],
+            evaluation=evaluated.outputs["evaluation"],
+        ).set_display_name("gate")
+        registration = {
+            "model": trained.outputs["model"],
+            "evaluation": evaluated.outputs["evaluation"],
+            "decision": decided.outputs["decision"],
+        }
+        with dsl.If(decided.outputs["Output"] == "champion", name="promote"):
+            register(**registration).set_display_name("register-champion")
+        with dsl.Else(name="keep-champion"):
+            register(**registration).set_display_name("register-challenger")
+
+    return cnnops_train

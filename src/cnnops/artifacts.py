@@ -1,0 +1,86 @@
+"""The artifact contracts between steps, read and written in one place.
+
+A *dataset folder* (ingest output, and each split) holds `manifest.parquet` (a row per image:
+path, label, sha256, width, height, mode, origin) and `dataset.json` (classes, colour mode, input
+size, fingerprint, counts). A *model folder* holds `model.keras`, `model_spec.json` (what a caller
+needs to feed the model), `config.json` (the resolved run config), `history.json` and `run.json`
+(the MLflow run and logged-model URI).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cnnops.errors import CnnopsError
+
+MANIFEST_COLUMNS = ["path", "label", "sha256", "width", "height", "mode", "origin"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a caller must know to feed a model: saved beside the weights and in the registry."""
+
+    class_names: list[str]
+    height: int
+    width: int
+    mode: str
+    architecture: str
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelSpec:
+        return cls(
+            class_names=list(raw["class_names"]),
+            height=int(raw["height"]),
+            width=int(raw["width"]),
+            mode=str(raw["mode"]),
+            architecture=str(raw["architecture"]),
+        )
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CnnopsError(f"{path} is missing; was the step that writes it run on this folder?")
+    return json.loads(path.read_text())
+
+
+def write_dataset(folder: Path, manifest: pd.DataFrame, info: dict[str, Any]) -> None:
+    """Write a dataset folder: the manifest table plus its description."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest[MANIFEST_COLUMNS].to_parquet(folder / "manifest.parquet", index=False)
+    write_json(folder / "dataset.json", info)
+
+
+def read_manifest(folder: Path) -> pd.DataFrame:
+    path = folder / "manifest.parquet"
+    if not path.is_file():
+        raise CnnopsError(f"{folder} holds no manifest.parquet; point at the output of `cnnops ingest`/`split`.")
+    return pd.read_parquet(path)
+
+
+def read_dataset_info(folder: Path) -> dict[str, Any]:
+    return read_json(folder / "dataset.json")
+
+
+def read_model_spec(model_dir: Path) -> ModelSpec:
+    return ModelSpec.from_dict(read_json(model_dir / "model_spec.json"))

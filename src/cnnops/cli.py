@@ -1,0 +1,191 @@
+"""The `cnnops` command. Each step command calls the same library function the pipeline component
+calls; `run` and `compile` reach the kfp pipeline, imported only inside those two commands.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cnnops.config import Config, build_config, parse_overrides
+from cnnops.errors import CnnopsError, exit_on_user_error
+
+app = typer.Typer(
+    name="cnnops", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Train, gate and register image-classification CNNs: kfp pipeline, MLflow tracking and registry.",
+)
+
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of config sections.")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
+Data = Annotated[str | None, typer.Option("--data", help="Class-folder path, or demo:animals (default).")]
+
+
+def resolve_config(config: Path | None, sets: list[str] | None, **flags: Any) -> Config:
+    """Defaults, then the file, then --set, then the named flags that were given."""
+    overrides = parse_overrides(sets or [])
+    overrides.update({key: value for key, value in flags.items() if value is not None})
+    return build_config(config, overrides)
+
+
+@app.command()
+def run(
+    data: Data = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    mixed_precision: Annotated[bool | None, typer.Option("--mixed-precision", help="Train in float16.")] = None,
+    force_promote: Annotated[bool | None, typer.Option(
+        "--force-promote", help="Promote past the champion comparison (the floor still applies).")] = None,
+) -> None:
+    """Run the whole pipeline with kfp.local: ingest, split, train, evaluate, gate and register."""
+    with exit_on_user_error():
+        cfg = resolve_config(config, sets, **{
+            "data.source": data, "train.epochs": epochs, "registry.model_name": model_name,
+            "train.mixed_precision": mixed_precision, "gate.force_promote": force_promote})
+        preflight(cfg)
+        from pipelines.run import run_locally
+
+        started = time.monotonic()
+        try:
+            run_locally(cfg.model_dump(mode="json"))
+        except RuntimeError as err:
+            raise CnnopsError(f"the pipeline stopped: {str(err).splitlines()[0]} (the step's message is "
+                              "above); nothing was registered by the failed step.") from None
+        typer.echo(f"cnnops: pipeline finished in {time.monotonic() - started:.0f}s")
+        from cnnops.registry import describe_registry, model_name_for
+
+        typer.echo(format_status(describe_registry(model_name_for(cfg))))
+
+
+@app.command()
+def ingest(
+    out: Annotated[Path, typer.Option(help="Dataset folder to write.")],
+    data: Data = None, config: ConfigFile = None, sets: Sets = None,
+) -> None:
+    """Read a source into a manifest, quarantining bad files and dropping exact duplicates."""
+    from cnnops.ingest import ingest_source
+
+    with exit_on_user_error():
+        ingest_source(resolve_config(config, sets, **{"data.source": data}), out)
+
+
+@app.command()
+def split(
+    dataset: Annotated[Path, typer.Option(help="Folder written by `cnnops ingest`.")],
+    out: Annotated[Path, typer.Option(help="Folder to write train/, val/ and test/ into.")],
+    config: ConfigFile = None, sets: Sets = None,
+) -> None:
+    """Split a dataset into stratified, seeded train/val/test folders."""
+    from cnnops.split import SPLITS, split_dataset
+
+    with exit_on_user_error():
+        split_dataset(dataset, {name: out / name for name in SPLITS}, resolve_config(config, sets))
+
+
+@app.command()
+def train(
+    splits: Annotated[Path, typer.Option(help="Folder written by `cnnops split`.")],
+    out: Annotated[Path, typer.Option(help="Model folder to write.")],
+    config: ConfigFile = None, sets: Sets = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
+    mixed_precision: Annotated[bool | None, typer.Option("--mixed-precision")] = None,
+) -> None:
+    """Train a model on the train split, early-stopped on val, tracked in MLflow."""
+    from cnnops.train import train_model
+
+    with exit_on_user_error():
+        cfg = resolve_config(config, sets, **{"train.epochs": epochs, "train.mixed_precision": mixed_precision})
+        train_model(splits / "train", splits / "val", out, cfg)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Folder written by `cnnops train`.")],
+    test: Annotated[Path, typer.Option(help="Test split folder.")],
+    out: Annotated[Path, typer.Option(help="Evaluation folder to write.")],
+) -> None:
+    """Score a model on the test split and log the evaluation to its MLflow run."""
+    from cnnops.evaluate import evaluate_model
+
+    with exit_on_user_error():
+        evaluate_model(model, test, out)
+
+
+@app.command()
+def register(
+    model: Annotated[Path, typer.Option(help="Folder written by `cnnops train`.")],
+    test: Annotated[Path, typer.Option(help="Test split folder the model was evaluated on.")],
+    evaluation: Annotated[Path, typer.Option(help="Folder written by `cnnops evaluate`.")],
+    config: ConfigFile = None, sets: Sets = None,
+    force_promote: Annotated[bool | None, typer.Option("--force-promote")] = None,
+) -> None:
+    """Gate the model against the current champion and register it as champion or challenger."""
+    from cnnops.artifacts import read_json
+    from cnnops.registry import decide_promotion, register_model
+
+    with exit_on_user_error():
+        cfg = resolve_config(config, sets, **{"gate.force_promote": force_promote})
+        scores = read_json(evaluation / "metrics.json")
+        register_model(model, decide_promotion(model, test, scores, cfg), scores)
+
+
+@app.command("compile")
+def compile_(
+    out: Annotated[Path, typer.Option(help="Where to write the IR YAML.")] = Path("cnnops-pipeline.yaml"),
+    gpu: Annotated[bool, typer.Option("--gpu", help="Request one NVIDIA GPU for the train task.")] = False,
+) -> None:
+    """Compile the pipeline to Kubeflow Pipelines IR YAML."""
+    from pipelines.compile import compile_pipeline
+
+    typer.echo(f"cnnops: wrote {compile_pipeline(out, gpu=gpu)}")
+
+
+@app.command()
+def status(
+    model_name: Annotated[str | None, typer.Option(help="One registered model (default: all of cnnops').")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (keys in README).")] = False,
+) -> None:
+    """Show registered models, their champion and challenger, and each version's test metrics."""
+    from cnnops.registry import describe_registry
+
+    with exit_on_user_error():
+        described = describe_registry(model_name)
+    typer.echo(json.dumps(described, indent=2) if as_json else format_status(described))
+
+
+def preflight(config: Config) -> None:
+    """Catch what needs no decoding before the pipeline starts: path, demo name, classes, counts."""
+    from cnnops.ingest import check_has_classes
+    from cnnops.sources import list_class_files, resolve_source
+    from cnnops.split import check_class_counts
+
+    source = resolve_source(config.data.source)
+    class_files = list_class_files(source.root)
+    check_has_classes(source, class_files)
+    check_class_counts({label: len(files) for label, files in class_files.items() if files}, config.split)
+
+
+def format_status(described: dict[str, Any]) -> str:
+    lines = [f"MLflow store: {described['tracking_uri']}"]
+    if not described["models"]:
+        lines.append("no registered models yet; run `cnnops run`.")
+    for model in described["models"]:
+        lines.append(f"{model['name']}: {len(model['versions'])} version(s)")
+        for alias in ("champion", "challenger"):
+            version = model[alias]
+            if version is None:
+                lines.append(f"  {alias:<10} none")
+                continue
+            lines.append(f"  {alias:<10} v{version['version']}  test accuracy {_fmt(version['test_accuracy'])}"
+                         f"  macro F1 {_fmt(version['test_macro_f1'])}")
+            lines.append(f"  {'':<10} {version['reason']}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -1,0 +1,149 @@
+"""One typed, frozen configuration: defaults in code, YAML file on top, CLI overrides on top of that.
+
+Unknown keys are rejected so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cnnops.errors import CnnopsError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Section):
+    source: str = "demo:animals"
+    # Square side the model takes; None picks the dataset's own size when all images share one.
+    image_size: int | None = Field(default=None, ge=8, le=1024)
+    # Decompression-bomb guard: images with more pixels than this are quarantined.
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+
+
+class SplitConfig(_Section):
+    train: float = Field(default=0.8, gt=0, lt=1)
+    val: float = Field(default=0.1, gt=0, lt=1)
+    test: float = Field(default=0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total:g}")
+        return self
+
+
+class TrainConfig(_Section):
+    architecture: Literal["simple-cnn"] = "simple-cnn"
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    patience: int = Field(default=5, ge=1)
+    mixed_precision: bool = False
+
+
+class GateConfig(_Section):
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    # The candidate must beat the champion by at least this much on the same test images.
+    margin: float = Field(default=0.005, ge=0)
+    # And it must reach this absolute score to be champion at all.
+    floor: float = Field(default=0.5, ge=0, le=1)
+    force_promote: bool = False
+
+
+class RegistryConfig(_Section):
+    # None derives a name from the data source so two datasets never share a registered model.
+    model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class Config(_Section):
+    seed: int = 42
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    train: TrainConfig = TrainConfig()
+    gate: GateConfig = GateConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+
+def build_config(file: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Resolve defaults, then the YAML file, then dotted overrides (`train.epochs=3`)."""
+    raw: dict[str, Any] = {}
+    if file is not None:
+        raw = read_yaml(file)
+    for dotted, value in (overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    return validate_config(raw)
+
+
+def validate_config(raw: dict[str, Any]) -> Config:
+    """Validate a plain dict (a YAML file, a pipeline parameter) into a Config, as one readable line."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(_describe(e) for e in err.errors())
+        raise CnnopsError(f"invalid config: {problems}. See `cnnops run --help` for the keys.") from None
+
+
+def read_yaml(file: Path) -> dict[str, Any]:
+    """Read a config file; a missing or malformed file is a user error, not a traceback."""
+    if not file.is_file():
+        raise CnnopsError(f"config file {file} does not exist; pass an existing YAML file to --config.")
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise CnnopsError(f"config file {file} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise CnnopsError(f"config file {file} must hold a mapping of sections, not {type(raw).__name__}.")
+    return raw
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn `--set section.key=value` strings into a dict; values are parsed as YAML scalars."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CnnopsError(f"--set expects section.key=value, got {pair!r}.")
+        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return parsed
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` inside nested dicts, creating the sections on the way."""
+    *sections, leaf = dotted.split(".")
+    node = raw
+    for section in sections:
+        child = node.setdefault(section, {})
+        if not isinstance(child, dict):
+            raise CnnopsError(f"cannot set {dotted}: {section} is not a section.")
+        node = child
+    node[leaf] = value
+
+
+def flatten_config(config: Config) -> dict[str, Any]:
+    """`{"train.epochs": 30, ...}`: the shape MLflow params want."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: dict[str, Any]) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(f"{name}.", value)
+            else:
+                flat[name] = value
+
+    walk("", config.model_dump(mode="json"))
+    return flat
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "config"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    return f"{where}: {error['msg']}"

@@ -1,0 +1,31 @@
+"""User-facing errors: one line that names the problem and the fix, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class CnnopsError(Exception):
+    """A mistake in the user's input or environment that the user can fix.
+
+    The CLI and the pipeline components print it as one line and exit non-zero;
+    anything else is a bug and keeps its traceback.
+    """
+
+
+class ImageDecodeError(CnnopsError):
+    """Bytes that are not an image cnnops can use; the message is the quarantine reason."""
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Turn a CnnopsError into a one-line message and exit status 2, so a user's mistake never prints
+    a traceback, whether the step runs from the CLI or inside a pipeline task. Bugs keep theirs.
+    """
+    try:
+        yield
+    except CnnopsError as err:
+        print(f"cnnops: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,115 @@
+"""Evaluate: score a model on a test manifest (accuracy, macro F1, per-class report, confusion
+matrix, learning curves) and log it all to the model's MLflow run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import matplotlib
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from cnnops.artifacts import ModelSpec, read_json, read_manifest, read_model_spec, write_json
+from cnnops.console import say
+from cnnops.inputs import make_dataset
+from cnnops.tracking import use_tracking_store
+
+EVAL_BATCH = 256
+
+
+def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Score the model folder's model on the test folder; write and log the evaluation."""
+    spec = read_model_spec(model_dir)
+    model = keras.saving.load_model(model_dir / "model.keras")
+    manifest = read_manifest(test_dir)
+    scores = score_model(model, spec, manifest)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", scores)
+    pd.DataFrame(scores["per_class"]).to_csv(out_dir / "per_class.csv", index=False)
+    plot_confusion_matrix(np.array(scores["confusion_matrix"]), spec.class_names, out_dir / "confusion_matrix.png")
+    plot_learning_curves(read_json(model_dir / "history.json"), out_dir / "learning_curves.png")
+
+    run = read_json(model_dir / "run.json")
+    use_tracking_store()
+    with mlflow.start_run(run_id=run["run_id"]):
+        mlflow.log_metrics({"test_accuracy": scores["accuracy"], "test_macro_f1": scores["macro_f1"]})
+        mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
+    say(f"evaluate: test accuracy {scores['accuracy']:.4f}, macro F1 {scores['macro_f1']:.4f} "
+        f"on {scores['n_test']} images")
+    return scores
+
+
+def score_model(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> dict[str, Any]:
+    """Metrics of `model` on `manifest`, whose labels must be among the model's classes."""
+    probabilities = predict_manifest(model, spec, manifest)
+    index = {name: i for i, name in enumerate(spec.class_names)}
+    y_true = np.array([index[label] for label in manifest["label"]])
+    y_pred = probabilities.argmax(axis=1)
+    labels = list(range(len(spec.class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "n_test": len(manifest),
+        "class_names": spec.class_names,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "per_class": [
+            {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(spec.class_names, precision, recall, f1, support, strict=True)
+        ],
+    }
+
+
+def predict_manifest(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> np.ndarray:
+    """Class probabilities for every image of a manifest, in manifest order."""
+    batches = make_dataset(manifest, spec, EVAL_BATCH).map(lambda image, label: image)
+    return np.concatenate([np.asarray(model(batch, training=False)) for batch in batches])
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path) -> None:
+    plt = _pyplot()
+    size = max(4.0, 0.6 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, col), value in np.ndenumerate(matrix):
+        ax.text(col, row, str(value), ha="center", va="center",
+                color="white" if value > threshold else "black", fontsize=8)
+    ax.set_title("Confusion matrix (test split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix in ("", "val_"):
+            values = history.get(prefix + metric)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, marker="o", label=prefix + metric)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _pyplot() -> Any:
+    """pyplot on the file-only backend: no display is needed, and none is touched at import time."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

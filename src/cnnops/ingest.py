@@ -1,0 +1,151 @@
+"""Ingest: read every image once through the decode function, write the manifest, the quarantine
+list and the dataset fingerprint. Bad files are quarantined, never fatal; the source is only read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cnnops.artifacts import write_dataset
+from cnnops.config import Config
+from cnnops.console import Progress, say
+from cnnops.errors import CnnopsError, ImageDecodeError
+from cnnops.images import decode_image, sha256_bytes
+from cnnops.sources import Source, list_class_files, resolve_source
+
+# When images differ in size (or are large), the model takes this square side unless configured.
+FALLBACK_SIDE = 128
+MAX_NATIVE_SIDE = 256
+
+
+def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
+    """Ingest `config.data.source` into a dataset folder; returns the dataset description."""
+    source = resolve_source(config.data.source)
+    class_files = list_class_files(source.root)
+    check_has_classes(source, class_files)
+    jobs = [(label, path) for label, files in class_files.items() for path in files]
+    say(f"ingest: reading {len(jobs)} files in {len(class_files)} class folders from {source.root}")
+
+    rows: list[dict[str, Any]] = []
+    quarantine: list[dict[str, str]] = []
+    progress = Progress("ingest", len(jobs))
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        for label, path, result in pool.map(lambda job: (*job, _read(job[1], config)), jobs):
+            progress.advance()
+            if isinstance(result, str):
+                quarantine.append({"path": str(path), "label": label, "reason": result})
+            else:
+                rows.append({"path": str(path), "label": label, "origin": source.origin, **result})
+    if not rows:
+        first = quarantine[0]["reason"] if quarantine else "no files"
+        raise CnnopsError(
+            f"no decodable image in {source.spec}: all {len(jobs)} files were quarantined "
+            f"(first reason: {first}); use jpg, png, bmp, gif or webp files."
+        )
+    manifest, duplicates, conflicts = drop_duplicates(pd.DataFrame(rows))
+    quarantine.extend(conflicts)
+    info = describe_dataset(manifest, source, config)
+    info.update(n_files=len(jobs), n_quarantined=len(quarantine), n_duplicates=len(duplicates),
+                empty_classes=sorted(set(class_files) - set(info["classes"])))
+    write_dataset(out_dir, manifest, info)
+    pd.DataFrame(quarantine, columns=["path", "label", "reason"]).to_csv(out_dir / "quarantine.csv", index=False)
+    duplicates.to_csv(out_dir / "duplicates.csv", index=False)
+    say(f"ingest: {len(manifest)} images in {len(info['classes'])} classes, {len(quarantine)} quarantined, "
+        f"{len(duplicates)} exact duplicates dropped; fingerprint {info['fingerprint'][:12]}")
+    for label in info["empty_classes"]:
+        say(f"ingest: warning: class folder '{label}' has no usable image and is left out")
+    return info
+
+
+def check_has_classes(source: Source, class_files: dict[str, list[Path]]) -> None:
+    """Fail fast, before any decoding, on a folder that cannot make a classifier."""
+    filled = [label for label, files in class_files.items() if files]
+    if not filled:
+        raise CnnopsError(
+            f"data source {source.spec} is empty: it needs one subfolder per class, each holding images."
+        )
+    if len(filled) < 2:
+        raise CnnopsError(
+            f"data source {source.spec} has one class only ('{filled[0]}'); a classifier needs at least "
+            "two class subfolders."
+        )
+
+
+def drop_duplicates(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, str]]]:
+    """Keep one copy of each exact duplicate, so one image never lands in both train and test.
+
+    Copies filed under different labels are a label conflict: every copy is quarantined.
+    """
+    manifest = manifest.sort_values("path", kind="stable").reset_index(drop=True)
+    labels_per_hash = manifest.groupby("sha256")["label"].nunique()
+    conflicted = set(labels_per_hash[labels_per_hash > 1].index)
+    conflict_rows = manifest[manifest["sha256"].isin(conflicted)]
+    conflicts = [
+        {"path": row.path, "label": row.label,
+         "reason": "label conflict: the same image is filed under "
+                   + ", ".join(sorted(conflict_rows.loc[conflict_rows.sha256 == row.sha256, "label"].unique()))}
+        for row in conflict_rows.itertuples()
+    ]
+    clean = manifest[~manifest["sha256"].isin(conflicted)]
+    first = clean.groupby("sha256")["path"].transform("first")
+    is_copy = clean["path"] != first
+    duplicates = pd.DataFrame({"path": clean.loc[is_copy, "path"], "label": clean.loc[is_copy, "label"],
+                               "duplicate_of": first[is_copy]})
+    return clean[~is_copy].reset_index(drop=True), duplicates.reset_index(drop=True), conflicts
+
+
+def describe_dataset(manifest: pd.DataFrame, source: Source, config: Config) -> dict[str, Any]:
+    """Classes, colour mode, model input size and fingerprint of a deduplicated manifest."""
+    mode = "L" if (manifest["mode"] == "L").all() else "RGB"
+    height, width = choose_input_size(manifest, config.data.image_size)
+    counts = Counter(manifest["label"])
+    return {
+        "source": source.spec,
+        "origin": source.origin,
+        "classes": sorted(counts),
+        "class_counts": dict(sorted(counts.items())),
+        "mode": mode,
+        "height": height,
+        "width": width,
+        "n_images": len(manifest),
+        "fingerprint": fingerprint(manifest),
+    }
+
+
+def choose_input_size(manifest: pd.DataFrame, image_size: int | None) -> tuple[int, int]:
+    """The configured square side; else the images' own size when they all share a small one."""
+    if image_size is not None:
+        return image_size, image_size
+    sizes = set(zip(manifest["height"], manifest["width"], strict=True))
+    if len(sizes) == 1:
+        height, width = sizes.pop()
+        if max(height, width) <= MAX_NATIVE_SIDE:
+            return int(height), int(width)
+    return FALLBACK_SIDE, FALLBACK_SIDE
+
+
+def fingerprint(manifest: pd.DataFrame) -> str:
+    """Hash over the sorted (sha256, label) pairs: it changes exactly when the training data does."""
+    lines = sorted(f"{sha}\t{label}\n" for sha, label in zip(manifest["sha256"], manifest["label"], strict=True))
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _read(path: Path, config: Config) -> dict[str, Any] | str:
+    """Decode one file: its manifest fields, or the reason it is quarantined."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return f"unreadable: {err.strerror or err}"
+    try:
+        image = decode_image(data, max_pixels=config.data.max_image_pixels)
+    except ImageDecodeError as err:
+        return str(err)
+    return {"sha256": sha256_bytes(data), "width": image.width, "height": image.height,
+            "mode": image.natural_mode}

@@ -1,0 +1,40 @@
+"""Where cnnops keeps its state: one folder, nothing written outside it unless the user says so.
+
+Nothing here touches the disk at import time; callers create folders when they write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STATE_ENV = "CNNOPS_HOME"
+DEFAULT_STATE_DIR = ".cnnops"
+
+
+def state_home() -> Path:
+    """The state folder: `$CNNOPS_HOME`, else `./.cnnops` under the working directory."""
+    return Path(os.environ.get(STATE_ENV) or DEFAULT_STATE_DIR).expanduser().resolve()
+
+
+def tracking_uri() -> str:
+    """MLflow store: `$MLFLOW_TRACKING_URI` when set, else a sqlite file in the state folder."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{state_home() / 'mlflow' / 'mlflow.db'}"
+
+
+def artifact_root() -> Path:
+    """Artifact folder for experiments created against the embedded sqlite store."""
+    return state_home() / "mlflow" / "artifacts"
+
+
+def pipeline_root() -> Path:
+    """kfp.local pipeline root: every task's outputs land under it."""
+    return state_home() / "pipeline-root"
+
+
+def data_cache() -> Path:
+    """Where demo datasets are written out as image files, once."""
+    return state_home() / "data"

@@ -1,0 +1,69 @@
+"""Split: stratified, seeded train/val/test manifests. The test manifest is its own artifact so the
+candidate and the champion are scored on exactly the same images.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+import numpy as np
+import pandas as pd
+
+from cnnops.artifacts import read_dataset_info, read_manifest, write_dataset
+from cnnops.config import Config, SplitConfig
+from cnnops.console import say
+from cnnops.errors import CnnopsError
+
+SPLITS = ("train", "val", "test")
+
+
+def split_dataset(dataset_dir: Path, out_dirs: dict[str, Path], config: Config) -> dict[str, int]:
+    """Write one dataset folder per split; returns the image count of each."""
+    manifest = read_manifest(dataset_dir)
+    info = read_dataset_info(dataset_dir)
+    check_class_counts(info["class_counts"], config.split)
+    assignment = assign_splits(manifest, config.split, config.seed)
+    counts: dict[str, int] = {}
+    for name in SPLITS:
+        part = manifest[assignment == name].reset_index(drop=True)
+        counts[name] = len(part)
+        write_dataset(out_dirs[name], part, {**info, "split": name, "seed": config.seed,
+                                             "n_images": len(part),
+                                             "class_counts": part["label"].value_counts().sort_index().to_dict()})
+    say("split: " + ", ".join(f"{name} {counts[name]}" for name in SPLITS) + f" (seed {config.seed})")
+    return counts
+
+
+def min_images_per_class(split: SplitConfig) -> int:
+    """Smallest class that still gets at least one image in each of val and test."""
+    return max(3, math.ceil(1 / min(split.val, split.test) - 1e-9))
+
+
+def check_class_counts(class_counts: dict[str, int], split: SplitConfig) -> None:
+    """Refuse a split that would leave a class out of val or test."""
+    if len(class_counts) < 2:
+        raise CnnopsError("the dataset has fewer than two classes with usable images; add another class folder.")
+    needed = min_images_per_class(split)
+    small = {label: n for label, n in class_counts.items() if n < needed}
+    if small:
+        listing = ", ".join(f"'{label}' has {n}" for label, n in sorted(small.items()))
+        raise CnnopsError(
+            f"{listing}; the {split.train:g}/{split.val:g}/{split.test:g} split needs at least {needed} "
+            "usable images per class. Add images or remove the class folder."
+        )
+
+
+def assign_splits(manifest: pd.DataFrame, split: SplitConfig, seed: int) -> np.ndarray:
+    """Per class, shuffle with the seed and cut by the fractions (at least one image in val and test)."""
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(manifest), dtype=object)
+    order = manifest.sort_values(["label", "sha256"], kind="stable")
+    for _, group in order.groupby("label", sort=True):
+        index = group.index.to_numpy()[rng.permutation(len(group))]
+        n_test = max(1, round(len(index) * split.test))
+        n_val = max(1, round(len(index) * split.val))
+        assignment[index[:n_test]] = "test"
+        assignment[index[n_test:n_test + n_val]] = "val"
+        assignment[index[n_test + n_val:]] = "train"
+    return assignment
+

@@ -1,0 +1,45 @@
+"""MLflow wiring: which store, which experiment, and the provenance tags every run carries."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+
+from cnnops.paths import artifact_root, tracking_uri
+
+
+def use_tracking_store() -> str:
+    """Point MLflow at the configured store (creating the embedded sqlite folder if that is it)."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str) -> str:
+    """The experiment for a registered model, created on first use; returns its id."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        location = (artifact_root() / name).as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def git_commit() -> str:
+    """The project's commit: `$CNNOPS_GIT_COMMIT` (baked into images), else git, else "unknown"."""
+    if os.environ.get("CNNOPS_GIT_COMMIT"):
+        return os.environ["CNNOPS_GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"

@@ -1,0 +1,136 @@
+"""Train: build the configured CNN, fit it on the train split with early stopping on the val split,
+and record everything in one MLflow run (params, resolved config, per-epoch metrics, the model with
+its signature and input spec, provenance tags). Writes a model folder for the next steps.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.models import infer_signature
+
+from cnnops.artifacts import ModelSpec, read_dataset_info, read_manifest, write_json
+from cnnops.config import Config, flatten_config
+from cnnops.console import say
+from cnnops.inputs import make_dataset, make_deterministic
+from cnnops.model import build_model
+from cnnops.registry import model_name_for
+from cnnops.tracking import ensure_experiment, git_commit, use_tracking_store
+
+
+def train_model(
+    train_dir: Path, val_dir: Path, out_dir: Path, config: Config, pipeline_run: str = "manual"
+) -> dict[str, Any]:
+    """Fit a model and write the model folder; returns the run record (run id, model URI)."""
+    info = read_dataset_info(train_dir)
+    spec = ModelSpec(class_names=list(info["classes"]), height=info["height"], width=info["width"],
+                     mode=info["mode"], architecture=config.train.architecture)
+    make_deterministic(config.seed)
+    if config.train.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    model = build_model(spec)
+    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    train_ds = make_dataset(read_manifest(train_dir), spec, config.train.batch_size, shuffle=True,
+                            seed=config.seed)
+    val_ds = make_dataset(read_manifest(val_dir), spec, config.train.batch_size)
+
+    use_tracking_store()
+    name = model_name_for(config)
+    experiment_id = ensure_experiment(name)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.set_tags({
+            "cnnops.dataset_fingerprint": info["fingerprint"],
+            "cnnops.data_source": info["source"],
+            "cnnops.git_commit": git_commit(),
+            "mlflow.source.git.commit": git_commit(),
+            "cnnops.pipeline_run": pipeline_run,
+            "cnnops.registered_model": name,
+            "cnnops.devices": ",".join(d.device_type for d in _devices()),
+        })
+        mlflow.log_params({**flatten_config(config), "n_train": info["n_images"],
+                           "n_val": read_dataset_info(val_dir)["n_images"],
+                           "n_params": model.count_params()})
+        mlflow.log_dict(config.model_dump(mode="json"), "config.json")
+        say(f"train: {spec.architecture} on {info['n_images']} images of {spec.height}x{spec.width} "
+            f"{spec.mode}, {len(spec.class_names)} classes, up to {config.train.epochs} epochs")
+        started = time.monotonic()
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=config.train.epochs, verbose=0, shuffle=False,
+            callbacks=[
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
+                                              restore_best_weights=True),
+                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                  patience=max(1, config.train.patience // 2)),
+                mlflow.keras.MlflowCallback(run),
+                EpochLine(config.train.epochs),
+            ],
+        )
+        seconds = time.monotonic() - started
+        epochs_run = len(history.history["loss"])
+        best_epoch = int(np.argmin(history.history["val_loss"])) + 1
+        mlflow.log_metrics({"train_seconds": seconds, "epochs_run": epochs_run, "best_epoch": best_epoch,
+                            "train_images_per_second": info["n_images"] * epochs_run / seconds})
+        record = save_model_folder(out_dir, model, spec, config, history.history, run.info.run_id,
+                                   experiment_id)
+    say(f"train: {epochs_run} epochs in {seconds:.0f}s, best epoch {best_epoch}, run {record['run_id']}")
+    return record
+
+
+def save_model_folder(
+    out_dir: Path, model: keras.Model, spec: ModelSpec, config: Config, history: dict[str, list[float]],
+    run_id: str, experiment_id: str,
+) -> dict[str, Any]:
+    """Write the model folder and log the model to the active MLflow run."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / "model.keras")
+    write_json(out_dir / "model_spec.json", spec.to_dict())
+    write_json(out_dir / "config.json", config.model_dump(mode="json"))
+    write_json(out_dir / "history.json", {k: [float(v) for v in vals] for k, vals in history.items()})
+    example = np.zeros((1, spec.height, spec.width, spec.channels), dtype=np.uint8)
+    signature = infer_signature(example, np.asarray(model(example, training=False)))
+    info = mlflow.keras.log_model(model, name="model", signature=signature,
+                                  metadata={"cnnops": spec.to_dict()}, pip_requirements=model_requirements())
+    mlflow.log_artifact(str(out_dir / "model_spec.json"))
+    mlflow.log_artifact(str(out_dir / "history.json"))
+    record = {"run_id": run_id, "experiment_id": experiment_id, "model_uri": info.model_uri,
+              "model_id": info.model_id, "registered_model": model_name_for(config)}
+    write_json(out_dir / "run.json", record)
+    return record
+
+
+def model_requirements() -> list[str]:
+    """Pin what loading the model needs; spares MLflow its slow import-capture inference."""
+    from importlib.metadata import version
+
+    backend = keras.backend.backend()
+    return [f"keras=={version('keras')}", f"{backend}=={version(backend)}"]
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One progress line per epoch, readable in a terminal and in kfp logs."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self._start = time.monotonic()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = logs or {}
+        say(f"train: epoch {epoch + 1}/{self.epochs} loss {logs.get('loss', float('nan')):.4f} "
+            f"acc {logs.get('accuracy', float('nan')):.4f} val_loss {logs.get('val_loss', float('nan')):.4f} "
+            f"val_acc {logs.get('val_accuracy', float('nan')):.4f} ({time.monotonic() - self._start:.1f}s)")
+
+
+def _devices() -> list[Any]:
+    import tensorflow as tf
+
+    return tf.config.list_logical_devices()

@@ -1,0 +1,78 @@
+"""Shared fixtures: an isolated state folder per test, and tiny learnable image folders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TINY_CLASSES = ("disc", "cross", "stripes")
+
+
+@pytest.fixture
+def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh CNNOPS_HOME (and so a fresh MLflow sqlite store) for one test."""
+    home = tmp_path / "state"
+    monkeypatch.setenv("CNNOPS_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home
+
+
+def draw(kind: str, rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    """One noisy RGB image of a shape class; the classes are easy for a CNN, hard for chance."""
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = rng.integers(size // 3, 2 * size // 3, size=2)
+    if kind == "disc":
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= (size // 4) ** 2
+    elif kind == "cross":
+        mask = (np.abs(yy - cy) <= 1) | (np.abs(xx - cx) <= 1)
+    else:
+        mask = (xx + rng.integers(0, 4)) % 4 < 2
+    pixels = rng.integers(0, 60, size=(size, size, 3))
+    pixels[mask] = rng.integers(190, 256, size=(int(mask.sum()), 3))
+    return pixels.astype(np.uint8)
+
+
+@pytest.fixture
+def make_images(tmp_path: Path) -> Callable[..., Path]:
+    """Write a class-folder dataset: `make_images(per_class=20, classes=TINY_CLASSES, seed=0)`."""
+
+    def make(per_class: int = 20, classes: tuple[str, ...] = TINY_CLASSES, seed: int = 0,
+             name: str = "images") -> Path:
+        rng = np.random.default_rng(seed)
+        root = tmp_path / name
+        for label in classes:
+            (root / label).mkdir(parents=True, exist_ok=True)
+            for index in range(per_class):
+                Image.fromarray(draw(label, rng)).save(root / label / f"{label}_{index:03d}.png")
+        return root
+
+    return make
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, float]]:
+    """Every file's size and mtime under a folder: proof that a step left the source untouched."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime) for p in sorted(root.rglob("*"))}
+
+
+def train_candidate(work: Path, source: Path, **overrides) -> dict:
+    """ingest -> split -> train -> evaluate through the library, as the components call it."""
+    from cnnops.config import build_config
+    from cnnops.evaluate import evaluate_model
+    from cnnops.ingest import ingest_source
+    from cnnops.split import SPLITS, split_dataset
+    from cnnops.train import train_model
+
+    config = build_config(overrides={"data.source": str(source), "train.batch_size": 16, "train.patience": 20,
+                                     **overrides})
+    ingest_source(config, work / "dataset")
+    split_dataset(work / "dataset", {name: work / name for name in SPLITS}, config)
+    record = train_model(work / "train", work / "val", work / "model", config)
+    metrics = evaluate_model(work / "model", work / "test", work / "evaluation")
+    return {"config": config, "model": work / "model", "test": work / "test", "metrics": metrics, **record}

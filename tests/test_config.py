@@ -1,0 +1,48 @@
+import pytest
+
+from cnnops.config import build_config, flatten_config, parse_overrides
+from cnnops.errors import CnnopsError
+
+
+def test_defaults_then_file_then_overrides(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("train:\n  epochs: 7\n  batch_size: 16\n")
+    config = build_config(file, parse_overrides(["train.epochs=3", "gate.margin=0.1"]))
+    assert (config.train.epochs, config.train.batch_size, config.gate.margin) == (3, 16, 0.1)
+    assert config.data.source == "demo:animals"
+
+
+def test_unknown_key_is_one_line_error(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("train:\n  epoch: 7\n")
+    with pytest.raises(CnnopsError, match=r"unknown key 'train.epoch'") as err:
+        build_config(file)
+    assert "\n" not in str(err.value)
+
+
+def test_split_fractions_must_sum_to_one():
+    with pytest.raises(CnnopsError, match="sum to 1"):
+        build_config(overrides={"split.train": 0.9})
+
+
+def test_config_is_frozen():
+    config = build_config()
+    with pytest.raises(ValueError):
+        config.train.epochs = 2
+
+
+def test_flatten_for_mlflow_params():
+    flat = flatten_config(build_config())
+    assert flat["train.epochs"] == 30
+    assert flat["gate.floor"] == 0.5
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=3"])
+def test_malformed_set_is_rejected(bad):
+    with pytest.raises(CnnopsError, match="section.key=value"):
+        parse_overrides([bad])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(CnnopsError, match="does not exist"):
+        build_config(tmp_path / "nope.yaml")

@@ -1,0 +1,91 @@
+import shutil
+
+import pandas as pd
+import pytest
+from conftest import snapshot
+
+from cnnops.artifacts import read_dataset_info, read_manifest
+from cnnops.config import build_config
+from cnnops.errors import CnnopsError
+from cnnops.ingest import ingest_source
+from cnnops.sources import default_model_name
+
+
+def test_manifest_and_fingerprint(make_images, state_home, tmp_path):
+    root = make_images(per_class=12)
+    info = ingest_source(build_config(overrides={"data.source": str(root)}), tmp_path / "ds")
+    manifest = read_manifest(tmp_path / "ds")
+    assert list(manifest.columns) == ["path", "label", "sha256", "width", "height", "mode", "origin"]
+    assert len(manifest) == 36 and info["classes"] == ["cross", "disc", "stripes"]
+    assert (info["mode"], info["height"], info["width"]) == ("RGB", 16, 16)
+    assert read_dataset_info(tmp_path / "ds")["fingerprint"] == info["fingerprint"]
+    again = ingest_source(build_config(overrides={"data.source": str(root)}), tmp_path / "ds2")
+    assert again["fingerprint"] == info["fingerprint"]
+
+
+def test_bad_files_are_quarantined_and_source_untouched(make_images, state_home, tmp_path):
+    root = make_images(per_class=12)
+    (root / "disc" / "notes.txt").write_text("not an image")
+    (root / "disc" / "empty.png").write_bytes(b"")
+    good = (root / "cross" / "cross_000.png").read_bytes()
+    (root / "cross" / "truncated.png").write_bytes(good[: len(good) // 2])
+    before = snapshot(root)
+    info = ingest_source(build_config(overrides={"data.source": str(root)}), tmp_path / "ds")
+    quarantine = pd.read_csv(tmp_path / "ds" / "quarantine.csv")
+    assert info["n_quarantined"] == 3
+    reasons = dict(zip(quarantine["path"].map(lambda p: p.rsplit("/", 1)[-1]), quarantine["reason"], strict=True))
+    assert reasons["notes.txt"] == "not an image"
+    assert reasons["empty.png"] == "empty file"
+    assert reasons["truncated.png"].startswith("corrupt image")
+    assert snapshot(root) == before
+
+
+def test_exact_duplicates_dropped_and_conflicts_quarantined(make_images, state_home, tmp_path):
+    root = make_images(per_class=12)
+    shutil.copy(root / "disc" / "disc_000.png", root / "disc" / "copy_of_disc.png")
+    shutil.copy(root / "cross" / "cross_001.png", root / "stripes" / "mislabelled.png")
+    info = ingest_source(build_config(overrides={"data.source": str(root)}), tmp_path / "ds")
+    manifest = read_manifest(tmp_path / "ds")
+    assert manifest["sha256"].is_unique
+    assert info["n_duplicates"] == 1
+    assert len(manifest) == 36 - 1  # the conflicting original left too
+    quarantine = pd.read_csv(tmp_path / "ds" / "quarantine.csv")
+    assert quarantine["reason"].str.startswith("label conflict").sum() == 2
+
+
+def test_nothing_decodable(tmp_path, state_home):
+    for label in ("a", "b"):
+        (tmp_path / "src" / label).mkdir(parents=True)
+        (tmp_path / "src" / label / "x.jpg").write_text("nope")
+    with pytest.raises(CnnopsError, match="no decodable image"):
+        ingest_source(build_config(overrides={"data.source": str(tmp_path / "src")}), tmp_path / "ds")
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [({}, "is empty"), ({"only": 3}, "one class only"), ({"a": 0, "b": 0}, "is empty")],
+)
+def test_folders_that_cannot_make_a_classifier(tmp_path, state_home, make_images, layout, message):
+    root = tmp_path / "src"
+    root.mkdir()
+    for label, count in layout.items():
+        (root / label).mkdir()
+        for index in range(count):
+            shutil.copy(make_images(per_class=1, classes=("disc",), seed=index, name=f"one{index}") /
+                        "disc" / "disc_000.png", root / label / f"{index}.png")
+    with pytest.raises(CnnopsError, match=message):
+        ingest_source(build_config(overrides={"data.source": str(root)}), tmp_path / "ds")
+
+
+def test_sources_resolve_to_distinct_model_names(tmp_path):
+    (tmp_path / "a" / "faces").mkdir(parents=True)
+    (tmp_path / "b" / "faces").mkdir(parents=True)
+    assert default_model_name("demo:animals") == "cnnops-animals"
+    assert default_model_name(str(tmp_path / "a" / "faces")) != default_model_name(str(tmp_path / "b" / "faces"))
+
+
+@pytest.mark.parametrize(("source", "message"), [("demo:unicorns", "unknown demo dataset"),
+                                                   ("/no/such/folder", "does not exist")])
+def test_unresolvable_sources(source, message, state_home, tmp_path):
+    with pytest.raises(CnnopsError, match=message):
+        ingest_source(build_config(overrides={"data.source": source}), tmp_path / "ds")

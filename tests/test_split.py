@@ -1,0 +1,47 @@
+import pandas as pd
+import pytest
+
+from cnnops.artifacts import read_dataset_info, read_manifest
+from cnnops.config import build_config
+from cnnops.errors import CnnopsError
+from cnnops.ingest import ingest_source
+from cnnops.split import SPLITS, assign_splits, split_dataset
+
+
+def manifest(counts: dict[str, int]) -> pd.DataFrame:
+    rows = [{"path": f"{label}/{i}.png", "label": label, "sha256": f"{label}{i:04d}"}
+            for label, n in counts.items() for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def test_stratified_and_deterministic():
+    frame = manifest({"a": 100, "b": 50})
+    config = build_config()
+    first = assign_splits(frame, config.split, seed=1)
+    assert (first == assign_splits(frame, config.split, seed=1)).all()
+    assert not (first == assign_splits(frame, config.split, seed=2)).all()
+    table = pd.crosstab(frame["label"], first)
+    assert table.loc["a"].to_dict() == {"test": 10, "train": 80, "val": 10}
+    assert table.loc["b"].to_dict() == {"test": 5, "train": 40, "val": 5}
+
+
+def test_split_folders_partition_the_dataset(make_images, state_home, tmp_path):
+    root = make_images(per_class=20)
+    config = build_config(overrides={"data.source": str(root)})
+    ingest_source(config, tmp_path / "ds")
+    dirs = {name: tmp_path / name for name in SPLITS}
+    counts = split_dataset(tmp_path / "ds", dirs, config)
+    assert counts == {"train": 48, "val": 6, "test": 6}
+    hashes = [set(read_manifest(dirs[name])["sha256"]) for name in SPLITS]
+    assert not (hashes[0] & hashes[1] or hashes[0] & hashes[2] or hashes[1] & hashes[2])
+    assert read_dataset_info(dirs["test"])["split"] == "test"
+
+
+def test_class_too_small_for_split(make_images, state_home, tmp_path):
+    root = make_images(per_class=20)
+    for extra in sorted((root / "disc").iterdir())[6:]:
+        extra.unlink()
+    config = build_config(overrides={"data.source": str(root)})
+    ingest_source(config, tmp_path / "ds")
+    with pytest.raises(CnnopsError, match=r"'disc' has 6; the 0.8/0.1/0.1 split needs at least 10"):
+        split_dataset(tmp_path / "ds", {name: tmp_path / name for name in SPLITS}, config)

@@ -1,0 +1,125 @@
+"""Train, evaluate, gate and register on tiny data, against a real MLflow sqlite store and registry."""
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import train_candidate
+from mlflow.tracking import MlflowClient
+
+from cnnops.config import build_config
+from cnnops.errors import CnnopsError
+from cnnops.registry import decide_promotion, describe_registry, register_model
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """One store shared by the tests of this module, holding a strong first champion."""
+    with pytest.MonkeyPatch.context() as patch:
+        work = tmp_path_factory.mktemp("registry")
+        patch.setenv("CNNOPS_HOME", str(work / "state"))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        source = _images(work / "images", per_class=30)
+        strong = train_candidate(work / "strong", source, **{"train.epochs": 12})
+        decision = decide_promotion(strong["model"], strong["test"], strong["metrics"], strong["config"])
+        result = register_model(strong["model"], decision, strong["metrics"])
+        yield {"work": work, "source": source, "strong": strong, "first": result, "decision": decision}
+
+
+def _images(root, per_class, classes=None):
+    import numpy as np
+    from conftest import TINY_CLASSES, draw
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for label in classes or TINY_CLASSES:
+        (root / label).mkdir(parents=True)
+        for index in range(per_class):
+            Image.fromarray(draw(label, rng)).save(root / label / f"{index}.png")
+    return root
+
+
+def test_training_logs_run_with_model_and_provenance(registry):
+    strong = registry["strong"]
+    run = MlflowClient().get_run(strong["run_id"])
+    assert run.data.tags["cnnops.dataset_fingerprint"]
+    assert run.data.tags["cnnops.pipeline_run"] == "manual"
+    assert run.data.params["train.epochs"] == "12"
+    history = MlflowClient().get_metric_history(strong["run_id"], "val_loss")
+    assert len(history) == run.data.metrics["epochs_run"]
+    artifacts = {a.path for a in MlflowClient().list_artifacts(strong["run_id"], "evaluation")}
+    assert {"evaluation/confusion_matrix.png", "evaluation/learning_curves.png", "evaluation/metrics.json"} <= artifacts
+    info = mlflow.models.get_model_info(strong["model_uri"])
+    assert info.metadata["cnnops"]["class_names"] == ["cross", "disc", "stripes"]
+    assert info.signature is not None
+
+
+def test_first_model_above_floor_becomes_champion(registry):
+    assert registry["strong"]["metrics"]["accuracy"] >= 0.8
+    assert registry["first"]["alias"] == "champion"
+    assert registry["decision"]["reason"].startswith("no champion yet")
+
+
+def test_same_seed_gives_same_metrics(registry):
+    again = train_candidate(registry["work"] / "again", registry["source"], **{"train.epochs": 12})
+    assert again["metrics"]["accuracy"] == registry["strong"]["metrics"]["accuracy"]
+    assert again["metrics"]["confusion_matrix"] == registry["strong"]["metrics"]["confusion_matrix"]
+
+
+def test_weaker_candidate_stays_challenger(registry):
+    weak = train_candidate(registry["work"] / "weak", registry["source"],
+                           **{"train.epochs": 1, "train.learning_rate": 1e-5, "gate.floor": 0.0})
+    decision = decide_promotion(weak["model"], weak["test"], weak["metrics"], weak["config"])
+    assert decision["alias"] == "challenger"
+    assert decision["champion_version"] == registry["first"]["version"]
+    assert decision["champion_score"] == pytest.approx(registry["strong"]["metrics"]["accuracy"])
+    result = register_model(weak["model"], decision, weak["metrics"])
+    status = describe_registry(registry["first"]["registered_model"])["models"][0]
+    assert status["champion"]["version"] == registry["first"]["version"]
+    assert status["challenger"]["version"] == result["version"]
+    assert "not better by the margin" in status["challenger"]["reason"]
+    local = MlflowClient().download_artifacts(weak["run_id"], "gate/decision.json", str(registry["work"]))
+    stored = json.loads(Path(local).read_text())
+    assert stored["alias"] == "challenger" and stored["version"] == result["version"]
+
+
+def test_different_class_list_is_never_compared(registry):
+    two = _images(registry["work"] / "two-classes", per_class=20, classes=("disc", "cross"))
+    # Same registered model on purpose: a relabelled dataset for the same use case.
+    name = registry["first"]["registered_model"]
+    other = train_candidate(registry["work"] / "other", two, **{"train.epochs": 3, "registry.model_name": name,
+                                                                 "gate.floor": 0.0})
+    decision = decide_promotion(other["model"], other["test"], other["metrics"], other["config"])
+    assert decision["alias"] == "challenger" and decision["champion_score"] is None
+    assert "class list differs" in decision["reason"] and "--force-promote" in decision["reason"]
+    forced = build_config(overrides={"gate.force_promote": True, "gate.floor": 0.0})
+    assert decide_promotion(other["model"], other["test"], other["metrics"], forced)["alias"] == "champion"
+
+
+def test_candidate_below_floor_is_challenger(registry):
+    strong = registry["strong"]
+    strict = build_config(overrides={"gate.floor": 0.9})
+    metrics = {**strong["metrics"], "accuracy": 0.5}  # the gate reads the score the evaluate step wrote
+    decision = decide_promotion(strong["model"], strong["test"], metrics, strict)
+    assert decision["alias"] == "challenger" and "below the floor" in decision["reason"]
+
+
+def test_failed_registration_leaves_no_version(registry, monkeypatch):
+    strong = registry["strong"]
+    name = registry["first"]["registered_model"]
+    before = len(MlflowClient().search_model_versions(f"name = '{name}'"))
+    decision = {**registry["decision"], "alias": "challenger", "reason": "test"}
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("registry went away")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", fail)
+    with pytest.raises(RuntimeError, match="registry went away"):
+        register_model(strong["model"], decision, strong["metrics"])
+    assert len(MlflowClient().search_model_versions(f"name = '{name}'")) == before
+
+
+def test_status_of_unknown_model(registry):
+    with pytest.raises(CnnopsError, match="no registered model named 'nope'"):
+        describe_registry("nope")
