@@ -1,6 +1,6 @@
 import pytest
 
-from cnnops.config import build_config, flatten_config, parse_overrides
+from cnnops.config import build_config, flatten_config, parse_overrides, to_pipeline_parameter, validate_config
 from cnnops.errors import CnnopsError
 
 
@@ -46,3 +46,14 @@ def test_malformed_set_is_rejected(bad):
 def test_missing_config_file(tmp_path):
     with pytest.raises(CnnopsError, match="does not exist"):
         build_config(tmp_path / "nope.yaml")
+
+
+def test_pipeline_parameter_round_trips():
+    config = build_config(overrides={"train.epochs": 3})
+    parameter = to_pipeline_parameter(config)
+    assert None not in _leaves(parameter)
+    assert validate_config(parameter) == config
+
+
+def _leaves(node):
+    return [leaf for value in node.values() for leaf in (_leaves(value) if isinstance(value, dict) else [value])]

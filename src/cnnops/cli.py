@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cnnops.config import Config, build_config, parse_overrides
+from cnnops.config import Config, build_config, parse_overrides, to_pipeline_parameter
 from cnnops.errors import CnnopsError, exit_on_user_error
 
 app = typer.Typer(
@@ -52,7 +52,7 @@ def run(
 
         started = time.monotonic()
         try:
-            run_locally(cfg.model_dump(mode="json"))
+            run_locally(to_pipeline_parameter(cfg))
         except RuntimeError as err:
             raise CnnopsError(f"the pipeline stopped: {str(err).splitlines()[0]} (the step's message is "
                               "above); nothing was registered by the failed step.") from None

@@ -147,3 +147,10 @@ def _describe(error: Any) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown key '{where}'"
     return f"{where}: {error['msg']}"
+
+
+def to_pipeline_parameter(config: Config) -> dict[str, Any]:
+    """The config as a kfp `dict` parameter. kfp structs cannot hold null; every None here is a
+    default, so dropping them round-trips through `validate_config` exactly.
+    """
+    return config.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,73 @@
+"""The pipeline: compiled IR parses and matches the checked-in file; kfp.local really runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnops.config import build_config, to_pipeline_parameter
+from cnnops.registry import describe_registry, model_name_for
+from pipelines.compile import compile_pipeline, load_pipeline_spec
+from pipelines.run import run_locally
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKED_IN = ROOT / "pipelines" / "cnnops-train.yaml"
+CNNOPS = Path(sys.executable).parent / "cnnops"
+
+
+def test_compiles_to_a_pipeline_spec_with_the_gate_branch(tmp_path):
+    spec = load_pipeline_spec(compile_pipeline(tmp_path / "p.yaml"))
+    assert spec.pipeline_info.name == "cnnops-train"
+    tasks = spec.root.dag.tasks
+    assert {"ingest", "split", "train", "evaluate", "gate"} <= set(tasks)
+    nested = [task for component in spec.components.values() for task in component.dag.tasks.values()]
+    conditions = {task.task_info.name: task.trigger_policy.condition for task in nested
+                  if task.trigger_policy.condition}
+    assert "'champion'" in conditions["promote"] and conditions["keep-champion"].startswith("!(")
+    registers = {task.task_info.name for task in nested if task.component_ref.name.startswith("comp-register")}
+    assert registers == {"register-champion", "register-challenger"}
+    train = spec.deployment_spec["executors"]["exec-train"]["container"]
+    assert train["image"] == "ghcr.io/cnnops/cnnops:0.1.0"
+
+
+def test_gpu_variant_requests_a_gpu(tmp_path):
+    text = compile_pipeline(tmp_path / "gpu.yaml", gpu=True).read_text()
+    assert "nvidia.com/gpu" in text
+
+
+def test_checked_in_yaml_is_current(tmp_path):
+    fresh = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    assert fresh == yaml.safe_load(CHECKED_IN.read_text()), "run `make compile` and commit the result"
+
+
+@pytest.mark.pipeline
+def test_pipeline_crowns_a_champion_then_keeps_it(make_images, state_home):
+    source = make_images(per_class=30)
+    config = build_config(overrides={"data.source": str(source), "train.epochs": 12, "train.batch_size": 16,
+                                     "train.patience": 20})
+    run_locally(to_pipeline_parameter(config))
+    name = model_name_for(config)
+    first = describe_registry(name)["models"][0]
+    assert first["champion"]["version"] == 1
+    assert first["champion"]["test_accuracy"] >= 0.8
+    assert os.listdir(state_home / "pipeline-root")
+
+    # A deliberately weaker candidate, through the real command line.
+    weaker = subprocess.run(
+        [str(CNNOPS), "run", "--data", str(source), "--epochs", "1", "--set", "train.learning_rate=0.00001",
+         "--set", "train.batch_size=16", "--set", "gate.floor=0"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "CNNOPS_HOME": str(state_home)},
+    )
+    assert weaker.returncode == 0, weaker.stderr[-3000:]
+    status = subprocess.run([str(CNNOPS), "status", "--json", "--model-name", name], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "CNNOPS_HOME": str(state_home)}, check=True)
+    model = json.loads(status.stdout)["models"][0]
+    assert model["champion"]["version"] == 1
+    assert model["challenger"]["version"] == 2
+    assert model["challenger"]["decision"] == "challenger"
+    assert "not better by the margin" in model["challenger"]["reason"]
+    assert model["challenger"]["champion_score"] == pytest.approx(first["champion"]["test_accuracy"])
