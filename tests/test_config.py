@@ -33,7 +33,7 @@ def test_config_is_frozen():
 
 def test_flatten_for_mlflow_params():
     flat = flatten_config(build_config())
-    assert flat["train.epochs"] == 30
+    assert flat["train.epochs"] == 20
     assert flat["gate.floor"] == 0.5
 
 

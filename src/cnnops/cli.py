@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from cnnops.config import Config, build_config, parse_overrides, to_pipeline_parameter
-from cnnops.errors import CnnopsError, exit_on_user_error
+from cnnops.errors import exit_on_user_error
 
 app = typer.Typer(
     name="cnnops", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -51,11 +51,7 @@ def run(
         from pipelines.run import run_locally
 
         started = time.monotonic()
-        try:
-            run_locally(to_pipeline_parameter(cfg))
-        except RuntimeError as err:
-            raise CnnopsError(f"the pipeline stopped: {str(err).splitlines()[0]} (the step's message is "
-                              "above); nothing was registered by the failed step.") from None
+        run_locally(to_pipeline_parameter(cfg))
         typer.echo(f"cnnops: pipeline finished in {time.monotonic() - started:.0f}s")
         from cnnops.registry import describe_registry, model_name_for
 

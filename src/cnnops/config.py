@@ -41,10 +41,10 @@ class SplitConfig(_Section):
 
 class TrainConfig(_Section):
     architecture: Literal["simple-cnn"] = "simple-cnn"
-    epochs: int = Field(default=30, ge=1)
+    epochs: int = Field(default=20, ge=1)
     batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
-    patience: int = Field(default=5, ge=1)
+    patience: int = Field(default=4, ge=1)
     mixed_precision: bool = False
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+
+# Set by the local pipeline runner: a failing task appends its one-line reason here for the CLI.
+ERROR_FILE_ENV = "CNNOPS_ERROR_FILE"
 
 
 class CnnopsError(Exception):
@@ -28,4 +33,8 @@ def exit_on_user_error() -> Iterator[None]:
         yield
     except CnnopsError as err:
         print(f"cnnops: error: {err}", file=sys.stderr, flush=True)
+        report = os.environ.get(ERROR_FILE_ENV)
+        if report:
+            with open(report, "a", encoding="utf-8") as handle:
+                handle.write(f"{err}\n")
         raise SystemExit(2) from None

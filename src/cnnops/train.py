@@ -22,6 +22,9 @@ from cnnops.model import build_model
 from cnnops.registry import model_name_for
 from cnnops.tracking import ensure_experiment, git_commit, use_tracking_store
 
+# A val-loss gain smaller than this is noise: it neither resets early stopping nor delays an LR cut.
+MIN_DELTA = 1e-3
+
 
 def train_model(
     train_dir: Path, val_dir: Path, out_dir: Path, config: Config, pipeline_run: str = "manual"
@@ -64,8 +67,8 @@ def train_model(
             train_ds, validation_data=val_ds, epochs=config.train.epochs, verbose=0, shuffle=False,
             callbacks=[
                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
-                                              restore_best_weights=True),
-                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                              min_delta=MIN_DELTA, restore_best_weights=True),
+                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, min_delta=MIN_DELTA,
                                                   patience=max(1, config.train.patience // 2)),
                 mlflow.keras.MlflowCallback(run),
                 EpochLine(config.train.epochs),

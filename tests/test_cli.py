@@ -1,0 +1,100 @@
+"""The command line on bad input: one line naming the problem and the fix, exit 2, no traceback,
+nothing registered, the source untouched."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import snapshot
+
+CNNOPS = Path(sys.executable).parent / "cnnops"
+
+
+def cnnops(*args: str, home: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CNNOPS_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([str(CNNOPS), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("cnnops: error: ")
+    for phrase in phrases:
+        assert phrase in last
+
+
+def assert_nothing_registered(home: Path) -> None:
+    status = cnnops("status", home=home)
+    assert status.returncode == 0 and "no registered models yet" in status.stdout
+
+
+def test_missing_path(tmp_path):
+    result = cnnops("run", "--data", str(tmp_path / "nope"), home=tmp_path / "state")
+    assert_one_line_error(result, "does not exist", "one subfolder per class")
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(cnnops("run", "--data", str(tmp_path / "empty"), home=tmp_path / "state"),
+                          "is empty", "one subfolder per class")
+
+
+def test_one_class_only(make_images, tmp_path):
+    root = make_images(per_class=12, classes=("disc",))
+    assert_one_line_error(cnnops("run", "--data", str(root), home=tmp_path / "state"),
+                          "one class only", "at least two class subfolders")
+
+
+def test_class_too_small_for_the_split(make_images, tmp_path):
+    root = make_images(per_class=12)
+    for extra in sorted((root / "cross").iterdir())[4:]:
+        extra.unlink()
+    assert_one_line_error(cnnops("run", "--data", str(root), home=tmp_path / "state"),
+                          "'cross' has 4", "needs at least 10")
+
+
+def test_unknown_demo(tmp_path):
+    assert_one_line_error(cnnops("run", "--data", "demo:unicorns", home=tmp_path / "state"),
+                          "unknown demo dataset 'demo:unicorns'", "demo:animals")
+
+
+def test_unknown_config_key(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epoch: 3\n")
+    assert_one_line_error(cnnops("run", "--config", str(config), home=tmp_path / "state"),
+                          "unknown key 'train.epoch'")
+    assert_one_line_error(cnnops("run", "--set", "gate.margn=0.1", home=tmp_path / "state"),
+                          "unknown key 'gate.margn'")
+
+
+@pytest.mark.pipeline
+def test_no_decodable_image_stops_the_pipeline(tmp_path):
+    source = tmp_path / "junk"
+    for label in ("a", "b"):
+        (source / label).mkdir(parents=True)
+        for index in range(10):
+            (source / label / f"{index}.jpg").write_text("these bytes are not a picture")
+    before = snapshot(source)
+    home = tmp_path / "state"
+    result = cnnops("run", "--data", str(source), home=home)
+    assert_one_line_error(result, "no decodable image", "nothing was registered")
+    assert_nothing_registered(home)
+    assert snapshot(source) == before
+
+
+def test_step_commands_share_the_error_path(tmp_path):
+    result = cnnops("split", "--dataset", str(tmp_path), "--out", str(tmp_path / "s"), home=tmp_path / "state")
+    assert_one_line_error(result, "no manifest.parquet")
+
+
+def test_preflight_leaves_source_untouched(make_images, tmp_path):
+    root = make_images(per_class=4)
+    shutil.copy(root / "disc" / "disc_000.png", root / "disc" / "copy.png")
+    before = snapshot(root)
+    cnnops("run", "--data", str(root), home=tmp_path / "state")
+    assert snapshot(root) == before
