@@ -7,6 +7,8 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Use the machine's Python 3.11; never download one (only package registries are reachable).
+export UV_PYTHON_DOWNLOADS := never
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 MLFLOW_PORT ?= 5000
 STATE := $(or $(CNNOPS_HOME),.cnnops)

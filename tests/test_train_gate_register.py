@@ -103,6 +103,8 @@ def test_candidate_below_floor_is_challenger(registry):
     metrics = {**strong["metrics"], "accuracy": 0.5}  # the gate reads the score the evaluate step wrote
     decision = decide_promotion(strong["model"], strong["test"], metrics, strict)
     assert decision["alias"] == "challenger" and "below the floor" in decision["reason"]
+    # Both scores are on record even when the floor alone decides.
+    assert decision["champion_score"] == pytest.approx(registry["strong"]["metrics"]["accuracy"])
 
 
 def test_failed_registration_leaves_no_version(registry, monkeypatch):

@@ -7,7 +7,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-
 # Set by the local pipeline runner: a failing task appends its one-line reason here for the CLI.
 ERROR_FILE_ENV = "CNNOPS_ERROR_FILE"
 

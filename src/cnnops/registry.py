@@ -57,28 +57,32 @@ def decide_promotion(model_dir: Path, test_dir: Path, metrics: dict[str, Any], c
         say(f"gate: {alias}: {reason}")
         return decision
 
+    champion_spec = None if champion is None else version_spec(client, champion)
+    comparable = champion_spec is not None and champion_spec.class_names == spec.class_names
+    if comparable:
+        from cnnops.evaluate import score_model  # imported here: TensorFlow is not needed for status
+
+        champion_model = mlflow.keras.load_model(f"models:/{name}/{champion.version}")
+        champion_scores = score_model(champion_model, champion_spec, read_manifest(test_dir))
+        decision["champion_score"] = float(champion_scores[gate.metric])
+
     if score < gate.floor:
         return decide(CHALLENGER, f"candidate {gate.metric} {score:.4f} is below the floor {gate.floor:.4f}")
     if champion is None:
         return decide(CHAMPION, f"no champion yet; candidate {gate.metric} {score:.4f} passes the floor "
                                 f"{gate.floor:.4f}")
-    champion_spec = version_spec(client, champion)
-    if champion_spec.class_names != spec.class_names:
+    if not comparable:
         why = (f"class list differs from champion v{champion.version} "
                f"({len(champion_spec.class_names)} vs {len(spec.class_names)} classes), so it was not compared")
         if gate.force_promote:
             return decide(CHAMPION, f"forced by --force-promote; {why}")
         return decide(CHALLENGER, f"{why}; pass --force-promote to promote it anyway")
-    from cnnops.evaluate import score_model  # imported here: TensorFlow is not needed for status
-
-    champion_model = mlflow.keras.load_model(f"models:/{name}/{champion.version}")
-    champion_score = float(score_model(champion_model, champion_spec, read_manifest(test_dir))[gate.metric])
-    decision["champion_score"] = champion_score
-    versus = (f"candidate {gate.metric} {score:.4f} vs champion v{champion.version} {champion_score:.4f} "
-              f"on the same {metrics['n_test']} test images, margin {gate.margin:.4f}")
+    versus = (f"candidate {gate.metric} {score:.4f} vs champion v{champion.version} "
+              f"{decision['champion_score']:.4f} on the same {metrics['n_test']} test images, "
+              f"margin {gate.margin:.4f}")
     if gate.force_promote:
         return decide(CHAMPION, f"forced by --force-promote; {versus}")
-    if score >= champion_score + gate.margin:
+    if score >= decision["champion_score"] + gate.margin:
         return decide(CHAMPION, f"better by at least the margin: {versus}")
     return decide(CHALLENGER, f"not better by the margin: {versus}")
 

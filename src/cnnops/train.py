@@ -6,6 +6,8 @@ its signature and input spec, provenance tags). Writes a model folder for the ne
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,13 @@ def train_model(
     spec = ModelSpec(class_names=list(info["classes"]), height=info["height"], width=info["width"],
                      mode=info["mode"], architecture=config.train.architecture)
     make_deterministic(config.seed)
-    if config.train.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    with precision_policy("mixed_float16" if config.train.mixed_precision else None):
+        return fit_and_log(spec, info, train_dir, val_dir, out_dir, config, pipeline_run)
+
+
+def fit_and_log(spec: ModelSpec, info: dict[str, Any], train_dir: Path, val_dir: Path, out_dir: Path,
+                config: Config, pipeline_run: str) -> dict[str, Any]:
+    """Build, fit and save inside one MLflow run, tagged with where the data and code came from."""
     model = build_model(spec)
     model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -83,6 +90,18 @@ def train_model(
                                    experiment_id)
     say(f"train: {epochs_run} epochs in {seconds:.0f}s, best epoch {best_epoch}, run {record['run_id']}")
     return record
+
+
+@contextmanager
+def precision_policy(name: str | None) -> Iterator[None]:
+    """Keras' dtype policy is process-global: set it for one training, then put the old one back."""
+    previous = keras.mixed_precision.global_policy()
+    if name is not None:
+        keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def save_model_folder(
