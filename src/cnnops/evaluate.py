@@ -25,7 +25,7 @@ EVAL_BATCH = 256
 def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Score the model folder's model on the test folder; write and log the evaluation."""
     spec = read_model_spec(model_dir)
-    model = keras.saving.load_model(model_dir / "model.keras")
+    model = keras.saving.load_model(model_dir / "model.keras", compile=False)
     manifest = read_manifest(test_dir)
     scores = score_model(model, spec, manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
