@@ -4,7 +4,7 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 from components import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def gate(
     config: dict,
     model: Input[Model],

@@ -4,7 +4,7 @@ from kfp.dsl import Dataset, Output
 from components import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def ingest(config: dict, dataset: Output[Dataset]) -> int:
     """Read the source once, quarantine bad files, drop exact duplicates; returns the image count."""
     from pathlib import Path

@@ -4,7 +4,7 @@ from kfp.dsl import Artifact, Input, Model
 from components import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def register(model: Input[Model], evaluation: Input[Artifact], decision: Input[Artifact]) -> int:
     """Register the candidate as a new version under the alias the gate decided; returns the version."""
     import json

@@ -4,7 +4,7 @@ from kfp.dsl import Dataset, Input, Output
 from components import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def split(
     config: dict,
     dataset: Input[Dataset],

@@ -98,3 +98,22 @@ def test_preflight_leaves_source_untouched(make_images, tmp_path):
     before = snapshot(root)
     cnnops("run", "--data", str(root), home=tmp_path / "state")
     assert snapshot(root) == before
+
+
+@pytest.mark.pipeline
+def test_run_writes_only_inside_the_state_folder(make_images, tmp_path):
+    source = make_images(per_class=10)
+    before = snapshot(source)
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {key: value for key, value in os.environ.items()
+           if key not in {"CNNOPS_HOME", "MLFLOW_TRACKING_URI", "KERAS_HOME", "MPLCONFIGDIR"}}
+    result = subprocess.run(
+        [str(CNNOPS), "run", "--data", str(source), "--epochs", "1", "--set", "gate.floor=0"],
+        cwd=work, env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in work.iterdir()) == [".cnnops"]
+    assert list(home.iterdir()) == []
+    assert snapshot(source) == before

@@ -13,11 +13,18 @@ import typer
 
 from cnnops.config import Config, build_config, parse_overrides, to_pipeline_parameter
 from cnnops.errors import exit_on_user_error
+from cnnops.paths import keep_tool_state_inside
 
 app = typer.Typer(
     name="cnnops", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Train, gate and register image-classification CNNs: kfp pipeline, MLflow tracking and registry.",
 )
+
+@app.callback()
+def main() -> None:
+    """Train, gate and register image-classification CNNs: kfp pipeline, MLflow tracking and registry."""
+    keep_tool_state_inside()
+
 
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of config sections.")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]

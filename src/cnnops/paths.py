@@ -19,9 +19,11 @@ def state_home() -> Path:
 
 def tracking_uri() -> str:
     """MLflow store: `$MLFLOW_TRACKING_URI` when set, else a sqlite file in the state folder."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def default_tracking_uri() -> str:
+    """The embedded store: a sqlite file in the state folder."""
     return f"sqlite:///{state_home() / 'mlflow' / 'mlflow.db'}"
 
 
@@ -38,3 +40,13 @@ def pipeline_root() -> Path:
 def data_cache() -> Path:
     """Where demo datasets are written out as image files, once."""
     return state_home() / "data"
+
+
+def keep_tool_state_inside() -> None:
+    """Point the caches Keras and matplotlib create under $HOME into the state folder instead.
+
+    Called by the CLI before anything imports keras (pipeline tasks inherit the environment);
+    a variable the user has set already wins.
+    """
+    os.environ.setdefault("KERAS_HOME", str(state_home() / "keras"))
+    os.environ.setdefault("MPLCONFIGDIR", str(state_home() / "matplotlib"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mlflow
 
-from cnnops.paths import artifact_root, tracking_uri
+from cnnops.paths import artifact_root, default_tracking_uri, tracking_uri
 
 
 def use_tracking_store() -> str:
@@ -25,8 +25,11 @@ def ensure_experiment(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
+    # With the embedded store, artifacts live in the state folder too (MLflow's default is ./mlruns).
+    # A user's own store decides its own artifact location. Compare URIs, not the environment:
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI itself.
     location = None
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
+    if mlflow.get_tracking_uri() == default_tracking_uri():
         location = (artifact_root() / name).as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
