@@ -38,6 +38,7 @@ compile: install ## Write the pipeline's IR YAML.
 	$(BIN)/cnnops compile --out pipelines/cnnops-train.yaml
 
 ui: install ## MLflow UI on 127.0.0.1, one light worker.
+	mkdir -p $(STATE)/mlflow/artifacts
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
 	  --workers 1 --backend-store-uri sqlite:///$(abspath $(STATE))/mlflow/mlflow.db \
 	  --default-artifact-root $(abspath $(STATE))/mlflow/artifacts
