@@ -15,16 +15,16 @@ def gate(
     """Compare the candidate with the current champion on the same test images; returns the alias
     it has earned ("champion" or "challenger"). Writes nothing to the registry.
     """
-    import json
     from pathlib import Path
 
+    from cnnops.artifacts import write_json
     from cnnops.config import validate_config
     from cnnops.errors import exit_on_user_error
     from cnnops.registry import decide_promotion
 
     with exit_on_user_error():
-        scores = json.loads((Path(evaluation.path) / "metrics.json").read_text())
-        verdict = decide_promotion(Path(model.path), Path(test_data.path), scores, validate_config(config))
-    Path(decision.path).write_text(json.dumps(verdict, indent=2))
+        verdict = decide_promotion(Path(model.path), Path(test_data.path), Path(evaluation.path),
+                                   validate_config(config))
+    write_json(Path(decision.path), verdict)
     decision.metadata.update({k: verdict[k] for k in ("alias", "reason", "candidate_score")})
     return verdict["alias"]

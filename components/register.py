@@ -7,13 +7,12 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def register(model: Input[Model], evaluation: Input[Artifact], decision: Input[Artifact]) -> int:
     """Register the candidate as a new version under the alias the gate decided; returns the version."""
-    import json
     from pathlib import Path
 
+    from cnnops.artifacts import read_json
     from cnnops.errors import exit_on_user_error
     from cnnops.registry import register_model
 
     with exit_on_user_error():
-        result = register_model(Path(model.path), json.loads(Path(decision.path).read_text()),
-                                json.loads((Path(evaluation.path) / "metrics.json").read_text()))
+        result = register_model(Path(model.path), Path(evaluation.path), read_json(Path(decision.path)))
     return result["version"]

@@ -75,4 +75,5 @@ def train_candidate(work: Path, source: Path, **overrides) -> dict:
     split_dataset(work / "dataset", {name: work / name for name in SPLITS}, config)
     record = train_model(work / "train", work / "val", work / "model", config)
     metrics = evaluate_model(work / "model", work / "test", work / "evaluation")
-    return {"config": config, "model": work / "model", "test": work / "test", "metrics": metrics, **record}
+    return {"config": config, "model": work / "model", "test": work / "test", "evaluation": work / "evaluation",
+            "metrics": metrics, **record}

@@ -117,3 +117,22 @@ def test_run_writes_only_inside_the_state_folder(make_images, tmp_path):
     assert sorted(p.name for p in work.iterdir()) == [".cnnops"]
     assert list(home.iterdir()) == []
     assert snapshot(source) == before
+
+
+def test_step_commands_chain_to_a_champion(make_images, tmp_path):
+    source, work, home = make_images(per_class=20), tmp_path / "work", tmp_path / "state"
+    steps = [
+        ("ingest", "--data", str(source), "--out", str(work / "dataset")),
+        ("split", "--dataset", str(work / "dataset"), "--out", str(work / "splits")),
+        ("train", "--splits", str(work / "splits"), "--out", str(work / "model"), "--epochs", "8",
+         "--set", "train.batch_size=16"),
+        ("evaluate", "--model", str(work / "model"), "--test", str(work / "splits" / "test"),
+         "--out", str(work / "evaluation")),
+        ("register", "--model", str(work / "model"), "--test", str(work / "splits" / "test"),
+         "--evaluation", str(work / "evaluation"), "--set", "gate.floor=0"),
+    ]
+    for step in steps:
+        result = cnnops(*step, home=home)
+        assert result.returncode == 0, f"{step[0]}: {result.stderr[-2000:]}"
+    status = cnnops("status", home=home)
+    assert "champion   v1" in status.stdout

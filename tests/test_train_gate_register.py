@@ -8,6 +8,7 @@ import pytest
 from conftest import train_candidate
 from mlflow.tracking import MlflowClient
 
+from cnnops.artifacts import write_evaluation
 from cnnops.config import build_config
 from cnnops.errors import CnnopsError
 from cnnops.registry import decide_promotion, describe_registry, register_model
@@ -22,8 +23,8 @@ def registry(tmp_path_factory):
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         source = _images(work / "images", per_class=30)
         strong = train_candidate(work / "strong", source, **{"train.epochs": 12})
-        decision = decide_promotion(strong["model"], strong["test"], strong["metrics"], strong["config"])
-        result = register_model(strong["model"], decision, strong["metrics"])
+        decision = decide_promotion(strong["model"], strong["test"], strong["evaluation"], strong["config"])
+        result = register_model(strong["model"], strong["evaluation"], decision)
         yield {"work": work, "source": source, "strong": strong, "first": result, "decision": decision}
 
 
@@ -70,11 +71,11 @@ def test_same_seed_gives_same_metrics(registry):
 def test_weaker_candidate_stays_challenger(registry):
     weak = train_candidate(registry["work"] / "weak", registry["source"],
                            **{"train.epochs": 1, "train.learning_rate": 1e-5, "gate.floor": 0.0})
-    decision = decide_promotion(weak["model"], weak["test"], weak["metrics"], weak["config"])
+    decision = decide_promotion(weak["model"], weak["test"], weak["evaluation"], weak["config"])
     assert decision["alias"] == "challenger"
     assert decision["champion_version"] == registry["first"]["version"]
     assert decision["champion_score"] == pytest.approx(registry["strong"]["metrics"]["accuracy"])
-    result = register_model(weak["model"], decision, weak["metrics"])
+    result = register_model(weak["model"], weak["evaluation"], decision)
     status = describe_registry(registry["first"]["registered_model"])["models"][0]
     assert status["champion"]["version"] == registry["first"]["version"]
     assert status["challenger"]["version"] == result["version"]
@@ -90,18 +91,20 @@ def test_different_class_list_is_never_compared(registry):
     name = registry["first"]["registered_model"]
     other = train_candidate(registry["work"] / "other", two, **{"train.epochs": 3, "registry.model_name": name,
                                                                  "gate.floor": 0.0})
-    decision = decide_promotion(other["model"], other["test"], other["metrics"], other["config"])
+    decision = decide_promotion(other["model"], other["test"], other["evaluation"], other["config"])
     assert decision["alias"] == "challenger" and decision["champion_score"] is None
     assert "class list differs" in decision["reason"] and "--force-promote" in decision["reason"]
     forced = build_config(overrides={"gate.force_promote": True, "gate.floor": 0.0})
-    assert decide_promotion(other["model"], other["test"], other["metrics"], forced)["alias"] == "champion"
+    assert decide_promotion(other["model"], other["test"], other["evaluation"], forced)["alias"] == "champion"
 
 
 def test_candidate_below_floor_is_challenger(registry):
     strong = registry["strong"]
     strict = build_config(overrides={"gate.floor": 0.9})
-    metrics = {**strong["metrics"], "accuracy": 0.5}  # the gate reads the score the evaluate step wrote
-    decision = decide_promotion(strong["model"], strong["test"], metrics, strict)
+    # The gate reads the score the evaluate step wrote; a copy of that folder with a low score.
+    scored_low = registry["work"] / "scored-low"
+    write_evaluation(scored_low, {**strong["metrics"], "accuracy": 0.5})
+    decision = decide_promotion(strong["model"], strong["test"], scored_low, strict)
     assert decision["alias"] == "challenger" and "below the floor" in decision["reason"]
     # Both scores are on record even when the floor alone decides.
     assert decision["champion_score"] == pytest.approx(registry["strong"]["metrics"]["accuracy"])
@@ -118,7 +121,7 @@ def test_failed_registration_leaves_no_version(registry, monkeypatch):
 
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", fail)
     with pytest.raises(RuntimeError, match="registry went away"):
-        register_model(strong["model"], decision, strong["metrics"])
+        register_model(strong["model"], strong["evaluation"], decision)
     assert len(MlflowClient().search_model_versions(f"name = '{name}'")) == before
 
 

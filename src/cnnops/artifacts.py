@@ -4,7 +4,7 @@ A *dataset folder* (ingest output, and each split) holds `manifest.parquet` (a r
 path, label, sha256, width, height, mode, origin) and `dataset.json` (classes, colour mode, input
 size, fingerprint, counts). A *model folder* holds `model.keras`, `model_spec.json` (what a caller
 needs to feed the model), `config.json` (the resolved run config), `history.json` and `run.json`
-(the MLflow run and logged-model URI).
+(the MLflow run and logged-model URI). An *evaluation folder* holds `metrics.json` and plots.
 """
 
 from __future__ import annotations
@@ -80,6 +80,15 @@ def read_manifest(folder: Path) -> pd.DataFrame:
 
 def read_dataset_info(folder: Path) -> dict[str, Any]:
     return read_json(folder / "dataset.json")
+
+
+def write_evaluation(folder: Path, scores: dict[str, Any]) -> None:
+    write_json(folder / "metrics.json", scores)
+
+
+def read_evaluation(folder: Path) -> dict[str, Any]:
+    """The scores `evaluate` wrote: accuracy, macro_f1, n_test, per_class, confusion_matrix."""
+    return read_json(folder / "metrics.json")
 
 
 def read_model_spec(model_dir: Path) -> ModelSpec:

@@ -128,13 +128,11 @@ def register(
     force_promote: Annotated[bool | None, typer.Option("--force-promote")] = None,
 ) -> None:
     """Gate the model against the current champion and register it as champion or challenger."""
-    from cnnops.artifacts import read_json
     from cnnops.registry import decide_promotion, register_model
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"gate.force_promote": force_promote})
-        scores = read_json(evaluation / "metrics.json")
-        register_model(model, decide_promotion(model, test, scores, cfg), scores)
+        register_model(model, evaluation, decide_promotion(model, test, evaluation, cfg))
 
 
 @app.command("compile")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from cnnops.artifacts import ModelSpec, read_json, read_manifest, read_model_spec, write_json
+from cnnops.artifacts import ModelSpec, read_json, read_manifest, read_model_spec, write_evaluation
 from cnnops.console import say
 from cnnops.inputs import make_dataset
 from cnnops.tracking import use_tracking_store
@@ -29,7 +29,7 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> dict[str, 
     manifest = read_manifest(test_dir)
     scores = score_model(model, spec, manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "metrics.json", scores)
+    write_evaluation(out_dir, scores)
     pd.DataFrame(scores["per_class"]).to_csv(out_dir / "per_class.csv", index=False)
     plot_confusion_matrix(np.array(scores["confusion_matrix"]), spec.class_names, out_dir / "confusion_matrix.png")
     plot_learning_curves(read_json(model_dir / "history.json"), out_dir / "learning_curves.png")

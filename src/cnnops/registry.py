@@ -16,7 +16,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cnnops.artifacts import ModelSpec, read_json, read_manifest, read_model_spec
+from cnnops.artifacts import ModelSpec, read_evaluation, read_json, read_manifest, read_model_spec
 from cnnops.config import Config
 from cnnops.console import say
 from cnnops.errors import CnnopsError
@@ -32,8 +32,8 @@ def model_name_for(config: Config) -> str:
     return config.registry.model_name or default_model_name(config.data.source)
 
 
-def decide_promotion(model_dir: Path, test_dir: Path, metrics: dict[str, Any], config: Config) -> dict[str, Any]:
-    """Decide champion or challenger for a candidate; writes nothing to the registry.
+def decide_promotion(model_dir: Path, test_dir: Path, evaluation_dir: Path, config: Config) -> dict[str, Any]:
+    """Decide champion or challenger for an evaluated candidate; writes nothing to the registry.
 
     The registered-model name comes from the model folder (fixed at training), the rules from config.
     """
@@ -42,6 +42,7 @@ def decide_promotion(model_dir: Path, test_dir: Path, metrics: dict[str, Any], c
     gate = config.gate
     name = read_json(model_dir / "run.json")["registered_model"]
     spec = read_model_spec(model_dir)
+    metrics = read_evaluation(evaluation_dir)
     score = float(metrics[gate.metric])
     decision: dict[str, Any] = {
         "registered_model": name, "metric": gate.metric, "margin": gate.margin, "floor": gate.floor,
@@ -87,10 +88,11 @@ def decide_promotion(model_dir: Path, test_dir: Path, metrics: dict[str, Any], c
     return decide(CHALLENGER, f"not better by the margin: {versus}")
 
 
-def register_model(model_dir: Path, decision: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+def register_model(model_dir: Path, evaluation_dir: Path, decision: dict[str, Any]) -> dict[str, Any]:
     """Register the candidate as a new version and point the decided alias at it, all or nothing."""
     use_tracking_store()
     client = MlflowClient()
+    metrics = read_evaluation(evaluation_dir)
     run = read_json(model_dir / "run.json")
     spec = read_model_spec(model_dir)
     name, alias = decision["registered_model"], decision["alias"]
