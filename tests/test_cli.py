@@ -136,3 +136,13 @@ def test_step_commands_chain_to_a_champion(make_images, tmp_path):
         assert result.returncode == 0, f"{step[0]}: {result.stderr[-2000:]}"
     status = cnnops("status", home=home)
     assert "champion   v1" in status.stdout
+
+
+def test_preflight_makes_a_relative_source_absolute(make_images, tmp_path, monkeypatch):
+    from cnnops.cli import preflight
+    from cnnops.config import build_config
+
+    root = make_images(per_class=12)
+    monkeypatch.chdir(root.parent)
+    config = preflight(build_config(overrides={"data.source": root.name}))
+    assert config.data.source == str(root.resolve())

@@ -29,14 +29,16 @@ def test_bad_files_are_quarantined_and_source_untouched(make_images, state_home,
     (root / "disc" / "empty.png").write_bytes(b"")
     good = (root / "cross" / "cross_000.png").read_bytes()
     (root / "cross" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (root / "stray.png").write_bytes(good)
     before = snapshot(root)
     info = ingest_source(build_config(overrides={"data.source": str(root)}), tmp_path / "ds")
     quarantine = pd.read_csv(tmp_path / "ds" / "quarantine.csv")
-    assert info["n_quarantined"] == 3
+    assert info["n_quarantined"] == 4
     reasons = dict(zip(quarantine["path"].map(lambda p: p.rsplit("/", 1)[-1]), quarantine["reason"], strict=True))
     assert reasons["notes.txt"] == "not an image"
     assert reasons["empty.png"] == "empty file"
     assert reasons["truncated.png"].startswith("corrupt image")
+    assert reasons["stray.png"] == "not inside a class folder"
     assert snapshot(root) == before
 
 

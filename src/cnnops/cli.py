@@ -54,7 +54,7 @@ def run(
         cfg = resolve_config(config, sets, **{
             "data.source": data, "train.epochs": epochs, "registry.model_name": model_name,
             "train.mixed_precision": mixed_precision, "gate.force_promote": force_promote})
-        preflight(cfg)
+        cfg = preflight(cfg)
         from pipelines.run import run_locally
 
         started = time.monotonic()
@@ -159,8 +159,12 @@ def status(
     typer.echo(json.dumps(described, indent=2) if as_json else format_status(described))
 
 
-def preflight(config: Config) -> None:
-    """Catch what needs no decoding before the pipeline starts: path, demo name, classes, counts."""
+def preflight(config: Config) -> Config:
+    """Catch what needs no decoding before the pipeline starts: path, demo name, classes, counts.
+
+    Returns the config with a folder source made absolute, so every task and the MLflow params
+    name the same folder whatever directory they run in.
+    """
     from cnnops.ingest import check_has_classes
     from cnnops.sources import list_class_files, resolve_source
     from cnnops.split import check_class_counts
@@ -169,6 +173,9 @@ def preflight(config: Config) -> None:
     class_files = list_class_files(source.root)
     check_has_classes(source, class_files)
     check_class_counts({label: len(files) for label, files in class_files.items() if files}, config.split)
+    if source.origin != "folder":
+        return config
+    return config.model_copy(update={"data": config.data.model_copy(update={"source": str(source.root)})})
 
 
 def format_status(described: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from cnnops.config import Config
 from cnnops.console import Progress, say
 from cnnops.errors import CnnopsError, ImageDecodeError
 from cnnops.images import decode_image, sha256_bytes
-from cnnops.sources import Source, list_class_files, resolve_source
+from cnnops.sources import Source, list_class_files, list_loose_files, resolve_source
 
 # When images differ in size (or are large), the model takes this square side unless configured.
 FALLBACK_SIDE = 128
@@ -34,7 +34,8 @@ def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
     say(f"ingest: reading {len(jobs)} files in {len(class_files)} class folders from {source.root}")
 
     rows: list[dict[str, Any]] = []
-    quarantine: list[dict[str, str]] = []
+    quarantine = [{"path": str(path), "label": "", "reason": "not inside a class folder"}
+                  for path in list_loose_files(source.root)]
     progress = Progress("ingest", len(jobs))
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         for label, path, result in pool.map(lambda job: (*job, _read(job[1], config)), jobs):

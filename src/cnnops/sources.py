@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cnnops.console import say
 from cnnops.errors import CnnopsError
 from cnnops.paths import data_cache
 
@@ -67,6 +68,11 @@ def list_class_files(root: Path) -> dict[str, list[Path]]:
     return classes
 
 
+def list_loose_files(root: Path) -> list[Path]:
+    """Files directly in the source folder: they belong to no class, so ingest reports them."""
+    return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
 def default_model_name(spec: str) -> str:
     """A registered-model name unique to the data source: demo name, or folder name plus path hash."""
     if spec.startswith(DEMO_PREFIX):
@@ -82,6 +88,7 @@ def materialize_demo(name: str, writer: Callable[[Path], None]) -> Path:
     if (target / ".complete").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    say(f"writing demo:{name} out as image files under {target} (once)")
     staging = Path(tempfile.mkdtemp(prefix=f".demo-{name}-", dir=target.parent))
     try:
         writer(staging)
