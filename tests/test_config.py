@@ -37,6 +37,19 @@ def test_flatten_for_mlflow_params():
     assert flat["gate.floor"] == 0.5
 
 
+def test_set_values_are_typed_by_the_config_not_by_yaml():
+    config = build_config(overrides=parse_overrides(
+        ["registry.model_name=2024", "data.source=off", "train.epochs=3", "train.mixed_precision=true",
+         "data.image_size=null"]))
+    assert (config.registry.model_name, config.data.source) == ("2024", "off")
+    assert (config.train.epochs, config.train.mixed_precision, config.data.image_size) == (3, True, None)
+
+
+def test_set_value_of_the_wrong_type_is_one_line():
+    with pytest.raises(CnnopsError, match=r"train.epochs: Input should be a valid integer"):
+        build_config(overrides=parse_overrides(["train.epochs=["]))
+
+
 @pytest.mark.parametrize("bad", ["novalue", "=3"])
 def test_malformed_set_is_rejected(bad):
     with pytest.raises(CnnopsError, match="section.key=value"):

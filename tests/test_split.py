@@ -5,7 +5,7 @@ from cnnops.artifacts import read_dataset_info, read_manifest
 from cnnops.config import build_config
 from cnnops.errors import CnnopsError
 from cnnops.ingest import ingest_source
-from cnnops.split import SPLITS, assign_splits, split_dataset
+from cnnops.split import SPLITS, assign_splits, min_images_per_class, split_counts, split_dataset
 
 
 def manifest(counts: dict[str, int]) -> pd.DataFrame:
@@ -23,6 +23,24 @@ def test_stratified_and_deterministic():
     table = pd.crosstab(frame["label"], first)
     assert table.loc["a"].to_dict() == {"test": 10, "train": 80, "val": 10}
     assert table.loc["b"].to_dict() == {"test": 5, "train": 40, "val": 5}
+
+
+def test_growing_the_dataset_keeps_images_in_their_split():
+    config = build_config()
+    before = manifest({"a": 100, "b": 100})
+    grown = pd.concat([before, manifest({"a": 110, "b": 100}).iloc[100:110]], ignore_index=True)
+    old = dict(zip(before["sha256"], assign_splits(before, config.split, seed=3), strict=True))
+    new = dict(zip(grown["sha256"], assign_splits(grown, config.split, seed=3), strict=True))
+    moved = sum(old[sha] != new[sha] for sha in old)
+    assert moved <= 4  # only images at the cut points may move
+
+
+@pytest.mark.parametrize(("fractions", "needed"), [((0.8, 0.1, 0.1), 10), ((0.1, 0.45, 0.45), 3)])
+def test_every_class_keeps_a_training_image(fractions, needed):
+    split = build_config(overrides={"split.train": fractions[0], "split.val": fractions[1],
+                                    "split.test": fractions[2]}).split
+    assert min_images_per_class(split) == needed
+    assert all(min(split_counts(n, split)) >= 1 and sum(split_counts(n, split)) == n for n in range(needed, 200))
 
 
 def test_split_folders_partition_the_dataset(make_images, state_home, tmp_path):

@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 from conftest import train_candidate
 from mlflow.tracking import MlflowClient
 
@@ -14,3 +15,32 @@ def test_mixed_precision_trains_and_leaves_the_global_policy_alone(make_images, 
     assert policies["Conv2D"] == "mixed_float16" and policies["Dense"] == "float32"
     probabilities = np.asarray(model(np.zeros((1, 16, 16, 3), dtype=np.uint8), training=False))
     assert probabilities.dtype == np.float32
+
+
+def test_input_changed_after_ingest_is_a_one_line_error(make_images, state_home, tmp_path):
+    from cnnops.config import build_config
+    from cnnops.errors import CnnopsError
+    from cnnops.ingest import ingest_source
+    from cnnops.split import SPLITS, split_dataset
+    from cnnops.train import train_model
+
+    source = make_images(per_class=10)
+    config = build_config(overrides={"data.source": str(source), "train.epochs": 1})
+    ingest_source(config, tmp_path / "ds")
+    split_dataset(tmp_path / "ds", {name: tmp_path / name for name in SPLITS}, config)
+    changed = sorted((source / "disc").iterdir())[0]
+    changed.write_bytes((source / "cross" / "cross_000.png").read_bytes())
+    with pytest.raises(CnnopsError, match=rf"^{changed} changed since ingest; re-run ingest"):
+        train_model(tmp_path / "train", tmp_path / "val", tmp_path / "model", config)
+
+
+def test_evaluating_on_unknown_classes_is_a_one_line_error(make_images, state_home, tmp_path):
+    from cnnops.artifacts import read_manifest, write_dataset
+    from cnnops.errors import CnnopsError
+    from cnnops.evaluate import evaluate_model
+
+    result = train_candidate(tmp_path / "m", make_images(per_class=10), **{"train.epochs": 1})
+    test = read_manifest(result["test"]).assign(label="zebra")
+    write_dataset(tmp_path / "odd", test, {})
+    with pytest.raises(CnnopsError, match=r"classes the model was not trained on \(zebra\)"):
+        evaluate_model(result["model"], tmp_path / "odd", tmp_path / "eval")

@@ -9,6 +9,7 @@ needs to feed the model), `config.json` (the resolved run config), `history.json
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ import pandas as pd
 from cnnops.errors import CnnopsError
 
 MANIFEST_COLUMNS = ["path", "label", "sha256", "width", "height", "mode", "origin"]
+# Logged to each training run: the sha256 of every training image, one per line, so a later
+# gate can leave the champion's own training images out of the comparison.
+TRAIN_HASHES_ARTIFACT = "data/train_sha256.txt"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,12 @@ def read_manifest(folder: Path) -> pd.DataFrame:
     if not path.is_file():
         raise CnnopsError(f"{folder} holds no manifest.parquet; point at the output of `cnnops ingest`/`split`.")
     return pd.read_parquet(path)
+
+
+def manifest_fingerprint(manifest: pd.DataFrame) -> str:
+    """Hash over the sorted (sha256, label) pairs: it changes exactly when the images or labels do."""
+    lines = sorted(f"{sha}\t{label}\n" for sha, label in zip(manifest["sha256"], manifest["label"], strict=True))
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def read_dataset_info(folder: Path) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from cnnops.errors import CnnopsError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # coerce_numbers_to_str: `model_name: 2024` in YAML means the string "2024".
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
 
 
 class DataConfig(_Section):
@@ -103,14 +104,21 @@ def read_yaml(file: Path) -> dict[str, Any]:
     return raw
 
 
+NULL_WORDS = frozenset({"", "null", "none", "~"})
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """Turn `--set section.key=value` strings into a dict; values are parsed as YAML scalars."""
+    """Turn `--set section.key=value` strings into a dict.
+
+    Values stay strings (the typed config converts "3", "0.5", "true"), so `model_name=2024` and
+    `source=off` mean what they say; "null" or an empty value means None.
+    """
     parsed: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise CnnopsError(f"--set expects section.key=value, got {pair!r}.")
-        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        parsed[key.strip()] = None if value.strip().lower() in NULL_WORDS else value.strip()
     return parsed
 
 

@@ -14,27 +14,40 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from cnnops.artifacts import ModelSpec, read_json, read_manifest, read_model_spec, write_evaluation
+from cnnops.artifacts import (
+    ModelSpec,
+    manifest_fingerprint,
+    read_json,
+    read_manifest,
+    read_model_spec,
+    write_evaluation,
+)
 from cnnops.console import say
-from cnnops.inputs import make_dataset
+from cnnops.errors import CnnopsError
+from cnnops.inputs import input_errors_as_user_errors, make_dataset
 from cnnops.tracking import use_tracking_store
 
 EVAL_BATCH = 256
 
 
 def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Score the model folder's model on the test folder; write and log the evaluation."""
+    """Score the model folder's model on the test folder; write and log the evaluation.
+
+    The scores name the model's run and the test set's fingerprint, so the gate and registration
+    can refuse an evaluation of another model or of other images.
+    """
     spec = read_model_spec(model_dir)
+    run = read_json(model_dir / "run.json")
     model = keras.saving.load_model(model_dir / "model.keras", compile=False)
     manifest = read_manifest(test_dir)
-    scores = score_model(model, spec, manifest)
+    scores = {**score_model(model, spec, manifest), "run_id": run["run_id"],
+              "test_fingerprint": manifest_fingerprint(manifest)}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_evaluation(out_dir, scores)
     pd.DataFrame(scores["per_class"]).to_csv(out_dir / "per_class.csv", index=False)
     plot_confusion_matrix(np.array(scores["confusion_matrix"]), spec.class_names, out_dir / "confusion_matrix.png")
     plot_learning_curves(read_json(model_dir / "history.json"), out_dir / "learning_curves.png")
 
-    run = read_json(model_dir / "run.json")
     use_tracking_store()
     with mlflow.start_run(run_id=run["run_id"]):
         mlflow.log_metrics({"test_accuracy": scores["accuracy"], "test_macro_f1": scores["macro_f1"]})
@@ -46,6 +59,10 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> dict[str, 
 
 def score_model(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> dict[str, Any]:
     """Metrics of `model` on `manifest`, whose labels must be among the model's classes."""
+    unknown = sorted(set(manifest["label"]) - set(spec.class_names))
+    if unknown:
+        raise CnnopsError(f"the test images include classes the model was not trained on ({', '.join(unknown)}); "
+                          "evaluate on the test split of the dataset the model was trained with.")
     probabilities = predict_manifest(model, spec, manifest)
     index = {name: i for i, name in enumerate(spec.class_names)}
     y_true = np.array([index[label] for label in manifest["label"]])
@@ -69,7 +86,8 @@ def score_model(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> 
 def predict_manifest(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> np.ndarray:
     """Class probabilities for every image of a manifest, in manifest order."""
     batches = make_dataset(manifest, spec, EVAL_BATCH).map(lambda image, label: image)
-    return np.concatenate([np.asarray(model(batch, training=False)) for batch in batches])
+    with input_errors_as_user_errors():
+        return np.concatenate([np.asarray(model(batch, training=False)) for batch in batches])
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path) -> None:

@@ -4,7 +4,6 @@ list and the dataset fingerprint. Bad files are quarantined, never fatal; the so
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from cnnops.artifacts import write_dataset
+from cnnops.artifacts import manifest_fingerprint, write_dataset
 from cnnops.config import Config
 from cnnops.console import Progress, say
 from cnnops.errors import CnnopsError, ImageDecodeError
@@ -116,7 +115,7 @@ def describe_dataset(manifest: pd.DataFrame, source: Source, config: Config) -> 
         "height": height,
         "width": width,
         "n_images": len(manifest),
-        "fingerprint": fingerprint(manifest),
+        "fingerprint": manifest_fingerprint(manifest),
     }
 
 
@@ -130,12 +129,6 @@ def choose_input_size(manifest: pd.DataFrame, image_size: int | None) -> tuple[i
         if max(height, width) <= MAX_NATIVE_SIDE:
             return int(height), int(width)
     return FALLBACK_SIDE, FALLBACK_SIDE
-
-
-def fingerprint(manifest: pd.DataFrame) -> str:
-    """Hash over the sorted (sha256, label) pairs: it changes exactly when the training data does."""
-    lines = sorted(f"{sha}\t{label}\n" for sha, label in zip(manifest["sha256"], manifest["label"], strict=True))
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def _read(path: Path, config: Config) -> dict[str, Any] | str:

@@ -50,7 +50,7 @@ def resolve_source(spec: str) -> Source:
         )
     if not path.is_dir():
         raise CnnopsError(f"data source {spec} is a file; pass a folder with one subfolder per class.")
-    return Source(spec, path.resolve(), "folder")
+    return Source(str(path.resolve()), path.resolve(), "folder")
 
 
 def list_class_files(root: Path) -> dict[str, list[Path]]:

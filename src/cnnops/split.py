@@ -4,6 +4,7 @@ candidate and the champion are scored on exactly the same images.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -35,8 +36,20 @@ def split_dataset(dataset_dir: Path, out_dirs: dict[str, Path], config: Config) 
     return counts
 
 
+def split_counts(n: int, split: SplitConfig) -> tuple[int, int, int]:
+    """(train, val, test) image counts for a class of n >= 3 images: at least one in each."""
+    n_test = max(1, round(n * split.test))
+    n_val = max(1, round(n * split.val))
+    while n - n_val - n_test < 1:
+        if n_val >= n_test:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n - n_val - n_test, n_val, n_test
+
+
 def min_images_per_class(split: SplitConfig) -> int:
-    """Smallest class that still gets at least one image in each of val and test."""
+    """Smallest class whose val and test shares are each worth at least one image."""
     return max(3, math.ceil(1 / min(split.val, split.test) - 1e-9))
 
 
@@ -55,14 +68,17 @@ def check_class_counts(class_counts: dict[str, int], split: SplitConfig) -> None
 
 
 def assign_splits(manifest: pd.DataFrame, split: SplitConfig, seed: int) -> np.ndarray:
-    """Per class, shuffle with the seed and cut by the fractions (at least one image in val and test)."""
-    rng = np.random.default_rng(seed)
+    """Per class, order images by a seeded hash of their content and cut by the fractions.
+
+    Ordering by content hash (not by a shuffle) keeps an image in its split when the dataset
+    grows: adding images moves only those near the cut points, so a later champion comparison
+    is not scored on images the champion trained on.
+    """
+    rank = manifest["sha256"].map(lambda sha: hashlib.sha256(f"{seed}:{sha}".encode()).hexdigest())
     assignment = np.empty(len(manifest), dtype=object)
-    order = manifest.sort_values(["label", "sha256"], kind="stable")
-    for _, group in order.groupby("label", sort=True):
-        index = group.index.to_numpy()[rng.permutation(len(group))]
-        n_test = max(1, round(len(index) * split.test))
-        n_val = max(1, round(len(index) * split.val))
+    for _, group in manifest.assign(rank=rank).groupby("label", sort=True):
+        index = group.sort_values("rank", kind="stable").index.to_numpy()
+        _, n_val, n_test = split_counts(len(index), split)
         assignment[index[:n_test]] = "test"
         assignment[index[n_test:n_test + n_val]] = "val"
         assignment[index[n_test + n_val:]] = "train"

@@ -16,10 +16,10 @@ import mlflow
 import numpy as np
 from mlflow.models import infer_signature
 
-from cnnops.artifacts import ModelSpec, read_dataset_info, read_manifest, write_json
+from cnnops.artifacts import TRAIN_HASHES_ARTIFACT, ModelSpec, read_dataset_info, read_manifest, write_json
 from cnnops.config import Config, flatten_config
 from cnnops.console import say
-from cnnops.inputs import make_dataset, make_deterministic
+from cnnops.inputs import input_errors_as_user_errors, make_dataset, make_deterministic
 from cnnops.model import build_model
 from cnnops.registry import model_name_for
 from cnnops.tracking import ensure_experiment, git_commit, use_tracking_store
@@ -46,12 +46,12 @@ def fit_and_log(spec: ModelSpec, info: dict[str, Any], train_dir: Path, val_dir:
     model = build_model(spec)
     model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    train_ds = make_dataset(read_manifest(train_dir), spec, config.train.batch_size, shuffle=True,
-                            seed=config.seed)
+    train_manifest = read_manifest(train_dir)
+    train_ds = make_dataset(train_manifest, spec, config.train.batch_size, shuffle=True, seed=config.seed)
     val_ds = make_dataset(read_manifest(val_dir), spec, config.train.batch_size)
 
     use_tracking_store()
-    name = model_name_for(config)
+    name = model_name_for(config, info["source"])
     experiment_id = ensure_experiment(name)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.set_tags({
@@ -67,27 +67,29 @@ def fit_and_log(spec: ModelSpec, info: dict[str, Any], train_dir: Path, val_dir:
                            "n_val": read_dataset_info(val_dir)["n_images"],
                            "n_params": model.count_params()})
         mlflow.log_dict(config.model_dump(mode="json"), "config.json")
+        mlflow.log_text("\n".join(sorted(train_manifest["sha256"])) + "\n", TRAIN_HASHES_ARTIFACT)
         say(f"train: {spec.architecture} on {info['n_images']} images of {spec.height}x{spec.width} "
             f"{spec.mode}, {len(spec.class_names)} classes, up to {config.train.epochs} epochs")
         started = time.monotonic()
-        history = model.fit(
-            train_ds, validation_data=val_ds, epochs=config.train.epochs, verbose=0, shuffle=False,
-            callbacks=[
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
-                                              min_delta=MIN_DELTA, restore_best_weights=True),
-                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, min_delta=MIN_DELTA,
-                                                  patience=max(1, config.train.patience // 2)),
-                mlflow.keras.MlflowCallback(run),
-                EpochLine(config.train.epochs),
-            ],
-        )
+        with input_errors_as_user_errors():
+            history = model.fit(
+                train_ds, validation_data=val_ds, epochs=config.train.epochs, verbose=0, shuffle=False,
+                callbacks=[
+                    keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
+                                                  min_delta=MIN_DELTA, restore_best_weights=True),
+                    keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, min_delta=MIN_DELTA,
+                                                      patience=max(1, config.train.patience // 2)),
+                    mlflow.keras.MlflowCallback(run),
+                    EpochLine(config.train.epochs),
+                ],
+            )
         seconds = time.monotonic() - started
         epochs_run = len(history.history["loss"])
         best_epoch = int(np.argmin(history.history["val_loss"])) + 1
         mlflow.log_metrics({"train_seconds": seconds, "epochs_run": epochs_run, "best_epoch": best_epoch,
                             "train_images_per_second": info["n_images"] * epochs_run / seconds})
         record = save_model_folder(out_dir, model, spec, config, history.history, run.info.run_id,
-                                   experiment_id)
+                                   experiment_id, name)
     say(f"train: {epochs_run} epochs in {seconds:.0f}s, best epoch {best_epoch}, run {record['run_id']}")
     return record
 
@@ -106,7 +108,7 @@ def precision_policy(name: str | None) -> Iterator[None]:
 
 def save_model_folder(
     out_dir: Path, model: keras.Model, spec: ModelSpec, config: Config, history: dict[str, list[float]],
-    run_id: str, experiment_id: str,
+    run_id: str, experiment_id: str, registered_model: str,
 ) -> dict[str, Any]:
     """Write the model folder and log the model to the active MLflow run."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +123,7 @@ def save_model_folder(
     mlflow.log_artifact(str(out_dir / "model_spec.json"))
     mlflow.log_artifact(str(out_dir / "history.json"))
     record = {"run_id": run_id, "experiment_id": experiment_id, "model_uri": info.model_uri,
-              "model_id": info.model_id, "registered_model": model_name_for(config)}
+              "model_id": info.model_id, "registered_model": registered_model}
     write_json(out_dir / "run.json", record)
     return record
 
