@@ -80,7 +80,8 @@ def test_weaker_candidate_stays_challenger(registry):
     assert status["champion"]["version"] == registry["first"]["version"]
     assert status["challenger"]["version"] == result["version"]
     assert "not better by the margin" in status["challenger"]["reason"]
-    local = MlflowClient().download_artifacts(weak["run_id"], "gate/decision.json", str(registry["work"]))
+    local = MlflowClient().download_artifacts(weak["run_id"], f"gate/decision-v{result['version']}.json",
+                                              str(registry["work"]))
     stored = json.loads(Path(local).read_text())
     assert stored["alias"] == "challenger" and stored["version"] == result["version"]
 
@@ -110,19 +111,118 @@ def test_candidate_below_floor_is_challenger(registry):
     assert decision["champion_score"] == pytest.approx(registry["strong"]["metrics"]["accuracy"])
 
 
-def test_failed_registration_leaves_no_version(registry, monkeypatch):
+def test_failed_registration_leaves_nothing_behind(registry, monkeypatch):
     strong = registry["strong"]
     name = registry["first"]["registered_model"]
-    before = len(MlflowClient().search_model_versions(f"name = '{name}'"))
+    client = MlflowClient()
+    before = len(client.search_model_versions(f"name = '{name}'"))
+    tag_before = client.get_run(strong["run_id"]).data.tags.get("cnnops.gate_decision")
     decision = {**registry["decision"], "alias": "challenger", "reason": "test"}
 
     def fail(*args, **kwargs):
-        raise RuntimeError("registry went away")
+        raise KeyboardInterrupt  # an interrupt must roll back too, not only an Exception
 
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", fail)
-    with pytest.raises(RuntimeError, match="registry went away"):
+    with pytest.raises(KeyboardInterrupt):
         register_model(strong["model"], strong["evaluation"], decision)
-    assert len(MlflowClient().search_model_versions(f"name = '{name}'")) == before
+    assert len(client.search_model_versions(f"name = '{name}'")) == before
+    # The run's earlier, successful registration keeps its record.
+    assert tag_before == "champion"
+    assert client.get_run(strong["run_id"]).data.tags["cnnops.gate_decision"] == "champion"
+
+
+def test_failed_first_registration_removes_the_new_registered_model(registry, monkeypatch):
+    fresh = train_candidate(registry["work"] / "fresh", registry["source"],
+                            **{"train.epochs": 1, "registry.model_name": "fresh-model", "gate.floor": 0.0})
+    decision = decide_promotion(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"])
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("store went away")
+
+    monkeypatch.setattr(MlflowClient, "log_dict", fail)
+    with pytest.raises(RuntimeError, match="store went away"):
+        register_model(fresh["model"], fresh["evaluation"], decision)
+    assert describe_registry()["models"] == [m for m in describe_registry()["models"] if m["name"] != "fresh-model"]
+    assert "cnnops.gate_decision" not in MlflowClient().get_run(fresh["run_id"]).data.tags
+
+
+def test_first_candidate_below_the_floor_is_not_crowned(registry):
+    fresh = train_candidate(registry["work"] / "low", registry["source"],
+                            **{"train.epochs": 1, "train.learning_rate": 1e-5, "registry.model_name": "low-model"})
+    decision = decide_promotion(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"])
+    register_model(fresh["model"], fresh["evaluation"], decision)
+    model = describe_registry("low-model")["models"][0]
+    assert model["champion"] is None and model["challenger"]["version"] == 1
+    assert "below the floor" in model["challenger"]["reason"]
+
+
+def test_evaluation_of_another_model_or_test_set_is_refused(registry):
+    strong, again = registry["strong"], registry["work"] / "again"
+    with pytest.raises(CnnopsError, match="evaluates another model"):
+        decide_promotion(strong["model"], strong["test"], again / "evaluation", strong["config"])
+    with pytest.raises(CnnopsError, match="scored on other images"):
+        decide_promotion(strong["model"], registry["work"] / "strong" / "val", strong["evaluation"], strong["config"])
+    with pytest.raises(CnnopsError, match="evaluates another model"):
+        register_model(strong["model"], again / "evaluation", registry["decision"])
+
+
+def test_champion_is_scored_without_its_own_training_images(registry):
+    # Another split seed puts some of the champion's training images into this test split.
+    other = train_candidate(registry["work"] / "reseeded", registry["source"], **{"train.epochs": 2, "seed": 7})
+    decision = decide_promotion(other["model"], other["test"], other["evaluation"], other["config"])
+    assert decision["champion_train_overlap"] > 0
+    assert decision["compared_on"] == other["metrics"]["n_test"] - decision["champion_train_overlap"]
+    assert f"({decision['champion_train_overlap']} the champion trained on left out)" in decision["reason"]
+
+
+def test_gate_and_register_components(registry):
+    from kfp.dsl import Artifact, Dataset, Model
+
+    from components.gate import gate
+    from components.register import register
+
+    strong = registry["strong"]
+    decision = Artifact(uri=str(registry["work"] / "component-decision.json"))
+    alias = gate.python_func(config={"gate": {"margin": 0.5}}, model=Model(uri=str(strong["model"])),
+                             test_data=Dataset(uri=str(strong["test"])),
+                             evaluation=Artifact(uri=str(strong["evaluation"])), decision=decision)
+    assert alias == "challenger" and decision.metadata["alias"] == "challenger"
+    version = register.python_func(model=Model(uri=str(strong["model"])),
+                                   evaluation=Artifact(uri=str(strong["evaluation"])), decision=decision)
+    assert describe_registry(registry["first"]["registered_model"])["models"][0]["challenger"]["version"] == version
+
+
+def test_champion_changed_during_the_run_downgrades_to_challenger(registry):
+    strong = registry["strong"]
+    name = registry["first"]["registered_model"]
+    client = MlflowClient()
+    # Gated against the current champion...
+    decision = {**registry["decision"], "alias": "champion", "reason": "test",
+                "champion_version": int(client.get_model_version_by_alias(name, "champion").version)}
+    # ...but another run crowns a new champion before this one registers.
+    challenger = client.get_model_version_by_alias(name, "challenger")
+    client.set_registered_model_alias(name, "champion", challenger.version)
+    result = register_model(strong["model"], strong["evaluation"], decision)
+    assert result["alias"] == "challenger" and "champion changed" in result["reason"]
+    assert client.get_model_version_by_alias(name, "champion").version == challenger.version
+
+
+def test_margin_is_inclusive_and_force_promote_registers_champion(registry):
+    # The champion against itself: equal scores on the same images.
+    strong = registry["strong"]
+    name = registry["first"]["registered_model"]
+    client = MlflowClient()
+    client.set_registered_model_alias(name, "champion", registry["first"]["version"])
+    margin = build_config(overrides={"gate.margin": 0.0})
+    tie = decide_promotion(strong["model"], strong["test"], strong["evaluation"], margin)
+    assert tie["champion_score"] == tie["candidate_score_compared"] and tie["alias"] == "champion"
+    strict = build_config(overrides={"gate.margin": 0.001})
+    assert decide_promotion(strong["model"], strong["test"], strong["evaluation"], strict)["alias"] == "challenger"
+    forced = decide_promotion(strong["model"], strong["test"], strong["evaluation"],
+                              build_config(overrides={"gate.margin": 0.5, "gate.force_promote": True}))
+    assert forced["alias"] == "champion" and forced["reason"].startswith("forced by --force-promote")
+    result = register_model(strong["model"], strong["evaluation"], forced)
+    assert int(client.get_model_version_by_alias(name, "champion").version) == result["version"]
 
 
 def test_status_of_unknown_model(registry):

@@ -186,12 +186,12 @@ def format_status(described: dict[str, Any]) -> str:
         lines.append(f"{model['name']}: {len(model['versions'])} version(s)")
         for alias in ("champion", "challenger"):
             version = model[alias]
-            if version is None:
-                lines.append(f"  {alias:<10} none")
-                continue
-            lines.append(f"  {alias:<10} v{version['version']}  test accuracy {_fmt(version['test_accuracy'])}"
-                         f"  macro F1 {_fmt(version['test_macro_f1'])}")
-            lines.append(f"  {'':<10} {version['reason']}")
+            lines.append(f"  {alias:<10} " + ("none" if version is None else f"v{version['version']}"))
+        lines.append(f"  {'version':>7}  {'aliases':<20} {'test acc':>8} {'macro F1':>8}  gate decision")
+        for version in model["versions"]:
+            lines.append(f"  {'v' + str(version['version']):>7}  {','.join(version['aliases']) or '-':<20} "
+                         f"{_fmt(version['test_accuracy']):>8} {_fmt(version['test_macro_f1']):>8}  "
+                         f"{version['decision']}: {version['reason']}")
     return "\n".join(lines)
 
 
