@@ -82,7 +82,7 @@ def decide_promotion(model_dir: Path, test_dir: Path, evaluation_dir: Path, conf
         say(f"gate: {alias}: {reason}")
         return decision
 
-    why_not = None if champion is None else incomparable_because(client, champion, spec)
+    why_not = None if champion is None else incomparable_because(champion, spec)
     if champion is not None and why_not is None:
         why_not = compare_with_champion(client, champion, model_dir, spec, test, gate.metric, decision)
 
@@ -118,7 +118,7 @@ def check_evaluation(metrics: dict[str, Any], run_id: str, test: pd.DataFrame, e
                           "folder you pass to the gate.")
 
 
-def incomparable_because(client: MlflowClient, champion: ModelVersion, spec: ModelSpec) -> str | None:
+def incomparable_because(champion: ModelVersion, spec: ModelSpec) -> str | None:
     """Why the champion cannot be scored against this candidate, or None when it can."""
     champion_spec = version_spec(champion)
     if champion_spec is None:
