@@ -29,8 +29,10 @@ def run_locally(config: dict[str, Any]) -> None:
         os.environ[ERROR_FILE_ENV] = str(report)
         try:
             with warnings.catch_warnings():
-                # The subprocess runner ignores base_image by design; the image is for clusters.
+                # The subprocess runner ignores the image and the resource settings by design; both
+                # are for clusters.
                 warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
+                warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
                 build_pipeline()(config=config)
         except RuntimeError:
             reasons = report.read_text().splitlines() if report.is_file() else []
