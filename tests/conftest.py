@@ -39,19 +39,23 @@ def draw(kind: str, rng: np.random.Generator, size: int = 16) -> np.ndarray:
     return pixels.astype(np.uint8)
 
 
+def write_images(root: Path, per_class: int = 20, classes: tuple[str, ...] = TINY_CLASSES, seed: int = 0) -> Path:
+    """Write a class-folder dataset of `draw` images under `root`."""
+    rng = np.random.default_rng(seed)
+    for label in classes:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            Image.fromarray(draw(label, rng)).save(root / label / f"{label}_{index:03d}.png")
+    return root
+
+
 @pytest.fixture
 def make_images(tmp_path: Path) -> Callable[..., Path]:
-    """Write a class-folder dataset: `make_images(per_class=20, classes=TINY_CLASSES, seed=0)`."""
+    """`make_images(per_class=20, classes=TINY_CLASSES, seed=0, name="images")` under the test's tmp_path."""
 
     def make(per_class: int = 20, classes: tuple[str, ...] = TINY_CLASSES, seed: int = 0,
              name: str = "images") -> Path:
-        rng = np.random.default_rng(seed)
-        root = tmp_path / name
-        for label in classes:
-            (root / label).mkdir(parents=True, exist_ok=True)
-            for index in range(per_class):
-                Image.fromarray(draw(label, rng)).save(root / label / f"{label}_{index:03d}.png")
-        return root
+        return write_images(tmp_path / name, per_class, classes, seed)
 
     return make
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import train_candidate
+from conftest import train_candidate, write_images
 from mlflow.tracking import MlflowClient
 
 from cnnops.artifacts import write_evaluation
@@ -21,24 +21,11 @@ def registry(tmp_path_factory):
         work = tmp_path_factory.mktemp("registry")
         patch.setenv("CNNOPS_HOME", str(work / "state"))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        source = _images(work / "images", per_class=30)
+        source = write_images(work / "images", per_class=30, seed=1)
         strong = train_candidate(work / "strong", source, **{"train.epochs": 12})
         decision = decide_promotion(strong["model"], strong["test"], strong["evaluation"], strong["config"])
         result = register_model(strong["model"], strong["evaluation"], decision)
         yield {"work": work, "source": source, "strong": strong, "first": result, "decision": decision}
-
-
-def _images(root, per_class, classes=None):
-    import numpy as np
-    from conftest import TINY_CLASSES, draw
-    from PIL import Image
-
-    rng = np.random.default_rng(1)
-    for label in classes or TINY_CLASSES:
-        (root / label).mkdir(parents=True)
-        for index in range(per_class):
-            Image.fromarray(draw(label, rng)).save(root / label / f"{index}.png")
-    return root
 
 
 def test_training_logs_run_with_model_and_provenance(registry):
@@ -87,7 +74,7 @@ def test_weaker_candidate_stays_challenger(registry):
 
 
 def test_different_class_list_is_never_compared(registry):
-    two = _images(registry["work"] / "two-classes", per_class=20, classes=("disc", "cross"))
+    two = write_images(registry["work"] / "two-classes", per_class=20, classes=("disc", "cross"), seed=1)
     # Same registered model on purpose: a relabelled dataset for the same use case.
     name = registry["first"]["registered_model"]
     other = train_candidate(registry["work"] / "other", two, **{"train.epochs": 3, "registry.model_name": name,

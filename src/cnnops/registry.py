@@ -65,7 +65,8 @@ def decide_promotion(model_dir: Path, test_dir: Path, evaluation_dir: Path, conf
     spec = read_model_spec(model_dir)
     test = read_manifest(test_dir)
     metrics = read_evaluation(evaluation_dir)
-    check_evaluation(metrics, run["run_id"], test, evaluation_dir, test_dir)
+    check_same_model(metrics, run["run_id"], evaluation_dir)
+    check_same_test_set(metrics, test, evaluation_dir, test_dir)
     score = float(metrics[gate.metric])
     decision: dict[str, Any] = {
         "registered_model": name, "metric": gate.metric, "margin": gate.margin, "floor": gate.floor,
@@ -107,12 +108,15 @@ def decide_promotion(model_dir: Path, test_dir: Path, evaluation_dir: Path, conf
     return decide(CHALLENGER, f"not better by the margin: {versus}")
 
 
-def check_evaluation(metrics: dict[str, Any], run_id: str, test: pd.DataFrame, evaluation_dir: Path,
-                     test_dir: Path) -> None:
-    """Refuse an evaluation of another model, or of other test images than the gate will use."""
+def check_same_model(metrics: dict[str, Any], run_id: str, evaluation_dir: Path) -> None:
+    """Refuse an evaluation made of another model than the one being gated or registered."""
     if metrics.get("run_id") != run_id:
         raise CnnopsError(f"{evaluation_dir} evaluates another model (run {metrics.get('run_id')}, not {run_id}); "
                           "run `cnnops evaluate` on this model first.")
+
+
+def check_same_test_set(metrics: dict[str, Any], test: pd.DataFrame, evaluation_dir: Path, test_dir: Path) -> None:
+    """Refuse an evaluation of other test images than the ones the gate scores the champion on."""
     if metrics.get("test_fingerprint") != manifest_fingerprint(test):
         raise CnnopsError(f"{evaluation_dir} was scored on other images than {test_dir}; evaluate on the test "
                           "folder you pass to the gate.")
@@ -180,8 +184,7 @@ def register_model(model_dir: Path, evaluation_dir: Path, decision: dict[str, An
     client = MlflowClient()
     metrics = read_evaluation(evaluation_dir)
     run = read_json(model_dir / "run.json")
-    if metrics.get("run_id") != run["run_id"]:
-        raise CnnopsError(f"{evaluation_dir} evaluates another model than {model_dir}; evaluate this model first.")
+    check_same_model(metrics, run["run_id"], evaluation_dir)
     spec = read_model_spec(model_dir)
     name, alias = decision["registered_model"], decision["alias"]
     decision = dict(decision)
