@@ -135,7 +135,8 @@ def test_failed_first_registration_removes_the_new_registered_model(registry, mo
 
 def test_first_candidate_below_the_floor_is_not_crowned(registry):
     fresh = train_candidate(registry["work"] / "low", registry["source"],
-                            **{"train.epochs": 1, "train.learning_rate": 1e-5, "registry.model_name": "low-model"})
+                            **{"train.epochs": 1, "train.learning_rate": 1e-5, "registry.model_name": "low-model",
+                               "gate.floor": 0.99})
     decision = decide_promotion(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"])
     register_model(fresh["model"], fresh["evaluation"], decision)
     model = describe_registry("low-model")["models"][0]
@@ -155,7 +156,9 @@ def test_evaluation_of_another_model_or_test_set_is_refused(registry):
 
 def test_champion_is_scored_without_its_own_training_images(registry):
     # Another split seed puts some of the champion's training images into this test split.
-    other = train_candidate(registry["work"] / "reseeded", registry["source"], **{"train.epochs": 2, "seed": 7})
+    # Floor 0: this test is about the comparison, which a weak 2-epoch model must not skip.
+    other = train_candidate(registry["work"] / "reseeded", registry["source"],
+                            **{"train.epochs": 2, "seed": 7, "gate.floor": 0.0})
     decision = decide_promotion(other["model"], other["test"], other["evaluation"], other["config"])
     assert decision["champion_train_overlap"] > 0
     assert decision["compared_on"] == other["metrics"]["n_test"] - decision["champion_train_overlap"]
