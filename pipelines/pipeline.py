@@ -9,6 +9,7 @@ from kfp import dsl
 from components.evaluate import evaluate
 from components.gate import gate
 from components.ingest import ingest
+from components.package import package
 from components.register import register
 from components.split import split
 from components.train import train
@@ -17,7 +18,8 @@ PIPELINE_NAME = "cnnops-train"
 
 
 def build_pipeline(gpu: bool = False) -> Callable[..., object]:
-    """ingest -> split -> train -> evaluate -> gate -> dsl.If(champion) register / else register.
+    """ingest -> split -> train -> evaluate -> gate -> dsl.If(champion) register + package / else
+    register.
 
     `gpu` asks the cluster for one NVIDIA GPU on the train task; kfp.local ignores resources.
     """
@@ -50,7 +52,8 @@ def build_pipeline(gpu: bool = False) -> Callable[..., object]:
             "decision": decided.outputs["decision"],
         }
         with dsl.If(decided.outputs["Output"] == "champion", name="promote"):
-            register(**registration).set_display_name("register-champion")
+            registered = register(**registration).set_display_name("register-champion")
+            package(model=trained.outputs["model"], version=registered.output).set_display_name("package")
         with dsl.Else(name="keep-champion"):
             register(**registration).set_display_name("register-challenger")
 

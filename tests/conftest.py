@@ -81,3 +81,22 @@ def train_candidate(work: Path, source: Path, **overrides) -> dict:
     metrics = evaluate_model(work / "model", work / "test", work / "evaluation")
     return {"config": config, "model": work / "model", "test": work / "test", "evaluation": work / "evaluation",
             "metrics": metrics, **record}
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory):
+    """A tiny real model, registered as champion in its own store and exported for serving."""
+    from cnnops.predict import export_registered
+    from cnnops.registry import decide_promotion, register_model
+
+    with pytest.MonkeyPatch.context() as patch:
+        work = tmp_path_factory.mktemp("served")
+        patch.setenv("CNNOPS_HOME", str(work / "state"))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        source = write_images(work / "images", per_class=30, seed=1)
+        trained = train_candidate(work / "run", source, **{"train.epochs": 12, "gate.floor": 0.0})
+        decision = decide_promotion(trained["model"], trained["test"], trained["evaluation"], trained["config"])
+        register_model(trained["model"], trained["evaluation"], decision)
+        model = export_registered(decision["registered_model"])
+        yield {"home": work / "state", "model": model, "source": source, "test": trained["test"],
+               "name": decision["registered_model"]}

@@ -159,6 +159,84 @@ def status(
     typer.echo(json.dumps(described, indent=2) if as_json else format_status(described))
 
 
+ModelName = Annotated[str | None, typer.Option(
+    "--model-name", help="Registered model (default: the one the config's data source trains).")]
+Version = Annotated[str, typer.Option("--version", help="Alias or version number to use.")]
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean to expose it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 3000,
+    model_name: ModelName = None, version: Version = "champion",
+    config: ConfigFile = None, sets: Sets = None,
+) -> None:
+    """Serve a registered model (the champion by default) over HTTP with BentoML: web page at /,
+    API at /classify, /classify_base64 and /classify_batch, OpenAPI page at /docs."""
+    import os
+    import sys
+
+    from cnnops.predict import export_registered
+    from cnnops.registry import model_name_for
+
+    with exit_on_user_error():
+        cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
+        served = export_registered(model_name_for(cfg), version)
+    typer.echo(f"cnnops: serving {served.info['registered_model']} v{served.info['version']} "
+               f"on http://{host}:{port}", err=True)
+    env = {**os.environ, "CNNOPS_MODEL_DIR": str(served.folder), "CNNOPS_SERVE_CONFIG": cfg.serve.model_dump_json()}
+    # exec: the server keeps this process's PID, so stopping `cnnops serve` stops the server.
+    os.execve(sys.executable, [sys.executable, "-m", "bentoml", "serve", "serving.service:Classifier",
+                               "--host", host, "--port", str(port)], env)
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files to classify.")],
+    model_name: ModelName = None, version: Version = "champion",
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Classes to show per image.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigFile = None, sets: Sets = None,
+) -> None:
+    """Classify image files with a registered model, by the service's own decode and model call.
+    Exits 1 when any file could not be classified."""
+    from cnnops.predict import classify_files, export_registered
+    from cnnops.registry import model_name_for
+
+    with exit_on_user_error():
+        cfg = resolve_config(config, sets, **{"registry.model_name": model_name, "serve.top_k": top_k})
+        served = export_registered(model_name_for(cfg), version)
+        results = classify_files(images, served, cfg.serve.top_k, cfg.serve.max_image_pixels)
+    if as_json:
+        typer.echo(json.dumps({"model": served.info["registered_model"], "version": served.info["version"],
+                               "results": results}, indent=2))
+    else:
+        for result in results:
+            found = result.get("predictions")
+            shown = "  ".join(f"{p['label']} {p['probability']:.3f}" for p in found) if found \
+                else f"error: {result['error']}"
+            typer.echo(f"{result['file']}: {shown}")
+    if any("error" in result for result in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def bento(
+    model_name: ModelName = None, version: Version = "champion",
+    out: Annotated[Path | None, typer.Option(help="Also write the Bento as one archive file here.")] = None,
+    config: ConfigFile = None, sets: Sets = None,
+) -> None:
+    """Build a Bento pinned to one registered version (the champion by default)."""
+    from cnnops.registry import model_name_for
+    from serving.bento import package_version
+
+    with exit_on_user_error():
+        cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
+        built = package_version(model_name_for(cfg), version, export_to=out)
+    typer.echo(f"cnnops: built Bento {built['bento']} ({built['registered_model']} v{built['version']}) "
+               f"at {built['path']}" + (f"; archive {built['archive']}" if "archive" in built else ""))
+
+
 def preflight(config: Config) -> Config:
     """Catch what needs no decoding before the pipeline starts: path, demo name, classes, counts.
 

@@ -63,6 +63,21 @@ class RegistryConfig(_Section):
     model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
+class ServeConfig(_Section):
+    # A request body over this is refused with 413 before it is parsed.
+    max_request_mb: float = Field(default=10, gt=0, le=1024)
+    # Decompression-bomb guard for served images: more pixels than this is a 400.
+    max_image_pixels: int = Field(default=25_000_000, ge=1)
+    # Most images one batch request may carry.
+    max_batch_images: int = Field(default=32, ge=1, le=1024)
+    # Classes returned per image unless the request asks for another number.
+    top_k: int = Field(default=5, ge=1)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)
+
+
 class Config(_Section):
     seed: int = 42
     data: DataConfig = DataConfig()
@@ -70,6 +85,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
+    serve: ServeConfig = ServeConfig()
 
 
 def build_config(file: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

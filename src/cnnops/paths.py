@@ -43,10 +43,12 @@ def data_cache() -> Path:
 
 
 def keep_tool_state_inside() -> None:
-    """Point the caches Keras and matplotlib create under $HOME into the state folder instead.
+    """Point the caches Keras and matplotlib create under $HOME, and BentoML's store, into the state
+    folder instead.
 
     Called by the CLI before anything imports keras (pipeline tasks inherit the environment);
     a variable the user has set already wins.
     """
     os.environ.setdefault("KERAS_HOME", str(state_home() / "keras"))
     os.environ.setdefault("MPLCONFIGDIR", str(state_home() / "matplotlib"))
+    os.environ.setdefault("BENTOML_HOME", str(state_home() / "bentoml"))

@@ -1,0 +1,70 @@
+"""Build a Bento for one registered model version: the service, the library it decodes with, and
+the exported model, packed together so the Bento serves that version and no other."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from cnnops.predict import ServedModel, export_registered
+
+SERVING = Path(__file__).resolve().parent
+LIBRARY = Path(__import__("cnnops").__file__).resolve().parent
+# What the service imports at run time; versions are pinned to the ones this build runs with.
+RUNTIME_PACKAGES = ("bentoml", "tensorflow", "keras", "numpy", "pandas", "pyarrow", "pillow", "pydantic", "pyyaml")
+
+
+def package_version(name: str, reference: str = "champion", export_to: Path | None = None) -> dict[str, Any]:
+    """Export a registered version (alias or number) and build its Bento; optionally also write
+    the Bento as one portable archive (`bentoml import` reads it on another machine)."""
+    import bentoml
+
+    built = build_bento(export_registered(name, reference))
+    if export_to is not None:
+        export_to.parent.mkdir(parents=True, exist_ok=True)
+        built["archive"] = bentoml.export_bento(built["bento"], str(export_to))
+    return built
+
+
+def build_bento(served: ServedModel) -> dict[str, Any]:
+    """Build `cnnops:<model>-v<N>` into the BentoML store ($BENTOML_HOME), once per version: a
+    registered version never changes, so neither does its Bento."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    info = served.info
+    version = f"{info['registered_model']}-v{info['version']}".lower()
+    try:
+        bento = bentoml.bentos.get(f"cnnops:{version}")
+    except NotFound:
+        bento = make_bento(served, version)
+    return {"bento": str(bento.tag), "path": bento.path, "registered_model": info["registered_model"],
+            "version": info["version"]}
+
+
+def make_bento(served: ServedModel, version: str) -> Any:
+    import bentoml
+
+    info = served.info
+    with tempfile.TemporaryDirectory(prefix="cnnops-bento-") as scratch:
+        context = Path(scratch)
+        shutil.copytree(SERVING, context / "serving", ignore=shutil.ignore_patterns("__pycache__", "model", "bento.py"))
+        shutil.copytree(served.folder, context / "serving" / "model", ignore=shutil.ignore_patterns(".export-*"))
+        shutil.copytree(LIBRARY, context / "cnnops", ignore=shutil.ignore_patterns("__pycache__"))
+        bento = bentoml.bentos.build(
+            "serving.service:Classifier",
+            version=version,
+            build_ctx=str(context),
+            include=["serving/**", "cnnops/**"],
+            labels={"registered_model": info["registered_model"], "model_version": str(info["version"]),
+                    "run_id": str(info["run_id"])},
+            description=f"cnnops image classifier: {info['registered_model']} v{info['version']} "
+                        f"(test accuracy {info['test_accuracy']}).",
+            python={"packages": [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES],
+                    "lock_packages": False},  # already pinned; locking would resolve against the index
+            docker={"python_version": "3.11"},
+        )
+    return bento

@@ -1,0 +1,176 @@
+"""The cnnops HTTP service: one registered model version, served with BentoML.
+
+`Classifier` parses uploads, decodes them with the library's one decode function, refuses bad
+input with a 4xx JSON error, and serves the web page. Decoded images from concurrent requests
+share model calls through an in-process adaptive batcher; only valid uint8 arrays reach it, so
+one client's bad image can never fail another's batch.
+
+Why not BentoML's own batching: it needs the model in a second service, and 1.4.40's
+inter-service client closes its session every 100 calls while other calls are still using it,
+which turns concurrent load into 500s. One process also saves a serialisation hop per request.
+
+The model comes from a served-model folder (`cnnops.predict`): `$CNNOPS_MODEL_DIR`, else the
+copy packed beside this file when a bento is built.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import bentoml
+import numpy as np
+from bentoml.validators import ContentType
+from pydantic import Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Route
+
+from cnnops.batching import AdaptiveBatcher
+from cnnops.config import ServeConfig
+from cnnops.errors import CnnopsError, ImageDecodeError
+from cnnops.predict import (
+    ServedModel,
+    decode_base64_image,
+    decode_for_model,
+    load_keras_model,
+    predict_pixels,
+    read_served_model,
+    top_k,
+)
+from serving.limits import BodySizeLimit
+
+MODEL_DIR_ENV = "CNNOPS_MODEL_DIR"
+SERVE_CONFIG_ENV = "CNNOPS_SERVE_CONFIG"
+PACKED_MODEL_DIR = Path(__file__).resolve().parent / "model"
+STATIC = Path(__file__).resolve().parent / "static"
+# Adaptive batching: at most this many images per model call.
+MAX_BATCH_SIZE = 64
+BATCH_SIZES = bentoml.metrics.Histogram(
+    name="cnnops_batch_size", documentation="Images per model call (adaptive batching).",
+    buckets=(1, 2, 4, 8, 16, 32, 64))
+TopK = Annotated[int | None, Field(default=None, ge=1, le=1000, description="How many classes to return.")]
+ImageFile = Annotated[Path, ContentType("image/*")]
+
+
+def served_model_dir() -> Path:
+    """The folder to serve: `$CNNOPS_MODEL_DIR`, else the one packed into this bento."""
+    return Path(os.environ.get(MODEL_DIR_ENV) or PACKED_MODEL_DIR)
+
+
+def serve_config() -> ServeConfig:
+    """Limits and defaults, passed by `cnnops serve` as the JSON of the config's `serve` section."""
+    return ServeConfig.model_validate_json(os.environ.get(SERVE_CONFIG_ENV) or "{}")
+
+
+def load_served_model() -> ServedModel:
+    """Read the served-model folder, or stop the service with the one reason it cannot start."""
+    try:
+        return read_served_model(served_model_dir())
+    except CnnopsError as err:
+        raise SystemExit(f"cnnops: error: cannot serve: {err}") from None
+
+
+async def page(_: Request) -> FileResponse:
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+async def api_docs(_: Request) -> FileResponse:
+    """BentoML's OpenAPI (Swagger) page, moved from / to /docs to make room for the web page."""
+    from _bentoml_impl import server
+
+    return FileResponse(Path(server.__file__).parent / "main-openapi.html", media_type="text/html")
+
+
+async def model_info(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.info)
+
+
+web = Starlette(routes=[Route("/", page), Route("/docs", api_docs), Route("/info", model_info)])
+
+
+def error(ctx: bentoml.Context, status: int, message: str) -> dict[str, Any]:
+    """A 4xx answer with a JSON error; the request's own fault, so the service carries on."""
+    ctx.response.status_code = status
+    return {"error": message}
+
+
+@bentoml.service(name="cnnops", workers=1, traffic={"timeout": 60})
+@bentoml.asgi_app(web)
+class Classifier:
+    """Classify images: one upload, a base64 or data-URL image, or a batch of uploads."""
+
+    def __init__(self) -> None:
+        self.settings = serve_config()
+        self.served = load_served_model()
+        model = load_keras_model(self.served.folder)
+        spec = self.served.spec
+        predict_pixels(model, np.zeros((1, spec.height, spec.width, spec.channels), np.uint8))  # warm up
+        self.batcher = AdaptiveBatcher(lambda pixels: predict_pixels(model, pixels), MAX_BATCH_SIZE,
+                                       on_batch=BATCH_SIZES.observe)
+        web.state.info = self.info()
+
+    def info(self) -> dict[str, Any]:
+        """Model facts for clients and the page: name, version, aliases, test metrics, classes."""
+        return {**self.served.info, "class_names": self.served.spec.class_names,
+                "input": {"height": self.served.spec.height, "width": self.served.spec.width,
+                          "mode": self.served.spec.mode},
+                "limits": self.settings.model_dump(), "max_request_bytes": self.settings.max_request_bytes}
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return decode_for_model(data, self.served.spec, self.settings.max_image_pixels)
+
+    async def classify_pixels(self, pixels: np.ndarray, k: int | None) -> list[list[dict[str, Any]]]:
+        """Top-k per image, the model call shared with whatever other requests are waiting."""
+        probabilities = await self.batcher.predict(pixels)
+        names = self.served.spec.class_names
+        return [top_k(row, names, k or self.settings.top_k) for row in probabilities]
+
+    async def decode_file(self, path: Path) -> np.ndarray:
+        data = await anyio.Path(path).read_bytes()
+        return await anyio.to_thread.run_sync(self.decode, data)
+
+    @bentoml.api(route="/classify")
+    async def classify(self, image: ImageFile, ctx: bentoml.Context, top_k: TopK = None) -> dict[str, Any]:
+        """Classify one uploaded image (multipart field `image`): jpg, png, webp, gif or bmp."""
+        try:
+            pixels = await self.decode_file(image)
+        except ImageDecodeError as err:
+            return error(ctx, 400, f"image: {err}")
+        (predictions,) = await self.classify_pixels(pixels[None], top_k)
+        return {"predictions": predictions}
+
+    @bentoml.api(route="/classify_base64")
+    async def classify_base64(self, image: str, ctx: bentoml.Context, top_k: TopK = None) -> dict[str, Any]:
+        """Classify a base64 image or a data URL (`data:image/png;base64,...`), as a canvas sends it."""
+        try:
+            data = decode_base64_image(image, self.settings.max_request_bytes)
+            pixels = await anyio.to_thread.run_sync(self.decode, data)
+        except ImageDecodeError as err:
+            return error(ctx, 400, f"image: {err}")
+        (predictions,) = await self.classify_pixels(pixels[None], top_k)
+        return {"predictions": predictions}
+
+    @bentoml.api(route="/classify_batch")
+    async def classify_batch(self, images: list[ImageFile], ctx: bentoml.Context,
+                             top_k: TopK = None) -> dict[str, Any]:
+        """Classify several uploaded images (repeat the multipart field `images`), in order."""
+        limit = self.settings.max_batch_images
+        if not images:
+            return error(ctx, 400, "images: the batch is empty; send at least one image")
+        if len(images) > limit:
+            return error(ctx, 400, f"images: {len(images)} images is over the batch limit of {limit}")
+        decoded: list[np.ndarray] = []
+        for index, path in enumerate(images):
+            try:
+                decoded.append(await self.decode_file(path))
+            except ImageDecodeError as err:
+                return error(ctx, 400, f"images[{index}]: {err}")
+        results = await self.classify_pixels(np.stack(decoded), top_k)
+        return {"results": [{"predictions": predictions} for predictions in results]}
+
+
+Classifier.add_asgi_middleware(BodySizeLimit, limit=lambda: serve_config().max_request_bytes)
