@@ -100,3 +100,53 @@ def served(tmp_path_factory):
         model = export_registered(decision["registered_model"])
         yield {"home": work / "state", "model": model, "source": source, "test": trained["test"],
                "name": decision["registered_model"]}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(served, tmp_path_factory):
+    """`cnnops serve` for real (BentoML on a free loopback port), stopped by PID afterwards."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    env = {**os.environ, "CNNOPS_HOME": str(served["home"])}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "cnnops"), "serve", "--port", str(port),
+                                 "--model-name", served["name"]], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"cnnops serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cnnops serve not ready in 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield {"url": url, "pid": proc.pid, "log": log, **served}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
