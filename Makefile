@@ -11,9 +11,12 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 MLFLOW_PORT ?= 5000
+PORT ?= 3000
+# The web-page tests drive Debian's Chromium (Playwright never downloads a browser here).
+CHROMIUM := /usr/bin/chromium
 STATE := $(or $(CNNOPS_HOME),.cnnops)
 
-.PHONY: install run test lint compile ui clean
+.PHONY: install run test lint compile ui serve bento browser clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -28,8 +31,21 @@ install: $(BIN)/cnnops ## Create .venv with the locked dependencies.
 run: install ## Run the whole pipeline on the demo dataset (override: make run ARGS="--data DIR").
 	$(BIN)/cnnops run $(ARGS)
 
-test: install ## Run the test suite.
+test: install $(CHROMIUM) ## Run the test suite.
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "make: the page tests need Debian's chromium at $(CHROMIUM)"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+browser: $(CHROMIUM) ## Install Debian's Chromium for the web-page tests.
+
+serve: install ## Serve the champion over HTTP on 127.0.0.1:$(PORT) (override: make serve ARGS="--model-name NAME").
+	$(BIN)/cnnops serve --port $(PORT) $(ARGS)
+
+bento: install ## Build a Bento pinned to the current champion (override: make bento ARGS="--version 3").
+	$(BIN)/cnnops bento $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -9,7 +9,7 @@ from typing import Any
 from kfp import local
 
 from cnnops.errors import ERROR_FILE_ENV, CnnopsError
-from cnnops.paths import STATE_ENV, pipeline_root, state_home
+from cnnops.paths import STATE_ENV, keep_tool_state_inside, pipeline_root, state_home
 from pipelines.pipeline import build_pipeline
 
 
@@ -21,6 +21,7 @@ def run_locally(config: dict[str, Any]) -> None:
     """
     # Tasks are separate processes: pin the state folder so they all agree on it.
     os.environ[STATE_ENV] = str(state_home())
+    keep_tool_state_inside()
     root = pipeline_root()
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))

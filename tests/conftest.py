@@ -20,7 +20,8 @@ def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh CNNOPS_HOME (and so a fresh MLflow sqlite store) for one test."""
     home = tmp_path / "state"
     monkeypatch.setenv("CNNOPS_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for variable in ("MLFLOW_TRACKING_URI", "BENTOML_HOME", "KERAS_HOME", "MPLCONFIGDIR"):
+        monkeypatch.delenv(variable, raising=False)
     return home
 
 

