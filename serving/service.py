@@ -6,8 +6,10 @@ share model calls through an in-process adaptive batcher; only valid uint8 array
 one client's bad image can never fail another's batch.
 
 Why not BentoML's own batching: it needs the model in a second service, and 1.4.40's
-inter-service client closes its session every 100 calls while other calls are still using it,
-which turns concurrent load into 500s. One process also saves a serialisation hop per request.
+inter-service client closes its session every `runner_connection.max_requests` (100) calls while
+other calls are still using it, which turns concurrent load into 500s. One process also saves a
+serialisation hop per request. Access logs are off: at these request rates they cost more CPU
+than the model (`/metrics` counts every request).
 
 The model comes from a served-model folder (`cnnops.predict`): `$CNNOPS_MODEL_DIR`, else the
 copy packed beside this file when a bento is built.
@@ -34,9 +36,11 @@ from cnnops.config import ServeConfig
 from cnnops.errors import CnnopsError, ImageDecodeError
 from cnnops.predict import (
     ServedModel,
+    batch_buckets,
     decode_base64_image,
     decode_for_model,
     load_keras_model,
+    predict_bucketed,
     predict_pixels,
     read_served_model,
     top_k,
@@ -98,7 +102,7 @@ def error(ctx: bentoml.Context, status: int, message: str) -> dict[str, Any]:
     return {"error": message}
 
 
-@bentoml.service(name="cnnops", workers=1, traffic={"timeout": 60})
+@bentoml.service(name="cnnops", workers=1, traffic={"timeout": 60}, logging={"access": {"enabled": False}})
 @bentoml.asgi_app(web)
 class Classifier:
     """Classify images: one upload, a base64 or data-URL image, or a batch of uploads."""
@@ -108,8 +112,10 @@ class Classifier:
         self.served = load_served_model()
         model = load_keras_model(self.served.folder)
         spec = self.served.spec
-        predict_pixels(model, np.zeros((1, spec.height, spec.width, spec.channels), np.uint8))  # warm up
-        self.batcher = AdaptiveBatcher(lambda pixels: predict_pixels(model, pixels), MAX_BATCH_SIZE,
+        buckets = batch_buckets(MAX_BATCH_SIZE)
+        for size in buckets:  # trace every batch shape before the first request, not during one
+            predict_pixels(model, np.zeros((size, spec.height, spec.width, spec.channels), np.uint8))
+        self.batcher = AdaptiveBatcher(lambda pixels: predict_bucketed(model, pixels, buckets), MAX_BATCH_SIZE,
                                        on_batch=BATCH_SIZES.observe)
         web.state.info = self.info()
 
