@@ -138,12 +138,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve.json")
     args = parser.parse_args()
 
-    from cnnops.paths import keep_tool_state_inside
+    from cnnops.paths import data_cache, keep_tool_state_inside
     from cnnops.predict import export_registered
 
     keep_tool_state_inside()
     served = export_registered(args.model_name)
-    test_images = sorted((ROOT / ".cnnops" / "data").rglob("*.png"))[:: 97][:200] or sys.exit("run `make run` first")
+    test_images = sorted(data_cache().rglob("*.png"))[:: 97][:200] or sys.exit("run `make run` first")
     images = [p.read_bytes() for p in test_images]
     logs = args.out.parent
     logs.mkdir(parents=True, exist_ok=True)

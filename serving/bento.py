@@ -9,10 +9,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import cnnops
 from cnnops.predict import ServedModel, export_registered
 
 SERVING = Path(__file__).resolve().parent
-LIBRARY = Path(__import__("cnnops").__file__).resolve().parent
+LIBRARY = Path(cnnops.__file__).resolve().parent
 # What the service imports at run time; versions are pinned to the ones this build runs with.
 RUNTIME_PACKAGES = ("bentoml", "tensorflow", "keras", "numpy", "pandas", "pyarrow", "pillow", "pydantic", "pyyaml")
 

@@ -114,7 +114,6 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def server(served, tmp_path_factory):
     """`cnnops serve` for real (BentoML on a free loopback port), stopped by PID afterwards."""
-    import signal
     import subprocess
     import sys
     import time
@@ -145,9 +144,17 @@ def server(served, tmp_path_factory):
             time.sleep(0.5)
         yield {"url": url, "pid": proc.pid, "log": log, **served}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process_group(proc)
+
+
+def stop_process_group(proc) -> None:
+    """Stop a server started with start_new_session=True, and everything it spawned, by its PID."""
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

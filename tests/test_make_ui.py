@@ -1,20 +1,14 @@
 """`make ui` starts a real MLflow server on loopback; the test stops it by its process group."""
 
 import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
+from conftest import free_port, stop_process_group
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_make_ui_serves_the_store_on_loopback(tmp_path):
@@ -34,9 +28,4 @@ def test_make_ui_serves_the_store_on_loopback(tmp_path):
         assert body == "OK", server.stderr.read().decode()[-2000:] if server.poll() is not None else body
         assert (tmp_path / "state" / "mlflow" / "mlflow.db").is_file()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+        stop_process_group(server)
