@@ -3,6 +3,7 @@ the exported model, packed together so the Bento serves that version and no othe
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from importlib import metadata
@@ -31,19 +32,30 @@ def package_version(name: str, reference: str = "champion", export_to: Path | No
 
 
 def build_bento(served: ServedModel) -> dict[str, Any]:
-    """Build `cnnops:<model>-v<N>` into the BentoML store ($BENTOML_HOME), once per version: a
-    registered version never changes, so neither does its Bento."""
+    """Build `cnnops:<model>-v<N>-<source digest>` into the BentoML store ($BENTOML_HOME), once per
+    version and source: a registered version never changes, so neither does its Bento."""
     import bentoml
     from bentoml.exceptions import NotFound
 
     info = served.info
-    version = f"{info['registered_model']}-v{info['version']}".lower()
+    version = f"{info['registered_model']}-v{info['version']}-{source_digest()}".lower()
     try:
         bento = bentoml.bentos.get(f"cnnops:{version}")
     except NotFound:
         bento = make_bento(served, version)
     return {"bento": str(bento.tag), "path": bento.path, "registered_model": info["registered_model"],
             "version": info["version"]}
+
+
+def source_digest() -> str:
+    """Eight hex digits over the service's and library's source: a new cnnops gives a new Bento
+    for the same model version, and the same source finds the Bento it built before."""
+    digest = hashlib.sha256()
+    for root in (SERVING, LIBRARY):
+        for path in sorted(p for p in root.rglob("*") if p.suffix in {".py", ".html"} and "model" not in p.parts):
+            digest.update(path.relative_to(root.parent).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def make_bento(served: ServedModel, version: str) -> Any:

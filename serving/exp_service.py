@@ -1,9 +1,9 @@
-import asyncio
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
 import serving.service as S
+
 
 async def raw(request: Request):
     svc = request.app.state.svc

@@ -46,7 +46,7 @@ from cnnops.predict import (
     read_served_model,
     top_k,
 )
-from serving.limits import BodySizeLimit
+from serving.limits import RequestGuard
 
 MODEL_DIR_ENV = "CNNOPS_MODEL_DIR"
 SERVE_CONFIG_ENV = "CNNOPS_SERVE_CONFIG"
@@ -193,4 +193,6 @@ class Classifier:
         return {"results": [{"predictions": predictions} for predictions in results]}
 
 
-Classifier.add_asgi_middleware(BodySizeLimit, limit=lambda: serve_config().max_request_bytes)
+MULTIPART_FIELDS = {"/classify": {"image", "top_k"}, "/classify_batch": {"images", "top_k"}}
+Classifier.add_asgi_middleware(RequestGuard, limit=lambda: serve_config().max_request_bytes,
+                               multipart_fields=MULTIPART_FIELDS)

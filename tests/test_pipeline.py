@@ -61,7 +61,7 @@ def test_pipeline_crowns_a_champion_then_keeps_it(make_images, state_home):
     assert first["champion"]["test_accuracy"] >= 0.8
     assert os.listdir(state_home / "pipeline-root")
     # The champion branch packaged it: a Bento pinned to v1, and its archive as the task's output.
-    bento = state_home / "bentoml" / "bentos" / "cnnops" / f"{name.lower()}-v1"
+    (bento,) = (state_home / "bentoml" / "bentos" / "cnnops").glob(f"{name.lower()}-v1-*")
     assert (bento / "src" / "serving" / "model" / "model.keras").is_file()
     assert list((state_home / "pipeline-root").rglob("package/bento/cnnops.bento"))
 
@@ -81,4 +81,4 @@ def test_pipeline_crowns_a_champion_then_keeps_it(make_images, state_home):
     assert "not better by the margin" in model["challenger"]["reason"]
     assert model["challenger"]["champion_score"] == pytest.approx(first["champion"]["test_accuracy"])
     # Only a new champion is packaged.
-    assert not (state_home / "bentoml" / "bentos" / "cnnops" / f"{name.lower()}-v2").exists()
+    assert not list((state_home / "bentoml" / "bentos" / "cnnops").glob(f"{name.lower()}-v2-*"))

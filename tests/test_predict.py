@@ -133,3 +133,22 @@ def test_export_by_version_number_and_refusals(served, monkeypatch):
         export_registered(served["name"], "7")
     with pytest.raises(CnnopsError, match="no challenger registered"):
         export_registered(served["name"], "challenger")
+
+
+def test_a_version_without_cnnops_metadata_is_not_served(state_home):
+    import keras
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from cnnops.tracking import use_tracking_store
+
+    use_tracking_store()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with mlflow.start_run() as run:
+        logged = mlflow.keras.log_model(model, name="model")
+    client = MlflowClient()
+    client.create_registered_model("foreign")
+    version = client.create_model_version("foreign", logged.model_uri, run_id=run.info.run_id)
+    client.set_registered_model_alias("foreign", "champion", version.version)
+    with pytest.raises(CnnopsError, match="carries no cnnops input spec in its model metadata"):
+        export_registered("foreign")

@@ -203,3 +203,27 @@ def test_service_refuses_to_start_without_a_model(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNOPS_MODEL_DIR", str(tmp_path / "missing"))
     with pytest.raises(SystemExit, match="cannot serve: .*holds no model.keras"):
         load_served_model()
+
+
+def test_odd_requests_never_get_a_5xx(client, images):
+    """Shapes a careless or hostile client might send; each must be refused with a 4xx."""
+    png = ("x.png", images["disc"], "image/png")
+    odd = [
+        client.post("/classify", files={"image": png}, data={"top_k": "many"}),
+        client.post("/classify", files={"image": png}, data={"top_k": "-3"}),
+        client.post("/classify", files={"picture": png}),
+        client.post("/classify", content=b"--b\r\nnot really multipart",
+                    headers={"content-type": "multipart/form-data; boundary=b"}),
+        client.post("/classify", content=b"", headers={"content-type": "multipart/form-data"}),
+        client.post("/classify_base64", content=b"\xff\xfe\x00", headers={"content-type": "application/json"}),
+        client.post("/classify_base64", json=["image", "x"]),
+        client.post("/classify_base64", json={"image": 12345}),
+        client.post("/classify_base64", json={"image": "eA==", "top_k": 10**9}),
+        client.post("/classify_batch", files=[("images", ("a.txt", b"hello", "text/plain"))]),
+        client.post("/classify", content=b"x", headers={"content-type": "multipart/form-data; boundary=b",
+                                                        "content-length": "nope"}),
+    ]
+    statuses = [response.status_code for response in odd]
+    assert all(400 <= status < 500 for status in statuses), statuses
+    assert client.get("/classify").status_code == 405
+    assert upload(client, images["disc"]).status_code == 200

@@ -57,16 +57,16 @@ def export_registered(name: str, reference: str = "champion", out_root: Path | N
     """
     from mlflow.tracking import MlflowClient
 
-    from cnnops.registry import describe_version, version_spec
+    from cnnops.registry import describe_version
     from cnnops.tracking import use_tracking_store
 
     uri = use_tracking_store()
     client = MlflowClient()
     version = resolve_version(client, name, reference, uri)
-    spec = version_spec(version)
+    spec = model_spec_of(f"models:/{name}/{version.version}")
     if spec is None:
-        raise CnnopsError(f"{name} v{version.version} carries no cnnops input spec (it was not registered by "
-                          "cnnops); register it with `cnnops register` to serve it.")
+        raise CnnopsError(f"{name} v{version.version} carries no cnnops input spec in its model metadata (it was "
+                          "not trained by cnnops), so its classes and input size are unknown; it cannot be served.")
     aliases = sorted(a for a, v in client.get_registered_model(name).aliases.items() if int(v) == int(version.version))
     folder = (out_root or served_models_home()) / f"{name}-v{version.version}"
     info = {"registered_model": name, "requested": reference, "tracking_uri": uri,
@@ -75,6 +75,14 @@ def export_registered(name: str, reference: str = "champion", out_root: Path | N
         write_model_file(f"models:/{name}/{version.version}", folder)
     write_json(folder / SERVED_FILE, {"spec": spec.to_dict(), "info": info})
     return ServedModel(folder, spec, info)
+
+
+def model_spec_of(model_uri: str) -> ModelSpec | None:
+    """The class names and input size and mode the model was saved with (its MLflow metadata)."""
+    from mlflow.models import get_model_info
+
+    raw = (get_model_info(model_uri).metadata or {}).get("cnnops")
+    return None if raw is None else ModelSpec.from_dict(raw)
 
 
 def resolve_version(client: Any, name: str, reference: str, uri: str) -> Any:
