@@ -227,3 +227,8 @@ def test_odd_requests_never_get_a_5xx(client, images):
     assert all(400 <= status < 500 for status in statuses), statuses
     assert client.get("/classify").status_code == 405
     assert upload(client, images["disc"]).status_code == 200
+
+
+def test_info_does_not_reveal_the_tracking_store(client):
+    assert "tracking_uri" not in client.get("/info").json()
+    assert "sqlite" not in client.get("/info").text

@@ -69,8 +69,8 @@ def export_registered(name: str, reference: str = "champion", out_root: Path | N
                           "not trained by cnnops), so its classes and input size are unknown; it cannot be served.")
     aliases = sorted(a for a, v in client.get_registered_model(name).aliases.items() if int(v) == int(version.version))
     folder = (out_root or served_models_home()) / f"{name}-v{version.version}"
-    info = {"registered_model": name, "requested": reference, "tracking_uri": uri,
-            **describe_version(version, aliases)}
+    # No tracking URI here: /info is public, and a store URI can carry credentials.
+    info = {"registered_model": name, "requested": reference, **describe_version(version, aliases)}
     if not (folder / MODEL_FILE).is_file():
         write_model_file(f"models:/{name}/{version.version}", folder)
     write_json(folder / SERVED_FILE, {"spec": spec.to_dict(), "info": info})
