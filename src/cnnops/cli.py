@@ -28,7 +28,8 @@ def main() -> None:
 
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of config sections.")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
-Data = Annotated[str | None, typer.Option("--data", help="Class-folder path, or demo:animals (default).")]
+Data = Annotated[str | None, typer.Option(
+    "--data", help="Class-folder path, or demo:animals (default), demo:digits, demo:faces, demo:fashion.")]
 
 
 def resolve_config(config: Path | None, sets: list[str] | None, **flags: Any) -> Config:

@@ -22,6 +22,10 @@ from cnnops.paths import data_cache
 
 DEMO_PREFIX = "demo:"
 ANIMAL_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                   "ankle-boot"]
+# Where Debian's dataset-fashion-mnist package puts the IDX files.
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,53 @@ def write_arrays(folder: Path, images: np.ndarray, labels: list[str]) -> None:
         Image.fromarray(pixels).save(class_dir / f"{label}-{index:05d}.png")
 
 
-DEMOS: dict[str, Callable[[Path], None]] = {"animals": write_animals}
+def write_digits(folder: Path) -> None:
+    """scikit-learn's digits: 1,797 8x8 images of 0-9, 17 grey levels scaled to 0-255."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    write_arrays(folder, images, [f"digit-{t}" for t in digits.target])
+
+
+def write_faces(folder: Path) -> None:
+    """scikit-image's lfw_subset: 100 faces then 100 non-faces, 25x25 grey in [0, 1]."""
+    from skimage.data import lfw_subset
+
+    images = np.round(lfw_subset() * 255).astype(np.uint8)
+    write_arrays(folder, images, ["face"] * 100 + ["non-face"] * (len(images) - 100))
+
+
+def write_fashion(folder: Path) -> None:
+    """Fashion-MNIST from Debian's dataset-fashion-mnist: 70,000 28x28 grey images, 10 classes."""
+    names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz"]
+    missing = [name for name in names if not (FASHION_DIR / name).is_file()]
+    if missing:
+        raise CnnopsError(f"demo:fashion reads Debian's Fashion-MNIST files from {FASHION_DIR}, and "
+                          f"{missing[0]} is not there; install them with `sudo apt-get install "
+                          "dataset-fashion-mnist`.")
+    images = np.concatenate([read_idx(FASHION_DIR / names[0]), read_idx(FASHION_DIR / names[2])])
+    labels = np.concatenate([read_idx(FASHION_DIR / names[1]), read_idx(FASHION_DIR / names[3])])
+    write_arrays(folder, images, [FASHION_CLASSES[i] for i in labels])
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (the MNIST format), gzipped: a magic number, dimensions, data."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
+        raise CnnopsError(f"{path} is not an IDX file of unsigned bytes.")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise CnnopsError(f"{path} is truncated: {data.size} bytes for a {shape} array.")
+    return data.reshape(shape)
+
+
+DEMOS: dict[str, Callable[[Path], None]] = {
+    "animals": write_animals, "digits": write_digits, "faces": write_faces, "fashion": write_fashion}
 
 
 def _slug(text: str) -> str:
