@@ -26,6 +26,8 @@ def main() -> None:
     keep_tool_state_inside()
 
 
+TrustPickle = Annotated[bool | None, typer.Option(
+    "--trust-pickle", help="Read a .pkl DataFrame source; unpickling runs whatever code the file holds.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of config sections.")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
 Data = Annotated[str | None, typer.Option(
@@ -42,6 +44,7 @@ def resolve_config(config: Path | None, sets: list[str] | None, **flags: Any) ->
 @app.command()
 def run(
     data: Data = None,
+    trust_pickle: TrustPickle = None,
     config: ConfigFile = None,
     sets: Sets = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
@@ -53,7 +56,8 @@ def run(
     """Run the whole pipeline with kfp.local: ingest, split, train, evaluate, gate and register."""
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{
-            "data.source": data, "train.epochs": epochs, "registry.model_name": model_name,
+            "data.source": data, "data.trust_pickle": trust_pickle, "train.epochs": epochs,
+            "registry.model_name": model_name,
             "train.mixed_precision": mixed_precision, "gate.force_promote": force_promote})
         cfg = preflight(cfg)
         from pipelines.run import run_locally
@@ -69,13 +73,13 @@ def run(
 @app.command()
 def ingest(
     out: Annotated[Path, typer.Option(help="Dataset folder to write.")],
-    data: Data = None, config: ConfigFile = None, sets: Sets = None,
+    data: Data = None, config: ConfigFile = None, sets: Sets = None, trust_pickle: TrustPickle = None,
 ) -> None:
     """Read a source into a manifest, quarantining bad files and dropping exact duplicates."""
     from cnnops.ingest import ingest_source
 
     with exit_on_user_error():
-        ingest_source(resolve_config(config, sets, **{"data.source": data}), out)
+        ingest_source(resolve_config(config, sets, **{"data.source": data, "data.trust_pickle": trust_pickle}), out)
 
 
 @app.command()
@@ -241,20 +245,20 @@ def bento(
 def preflight(config: Config) -> Config:
     """Catch what needs no decoding before the pipeline starts: path, demo name, classes, counts.
 
-    Returns the config with a folder source made absolute, so every task and the MLflow params
-    name the same folder whatever directory they run in.
+    Returns the config with a path source made absolute, so every task and the MLflow params
+    name the same data whatever directory they run in.
     """
-    from cnnops.ingest import check_has_classes
-    from cnnops.sources import list_class_files, resolve_source
+    from cnnops.ingest import check_has_classes, open_source
+    from cnnops.sources import list_source_files
     from cnnops.split import check_class_counts
 
-    source = resolve_source(config.data.source)
-    class_files = list_class_files(source.root)
+    source = open_source(config)
+    class_files, _ = list_source_files(source)
     check_has_classes(source, class_files)
     check_class_counts({label: len(files) for label, files in class_files.items() if files}, config.split)
-    if source.origin != "folder":
+    if source.spec == config.data.source:
         return config
-    return config.model_copy(update={"data": config.data.model_copy(update={"source": str(source.root)})})
+    return config.model_copy(update={"data": config.data.model_copy(update={"source": source.spec})})
 
 
 def format_status(described: dict[str, Any]) -> str:

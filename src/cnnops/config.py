@@ -25,6 +25,10 @@ class DataConfig(_Section):
     image_size: int | None = Field(default=None, ge=8, le=1024)
     # Decompression-bomb guard: images with more pixels than this are quarantined.
     max_image_pixels: int = Field(default=40_000_000, ge=1)
+    # Keep at most this many images per class from a .npy or DataFrame source (None: all).
+    max_per_class: int | None = Field(default=None, ge=1)
+    # Unpickling runs code: a .pkl DataFrame is read only when this is set (--trust-pickle).
+    trust_pickle: bool = False
 
 
 class SplitConfig(_Section):

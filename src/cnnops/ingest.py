@@ -17,7 +17,7 @@ from cnnops.config import Config
 from cnnops.console import Progress, say
 from cnnops.errors import CnnopsError, ImageDecodeError
 from cnnops.images import decode_image, sha256_bytes
-from cnnops.sources import Source, list_class_files, list_loose_files, resolve_source
+from cnnops.sources import Source, list_source_files, resolve_source
 
 # When images differ in size (or are large), the model takes this square side unless configured.
 FALLBACK_SIDE = 128
@@ -26,15 +26,14 @@ MAX_NATIVE_SIDE = 256
 
 def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
     """Ingest `config.data.source` into a dataset folder; returns the dataset description."""
-    source = resolve_source(config.data.source)
-    class_files = list_class_files(source.root)
+    source = open_source(config)
+    class_files, unclassed = list_source_files(source)
     check_has_classes(source, class_files)
     jobs = [(label, path) for label, files in class_files.items() for path in files]
-    say(f"ingest: reading {len(jobs)} files in {len(class_files)} class folders from {source.root}")
+    say(f"ingest: reading {len(jobs)} files in {len(class_files)} classes from {source.table or source.root}")
 
     rows: list[dict[str, Any]] = []
-    quarantine = [{"path": str(path), "label": "", "reason": "not inside a class folder"}
-                  for path in list_loose_files(source.root)]
+    quarantine = [{"path": str(path), "label": "", "reason": reason} for path, reason in unclassed]
     progress = Progress("ingest", len(jobs))
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         for label, path, result in pool.map(lambda job: (*job, _read(job[1], config)), jobs):
@@ -62,6 +61,12 @@ def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
     for label in info["empty_classes"]:
         say(f"ingest: warning: class folder '{label}' has no usable image and is left out")
     return info
+
+
+def open_source(config: Config) -> Source:
+    """The configured source, with the data options that shape how it is read."""
+    data = config.data
+    return resolve_source(data.source, trust_pickle=data.trust_pickle, max_per_class=data.max_per_class)
 
 
 def check_has_classes(source: Source, class_files: dict[str, list[Path]]) -> None:

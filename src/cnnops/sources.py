@@ -1,4 +1,6 @@
-"""Data sources: a folder with one subfolder per class, or a built-in demo set written out once."""
+"""Data sources: a folder with one subfolder per class (images at any depth inside it), a CSV or
+parquet table of path and label, a built-in demo set, or data that `cnnops.formats` writes out
+once as class folders (Quick, Draw! `.npy` files, a DataFrame of image arrays, an archive)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from cnnops.console import say
@@ -30,15 +34,24 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 @dataclass(frozen=True)
 class Source:
-    """A resolved data source: the folder to read and where it came from (for provenance)."""
+    """A resolved data source: the folder whose class subfolders hold the images, where it came
+    from (for provenance), and for a path/label table, the table."""
 
     spec: str
     root: Path
     origin: str
+    table: Path | None = None
 
 
-def resolve_source(spec: str) -> Source:
-    """Turn the user's `--data` value into a folder, writing a demo set out on first use."""
+MANIFEST_SUFFIXES = (".csv", ".parquet")
+PATH_COLUMNS = ("path", "uri", "file", "filename")
+
+
+def resolve_source(spec: str, *, trust_pickle: bool = False, max_per_class: int | None = None) -> Source:
+    """Turn the user's `--data` value into a folder (or a path/label table), writing a demo set,
+    `.npy` bitmaps, a DataFrame or an archive out as class folders on first use."""
+    from cnnops import formats
+
     if spec.startswith(DEMO_PREFIX):
         name = spec[len(DEMO_PREFIX):]
         writer = DEMOS.get(name)
@@ -52,9 +65,51 @@ def resolve_source(spec: str) -> Source:
         raise CnnopsError(
             f"data source {spec} does not exist; pass a folder with one subfolder per class, or demo:animals."
         )
-    if not path.is_dir():
-        raise CnnopsError(f"data source {spec} is a file; pass a folder with one subfolder per class.")
-    return Source(str(path.resolve()), path.resolve(), "folder")
+    path = path.resolve()
+    cap = f"cap={max_per_class}"
+    if path.is_dir():
+        arrays = formats.npy_files(path)
+        if arrays and not any(p.is_dir() for p in path.iterdir()):
+            key = formats.content_key(*arrays, extra=cap)
+            folder = materialize(f"npy-{key}", lambda out: formats.write_quickdraw(arrays, out, max_per_class))
+            return Source(str(path), folder, "npy")
+        return Source(str(path), path, "folder")
+    name = path.name.lower()
+    if formats.is_archive(path):
+        folder = materialize(f"archive-{formats.content_key(path)}", lambda out: formats.extract_archive(path, out))
+        return Source(str(path), formats.tree_root(folder), "archive")
+    if name.endswith(MANIFEST_SUFFIXES) and is_path_table(path):
+        return Source(str(path), path.parent, "manifest", table=path)
+    if name.endswith(formats.DATAFRAME_SUFFIXES):
+        frame = formats.read_dataframe(path, trust_pickle)
+        folder = materialize(f"dataframe-{formats.content_key(path, extra=cap)}",
+                             lambda out: formats.write_dataframe(frame, path, out, max_per_class))
+        return Source(str(path), folder, "dataframe")
+    raise CnnopsError(
+        f"data source {spec} is a file cnnops cannot read as data; pass a class-folder tree, a folder of .npy "
+        "files, a .zip/.tar/.tar.gz archive, a CSV or parquet table of path and label, or a DataFrame "
+        "(.parquet, or .pkl with --trust-pickle)."
+    )
+
+
+def is_path_table(path: Path) -> bool:
+    """A CSV, or a parquet whose columns include a path column (not image arrays)."""
+    if path.suffix.lower() == ".csv":
+        return True
+    import pyarrow.parquet as pq
+
+    try:
+        names = {name.lower() for name in pq.read_schema(path).names}
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise CnnopsError(f"{path} is not a readable parquet file: {err}") from None
+    return bool(names & set(PATH_COLUMNS))
+
+
+def list_source_files(source: Source) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
+    """Each class's files, and the files that belong to no class with the reason why."""
+    if source.table is None:
+        return list_class_files(source.root), [(p, "not inside a class folder") for p in list_loose_files(source.root)]
+    return read_path_table(source.table)
 
 
 def list_class_files(root: Path) -> dict[str, list[Path]]:
@@ -77,6 +132,34 @@ def list_loose_files(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
+def read_path_table(table: Path) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
+    """A CSV or parquet of (path or file URI, label); relative paths are relative to the table."""
+    frame = pd.read_csv(table, dtype=str, keep_default_na=False) if table.suffix.lower() == ".csv" \
+        else pd.read_parquet(table)
+    columns = {str(c).lower(): c for c in frame.columns}
+    path_column = next((columns[c] for c in PATH_COLUMNS if c in columns), None)
+    label_column = next((columns[c] for c in ("label", "labels", "class", "target") if c in columns), None)
+    if path_column is None or label_column is None:
+        raise CnnopsError(f"{table} needs a path column ({', '.join(PATH_COLUMNS)}) and a label column; "
+                          f"it has {', '.join(map(str, frame.columns))}.")
+    classes: dict[str, set[Path]] = {}
+    problems: list[tuple[Path, str]] = []
+    for raw, label in zip(frame[path_column].astype(str), frame[label_column].astype(str), strict=True):
+        if raw.startswith("file://"):
+            raw = unquote(urlparse(raw).path)
+        elif "://" in raw:
+            problems.append((Path(raw), "not a local file (only paths and file:// URIs are read; download it first)"))
+            continue
+        path = (table.parent / raw).resolve()
+        if not label.strip():
+            problems.append((path, "no label in the table"))
+        elif not path.is_file():
+            problems.append((path, "listed in the table but not found"))
+        else:
+            classes.setdefault(label.strip(), set()).add(path)  # a file listed twice is read once
+    return {label: sorted(files) for label, files in sorted(classes.items())}, problems
+
+
 def default_model_name(spec: str) -> str:
     """A registered-model name unique to the data source: demo name, or folder name plus path hash."""
     if spec.startswith(DEMO_PREFIX):
@@ -87,13 +170,19 @@ def default_model_name(spec: str) -> str:
 
 
 def materialize_demo(name: str, writer: Callable[[Path], None]) -> Path:
-    """Write a demo dataset as PNG class folders once; a crash mid-write leaves nothing half-made."""
-    target = data_cache() / f"demo-{name}"
+    """Write a demo dataset as PNG class folders once."""
+    return materialize(f"demo-{name}", writer)
+
+
+def materialize(key: str, writer: Callable[[Path], None]) -> Path:
+    """Write a class-folder tree into the data cache once, under `key`; a crash mid-write leaves
+    nothing half-made, and a second call finds the finished tree."""
+    target = data_cache() / key
     if (target / ".complete").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    say(f"writing demo:{name} out as image files under {target} (once)")
-    staging = Path(tempfile.mkdtemp(prefix=f".demo-{name}-", dir=target.parent))
+    say(f"writing {key} out as image files under {target} (once)")
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
     try:
         writer(staging)
         (staging / ".complete").write_text("ok\n")
