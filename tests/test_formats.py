@@ -189,3 +189,48 @@ def test_unknown_file_kind_is_a_clear_error(state_home, tmp_path):
     path.write_text("hello")
     with pytest.raises(CnnopsError, match="cannot read as data"):
         ingest(path, tmp_path)
+
+
+def test_pre_split_tree_keeps_its_split(state_home, tmp_path):
+    from cnnops.split import SPLITS, split_dataset
+
+    root = tmp_path / "presplit"
+    for folder, count, seed in (("train", 6, 1), ("validation", 2, 2), ("test", 3, 3)):
+        write_images(root / folder, per_class=count, seed=seed)
+    (root / "train" / "README.txt").write_text("not an image")
+    info, manifest = ingest(root, tmp_path)
+    assert info["origin"] == "pre-split"
+    assert manifest.groupby("split").size().to_dict() == {"test": 9, "train": 18, "val": 6}
+    config = build_config(overrides={"data.source": str(root)})
+    counts = split_dataset(tmp_path / "dataset", {name: tmp_path / name for name in SPLITS}, config)
+    assert counts == {"train": 18, "val": 6, "test": 9}
+    test = read_manifest(tmp_path / "test")
+    assert all("/test/" in path for path in test["path"])
+    reasons = quarantined(tmp_path)
+    assert reasons.loc[reasons["path"].str.endswith("README.txt"), "reason"].item() == \
+        "not inside a class folder of train/"
+
+
+def test_pre_split_tree_with_an_empty_split_is_refused(state_home, tmp_path):
+    from cnnops.split import SPLITS, split_dataset
+
+    root = tmp_path / "presplit"
+    write_images(root / "train", per_class=4)
+    write_images(root / "test", per_class=2, seed=5)
+    (root / "val").mkdir()
+    ingest(root, tmp_path)
+    config = build_config(overrides={"data.source": str(root)})
+    with pytest.raises(CnnopsError, match="no usable image in val/"):
+        split_dataset(tmp_path / "dataset", {name: tmp_path / name for name in SPLITS}, config)
+
+
+def test_archive_of_a_pre_split_tree_keeps_its_split(state_home, tmp_path):
+    root = tmp_path / "data"
+    for folder, count, seed in (("train", 4, 1), ("val", 1, 2), ("test", 1, 3)):
+        write_images(root / folder, per_class=count, seed=seed)
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(root, arcname="data")
+    info, manifest = ingest(archive, tmp_path)
+    assert info["origin"] == "pre-split"
+    assert manifest.groupby("split").size().to_dict() == {"test": 3, "train": 12, "val": 3}

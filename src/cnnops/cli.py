@@ -255,7 +255,8 @@ def preflight(config: Config) -> Config:
     source = open_source(config)
     class_files, _ = list_source_files(source)
     check_has_classes(source, class_files)
-    check_class_counts({label: len(files) for label, files in class_files.items() if files}, config.split)
+    if source.origin != "pre-split":  # a pre-split tree keeps its own split; `split` checks it
+        check_class_counts({label: len(files) for label, files in class_files.items() if files}, config.split)
     if source.spec == config.data.source:
         return config
     return config.model_copy(update={"data": config.data.model_copy(update={"source": source.spec})})

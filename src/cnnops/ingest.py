@@ -17,7 +17,7 @@ from cnnops.config import Config
 from cnnops.console import Progress, say
 from cnnops.errors import CnnopsError, ImageDecodeError
 from cnnops.images import decode_image, sha256_bytes
-from cnnops.sources import Source, list_source_files, resolve_source
+from cnnops.sources import Source, assigned_split, list_source_files, resolve_source
 
 # When images differ in size (or are large), the model takes this square side unless configured.
 FALLBACK_SIDE = 128
@@ -41,7 +41,8 @@ def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
             if isinstance(result, str):
                 quarantine.append({"path": str(path), "label": label, "reason": result})
             else:
-                rows.append({"path": str(path), "label": label, "origin": source.origin, **result})
+                rows.append({"path": str(path), "label": label, "origin": source.origin,
+                             "split": assigned_split(source, path), **result})
     if not rows:
         first = quarantine[0]["reason"] if quarantine else "no files"
         raise CnnopsError(

@@ -44,6 +44,8 @@ class Source:
 
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
+# A pre-split tree: these folders, each holding class folders; the split they make is kept.
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 PATH_COLUMNS = ("path", "uri", "file", "filename")
 
 
@@ -73,11 +75,12 @@ def resolve_source(spec: str, *, trust_pickle: bool = False, max_per_class: int 
             key = formats.content_key(*arrays, extra=cap)
             folder = materialize(f"npy-{key}", lambda out: formats.write_quickdraw(arrays, out, max_per_class))
             return Source(str(path), folder, "npy")
-        return Source(str(path), path, "folder")
+        return Source(str(path), path, "pre-split" if is_pre_split(path) else "folder")
     name = path.name.lower()
     if formats.is_archive(path):
         folder = materialize(f"archive-{formats.content_key(path)}", lambda out: formats.extract_archive(path, out))
-        return Source(str(path), formats.tree_root(folder), "archive")
+        root = formats.tree_root(folder)
+        return Source(str(path), root, "pre-split" if is_pre_split(root) else "archive")
     if name.endswith(MANIFEST_SUFFIXES) and is_path_table(path):
         return Source(str(path), path.parent, "manifest", table=path)
     if name.endswith(formats.DATAFRAME_SUFFIXES):
@@ -90,6 +93,20 @@ def resolve_source(spec: str, *, trust_pickle: bool = False, max_per_class: int 
         "files, a .zip/.tar/.tar.gz archive, a CSV or parquet table of path and label, or a DataFrame "
         "(.parquet, or .pkl with --trust-pickle)."
     )
+
+
+def is_pre_split(root: Path) -> bool:
+    """train/ and test/ (and val/, valid/ or validation/) folders, and no other folders."""
+    folders = {p.name.lower() for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    return {"train", "test"} <= folders and folders <= set(SPLIT_FOLDERS) and bool(folders & {"val", "valid",
+                                                                                              "validation"})
+
+
+def assigned_split(source: Source, path: Path) -> str:
+    """The split a pre-split tree put a file in ("train", "val" or "test"), else ""."""
+    if source.origin != "pre-split":
+        return ""
+    return SPLIT_FOLDERS[path.relative_to(source.root).parts[0].lower()]
 
 
 def is_path_table(path: Path) -> bool:
@@ -107,9 +124,17 @@ def is_path_table(path: Path) -> bool:
 
 def list_source_files(source: Source) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
     """Each class's files, and the files that belong to no class with the reason why."""
-    if source.table is None:
-        return list_class_files(source.root), [(p, "not inside a class folder") for p in list_loose_files(source.root)]
-    return read_path_table(source.table)
+    if source.table is not None:
+        return read_path_table(source.table)
+    loose = [(p, "not inside a class folder") for p in list_loose_files(source.root)]
+    if source.origin != "pre-split":
+        return list_class_files(source.root), loose
+    classes: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in source.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        loose += [(p, f"not inside a class folder of {folder.name}/") for p in list_loose_files(folder)]
+        for label, files in list_class_files(folder).items():
+            classes.setdefault(label, []).extend(files)
+    return {label: sorted(files) for label, files in sorted(classes.items())}, loose
 
 
 def list_class_files(root: Path) -> dict[str, list[Path]]:

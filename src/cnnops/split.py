@@ -23,8 +23,11 @@ def split_dataset(dataset_dir: Path, out_dirs: dict[str, Path], config: Config) 
     """Write one dataset folder per split; returns the image count of each."""
     manifest = read_manifest(dataset_dir)
     info = read_dataset_info(dataset_dir)
-    check_class_counts(info["class_counts"], config.split)
-    assignment = assign_splits(manifest, config.split, config.seed)
+    if is_assigned(manifest):
+        assignment = check_assigned_splits(manifest)
+    else:
+        check_class_counts(info["class_counts"], config.split)
+        assignment = assign_splits(manifest, config.split, config.seed)
     counts: dict[str, int] = {}
     for name in SPLITS:
         part = manifest[assignment == name].reset_index(drop=True)
@@ -34,6 +37,29 @@ def split_dataset(dataset_dir: Path, out_dirs: dict[str, Path], config: Config) 
                                              "class_counts": part["label"].value_counts().sort_index().to_dict()})
     say("split: " + ", ".join(f"{name} {counts[name]}" for name in SPLITS) + f" (seed {config.seed})")
     return counts
+
+
+def is_assigned(manifest: pd.DataFrame) -> bool:
+    """True when the source came split (a train/val/test tree): that split is kept, not redone."""
+    return "split" in manifest and bool((manifest["split"] != "").all())
+
+
+def check_assigned_splits(manifest: pd.DataFrame) -> np.ndarray:
+    """The source's own split, refused when a split has no image or a class has no training image."""
+    assignment = manifest["split"].to_numpy(dtype=object)
+    empty = [name for name in SPLITS if not (assignment == name).any()]
+    if empty:
+        raise CnnopsError(f"the pre-split source has no usable image in {', '.join(empty)}/; every one of "
+                          "train/, val/ and test/ needs images.")
+    untrained = sorted(set(manifest["label"]) - set(manifest.loc[assignment == "train", "label"]))
+    if untrained:
+        raise CnnopsError(f"class {', '.join(untrained)} has no image in train/; the model cannot learn it.")
+    for name in ("val", "test"):
+        missing = sorted(set(manifest["label"]) - set(manifest.loc[assignment == name, "label"]))
+        if missing:
+            say(f"split: warning: class {', '.join(missing)} has no image in {name}/ of the pre-split source")
+    say("split: keeping the source's own train/val/test split")
+    return assignment
 
 
 def split_counts(n: int, split: SplitConfig) -> tuple[int, int, int]:
