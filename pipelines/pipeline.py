@@ -13,12 +13,13 @@ from components.package import package
 from components.register import register
 from components.split import split
 from components.train import train
+from components.validate import validate
 
 PIPELINE_NAME = "cnnops-train"
 
 
 def build_pipeline(gpu: bool = False) -> Callable[..., object]:
-    """ingest -> split -> train -> evaluate -> gate -> dsl.If(champion) register + package / else
+    """ingest -> validate -> split -> train -> evaluate -> gate -> dsl.If(champion) register + package / else
     register.
 
     `gpu` asks the cluster for one NVIDIA GPU on the train task; kfp.local ignores resources.
@@ -27,7 +28,8 @@ def build_pipeline(gpu: bool = False) -> Callable[..., object]:
     @dsl.pipeline(name=PIPELINE_NAME, description="Ingest, split, train, evaluate and gate an image CNN.")
     def cnnops_train(config: dict = {}) -> None:  # noqa: B006 - kfp parameters need a literal default
         ingested = ingest(config=config).set_display_name("ingest")
-        splits = split(config=config, dataset=ingested.outputs["dataset"]).set_display_name("split")
+        validated = validate(config=config, dataset=ingested.outputs["dataset"]).set_display_name("validate")
+        splits = split(config=config, dataset=validated.outputs["validated"]).set_display_name("split")
         trained = train(
             config=config,
             train_data=splits.outputs["train_data"],

@@ -15,7 +15,8 @@ def test_manifest_and_fingerprint(make_images, state_home, tmp_path):
     root = make_images(per_class=12)
     info = ingest_source(build_config(overrides={"data.source": str(root)}), tmp_path / "ds")
     manifest = read_manifest(tmp_path / "ds")
-    assert list(manifest.columns) == ["path", "label", "sha256", "width", "height", "mode", "origin", "split"]
+    assert list(manifest.columns) == ["path", "label", "sha256", "width", "height", "mode", "origin", "split",
+                                      "phash", "group"]
     assert set(manifest["split"]) == {""}  # a plain class-folder tree: the split step decides
     assert len(manifest) == 36 and info["classes"] == ["cross", "disc", "stripes"]
     assert (info["mode"], info["height"], info["width"]) == ("RGB", 16, 16)

@@ -1,7 +1,7 @@
 """The artifact contracts between steps, read and written in one place.
 
 A *dataset folder* (ingest output, and each split) holds `manifest.parquet` (a row per image:
-path, label, sha256, width, height, mode, origin, split) and `dataset.json` (classes, colour mode, input
+path, label, sha256, width, height, mode, origin, split, phash, group) and `dataset.json` (classes, colour mode, input
 size, fingerprint, counts). A *model folder* holds `model.keras`, `model_spec.json` (what a caller
 needs to feed the model), `config.json` (the resolved run config), `history.json` and `run.json`
 (the MLflow run and logged-model URI). An *evaluation folder* holds `metrics.json` and plots.
@@ -20,7 +20,9 @@ import pandas as pd
 from cnnops.errors import CnnopsError
 
 # `split` is the split the source itself assigned (a pre-split tree), or "" to let `split` decide.
-MANIFEST_COLUMNS = ["path", "label", "sha256", "width", "height", "mode", "origin", "split"]
+# `phash` is the image's perceptual hash; `group` names its near-duplicate group ("" when alone),
+# set by `validate` so that `split` keeps a group in one split.
+MANIFEST_COLUMNS = ["path", "label", "sha256", "width", "height", "mode", "origin", "split", "phash", "group"]
 # Logged to each training run: the sha256 of every training image, one per line, so a later
 # gate can leave the champion's own training images out of the comparison.
 TRAIN_HASHES_ARTIFACT = "data/train_sha256.txt"

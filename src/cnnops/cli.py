@@ -82,9 +82,52 @@ def ingest(
         ingest_source(resolve_config(config, sets, **{"data.source": data, "data.trust_pickle": trust_pickle}), out)
 
 
+@app.command("validate")
+def validate_(
+    dataset: Annotated[Path, typer.Option(help="Folder written by `cnnops ingest`.")],
+    out: Annotated[Path, typer.Option(help="Folder to write the checked dataset, validation.json and report.html.")],
+    config: ConfigFile = None, sets: Sets = None,
+) -> None:
+    """Check an ingested dataset (balance, quarantine, near-duplicates) and write the report; exits 2 on a fail."""
+    from cnnops.validate import validate_dataset
+
+    with exit_on_user_error():
+        validate_dataset(dataset, out, resolve_config(config, sets))
+
+
+data_app = typer.Typer(name="data", no_args_is_help=True, help="Look at a data source without training.")
+app.add_typer(data_app)
+
+
+@data_app.command("report")
+def data_report(
+    source: Annotated[str, typer.Argument(help="Any --data source: a folder, a table, an archive, demo:NAME.")],
+    out: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path("dataset-report.html"),
+    config: ConfigFile = None, sets: Sets = None, trust_pickle: TrustPickle = None,
+) -> None:
+    """Ingest and validate SOURCE into a scratch folder and write its HTML report; nothing is trained.
+    Exits 2 when the verdict is fail (the report is written all the same)."""
+    import shutil
+    import tempfile
+
+    from cnnops.ingest import ingest_source
+    from cnnops.validate import validate_dataset
+
+    with exit_on_user_error(), tempfile.TemporaryDirectory(prefix="cnnops-report-") as scratch:
+        cfg = resolve_config(config, sets, **{"data.source": source, "data.trust_pickle": trust_pickle})
+        ingest_source(cfg, Path(scratch) / "dataset")
+        try:
+            validate_dataset(Path(scratch) / "dataset", Path(scratch) / "validated", cfg, track=False)
+        finally:
+            if (Path(scratch) / "validated" / "report.html").is_file():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(Path(scratch) / "validated" / "report.html", out)
+                typer.echo(f"cnnops: wrote {out}", err=True)
+
+
 @app.command()
 def split(
-    dataset: Annotated[Path, typer.Option(help="Folder written by `cnnops ingest`.")],
+    dataset: Annotated[Path, typer.Option(help="Folder written by `cnnops validate` (or `cnnops ingest`).")],
     out: Annotated[Path, typer.Option(help="Folder to write train/, val/ and test/ into.")],
     config: ConfigFile = None, sets: Sets = None,
 ) -> None:

@@ -44,6 +44,20 @@ class SplitConfig(_Section):
         return self
 
 
+class ValidateConfig(_Section):
+    # Fewer images than this in a class fails validation.
+    min_images_per_class: int = Field(default=10, ge=1)
+    # Largest class over smallest class above this warns.
+    max_imbalance: float = Field(default=10.0, ge=1)
+    # Share of files quarantined: above the first warns, above the second fails.
+    max_quarantined_warn: float = Field(default=0.05, ge=0, le=1)
+    max_quarantined_fail: float = Field(default=0.5, ge=0, le=1)
+    # Perceptual hashes within this many bits (of 64) make a near-duplicate group.
+    near_duplicate_bits: int = Field(default=3, ge=0, le=16)
+    # Share of images in near-duplicate groups above this warns.
+    max_near_duplicate_share: float = Field(default=0.10, ge=0, le=1)
+
+
 class TrainConfig(_Section):
     architecture: Literal["simple-cnn"] = "simple-cnn"
     epochs: int = Field(default=20, ge=1)
@@ -86,6 +100,7 @@ class Config(_Section):
     seed: int = 42
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
+    validation: ValidateConfig = ValidateConfig()
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()

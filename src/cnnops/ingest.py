@@ -16,7 +16,7 @@ from cnnops.artifacts import manifest_fingerprint, write_dataset
 from cnnops.config import Config
 from cnnops.console import Progress, say
 from cnnops.errors import CnnopsError, ImageDecodeError
-from cnnops.images import decode_image, sha256_bytes
+from cnnops.images import decode_image, perceptual_hash, sha256_bytes
 from cnnops.sources import Source, assigned_split, list_source_files, resolve_source
 
 # When images differ in size (or are large), the model takes this square side unless configured.
@@ -148,4 +148,4 @@ def _read(path: Path, config: Config) -> dict[str, Any] | str:
     except ImageDecodeError as err:
         return str(err)
     return {"sha256": sha256_bytes(data), "width": image.width, "height": image.height,
-            "mode": image.natural_mode}
+            "mode": image.natural_mode, "phash": perceptual_hash(image.pixels), "group": ""}

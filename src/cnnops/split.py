@@ -23,20 +23,47 @@ def split_dataset(dataset_dir: Path, out_dirs: dict[str, Path], config: Config) 
     """Write one dataset folder per split; returns the image count of each."""
     manifest = read_manifest(dataset_dir)
     info = read_dataset_info(dataset_dir)
-    if is_assigned(manifest):
-        assignment = check_assigned_splits(manifest)
-    else:
+    if not is_assigned(manifest):
         check_class_counts(info["class_counts"], config.split)
-        assignment = assign_splits(manifest, config.split, config.seed)
+    assignment, moved = plan_splits(manifest, config)
+    if moved:
+        say(f"split: moved {moved} near-duplicate groups so that each sits in one split")
     counts: dict[str, int] = {}
     for name in SPLITS:
         part = manifest[assignment == name].reset_index(drop=True)
         counts[name] = len(part)
         write_dataset(out_dirs[name], part, {**info, "split": name, "seed": config.seed,
-                                             "n_images": len(part),
+                                             "n_images": len(part), "near_duplicate_groups_moved": moved,
                                              "class_counts": part["label"].value_counts().sort_index().to_dict()})
     say("split: " + ", ".join(f"{name} {counts[name]}" for name in SPLITS) + f" (seed {config.seed})")
     return counts
+
+
+def plan_splits(manifest: pd.DataFrame, config: Config) -> tuple[np.ndarray, int]:
+    """Each image's split (the source's own, or seeded and stratified), with near-duplicate groups
+    then moved whole; returns the assignment and how many groups had to move."""
+    if is_assigned(manifest):
+        assignment = check_assigned_splits(manifest)
+    else:
+        assignment = assign_splits(manifest, config.split, config.seed)
+    return keep_groups_together(manifest, assignment, config.seed)
+
+
+def keep_groups_together(manifest: pd.DataFrame, assignment: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
+    """Put every member of a near-duplicate group in the split of its first member by seeded
+    content hash, so no near-copy of a test image is trained on. Returns how many groups moved."""
+    if "group" not in manifest:
+        return assignment, 0
+    assignment = assignment.copy()
+    rank = manifest["sha256"].map(lambda sha: hashlib.sha256(f"{seed}:{sha}".encode()).hexdigest())
+    moved = 0
+    grouped = manifest.assign(rank=rank)[manifest["group"] != ""].groupby("group", sort=True)
+    for _, members in grouped:
+        index = members.sort_values("rank", kind="stable").index.to_numpy()
+        if len(set(assignment[index])) > 1:
+            assignment[index] = assignment[index[0]]
+            moved += 1
+    return assignment, moved
 
 
 def is_assigned(manifest: pd.DataFrame) -> bool:

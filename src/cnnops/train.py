@@ -22,7 +22,7 @@ from cnnops.console import say
 from cnnops.inputs import input_errors_as_user_errors, make_dataset, make_deterministic
 from cnnops.model import build_model
 from cnnops.registry import model_name_for
-from cnnops.tracking import ensure_experiment, git_commit, use_tracking_store
+from cnnops.tracking import ensure_experiment, git_commit, log_dataset, use_tracking_store
 
 # A val-loss gain smaller than this is noise: it neither resets early stopping nor delays an LR cut.
 MIN_DELTA = 1e-3
@@ -68,6 +68,7 @@ def fit_and_log(spec: ModelSpec, info: dict[str, Any], train_dir: Path, val_dir:
                            "n_params": model.count_params()})
         mlflow.log_dict(config.model_dump(mode="json"), "config.json")
         mlflow.log_text("\n".join(sorted(train_manifest["sha256"])) + "\n", TRAIN_HASHES_ARTIFACT)
+        log_dataset(train_manifest, info, train_dir, context="training")
         say(f"train: {spec.architecture} on {info['n_images']} images of {spec.height}x{spec.width} "
             f"{spec.mode}, {len(spec.class_names)} classes, up to {config.train.epochs} epochs")
         started = time.monotonic()

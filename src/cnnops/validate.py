@@ -1,0 +1,227 @@
+"""Validate: image-specific checks over an ingested dataset before it is split, a verdict (pass,
+warn or fail) by configurable thresholds, and a human report.
+
+It reads the ingest output (manifest, quarantine and duplicate lists), groups near-duplicates by
+perceptual hash so `split` can keep each group in one split, and writes a dataset folder of the
+same contract plus `validation.json` and `report.html`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cnnops.artifacts import read_dataset_info, read_json, read_manifest, write_dataset, write_json
+from cnnops.config import Config
+from cnnops.console import say
+from cnnops.errors import CnnopsError, ImageDecodeError
+from cnnops.images import decode_image
+
+STATS_SAMPLE = 2000  # images decoded for the per-channel mean and std
+VERDICTS = ("pass", "warn", "fail")
+
+
+def validate_dataset(dataset_dir: Path, out_dir: Path, config: Config, track: bool = True) -> dict[str, Any]:
+    """Check an ingested dataset; write the grouped dataset, `validation.json` and `report.html`,
+    and (with `track`) log them with the dataset to a `validate` MLflow run.
+
+    A fail verdict raises CnnopsError naming the report, after the report is written.
+    """
+    from cnnops.report import write_report
+
+    manifest = read_manifest(dataset_dir)
+    info = read_dataset_info(dataset_dir)
+    quarantine = read_table(dataset_dir / "quarantine.csv", ["path", "label", "reason"])
+    duplicates = read_table(dataset_dir / "duplicates.csv", ["path", "label", "duplicate_of"])
+    rules = config.validation
+    manifest = manifest.assign(group=group_near_duplicates(manifest, rules.near_duplicate_bits))
+    checks = run_checks(manifest, info, quarantine, duplicates, config)
+    moved = groups_moved(manifest, config)
+    verdict = max((c["status"] for c in checks), key=VERDICTS.index, default="pass")
+    groups = describe_groups(manifest)
+    validation = {
+        "verdict": verdict, "checks": checks, "source": info["source"], "fingerprint": info["fingerprint"],
+        "n_images": len(manifest), "class_counts": info["class_counts"], "n_quarantined": len(quarantine),
+        "n_duplicates": len(duplicates), "near_duplicate_groups": groups,
+        "near_duplicate_groups_moved": moved, "sizes": size_stats(manifest),
+        "channels": channel_stats(manifest, info["mode"], config.seed),
+    }
+    write_dataset(out_dir, manifest, {**info, "verdict": verdict})
+    quarantine.to_csv(out_dir / "quarantine.csv", index=False)
+    duplicates.to_csv(out_dir / "duplicates.csv", index=False)
+    write_json(out_dir / "validation.json", validation)
+    report = write_report(out_dir / "report.html", validation, manifest, quarantine, duplicates)
+    for check in checks:
+        if check["status"] != "pass":
+            say(f"validate: {check['status']}: {check['name']}: {check['detail']}")
+    if track:
+        log_validation(validation, manifest, info, out_dir, report, config)
+    say(f"validate: verdict {verdict}; report {report}")
+    if verdict == "fail":
+        failed = "; ".join(c["detail"] for c in checks if c["status"] == "fail")
+        raise CnnopsError(f"the dataset failed validation ({failed}); see {report}")
+    return validation
+
+
+def log_validation(validation: dict[str, Any], manifest: pd.DataFrame, info: dict[str, Any], out_dir: Path,
+                   report: Path, config: Config) -> None:
+    """A `validate` run in the model's MLflow experiment: the verdict, the report, and the dataset."""
+    import mlflow
+
+    from cnnops.registry import model_name_for
+    from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
+
+    use_tracking_store()
+    experiment_id = ensure_experiment(model_name_for(config, info["source"]))
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"validate-{info['fingerprint'][:12]}"):
+        mlflow.set_tags({"cnnops.step": "validate", "cnnops.verdict": validation["verdict"],
+                         "cnnops.dataset_fingerprint": info["fingerprint"], "cnnops.data_source": info["source"]})
+        mlflow.log_metrics({"n_images": validation["n_images"], "n_quarantined": validation["n_quarantined"],
+                            "n_duplicates": validation["n_duplicates"],
+                            "n_near_duplicate_groups": len(validation["near_duplicate_groups"])})
+        log_dataset(manifest, info, out_dir, context="validation")
+        mlflow.log_artifact(str(report), "validation")
+        mlflow.log_dict(validation, "validation/validation.json")
+
+
+def groups_moved(manifest: pd.DataFrame, config: Config) -> int | None:
+    """How many near-duplicate groups the split will move to keep each in one split; None when the
+    split cannot be planned yet (the split step then says why)."""
+    from cnnops.split import plan_splits
+
+    try:
+        return plan_splits(manifest, config)[1]
+    except CnnopsError:
+        return None
+
+
+def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame(columns=columns)
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def group_near_duplicates(manifest: pd.DataFrame, max_bits: int) -> pd.Series:
+    """A group id per image whose perceptual hash is within `max_bits` of its group's first image;
+    "" for an image with no near-duplicate.
+
+    Groups form around a leader (no chaining: A near B near C does not put A with C, which on
+    small images would sweep whole classes together). Candidate leaders come from splitting the
+    64-bit hash into max_bits + 1 blocks: hashes within max_bits differ in at most max_bits
+    blocks, so they agree on at least one (pigeonhole); only leaders sharing a block are compared.
+    """
+    hashes = [int(h, 16) for h in manifest["phash"]]
+    blocks = max_bits + 1
+    width = math.ceil(64 / blocks)
+    masks = [((1 << min(width, 64 - b * width)) - 1, b * width) for b in range(blocks)]
+    index: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(blocks)]
+    leader_of = list(range(len(hashes)))
+    for i, value in enumerate(hashes):
+        keys = [(value >> shift) & mask for mask, shift in masks]
+        found = None
+        for b, key in enumerate(keys):
+            for leader in index[b].get(key, ()):
+                if (value ^ hashes[leader]).bit_count() <= max_bits:
+                    found = leader
+                    break
+            if found is not None:
+                break
+        if found is None:
+            for b, key in enumerate(keys):
+                index[b][key].append(i)
+        else:
+            leader_of[i] = found
+    sizes = Counter(leader_of)
+    names = {leader: f"g{n:05d}" for n, leader in enumerate(sorted(k for k, v in sizes.items() if v > 1))}
+    return pd.Series([names.get(leader, "") for leader in leader_of], index=manifest.index, dtype=object)
+
+
+def describe_groups(manifest: pd.DataFrame) -> list[dict[str, Any]]:
+    grouped = manifest[manifest["group"] != ""].groupby("group", sort=True)
+    return [{"group": name, "paths": list(part["path"]), "labels": sorted(set(part["label"]))}
+            for name, part in grouped]
+
+
+def run_checks(manifest: pd.DataFrame, info: dict[str, Any], quarantine: pd.DataFrame, duplicates: pd.DataFrame,
+               config: Config) -> list[dict[str, Any]]:
+    """Each check's status (pass/warn/fail) and one line saying why."""
+    rules = config.validation
+    counts = manifest["label"].value_counts()
+    n_files = len(manifest) + len(quarantine) + len(duplicates)
+    checks = []
+
+    def check(name: str, status: str, detail: str) -> None:
+        checks.append({"name": name, "status": status, "detail": detail})
+
+    small = counts[counts < rules.min_images_per_class]
+    check("class size", "fail" if len(small) else "pass",
+          f"{', '.join(f'{k} has {v}' for k, v in small.items())}; each class needs {rules.min_images_per_class}"
+          if len(small) else f"every class has at least {rules.min_images_per_class} images (smallest {counts.min()})")
+    ratio = counts.max() / counts.min()
+    check("class balance", "warn" if ratio > rules.max_imbalance else "pass",
+          f"largest class '{counts.idxmax()}' has {counts.max()} images, smallest '{counts.idxmin()}' "
+          f"{counts.min()}: {ratio:.1f}x (warn above {rules.max_imbalance:g}x)")
+    share = len(quarantine) / n_files if n_files else 0.0
+    status = "fail" if share > rules.max_quarantined_fail else "warn" if share > rules.max_quarantined_warn else "pass"
+    reasons = Counter(r.split(":")[0] for r in quarantine["reason"])
+    check("quarantine", status, f"{len(quarantine)} of {n_files} files ({share:.1%}) quarantined"
+          + (f": {', '.join(f'{n} {r}' for r, n in reasons.most_common(3))}" if len(quarantine) else ""))
+    conflicts = int(quarantine["reason"].str.startswith("label conflict").sum())
+    check("label conflicts", "warn" if conflicts else "pass",
+          f"{conflicts} files hold an image also filed under another label" if conflicts else "none")
+    groups = describe_groups(manifest)
+    mixed = [g for g in groups if len(g["labels"]) > 1]
+    near = sum(len(g["paths"]) for g in groups)
+    check("near duplicates", "warn" if mixed or near > rules.max_near_duplicate_share * len(manifest) else "pass",
+          f"{len(groups)} groups ({near} images) within {rules.near_duplicate_bits} bits of perceptual hash; "
+          f"{len(mixed)} mix labels; each group is kept in one split")
+    check("exact duplicates", "pass", f"{len(duplicates)} dropped before the split")
+    return checks
+
+
+def size_stats(manifest: pd.DataFrame) -> dict[str, Any]:
+    aspect = manifest["width"] / manifest["height"]
+    return {
+        "width": describe_numbers(manifest["width"]), "height": describe_numbers(manifest["height"]),
+        "aspect": describe_numbers(aspect),
+        "most_common": [{"size": f"{w}x{h}", "count": int(n)} for (w, h), n in
+                        Counter(zip(manifest["width"], manifest["height"], strict=True)).most_common(5)],
+    }
+
+
+def describe_numbers(values: pd.Series) -> dict[str, float]:
+    return {"min": float(values.min()), "median": float(values.median()), "max": float(values.max()),
+            "mean": float(values.mean())}
+
+
+def channel_stats(manifest: pd.DataFrame, mode: str, seed: int) -> dict[str, Any]:
+    """Per-channel mean and std of pixel values in [0, 1], from up to STATS_SAMPLE images decoded
+    in the dataset's mode (streamed: one image in memory at a time)."""
+    sample = manifest.sample(n=min(STATS_SAMPLE, len(manifest)), random_state=seed)
+    channels = 1 if mode == "L" else 3
+    total = np.zeros(channels)
+    squares = np.zeros(channels)
+    count = 0
+    for path in sample["path"]:
+        try:
+            pixels = decode_image(Path(path).read_bytes(), mode).pixels.astype(np.float64) / 255.0
+        except (OSError, ImageDecodeError):
+            continue
+        flat = pixels.reshape(-1, channels)
+        total += flat.sum(axis=0)
+        squares += (flat**2).sum(axis=0)
+        count += len(flat)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(squares / max(count, 1) - mean**2, 0.0))
+    names = ["grey"] if channels == 1 else ["red", "green", "blue"]
+    return {"sampled_images": len(sample), "mean": dict(zip(names, mean.round(4).tolist(), strict=True)),
+            "std": dict(zip(names, std.round(4).tolist(), strict=True))}
+
+
+def read_validation(folder: Path) -> dict[str, Any]:
+    return read_json(folder / "validation.json")
