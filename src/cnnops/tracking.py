@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,9 @@ def git_commit() -> str:
 def log_dataset(manifest: pd.DataFrame, info: dict[str, Any], location: Path, context: str) -> None:
     """Log the manifest as the active run's MLflow dataset input, named by source and digested by
     the dataset fingerprint, so a run can be traced to the exact images (and a change noticed)."""
-    dataset = mlflow.data.from_pandas(manifest[["path", "label", "sha256"]], source=str(location),
-                                      name=str(info["source"]), digest=info["fingerprint"][:32])
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source type twice and then warns that a path is ambiguous.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_pandas(manifest[["path", "label", "sha256"]], source=str(location),
+                                          name=str(info["source"]), digest=info["fingerprint"][:32])
     mlflow.log_input(dataset, context=context)
