@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -84,20 +85,30 @@ def train_candidate(work: Path, source: Path, **overrides) -> dict:
             "metrics": metrics, **record}
 
 
+@contextmanager
+def first_champion(work: Path, **overrides) -> Iterator[dict]:
+    """In its own state folder under `work`: tiny images, a model trained on them for 12 epochs,
+    gated and registered as the first champion."""
+    from cnnops.registry import decide_promotion, register_model
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNOPS_HOME", str(work / "state"))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        source = write_images(work / "images", per_class=30, seed=1)
+        trained = train_candidate(work / "strong", source, **{"train.epochs": 12, **overrides})
+        decision = decide_promotion(trained["model"], trained["test"], trained["evaluation"], trained["config"])
+        result = register_model(trained["model"], trained["evaluation"], decision)
+        yield {"work": work, "source": source, "strong": trained, "first": result, "decision": decision}
+
+
 @pytest.fixture(scope="session")
 def served(tmp_path_factory):
     """A tiny real model, registered as champion in its own store and exported for serving."""
     from cnnops.predict import export_registered
-    from cnnops.registry import decide_promotion, register_model
 
-    with pytest.MonkeyPatch.context() as patch:
-        work = tmp_path_factory.mktemp("served")
-        patch.setenv("CNNOPS_HOME", str(work / "state"))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        source = write_images(work / "images", per_class=30, seed=1)
-        trained = train_candidate(work / "run", source, **{"train.epochs": 12, "gate.floor": 0.0})
-        decision = decide_promotion(trained["model"], trained["test"], trained["evaluation"], trained["config"])
-        register_model(trained["model"], trained["evaluation"], decision)
+    work = tmp_path_factory.mktemp("served")
+    with first_champion(work, **{"gate.floor": 0.0}) as champion:
+        trained, decision, source = champion["strong"], champion["decision"], champion["source"]
         model = export_registered(decision["registered_model"])
         yield {"home": work / "state", "model": model, "source": source, "test": trained["test"],
                "name": decision["registered_model"]}

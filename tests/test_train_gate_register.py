@@ -5,7 +5,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import train_candidate, write_images
+from conftest import first_champion, train_candidate, write_images
 from mlflow.tracking import MlflowClient
 
 from cnnops.artifacts import write_evaluation
@@ -17,15 +17,8 @@ from cnnops.registry import decide_promotion, describe_registry, register_model
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """One store shared by the tests of this module, holding a strong first champion."""
-    with pytest.MonkeyPatch.context() as patch:
-        work = tmp_path_factory.mktemp("registry")
-        patch.setenv("CNNOPS_HOME", str(work / "state"))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        source = write_images(work / "images", per_class=30, seed=1)
-        strong = train_candidate(work / "strong", source, **{"train.epochs": 12})
-        decision = decide_promotion(strong["model"], strong["test"], strong["evaluation"], strong["config"])
-        result = register_model(strong["model"], strong["evaluation"], decision)
-        yield {"work": work, "source": source, "strong": strong, "first": result, "decision": decision}
+    with first_champion(tmp_path_factory.mktemp("registry")) as champion:
+        yield champion
 
 
 def test_training_logs_run_with_model_and_provenance(registry):
