@@ -93,3 +93,35 @@ def test_sources_resolve_to_distinct_model_names(tmp_path):
 def test_unresolvable_sources(source, message, state_home, tmp_path):
     with pytest.raises(CnnopsError, match=message):
         ingest_source(build_config(overrides={"data.source": source}), tmp_path / "ds")
+
+
+def test_second_ingest_decodes_nothing_unchanged_and_rereads_what_changed(state_home, make_images, tmp_path,
+                                                                           monkeypatch):
+    import os
+
+    import cnnops.ingest as ingest_module
+    from cnnops.artifacts import read_manifest
+    from cnnops.config import build_config
+    from cnnops.ingest import ingest_source
+
+    source = make_images(per_class=12)
+    config = build_config(overrides={"data.source": str(source)})
+    first = ingest_source(config, tmp_path / "first")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an unchanged image was decoded again")
+
+    monkeypatch.setattr(ingest_module, "decode_image", no_decoding)
+    second = ingest_source(config, tmp_path / "second")
+    assert second["fingerprint"] == first["fingerprint"]
+    assert read_manifest(tmp_path / "second").equals(read_manifest(tmp_path / "first"))
+
+    # A file rewritten with other bytes is read and decoded again; its new hash is in the manifest.
+    monkeypatch.undo()
+    changed = sorted((source / "disc").iterdir())[0]
+    other = sorted((source / "cross").iterdir())[0].read_bytes()
+    changed.write_bytes(other)  # the same bytes as a cross image: now a label conflict
+    os.utime(changed, ns=(1, 1))
+    third = ingest_source(config, tmp_path / "third")
+    assert third["fingerprint"] != first["fingerprint"]
+    assert third["n_quarantined"] == 2  # both copies, filed under disc and cross

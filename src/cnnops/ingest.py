@@ -16,12 +16,15 @@ from cnnops.artifacts import manifest_fingerprint, write_dataset
 from cnnops.config import Config
 from cnnops.console import Progress, say
 from cnnops.errors import CnnopsError, ImageDecodeError
+from cnnops.image_cache import ImageCache, load_cache, save_cache
 from cnnops.images import decode_image, perceptual_hash, sha256_bytes
 from cnnops.sources import Source, assigned_split, list_source_files, resolve_source
 
 # When images differ in size (or are large), the model takes this square side unless configured.
 FALLBACK_SIDE = 128
 MAX_NATIVE_SIDE = 256
+# Files per thread-pool task: per-file tasks cost more in scheduling than a cached file costs to read.
+READ_CHUNK = 128
 
 
 def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
@@ -35,14 +38,25 @@ def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     quarantine = [{"path": str(path), "label": "", "reason": reason} for path, reason in unclassed]
     progress = Progress("ingest", len(jobs))
+    cache = load_cache()
+    chunks = [jobs[i:i + READ_CHUNK] for i in range(0, len(jobs), READ_CHUNK)]
+
+    def read_chunk(chunk: list[tuple[str, Path]]) -> list[tuple[str, Path, dict[str, Any] | str]]:
+        return [(label, path, _read(path, config, cache)) for label, path in chunk]
+
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        for label, path, result in pool.map(lambda job: (*job, _read(job[1], config)), jobs):
+        results = (item for done in pool.map(read_chunk, chunks) for item in done)
+        for label, path, result in results:
             progress.advance()
             if isinstance(result, str):
                 quarantine.append({"path": str(path), "label": label, "reason": result})
             else:
                 rows.append({"path": str(path), "label": label, "origin": source.origin,
                              "split": assigned_split(source, path), **result})
+    save_cache(cache)
+    if cache.images:
+        say(f"ingest: {len(rows) - len(cache.learned_images)} images known from an earlier run, "
+            f"{len(cache.learned_images)} decoded")
     if not rows:
         first = quarantine[0]["reason"] if quarantine else "no files"
         raise CnnopsError(
@@ -137,15 +151,31 @@ def choose_input_size(manifest: pd.DataFrame, image_size: int | None) -> tuple[i
     return FALLBACK_SIDE, FALLBACK_SIDE
 
 
-def _read(path: Path, config: Config) -> dict[str, Any] | str:
-    """Decode one file: its manifest fields, or the reason it is quarantined."""
+def _read(path: Path, config: Config, cache: ImageCache) -> dict[str, Any] | str:
+    """One file's manifest fields, or the reason it is quarantined. A file unchanged since an
+    earlier ingest (same path, size and mtime) is not read; an image already known by content is
+    not decoded, unless it is over today's pixel limit."""
     try:
-        data = path.read_bytes()
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        sha256 = cache.files.get(key)
+        data = None
+        if sha256 is None or sha256 not in cache.images:
+            data = path.read_bytes()
+            sha256 = sha256_bytes(data)
+            cache.learned_files[key] = sha256  # one writer per key: each path is read by one thread
     except OSError as err:
         return f"unreadable: {err.strerror or err}"
+    known = cache.images.get(sha256)
+    if known is not None and known["width"] * known["height"] <= config.data.max_image_pixels:
+        return {"sha256": sha256, **known, "group": ""}
+    if data is None:
+        data = path.read_bytes()
     try:
         image = decode_image(data, max_pixels=config.data.max_image_pixels)
     except ImageDecodeError as err:
         return str(err)
-    return {"sha256": sha256_bytes(data), "width": image.width, "height": image.height,
-            "mode": image.natural_mode, "phash": perceptual_hash(image.pixels), "group": ""}
+    fields = {"width": image.width, "height": image.height, "mode": image.natural_mode,
+              "phash": perceptual_hash(image.pixels)}
+    cache.learned_images[sha256] = fields
+    return {"sha256": sha256, **fields, "group": ""}

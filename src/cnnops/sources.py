@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import pickle
 import re
 import shutil
@@ -141,14 +142,16 @@ def list_class_files(root: Path) -> dict[str, list[Path]]:
     """Map each class folder's name to its files (recursively, sorted), skipping hidden entries.
 
     Every file is listed, image suffix or not: ingest decides by content and quarantines the rest.
+    Links to folders are not followed (a link loop cannot trap the walk).
     """
     classes: dict[str, list[Path]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(
-            p for p in folder.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        )
-        classes[folder.name] = files
+        files: list[str] = []
+        for current, dirs, names in os.walk(folder):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            files.extend(os.path.join(current, n) for n in names
+                         if not n.startswith(".") and os.path.isfile(os.path.join(current, n)))
+        classes[folder.name] = [Path(f) for f in sorted(files)]
     return classes
 
 

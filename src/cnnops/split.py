@@ -52,17 +52,16 @@ def plan_splits(manifest: pd.DataFrame, config: Config) -> tuple[np.ndarray, int
 def keep_groups_together(manifest: pd.DataFrame, assignment: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
     """Put every member of a near-duplicate group in the split of its first member by seeded
     content hash, so no near-copy of a test image is trained on. Returns how many groups moved."""
-    if "group" not in manifest:
+    if "group" not in manifest or not (manifest["group"] != "").any():
         return assignment, 0
-    assignment = assignment.copy()
     rank = manifest["sha256"].map(lambda sha: hashlib.sha256(f"{seed}:{sha}".encode()).hexdigest())
-    moved = 0
-    grouped = manifest.assign(rank=rank)[manifest["group"] != ""].groupby("group", sort=True)
-    for _, members in grouped:
-        index = members.sort_values("rank", kind="stable").index.to_numpy()
-        if len(set(assignment[index])) > 1:
-            assignment[index] = assignment[index[0]]
-            moved += 1
+    members = pd.DataFrame({"group": manifest["group"], "rank": rank, "split": assignment},
+                           index=manifest.index)
+    members = members[members["group"] != ""].sort_values(["group", "rank"], kind="stable")
+    target = members.groupby("group", sort=False)["split"].transform("first")
+    moved = int(members.loc[members["split"] != target, "group"].nunique())
+    assignment = assignment.copy()
+    assignment[manifest.index.get_indexer(members.index)] = target.to_numpy()
     return assignment, moved
 
 

@@ -107,38 +107,49 @@ def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
 
 
 def group_near_duplicates(manifest: pd.DataFrame, max_bits: int) -> pd.Series:
-    """A group id per image whose perceptual hash is within `max_bits` of its group's first image;
-    "" for an image with no near-duplicate.
+    """A group id per image whose perceptual hash is within `max_bits` of its group's leader (the
+    earliest such image that leads no other group); "" for an image with no near-duplicate.
 
-    Groups form around a leader (no chaining: A near B near C does not put A with C, which on
-    small images would sweep whole classes together). Candidate leaders come from splitting the
-    64-bit hash into max_bits + 1 blocks: hashes within max_bits differ in at most max_bits
-    blocks, so they agree on at least one (pigeonhole); only leaders sharing a block are compared.
+    Groups form around a leader, without chaining: A near B near C does not put A with C, which on
+    small images would sweep whole classes together. Candidate pairs come from splitting the
+    64-bit hash into max_bits + 1 blocks: hashes within max_bits differ in at most max_bits blocks,
+    so they agree on at least one (pigeonhole). Only images sharing a block are compared, in
+    vectorised chunks.
     """
-    hashes = [int(h, 16) for h in manifest["phash"]]
+    hashes = np.array([int(h, 16) for h in manifest["phash"]], dtype=np.uint64)
+    close = close_pairs(hashes, max_bits)
+    leader = np.arange(len(hashes))
+    for j, earlier in sorted(close.items()):
+        leaders = [i for i in earlier if leader[i] == i]
+        if leaders:
+            leader[j] = min(leaders)
+    sizes = Counter(leader.tolist())
+    names = {lead: f"g{n:05d}" for n, lead in enumerate(sorted(k for k, v in sizes.items() if v > 1))}
+    return pd.Series([names.get(lead, "") for lead in leader.tolist()], index=manifest.index, dtype=object)
+
+
+def close_pairs(hashes: np.ndarray, max_bits: int, chunk: int = 512) -> dict[int, list[int]]:
+    """For each image, the earlier images whose hash is within max_bits of its own."""
     blocks = max_bits + 1
     width = math.ceil(64 / blocks)
-    masks = [((1 << min(width, 64 - b * width)) - 1, b * width) for b in range(blocks)]
-    index: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(blocks)]
-    leader_of = list(range(len(hashes)))
-    for i, value in enumerate(hashes):
-        keys = [(value >> shift) & mask for mask, shift in masks]
-        found = None
-        for b, key in enumerate(keys):
-            for leader in index[b].get(key, ()):
-                if (value ^ hashes[leader]).bit_count() <= max_bits:
-                    found = leader
-                    break
-            if found is not None:
-                break
-        if found is None:
-            for b, key in enumerate(keys):
-                index[b][key].append(i)
-        else:
-            leader_of[i] = found
-    sizes = Counter(leader_of)
-    names = {leader: f"g{n:05d}" for n, leader in enumerate(sorted(k for k, v in sizes.items() if v > 1))}
-    return pd.Series([names.get(leader, "") for leader in leader_of], index=manifest.index, dtype=object)
+    found: dict[int, set[int]] = defaultdict(set)
+    for block in range(blocks):
+        bits = min(width, 64 - block * width)
+        keys = (hashes >> np.uint64(block * width)) & np.uint64((1 << bits) - 1)
+        order = np.argsort(keys, kind="stable")
+        edges = np.flatnonzero(np.diff(keys[order])) + 1
+        for members in np.split(order, edges):
+            if len(members) < 2:
+                continue
+            members = np.sort(members)
+            member_hashes = hashes[members]
+            for start in range(0, len(members), chunk):
+                rows = members[start:start + chunk]
+                distance = np.bitwise_count(member_hashes[start:start + chunk, None] ^ member_hashes[None, :])
+                near = (distance <= max_bits) & (rows[:, None] > members[None, :])
+                for r, c in zip(*np.nonzero(near), strict=True):
+                    found[int(rows[r])].add(int(members[c]))
+    return {j: sorted(earlier) for j, earlier in found.items()}
 
 
 def describe_groups(manifest: pd.DataFrame) -> list[dict[str, Any]]:
