@@ -42,7 +42,8 @@ def timed_child(args: list[str], env: dict[str, str]) -> dict[str, float]:
     wall = time.perf_counter() - began
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"ingest + validate failed with {os.waitstatus_to_exitcode(status)}")
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_s": cpu, "cores_busy": cpu / wall}
 
 
 def main() -> None:
@@ -70,7 +71,7 @@ def main() -> None:
             runs[name] = timed_child([str(folder), out], env)
         runs[name]["images_per_s"] = n_images / runs[name]["wall_s"]
         print(f"{name:>6} run: {runs[name]['wall_s']:.1f} s, {runs[name]['images_per_s']:.0f} images/s, "
-              f"peak RSS {runs[name]['peak_rss_mb']:.0f} MB")
+              f"peak RSS {runs[name]['peak_rss_mb']:.0f} MB, {runs[name]['cores_busy']:.2f} cores busy")
     speedup = runs["first"]["wall_s"] / runs["second"]["wall_s"]
     print(f"second run {speedup:.1f}x faster")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,18 @@ def test_no_decodable_image_stops_the_pipeline(tmp_path):
     assert snapshot(source) == before
 
 
+@pytest.mark.pipeline
+def test_a_failing_validation_stops_the_pipeline_before_training(make_images, tmp_path):
+    source = make_images(per_class=12)
+    home = tmp_path / "state"
+    result = cnnops("run", "--data", str(source), "--set", "validation.min_images_per_class=50", home=home)
+    assert_one_line_error(result, "failed validation", "each class needs 50", "report.html")
+    assert_nothing_registered(home)
+    pipeline_root = home / "pipeline-root"
+    assert list(pipeline_root.rglob("validate/validated/report.html"))  # the reason, left for the user
+    assert not list(pipeline_root.rglob("train"))  # training never started
+
+
 def test_step_commands_share_the_error_path(tmp_path):
     result = cnnops("split", "--dataset", str(tmp_path), "--out", str(tmp_path / "s"), home=tmp_path / "state")
     assert_one_line_error(result, "no manifest.parquet")

@@ -125,3 +125,22 @@ def test_second_ingest_decodes_nothing_unchanged_and_rereads_what_changed(state_
     third = ingest_source(config, tmp_path / "third")
     assert third["fingerprint"] != first["fingerprint"]
     assert third["n_quarantined"] == 2  # both copies, filed under disc and cross
+
+
+def test_worker_processes_give_the_same_manifest_as_threads(state_home, make_images, tmp_path, monkeypatch):
+    import cnnops.ingest as ingest_module
+    from cnnops.artifacts import read_manifest
+    from cnnops.config import build_config
+    from cnnops.image_cache import cache_path
+
+    source = make_images(per_class=12)
+    (source / "disc" / "junk.png").write_bytes(b"junk")
+    config = build_config(overrides={"data.source": str(source)})
+    threads = ingest_module.ingest_source(config, tmp_path / "threads")
+    cache_path().unlink()  # decode everything again, this time in worker processes
+    monkeypatch.setattr(ingest_module, "PROCESS_MIN_FILES", 1)
+    monkeypatch.setattr(ingest_module.os, "cpu_count", lambda: 2)
+    processes = ingest_module.ingest_source(config, tmp_path / "processes")
+    assert processes["fingerprint"] == threads["fingerprint"]
+    assert read_manifest(tmp_path / "processes").equals(read_manifest(tmp_path / "threads"))
+    assert processes["n_quarantined"] == threads["n_quarantined"] == 1

@@ -121,7 +121,7 @@ def test_quarantine_share_decides_warn_and_fail(state_home, tmp_path):
         run(source, tmp_path / "strict", **{"validation.max_quarantined_fail": "0.05"})
 
 
-def test_awkward_files_never_crash_ingest_and_all_show_in_the_report(state_home, tmp_path):
+def test_awkward_files_never_crash_ingest_and_all_show_in_the_report(state_home, tmp_path, monkeypatch):
     source = write_images(tmp_path / "images", per_class=12)
     odd = source / "Große Katze ünïcode"
     odd.mkdir()
@@ -135,17 +135,32 @@ def test_awkward_files_never_crash_ingest_and_all_show_in_the_report(state_home,
     Image.fromarray(draw("stripes", rng)).save(jpeg_named_png, "JPEG")
     (source / "stripes" / "nested.zip").write_bytes(b"PK\x03\x04 nested archive")
     os.symlink(source / "stripes", source / "stripes" / "loop")
+    locked = source / "cross" / "locked.png"
+    Image.fromarray(draw("cross", rng)).save(locked)
+    locked.chmod(0)
     before = snapshot(source)
+    real_read = Path.read_bytes
+
+    def read_as_a_user(path: Path) -> bytes:  # the tests run as root, whom chmod 0 does not stop
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_as_a_user)
     validation, validated = run(source, tmp_path)
+    monkeypatch.undo()
     manifest = read_manifest(validated)
     assert str(jpeg_named_png) in set(manifest["path"])  # decoded by content, not by its suffix
     assert (manifest["label"] == "Große Katze ünïcode").sum() == 12
     quarantine = pd.read_csv(validated / "quarantine.csv")
     reasons = dict(zip(quarantine["path"].map(lambda p: Path(p).name), quarantine["reason"], strict=True))
-    assert reasons["Thumbs.db"] == "not an image" and reasons["nested.zip"] == "not an image"
+    assert reasons["Thumbs.db"] == "not an image"
+    assert reasons["nested.zip"].startswith("archive inside the source (not extracted)")
+    assert reasons["locked.png"] == "unreadable: Permission denied"
     assert ".DS_Store" not in reasons  # hidden files are skipped, not quarantined
     report = (validated / "report.html").read_text()
-    assert "nested.zip" in report and "Große Katze ünïcode" in report
+    for shown in ("nested.zip", "locked.png", "Thumbs.db", "Große Katze ünïcode", "empty-class"):
+        assert shown in report, shown
     assert json.loads((tmp_path / "dataset" / "dataset.json").read_text())["empty_classes"] == ["empty-class"]
     assert snapshot(source) == before
 

@@ -4,9 +4,11 @@ list and the dataset fingerprint. Bad files are quarantined, never fatal; the so
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,12 @@ from cnnops.sources import Source, assigned_split, list_source_files, resolve_so
 # When images differ in size (or are large), the model takes this square side unless configured.
 FALLBACK_SIDE = 128
 MAX_NATIVE_SIDE = 256
-# Files per thread-pool task: per-file tasks cost more in scheduling than a cached file costs to read.
+# zip, gzip, bzip2, xz and 7z signatures (a tar is recognised by "ustar" at byte 257).
+ARCHIVE_MAGIC = (b"PK\x03\x04", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"7z\xbc\xaf")
+# Files per pool task: per-file tasks cost more in scheduling than a small image costs to decode.
 READ_CHUNK = 128
+# From this many files to decode, worker processes (a second or two to start) beat threads.
+PROCESS_MIN_FILES = 4000
 
 
 def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
@@ -39,20 +45,32 @@ def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
     quarantine = [{"path": str(path), "label": "", "reason": reason} for path, reason in unclassed]
     progress = Progress("ingest", len(jobs))
     cache = load_cache()
-    chunks = [jobs[i:i + READ_CHUNK] for i in range(0, len(jobs), READ_CHUNK)]
-
-    def read_chunk(chunk: list[tuple[str, Path]]) -> list[tuple[str, Path, dict[str, Any] | str]]:
-        return [(label, path, _read(path, config, cache)) for label, path in chunk]
-
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        results = (item for done in pool.map(read_chunk, chunks) for item in done)
-        for label, path, result in results:
+    max_pixels = config.data.max_image_pixels
+    outcomes: dict[Path, dict[str, Any] | str] = {}
+    pending: list[Path] = []
+    for _, path in jobs:
+        known = cached_fields(path, cache, max_pixels)
+        if known is None:
+            pending.append(path)
+        else:
+            outcomes[path] = known
             progress.advance()
-            if isinstance(result, str):
-                quarantine.append({"path": str(path), "label": label, "reason": result})
-            else:
-                rows.append({"path": str(path), "label": label, "origin": source.origin,
-                             "split": assigned_split(source, path), **result})
+    for path, key, sha256, fields in read_files(pending, max_pixels):
+        progress.advance()
+        if key is not None:
+            cache.learned_files[key] = sha256
+        if isinstance(fields, dict):
+            cache.learned_images[sha256] = fields
+            outcomes[path] = {"sha256": sha256, **fields, "group": ""}
+        else:
+            outcomes[path] = fields
+    for label, path in jobs:
+        result = outcomes[path]
+        if isinstance(result, str):
+            quarantine.append({"path": str(path), "label": label, "reason": result})
+        else:
+            rows.append({"path": str(path), "label": label, "origin": source.origin,
+                         "split": assigned_split(source, path), **result})
     save_cache(cache)
     if cache.images:
         say(f"ingest: {len(rows) - len(cache.learned_images)} images known from an earlier run, "
@@ -151,31 +169,56 @@ def choose_input_size(manifest: pd.DataFrame, image_size: int | None) -> tuple[i
     return FALLBACK_SIDE, FALLBACK_SIDE
 
 
-def _read(path: Path, config: Config, cache: ImageCache) -> dict[str, Any] | str:
-    """One file's manifest fields, or the reason it is quarantined. A file unchanged since an
-    earlier ingest (same path, size and mtime) is not read; an image already known by content is
-    not decoded, unless it is over today's pixel limit."""
+def cached_fields(path: Path, cache: ImageCache, max_pixels: int) -> dict[str, Any] | None:
+    """A file's manifest fields from the cache when it is unchanged since an earlier ingest (same
+    path, size and mtime) and its image is known and within today's pixel limit; else None."""
     try:
         stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
-        sha256 = cache.files.get(key)
-        data = None
-        if sha256 is None or sha256 not in cache.images:
-            data = path.read_bytes()
-            sha256 = sha256_bytes(data)
-            cache.learned_files[key] = sha256  # one writer per key: each path is read by one thread
-    except OSError as err:
-        return f"unreadable: {err.strerror or err}"
-    known = cache.images.get(sha256)
-    if known is not None and known["width"] * known["height"] <= config.data.max_image_pixels:
-        return {"sha256": sha256, **known, "group": ""}
-    if data is None:
-        data = path.read_bytes()
+    except OSError:
+        return None  # read_file reports why
+    sha256 = cache.files.get((str(path), stat.st_size, stat.st_mtime_ns))
+    known = cache.images.get(sha256) if sha256 is not None else None
+    if known is None or known["width"] * known["height"] > max_pixels:
+        return None
+    return {"sha256": sha256, **known, "group": ""}
+
+
+FileOutcome = tuple[Path, "tuple[str, int, int] | None", str, "dict[str, Any] | str"]
+
+
+def read_files(paths: list[Path], max_pixels: int) -> Iterator[FileOutcome]:
+    """Read, hash and decode files in parallel: in worker processes for a large set (decoding is
+    Python-heavy and would otherwise share one core), in threads for a small one (no start-up)."""
+    chunks = [paths[i:i + READ_CHUNK] for i in range(0, len(paths), READ_CHUNK)]
+    workers = os.cpu_count() or 1
+    if len(paths) >= PROCESS_MIN_FILES and workers > 1:
+        pool: Executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    else:
+        pool = ThreadPoolExecutor(max_workers=min(8, workers * 2))
+    with pool:
+        for done in pool.map(read_chunk, chunks, [max_pixels] * len(chunks)):
+            yield from done
+
+
+def read_chunk(paths: list[Path], max_pixels: int) -> list[FileOutcome]:
+    return [(path, *read_file(path, max_pixels)) for path in paths]
+
+
+def read_file(path: Path, max_pixels: int) -> tuple[tuple[str, int, int] | None, str, dict[str, Any] | str]:
+    """One file's cache key, sha256 and decoded fields, or the reason it is quarantined."""
     try:
-        image = decode_image(data, max_pixels=config.data.max_image_pixels)
+        stat = path.stat()
+        data = path.read_bytes()
+    except OSError as err:
+        return None, "", f"unreadable: {err.strerror or err}"
+    sha256 = sha256_bytes(data)
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    try:
+        image = decode_image(data, max_pixels=max_pixels)
     except ImageDecodeError as err:
-        return str(err)
-    fields = {"width": image.width, "height": image.height, "mode": image.natural_mode,
-              "phash": perceptual_hash(image.pixels)}
-    cache.learned_images[sha256] = fields
-    return {"sha256": sha256, **fields, "group": ""}
+        if data.startswith(ARCHIVE_MAGIC) or data[257:262] == b"ustar":
+            return key, sha256, ("archive inside the source (not extracted): extract it into the tree, or pass it "
+                                 "as the source")
+        return key, sha256, str(err)
+    return key, sha256, {"width": image.width, "height": image.height, "mode": image.natural_mode,
+                         "phash": perceptual_hash(image.pixels)}

@@ -1,5 +1,5 @@
-"""The dataset report: one self-contained HTML file (charts and thumbnails inlined), readable in a
-browser, the MLflow UI and the Kubeflow UI alike."""
+"""The dataset report: one self-contained HTML file (SVG charts and PNG thumbnails inlined),
+readable in a browser, the MLflow UI and the Kubeflow UI alike."""
 
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ def write_report(path: Path, validation: dict[str, Any], manifest: pd.DataFrame,
         f"<p class='muted'>{escape(str(validation['source']))} · {validation['n_images']} images in "
         f"{len(validation['class_counts'])} classes · fingerprint {validation['fingerprint'][:12]}</p>",
         checks_table(validation["checks"]),
-        "<h2>Class balance</h2>" + chart(bar_chart, validation["class_counts"]),
+        "<h2>Class balance</h2>" + bar_chart(validation["class_counts"]),
         "<h2>Samples</h2>" + samples(manifest),
-        "<h2>Image sizes</h2>" + chart(size_histogram, manifest) + size_summary(validation),
+        "<h2>Image sizes</h2>" + size_histograms(manifest) + size_summary(validation),
         "<h2>Quarantined files</h2>" + quarantine_table(quarantine),
         "<h2>Exact duplicates (dropped)</h2>" + duplicate_groups(duplicates),
         "<h2>Near-duplicate groups (kept in one split)</h2>" + moved_note(validation)
@@ -65,36 +65,46 @@ def checks_table(checks: list[dict[str, Any]]) -> str:
     return f"<table><tr><th>check</th><th>status</th><th>detail</th></tr>{rows}</table>"
 
 
-def chart(draw: Any, data: Any) -> str:
-    """A matplotlib figure as an inline PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = draw(plt, data)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return f"<img alt='chart' src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
-
-
-def bar_chart(plt: Any, counts: dict[str, int]) -> Any:
-    shown = dict(list(counts.items())[:60])
-    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(shown) + 2), 3))
-    ax.bar(range(len(shown)), list(shown.values()), color="#2463eb")
-    ax.set_xticks(range(len(shown)), list(shown), rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("images")
-    return fig
+def bar_chart(counts: dict[str, int], width: int = 720, height: int = 220) -> str:
+    """Images per class as an inline SVG bar chart (no plotting library, no external file)."""
+    shown = list(counts.items())[:80]
+    top = max((n for _, n in shown), default=1) or 1
+    step = width / max(len(shown), 1)
+    bars = []
+    for i, (label, n) in enumerate(shown):
+        h = (height - 60) * n / top
+        x = i * step
+        bars.append(f"<rect x='{x + 2:.1f}' y='{height - 50 - h:.1f}' width='{max(step - 4, 1):.1f}' "
+                    f"height='{h:.1f}' fill='#2463eb'><title>{escape(str(label))}: {n}</title></rect>"
+                    f"<text x='{x + step / 2:.1f}' y='{height - 36}' font-size='10' text-anchor='end' "
+                    f"transform='rotate(-45 {x + step / 2:.1f} {height - 36})'>{escape(str(label)[:18])}</text>")
+    return (f"<svg role='img' aria-label='images per class' width='{width}' height='{height}' "
+            f"viewBox='0 0 {width} {height}'><text x='0' y='12' font-size='11'>max {top}</text>{''.join(bars)}</svg>")
 
 
-def size_histogram(plt: Any, manifest: pd.DataFrame) -> Any:
-    fig, axes = plt.subplots(1, 2, figsize=(8, 2.8))
-    axes[0].hist(manifest["width"] * manifest["height"] / 1e6, bins=30, color="#2463eb")
-    axes[0].set_xlabel("megapixels")
-    axes[1].hist(manifest["width"] / manifest["height"], bins=30, color="#7c3aed")
-    axes[1].set_xlabel("aspect ratio (width / height)")
-    return fig
+def histogram(values: pd.Series, label: str, bins: int = 30, width: int = 340, height: int = 160) -> str:
+    """A histogram as an inline SVG."""
+    import numpy as np
+
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    if high == low:
+        low, high = low - 0.5, high + 0.5
+    counts, _ = np.histogram(finite, bins=bins, range=(low, high))
+    top = max(int(counts.max()), 1)
+    step = width / bins
+    bars = "".join(f"<rect x='{i * step:.1f}' y='{height - 30 - (height - 45) * c / top:.1f}' "
+                   f"width='{max(step - 1, 1):.1f}' height='{(height - 45) * c / top:.1f}' fill='#7c3aed'>"
+                   f"<title>{c}</title></rect>" for i, c in enumerate(counts))
+    return (f"<svg role='img' aria-label='{escape(label, quote=True)}' width='{width}' height='{height}'>{bars}"
+            f"<text x='0' y='{height - 12}' font-size='10'>{low:.3g}</text><text x='{width}' y='{height - 12}' "
+            f"font-size='10' text-anchor='end'>{high:.3g}</text><text x='{width / 2}' y='{height}' font-size='11' "
+            f"text-anchor='middle'>{escape(label)}</text></svg>")
+
+
+def size_histograms(manifest: pd.DataFrame) -> str:
+    return (histogram(manifest["width"] * manifest["height"] / 1e6, "megapixels") + " "
+            + histogram(manifest["width"] / manifest["height"], "aspect ratio (width / height)"))
 
 
 def size_summary(validation: dict[str, Any]) -> str:

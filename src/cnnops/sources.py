@@ -146,13 +146,28 @@ def list_class_files(root: Path) -> dict[str, list[Path]]:
     """
     classes: dict[str, list[Path]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files: list[str] = []
-        for current, dirs, names in os.walk(folder):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            files.extend(os.path.join(current, n) for n in names
-                         if not n.startswith(".") and os.path.isfile(os.path.join(current, n)))
-        classes[folder.name] = [Path(f) for f in sorted(files)]
+        classes[folder.name] = [Path(f) for f in sorted(walk_files(str(folder)))]
     return classes
+
+
+def walk_files(folder: str) -> list[str]:
+    """Every regular file under `folder`, hidden entries left out, links to folders not followed;
+    scandir's entries answer is_file()/is_dir() without a stat per file."""
+    files: list[str] = []
+    stack = [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue  # an unreadable folder: its files cannot be listed, so none are read
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.is_file():
+                files.append(entry.path)
+    return files
 
 
 def list_loose_files(root: Path) -> list[Path]:

@@ -40,10 +40,10 @@ def validate_dataset(dataset_dir: Path, out_dir: Path, config: Config, track: bo
     duplicates = read_table(dataset_dir / "duplicates.csv", ["path", "label", "duplicate_of"])
     rules = config.validation
     manifest = manifest.assign(group=group_near_duplicates(manifest, rules.near_duplicate_bits))
-    checks = run_checks(manifest, info, quarantine, duplicates, config)
+    groups = describe_groups(manifest)
+    checks = run_checks(manifest, info, quarantine, duplicates, groups, config)
     moved = groups_moved(manifest, config)
     verdict = max((c["status"] for c in checks), key=VERDICTS.index, default="pass")
-    groups = describe_groups(manifest)
     validation = {
         "verdict": verdict, "checks": checks, "source": info["source"], "fingerprint": info["fingerprint"],
         "n_images": len(manifest), "class_counts": info["class_counts"], "n_quarantined": len(quarantine),
@@ -153,13 +153,15 @@ def close_pairs(hashes: np.ndarray, max_bits: int, chunk: int = 512) -> dict[int
 
 
 def describe_groups(manifest: pd.DataFrame) -> list[dict[str, Any]]:
-    grouped = manifest[manifest["group"] != ""].groupby("group", sort=True)
-    return [{"group": name, "paths": list(part["path"]), "labels": sorted(set(part["label"]))}
-            for name, part in grouped]
+    """Each near-duplicate group's files and labels."""
+    members = manifest.loc[manifest["group"] != "", ["group", "path", "label"]]
+    grouped = members.groupby("group", sort=True).agg(paths=("path", list), labels=("label", set))
+    return [{"group": name, "paths": row.paths, "labels": sorted(row.labels)}
+            for name, row in zip(grouped.index, grouped.itertuples(), strict=True)]
 
 
 def run_checks(manifest: pd.DataFrame, info: dict[str, Any], quarantine: pd.DataFrame, duplicates: pd.DataFrame,
-               config: Config) -> list[dict[str, Any]]:
+               groups: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]:
     """Each check's status (pass/warn/fail) and one line saying why."""
     rules = config.validation
     counts = manifest["label"].value_counts()
@@ -185,13 +187,15 @@ def run_checks(manifest: pd.DataFrame, info: dict[str, Any], quarantine: pd.Data
     conflicts = int(quarantine["reason"].str.startswith("label conflict").sum())
     check("label conflicts", "warn" if conflicts else "pass",
           f"{conflicts} files hold an image also filed under another label" if conflicts else "none")
-    groups = describe_groups(manifest)
     mixed = [g for g in groups if len(g["labels"]) > 1]
     near = sum(len(g["paths"]) for g in groups)
     check("near duplicates", "warn" if mixed or near > rules.max_near_duplicate_share * len(manifest) else "pass",
           f"{len(groups)} groups ({near} images) within {rules.near_duplicate_bits} bits of perceptual hash; "
           f"{len(mixed)} mix labels; each group is kept in one split")
     check("exact duplicates", "pass", f"{len(duplicates)} dropped before the split")
+    empty = info.get("empty_classes", [])
+    check("empty classes", "warn" if empty else "pass",
+          f"class folders with no usable image, left out: {', '.join(empty)}" if empty else "none")
     return checks
 
 
