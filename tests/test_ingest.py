@@ -1,8 +1,10 @@
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import snapshot
+from PIL import Image
 
 from cnnops.artifacts import read_dataset_info, read_manifest
 from cnnops.config import build_config
@@ -107,27 +109,36 @@ def test_second_ingest_decodes_nothing_unchanged_and_rereads_what_changed(state_
     source = make_images(per_class=12)
     config = build_config(overrides={"data.source": str(source)})
     first = ingest_source(config, tmp_path / "first")
+    real_decode = ingest_module.decode_image
+    decoded: list[int] = []
 
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("an unchanged image was decoded again")
+    def counting_decode(*args, **kwargs):
+        decoded.append(1)
+        return real_decode(*args, **kwargs)
 
-    monkeypatch.setattr(ingest_module, "decode_image", no_decoding)
+    monkeypatch.setattr(ingest_module, "decode_image", counting_decode)
+    # Nothing changed: the earlier output is reused whole.
     second = ingest_source(config, tmp_path / "second")
-    assert second["fingerprint"] == first["fingerprint"]
+    assert decoded == [] and second["fingerprint"] == first["fingerprint"]
     assert read_manifest(tmp_path / "second").equals(read_manifest(tmp_path / "first"))
 
-    # A file rewritten with other bytes is read and decoded again; its new hash is in the manifest.
-    monkeypatch.undo()
-    changed = sorted((source / "disc").iterdir())[0]
-    other = sorted((source / "cross").iterdir())[0].read_bytes()
-    changed.write_bytes(other)  # the same bytes as a cross image: now a label conflict
-    os.utime(changed, ns=(1, 1))
+    # One new file: only it is decoded; the others are known by content.
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(source / "disc" / "new.png")
     third = ingest_source(config, tmp_path / "third")
-    assert third["fingerprint"] != first["fingerprint"]
-    assert third["n_quarantined"] == 2  # both copies, filed under disc and cross
+    assert len(decoded) == 1 and third["n_images"] == first["n_images"] + 1
+
+    # A file rewritten with other bytes is read and decoded again; its new hash is in the manifest.
+    changed = sorted((source / "disc").iterdir())[0]
+    changed.write_bytes(sorted((source / "cross").iterdir())[0].read_bytes())  # now a copy of a cross image
+    os.utime(changed, ns=(1, 1))
+    fourth = ingest_source(config, tmp_path / "fourth")
+    assert fourth["fingerprint"] != third["fingerprint"]
+    assert fourth["n_quarantined"] == 2  # both copies, filed under disc and cross: a label conflict
 
 
 def test_worker_processes_give_the_same_manifest_as_threads(state_home, make_images, tmp_path, monkeypatch):
+    import shutil
+
     import cnnops.ingest as ingest_module
     from cnnops.artifacts import read_manifest
     from cnnops.config import build_config
@@ -137,7 +148,7 @@ def test_worker_processes_give_the_same_manifest_as_threads(state_home, make_ima
     (source / "disc" / "junk.png").write_bytes(b"junk")
     config = build_config(overrides={"data.source": str(source)})
     threads = ingest_module.ingest_source(config, tmp_path / "threads")
-    cache_path().unlink()  # decode everything again, this time in worker processes
+    shutil.rmtree(cache_path().parent)  # forget everything: decode again, this time in worker processes
     monkeypatch.setattr(ingest_module, "PROCESS_MIN_FILES", 1)
     monkeypatch.setattr(ingest_module.os, "cpu_count", lambda: 2)
     processes = ingest_module.ingest_source(config, tmp_path / "processes")

@@ -174,3 +174,20 @@ def test_data_report_command_writes_the_report_only(state_home, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Dataset report" in out.read_text()
     assert not (state_home / "mlflow").exists()  # a standalone report records nothing
+
+
+def test_unchanged_dataset_and_settings_reuse_the_validation(state_home, tmp_path, monkeypatch):
+    import cnnops.validate as validate_module
+
+    source = write_images(tmp_path / "images", per_class=12)
+    first, _ = run(source, tmp_path / "first")
+
+    def no_checking(*args, **kwargs):
+        raise AssertionError("an unchanged dataset was checked again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(validate_module, "check_dataset", no_checking)
+        again, validated = run(source, tmp_path / "again")
+    assert again == first and (validated / "report.html").is_file()
+    stricter, _ = run(source, tmp_path / "stricter", **{"validation.max_imbalance": "1.0"})
+    assert stricter["checks"] != first["checks"]  # another setting: checked anew

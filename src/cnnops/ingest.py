@@ -14,12 +14,13 @@ from typing import Any
 
 import pandas as pd
 
-from cnnops.artifacts import manifest_fingerprint, write_dataset
+from cnnops.artifacts import manifest_fingerprint, read_dataset_info, write_dataset
 from cnnops.config import Config
 from cnnops.console import Progress, say
 from cnnops.errors import CnnopsError, ImageDecodeError
 from cnnops.image_cache import ImageCache, load_cache, save_cache
 from cnnops.images import decode_image, perceptual_hash, sha256_bytes
+from cnnops.memo import new_digest, restore, store
 from cnnops.sources import Source, assigned_split, list_source_files, resolve_source
 
 # When images differ in size (or are large), the model takes this square side unless configured.
@@ -27,6 +28,8 @@ FALLBACK_SIDE = 128
 MAX_NATIVE_SIDE = 256
 # zip, gzip, bzip2, xz and 7z signatures (a tar is recognised by "ustar" at byte 257).
 ARCHIVE_MAGIC = (b"PK\x03\x04", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"7z\xbc\xaf")
+# What an ingest writes, and so what an unchanged source gets back from the memo.
+INGEST_OUTPUTS = ["manifest.parquet", "dataset.json", "quarantine.csv", "duplicates.csv"]
 # Files per pool task: per-file tasks cost more in scheduling than a small image costs to decode.
 READ_CHUNK = 128
 # From this many files to decode, worker processes (a second or two to start) beat threads.
@@ -40,6 +43,10 @@ def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
     check_has_classes(source, class_files)
     jobs = [(label, path) for label, files in class_files.items() for path in files]
     say(f"ingest: reading {len(jobs)} files in {len(class_files)} classes from {source.table or source.root}")
+    memo_key = listing_key(source, jobs, unclassed, config)
+    if restore("ingest", memo_key, out_dir, INGEST_OUTPUTS):
+        say("ingest: no file changed since an earlier ingest; its manifest is reused")
+        return read_dataset_info(out_dir)
 
     rows: list[dict[str, Any]] = []
     quarantine = [{"path": str(path), "label": "", "reason": reason} for path, reason in unclassed]
@@ -93,7 +100,25 @@ def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
         f"{len(duplicates)} exact duplicates dropped; fingerprint {info['fingerprint'][:12]}")
     for label in info["empty_classes"]:
         say(f"ingest: warning: class folder '{label}' has no usable image and is left out")
+    store("ingest", memo_key, out_dir, INGEST_OUTPUTS)
     return info
+
+
+def listing_key(source: Source, jobs: list[tuple[str, Path]], unclassed: list[tuple[Path, str]],
+                config: Config) -> str:
+    """A digest of every listed file's path, label, size and mtime, and of the settings ingest
+    uses: the same key means the same ingest output."""
+    digest = new_digest("ingest")
+    digest.update(f"{source.spec}\0{source.origin}\0{config.data.max_image_pixels}\0{config.data.image_size}\n".encode())
+    for label, path in jobs:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{label}\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError as err:
+            digest.update(f"{label}\0{path}\0{err.errno}\n".encode())
+    for path, reason in unclassed:
+        digest.update(f"\0{path}\0{reason}\n".encode())
+    return digest.hexdigest()
 
 
 def open_source(config: Config) -> Source:

@@ -8,6 +8,7 @@ same contract plus `validation.json` and `report.html`.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -21,50 +22,79 @@ from cnnops.config import Config
 from cnnops.console import say
 from cnnops.errors import CnnopsError, ImageDecodeError
 from cnnops.images import decode_image
+from cnnops.memo import new_digest, restore, store
 
 STATS_SAMPLE = 2000  # images decoded for the per-channel mean and std
 VERDICTS = ("pass", "warn", "fail")
 
 
+VALIDATE_OUTPUTS = ["manifest.parquet", "dataset.json", "quarantine.csv", "duplicates.csv", "validation.json",
+                    "report.html"]
+
+
 def validate_dataset(dataset_dir: Path, out_dir: Path, config: Config, track: bool = True) -> dict[str, Any]:
     """Check an ingested dataset; write the grouped dataset, `validation.json` and `report.html`,
-    and (with `track`) log them with the dataset to a `validate` MLflow run.
+    and (with `track`) log them with the dataset to a `validate` MLflow run. The same ingest
+    output under the same settings reuses an earlier validation's files.
 
     A fail verdict raises CnnopsError naming the report, after the report is written.
     """
+    key = validation_key(dataset_dir, config)
+    if restore("validate", key, out_dir, VALIDATE_OUTPUTS):
+        say("validate: the dataset and settings are unchanged since an earlier validation; its results are reused")
+        validation = read_validation(out_dir)
+    else:
+        validation = check_dataset(dataset_dir, out_dir, config)
+        store("validate", key, out_dir, VALIDATE_OUTPUTS)
+    report = out_dir / "report.html"
+    for check in validation["checks"]:
+        if check["status"] != "pass":
+            say(f"validate: {check['status']}: {check['name']}: {check['detail']}")
+    if track:
+        log_validation(validation, read_manifest(out_dir), read_dataset_info(out_dir), out_dir, report, config)
+    say(f"validate: verdict {validation['verdict']}; report {report}")
+    if validation["verdict"] == "fail":
+        failed = "; ".join(c["detail"] for c in validation["checks"] if c["status"] == "fail")
+        raise CnnopsError(f"the dataset failed validation ({failed}); see {report}")
+    return validation
+
+
+def validation_key(dataset_dir: Path, config: Config) -> str:
+    """A digest of the ingest output's files and of every setting validation (and the split plan
+    it reports on) reads."""
+    digest = new_digest("validate")
+    for name in ("manifest.parquet", "dataset.json", "quarantine.csv", "duplicates.csv"):
+        path = dataset_dir / name
+        digest.update(name.encode() + (path.read_bytes() if path.is_file() else b"\0missing"))
+    settings = {"validation": config.validation.model_dump(), "split": config.split.model_dump(), "seed": config.seed}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def check_dataset(dataset_dir: Path, out_dir: Path, config: Config) -> dict[str, Any]:
+    """Run the checks and write the validated dataset, `validation.json` and `report.html`."""
     from cnnops.report import write_report
 
     manifest = read_manifest(dataset_dir)
     info = read_dataset_info(dataset_dir)
     quarantine = read_table(dataset_dir / "quarantine.csv", ["path", "label", "reason"])
     duplicates = read_table(dataset_dir / "duplicates.csv", ["path", "label", "duplicate_of"])
-    rules = config.validation
-    manifest = manifest.assign(group=group_near_duplicates(manifest, rules.near_duplicate_bits))
+    manifest = manifest.assign(group=group_near_duplicates(manifest, config.validation.near_duplicate_bits))
     groups = describe_groups(manifest)
     checks = run_checks(manifest, info, quarantine, duplicates, groups, config)
-    moved = groups_moved(manifest, config)
     verdict = max((c["status"] for c in checks), key=VERDICTS.index, default="pass")
     validation = {
         "verdict": verdict, "checks": checks, "source": info["source"], "fingerprint": info["fingerprint"],
         "n_images": len(manifest), "class_counts": info["class_counts"], "n_quarantined": len(quarantine),
         "n_duplicates": len(duplicates), "near_duplicate_groups": groups,
-        "near_duplicate_groups_moved": moved, "sizes": size_stats(manifest),
+        "near_duplicate_groups_moved": groups_moved(manifest, config), "sizes": size_stats(manifest),
         "channels": channel_stats(manifest, info["mode"], config.seed),
     }
     write_dataset(out_dir, manifest, {**info, "verdict": verdict})
     quarantine.to_csv(out_dir / "quarantine.csv", index=False)
     duplicates.to_csv(out_dir / "duplicates.csv", index=False)
     write_json(out_dir / "validation.json", validation)
-    report = write_report(out_dir / "report.html", validation, manifest, quarantine, duplicates)
-    for check in checks:
-        if check["status"] != "pass":
-            say(f"validate: {check['status']}: {check['name']}: {check['detail']}")
-    if track:
-        log_validation(validation, manifest, info, out_dir, report, config)
-    say(f"validate: verdict {verdict}; report {report}")
-    if verdict == "fail":
-        failed = "; ".join(c["detail"] for c in checks if c["status"] == "fail")
-        raise CnnopsError(f"the dataset failed validation ({failed}); see {report}")
+    write_report(out_dir / "report.html", validation, manifest, quarantine, duplicates)
     return validation
 
 
