@@ -61,6 +61,8 @@ def test_pipeline_crowns_a_champion_then_keeps_it(make_images, state_home):
     assert first["champion"]["version"] == 1
     assert first["champion"]["test_accuracy"] >= 0.8
     assert os.listdir(state_home / "pipeline-root")
+    (report,) = (state_home / "pipeline-root").rglob("validate/report")  # the KFP HTML output
+    assert "Dataset report" in report.read_text()
     # The champion branch packaged it: a Bento pinned to v1, and its archive as the task's output.
     (bento,) = (state_home / "bentoml" / "bentos" / "cnnops").glob(f"{name.lower()}-v1-*")
     assert (bento / "src" / "serving" / "model" / "model.keras").is_file()
