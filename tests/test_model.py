@@ -6,7 +6,7 @@ import pytest
 
 from cnnops.artifacts import ModelSpec
 from cnnops.errors import CnnopsError
-from cnnops.model import ARCHITECTURES, build_model
+from cnnops.model import ARCHITECTURES, ModelOptions, build_model
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cnnops"
 
@@ -30,7 +30,7 @@ def test_first_layers_resize_and_rescale():
 
 
 def test_unknown_architecture():
-    with pytest.raises(CnnopsError, match="unknown architecture 'vit'; choose one of: simple-cnn"):
+    with pytest.raises(CnnopsError, match="unknown architecture 'vit'; choose one of: deep-cnn, efficientnet_b0"):
         build_model(ModelSpec(["a", "b"], 8, 8, "L", "vit"))
 
 
@@ -39,4 +39,79 @@ def test_model_code_is_backend_agnostic():
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
                 for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
     assert "tensorflow" not in imported and "keras" in imported
-    assert set(ARCHITECTURES) == {"simple-cnn"}
+    assert set(ARCHITECTURES) == {"simple-cnn", "deep-cnn", "mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0"}
+
+
+SMALL = ModelOptions(working_size=32)
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_every_architecture_takes_uint8_and_reloads_without_custom_code(architecture, tmp_path):
+    """Grey input feeds three-channel backbones; the saved model loads with plain Keras (as serving does)."""
+    import keras
+
+    spec = ModelSpec(["a", "b", "c"], 28, 28, "L", architecture)
+    model = build_model(spec, SMALL)
+    images = np.random.default_rng(1).integers(0, 256, size=(2, 28, 28, 1), dtype=np.uint8)
+    probabilities = np.asarray(model.predict_on_batch(images))
+    assert probabilities.shape == (2, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(np.asarray(again.predict_on_batch(images)), probabilities, atol=1e-5)
+
+
+def test_backbone_is_frozen_or_thawed_from_the_top():
+    spec = ModelSpec(["a", "b"], 32, 32, "RGB", "mobilenet_v2")
+    frozen = build_model(spec, SMALL)
+    backbone = next(layer for layer in frozen.layers if isinstance(layer, type(frozen)) and layer is not frozen)
+    assert not backbone.trainable and not backbone.trainable_weights
+    thawed = build_model(spec, ModelOptions(working_size=32, trainable_layers=5))
+    backbone = next(layer for layer in thawed.layers if isinstance(layer, type(thawed)) and layer is not thawed)
+    assert [layer.trainable for layer in backbone.layers[-5:]] == [True] * 5
+    assert not any(layer.trainable for layer in backbone.layers[:-5])
+
+
+def test_caffe_inputs_are_bgr_minus_the_imagenet_mean():
+    spec = ModelSpec(["a", "b"], 32, 32, "RGB", "vgg16")
+    model = build_model(spec, SMALL)
+    import keras
+
+    probe = keras.Model(model.input, model.get_layer("rgb_to_bgr").output)
+    pixel = np.zeros((1, 32, 32, 3), np.uint8)
+    pixel[..., 0], pixel[..., 2] = 200, 10
+    out = np.asarray(probe(pixel))[0, 0, 0]
+    np.testing.assert_allclose(out, [10 - 103.939, 0 - 116.779, 200 - 123.68], atol=1e-3)
+
+
+def test_weights_from_a_local_file_and_a_mismatched_file(tmp_path):
+    import keras
+
+    from cnnops.model import load_backbone
+
+    own = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    own.save_weights(tmp_path / "mobilenet.weights.h5")
+    loaded = load_backbone(keras.applications.MobileNetV2, "mobilenet_v2", (32, 32, 3),
+                           str(tmp_path / "mobilenet.weights.h5"))
+    np.testing.assert_array_equal(loaded.get_weights()[0], own.get_weights()[0])
+    with pytest.raises(CnnopsError, match="does not hold weights for resnet50"):
+        load_backbone(keras.applications.ResNet50, "resnet50", (32, 32, 3), str(tmp_path / "mobilenet.weights.h5"))
+    with pytest.raises(CnnopsError, match="not 'none', 'imagenet' or an existing weights file"):
+        load_backbone(keras.applications.ResNet50, "resnet50", (32, 32, 3), str(tmp_path / "missing.h5"))
+
+
+def test_imagenet_weights_offline_is_a_clear_error():
+    from urllib.error import URLError
+
+    from cnnops.model import load_backbone
+
+    def offline(**kwargs):  # what keras.applications raises when the weights cannot be fetched
+        raise URLError("no route to host")
+
+    with pytest.raises(CnnopsError, match="could not fetch the imagenet weights for vgg16 .URLError.; this needs"):
+        load_backbone(offline, "vgg16", (32, 32, 3), "imagenet")
+
+
+def test_scratch_networks_refuse_pretrained_weights():
+    with pytest.raises(CnnopsError, match="deep-cnn is trained from scratch"):
+        build_model(ModelSpec(["a", "b"], 8, 8, "L", "deep-cnn"), ModelOptions(weights="imagenet"))

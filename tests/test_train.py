@@ -44,3 +44,17 @@ def test_evaluating_on_unknown_classes_is_a_one_line_error(make_images, state_ho
     write_dataset(tmp_path / "odd", test, {})
     with pytest.raises(CnnopsError, match=r"classes the model was not trained on \(zebra\)"):
         evaluate_model(result["model"], tmp_path / "odd", tmp_path / "eval")
+
+
+def test_a_frozen_backbone_trains_its_head_through_the_same_step(make_images, state_home, tmp_path):
+    import keras
+    from conftest import train_candidate
+
+    source = make_images(per_class=12, name="backbone")
+    trained = train_candidate(tmp_path / "mobilenet", source, **{
+        "train.architecture": "mobilenet_v2", "train.working_size": "32", "train.epochs": "1"})
+    model = keras.saving.load_model(trained["model"] / "model.keras", compile=False)
+    assert model.name == "mobilenet_v2"
+    backbone = next(layer for layer in model.layers if layer.name.startswith("mobilenetv2"))
+    assert not backbone.trainable
+    assert 0 <= trained["metrics"]["accuracy"] <= 1

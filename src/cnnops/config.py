@@ -59,7 +59,14 @@ class ValidateConfig(_Section):
 
 
 class TrainConfig(_Section):
-    architecture: Literal["simple-cnn"] = "simple-cnn"
+    architecture: Literal["simple-cnn", "deep-cnn", "mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0"] = \
+        "simple-cnn"
+    # Backbones only: "none", "imagenet" (downloads; needs internet) or a local weights file.
+    weights: str = "none"
+    # Backbones only: None freezes the whole backbone; N leaves its last N layers trainable.
+    trainable_layers: int | None = Field(default=None, ge=0)
+    # Side the model resizes its input to; None: the input size (scratch nets) or 224 (backbones).
+    working_size: int | None = Field(default=None, ge=8, le=1024)
     epochs: int = Field(default=20, ge=1)
     batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)

@@ -7,28 +7,46 @@ Every model takes decoded uint8 images of its input shape and does all further p
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 from cnnops.artifacts import ModelSpec
 from cnnops.errors import CnnopsError
 
+# Working resolution of the ImageNet backbones unless the config sets one.
+BACKBONE_SIDE = 224
+# Per-channel ImageNet means (RGB) for the backbones trained on caffe-style inputs.
+CAFFE_MEAN = (123.68, 116.779, 103.939)
 
-def build_model(spec: ModelSpec) -> keras.Model:
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to build a model beyond its input spec: pretrained weights and what stays trainable."""
+
+    weights: str = "none"  # "none", "imagenet" (downloads), or a local weights file
+    trainable_layers: int | None = None  # backbones: None freezes all of it, N leaves its last N trainable
+    working_size: int | None = None  # side the model resizes to (None: its own default)
+
+
+def build_model(spec: ModelSpec, options: ModelOptions = ModelOptions()) -> keras.Model:  # noqa: B008
     """Build the architecture `spec.architecture` names, for `spec`'s input shape and classes."""
     builder = ARCHITECTURES.get(spec.architecture)
     if builder is None:
         raise CnnopsError(
             f"unknown architecture '{spec.architecture}'; choose one of: {', '.join(sorted(ARCHITECTURES))}."
         )
-    return builder(spec)
+    return builder(spec, options)
 
 
-def build_simple_cnn(spec: ModelSpec) -> keras.Model:
+def build_simple_cnn(spec: ModelSpec, options: ModelOptions = ModelOptions()) -> keras.Model:  # noqa: B008
     """A compact conv-batchnorm-relu stack with global pooling: fast on a CPU for small images."""
+    check_scratch_options(spec, options)
     inputs = keras.Input(shape=(spec.height, spec.width, spec.channels), dtype="uint8", name="image")
-    x = preprocess(inputs, spec.size)
+    x = preprocess(inputs, working_size(spec, options))
     for filters in (32, 64, 128):
         x = conv_bn_relu(x, filters)
         x = conv_bn_relu(x, filters)
@@ -51,4 +69,111 @@ def conv_bn_relu(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
     return layers.ReLU()(x)
 
 
-ARCHITECTURES: dict[str, Callable[[ModelSpec], keras.Model]] = {"simple-cnn": build_simple_cnn}
+def build_deep_cnn(spec: ModelSpec, options: ModelOptions = ModelOptions()) -> keras.Model:  # noqa: B008
+    """A deeper scratch network in the shaved/unshaved tutorial's spirit: four conv blocks, now with
+    batchnorm, dropout and global pooling instead of a flatten into a wide dense layer."""
+    check_scratch_options(spec, options)
+    inputs = keras.Input(shape=(spec.height, spec.width, spec.channels), dtype="uint8", name="image")
+    x = preprocess(inputs, working_size(spec, options))
+    for filters in (32, 64, 128, 256):
+        x = conv_bn_relu(x, filters)
+        x = conv_bn_relu(x, filters)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Dropout(0.1)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dropout(0.4)(x)
+    outputs = layers.Dense(len(spec.class_names), activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="deep_cnn")
+
+
+def check_scratch_options(spec: ModelSpec, options: ModelOptions) -> None:
+    if options.weights != "none":
+        raise CnnopsError(f"{spec.architecture} is trained from scratch and has no pretrained weights; leave "
+                          "train.weights at none, or choose a backbone (mobilenet_v2, vgg16, resnet50, "
+                          "efficientnet_b0).")
+
+
+def working_size(spec: ModelSpec, options: ModelOptions, default: int | None = None) -> tuple[int, int]:
+    if options.working_size is not None:
+        return options.working_size, options.working_size
+    return (default, default) if default is not None else spec.size
+
+
+def backbone_builder(application: Callable[..., keras.Model], mode: str, name: str) -> Callable[..., keras.Model]:
+    """A builder for one keras.applications backbone under a new classification head."""
+
+    def build(spec: ModelSpec, options: ModelOptions = ModelOptions()) -> keras.Model:  # noqa: B008
+        side = working_size(spec, options, BACKBONE_SIDE)
+        if min(side) < 32:
+            raise CnnopsError(f"{name} needs a working size of at least 32 pixels; set train.working_size.")
+        inputs = keras.Input(shape=(spec.height, spec.width, spec.channels), dtype="uint8", name="image")
+        x = layers.Resizing(side[0], side[1], name="resize")(inputs)
+        if spec.channels == 1:  # grey images feed the three-channel backbones as equal R, G and B
+            x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
+        x = backbone_input(x, mode)
+        backbone = load_backbone(application, name, (side[0], side[1], 3), options.weights)
+        freeze(backbone, options.trainable_layers)
+        x = backbone(x, training=False)  # batchnorm statistics stay the pretrained ones
+        x = layers.GlobalAveragePooling2D()(x)
+        x = layers.Dropout(0.3)(x)
+        outputs = layers.Dense(len(spec.class_names), activation="softmax", dtype="float32",
+                               name="probabilities")(x)
+        return keras.Model(inputs, outputs, name=name)
+
+    return build
+
+
+def backbone_input(x: keras.KerasTensor, mode: str) -> keras.KerasTensor:
+    """0-255 floats to what the backbone was trained on, with built-in layers only (so the saved
+    model loads anywhere, with no custom code)."""
+    if mode == "tf":  # MobileNetV2: [-1, 1]
+        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_minus1_1")(x)
+    if mode == "caffe":  # VGG16, ResNet50: BGR, ImageNet mean subtracted, not scaled
+        x = layers.Normalization(mean=list(CAFFE_MEAN), variance=[1.0, 1.0, 1.0], name="minus_imagenet_mean")(x)
+        flip = layers.Conv2D(3, 1, use_bias=False, trainable=False, name="rgb_to_bgr")
+        x = flip(x)
+        flip.set_weights([np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3)])
+        return x
+    return x  # EfficientNet rescales and normalises inside itself
+
+
+def load_backbone(application: Callable[..., keras.Model], name: str, shape: tuple[int, int, int],
+                  weights: str) -> keras.Model:
+    """The backbone without its ImageNet head, with the weights asked for and no others."""
+    if weights == "none":
+        return application(include_top=False, weights=None, input_shape=shape)
+    if weights == "imagenet":
+        try:
+            return application(include_top=False, weights="imagenet", input_shape=shape)
+        except Exception as err:  # noqa: BLE001 - keras raises several types for a failed download
+            raise CnnopsError(f"could not fetch the imagenet weights for {name} ({type(err).__name__}); this "
+                              "needs internet. Pass a local weights file as train.weights, or use none.") from None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise CnnopsError(f"train.weights is {weights}: not 'none', 'imagenet' or an existing weights file.")
+    backbone = application(include_top=False, weights=None, input_shape=shape)
+    try:
+        backbone.load_weights(path)
+    except Exception as err:  # noqa: BLE001 - mismatches surface as ValueError, KeyError or OSError
+        raise CnnopsError(f"{path} does not hold weights for {name} without its top ({str(err).splitlines()[0]}); "
+                          "pass the weights file of the same architecture.") from None
+    return backbone
+
+
+def freeze(backbone: keras.Model, trainable_layers: int | None) -> None:
+    """Freeze the whole backbone, or all but its last `trainable_layers` layers."""
+    backbone.trainable = trainable_layers is not None and trainable_layers > 0
+    if backbone.trainable:
+        for layer in backbone.layers[: max(len(backbone.layers) - trainable_layers, 0)]:
+            layer.trainable = False
+
+
+ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
+    "simple-cnn": build_simple_cnn,
+    "deep-cnn": build_deep_cnn,
+    "mobilenet_v2": backbone_builder(keras.applications.MobileNetV2, "tf", "mobilenet_v2"),
+    "vgg16": backbone_builder(keras.applications.VGG16, "caffe", "vgg16"),
+    "resnet50": backbone_builder(keras.applications.ResNet50, "caffe", "resnet50"),
+    "efficientnet_b0": backbone_builder(keras.applications.EfficientNetB0, "raw", "efficientnet_b0"),
+}

@@ -20,7 +20,7 @@ from cnnops.artifacts import TRAIN_HASHES_ARTIFACT, ModelSpec, read_dataset_info
 from cnnops.config import Config, flatten_config
 from cnnops.console import say
 from cnnops.inputs import input_errors_as_user_errors, make_dataset, make_deterministic
-from cnnops.model import build_model
+from cnnops.model import ModelOptions, build_model
 from cnnops.registry import model_name_for
 from cnnops.tracking import ensure_experiment, git_commit, log_dataset, use_tracking_store
 
@@ -43,7 +43,9 @@ def train_model(
 def fit_and_log(spec: ModelSpec, info: dict[str, Any], train_dir: Path, val_dir: Path, out_dir: Path,
                 config: Config, pipeline_run: str) -> dict[str, Any]:
     """Build, fit and save inside one MLflow run, tagged with where the data and code came from."""
-    model = build_model(spec)
+    options = ModelOptions(weights=config.train.weights, trainable_layers=config.train.trainable_layers,
+                           working_size=config.train.working_size)
+    model = build_model(spec, options)
     model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     train_manifest = read_manifest(train_dir)
