@@ -115,3 +115,31 @@ def test_imagenet_weights_offline_is_a_clear_error():
 def test_scratch_networks_refuse_pretrained_weights():
     with pytest.raises(CnnopsError, match="deep-cnn is trained from scratch"):
         build_model(ModelSpec(["a", "b"], 8, 8, "L", "deep-cnn"), ModelOptions(weights="imagenet"))
+
+
+def test_augmentation_presets_and_per_layer_overrides():
+    from cnnops.model import augmentation_strengths
+
+    light = dict(augmentation_strengths("light", {}))
+    assert set(light) == {"flip", "rotation", "zoom", "translation", "contrast", "brightness"}
+    tuned = dict(augmentation_strengths("strong", {"rotation": 0.02, "flip": 0}))
+    assert tuned["rotation"] == 0.02 and "flip" not in tuned
+    assert augmentation_strengths("none", {}) == ()
+
+
+@pytest.mark.parametrize("architecture", ["simple-cnn", "mobilenet_v2"])
+def test_augmentation_acts_in_training_only_and_survives_saving(architecture, tmp_path):
+    import keras
+
+    from cnnops.model import augmentation_strengths
+
+    spec = ModelSpec(["a", "b"], 32, 32, "RGB", architecture)
+    model = build_model(spec, ModelOptions(working_size=32, augment=augmentation_strengths("strong", {})))
+    assert any(layer.name.startswith("augment_") for layer in model.layers)
+    images = np.random.default_rng(2).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    inference = np.asarray(model(images, training=False))
+    np.testing.assert_array_equal(inference, np.asarray(model(images, training=False)))
+    # (the training output differs by random transforms and dropout alike; the inference one never does)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(np.asarray(again(images, training=False)), inference, atol=1e-5)

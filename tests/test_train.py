@@ -1,4 +1,5 @@
 import keras
+import mlflow
 import numpy as np
 import pytest
 from conftest import train_candidate
@@ -58,3 +59,16 @@ def test_a_frozen_backbone_trains_its_head_through_the_same_step(make_images, st
     backbone = next(layer for layer in model.layers if layer.name.startswith("mobilenetv2"))
     assert not backbone.trainable
     assert 0 <= trained["metrics"]["accuracy"] <= 1
+
+
+def test_cosine_schedule_and_augmentation_train_through_the_same_step(make_images, state_home, tmp_path):
+    from conftest import train_candidate
+
+    source = make_images(per_class=12, name="augmented")
+    trained = train_candidate(tmp_path / "cosine", source, **{
+        "train.lr_schedule": "cosine", "train.augmentation": "light", "train.augment.rotation": "0.02",
+        "train.epochs": "2"})
+    run = mlflow.get_run(trained["run_id"])
+    assert run.data.params["train.lr_schedule"] == "cosine"
+    assert run.data.params["train.augment.rotation"] == "0.02"
+    assert run.data.metrics["epochs_run"] == 2

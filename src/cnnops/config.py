@@ -67,6 +67,12 @@ class TrainConfig(_Section):
     trainable_layers: int | None = Field(default=None, ge=0)
     # Side the model resizes its input to; None: the input size (scratch nets) or 224 (backbones).
     working_size: int | None = Field(default=None, ge=8, le=1024)
+    # Random flips, rotations, zooms, shifts, contrast and brightness, active in training only.
+    augmentation: Literal["none", "light", "strong"] = "none"
+    # Per-layer strength over the preset, e.g. {"rotation": 0.05, "flip": 0}; 0 turns a layer off.
+    augment: dict[Literal["flip", "rotation", "zoom", "translation", "contrast", "brightness"], float] = {}
+    # "plateau" halves the rate when val loss stalls; "cosine" decays it to zero over the epochs.
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"
     epochs: int = Field(default=20, ge=1)
     batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)

@@ -19,6 +19,12 @@ from cnnops.errors import CnnopsError
 
 # Working resolution of the ImageNet backbones unless the config sets one.
 BACKBONE_SIDE = 224
+# Augmentation presets: each layer's strength (flip: 1 = horizontal flips on).
+AUGMENTATION_PRESETS: dict[str, dict[str, float]] = {
+    "none": {},
+    "light": {"flip": 1, "rotation": 0.05, "zoom": 0.1, "translation": 0.05, "contrast": 0.1, "brightness": 0.1},
+    "strong": {"flip": 1, "rotation": 0.15, "zoom": 0.25, "translation": 0.15, "contrast": 0.3, "brightness": 0.3},
+}
 # Per-channel ImageNet means (RGB) for the backbones trained on caffe-style inputs.
 CAFFE_MEAN = (123.68, 116.779, 103.939)
 
@@ -30,6 +36,7 @@ class ModelOptions:
     weights: str = "none"  # "none", "imagenet" (downloads), or a local weights file
     trainable_layers: int | None = None  # backbones: None freezes all of it, N leaves its last N trainable
     working_size: int | None = None  # side the model resizes to (None: its own default)
+    augment: tuple[tuple[str, float], ...] = ()  # layer name -> strength, from `augmentation_strengths`
 
 
 def build_model(spec: ModelSpec, options: ModelOptions = ModelOptions()) -> keras.Model:  # noqa: B008
@@ -46,7 +53,7 @@ def build_simple_cnn(spec: ModelSpec, options: ModelOptions = ModelOptions()) ->
     """A compact conv-batchnorm-relu stack with global pooling: fast on a CPU for small images."""
     check_scratch_options(spec, options)
     inputs = keras.Input(shape=(spec.height, spec.width, spec.channels), dtype="uint8", name="image")
-    x = preprocess(inputs, working_size(spec, options))
+    x = preprocess(inputs, working_size(spec, options), options.augment)
     for filters in (32, 64, 128):
         x = conv_bn_relu(x, filters)
         x = conv_bn_relu(x, filters)
@@ -57,9 +64,12 @@ def build_simple_cnn(spec: ModelSpec, options: ModelOptions = ModelOptions()) ->
     return keras.Model(inputs, outputs, name="simple_cnn")
 
 
-def preprocess(inputs: keras.KerasTensor, size: tuple[int, int]) -> keras.KerasTensor:
-    """uint8 pixels in, floats in [0, 1] at the working resolution out: the model owns this step."""
+def preprocess(inputs: keras.KerasTensor, size: tuple[int, int],
+               strengths: tuple[tuple[str, float], ...] = ()) -> keras.KerasTensor:
+    """uint8 pixels in, floats in [0, 1] at the working resolution out (augmented in training):
+    the model owns this step."""
     x = layers.Resizing(size[0], size[1], name="resize")(inputs)
+    x = augment(x, strengths)
     return layers.Rescaling(1.0 / 255.0, name="rescale")(x)
 
 
@@ -74,7 +84,7 @@ def build_deep_cnn(spec: ModelSpec, options: ModelOptions = ModelOptions()) -> k
     batchnorm, dropout and global pooling instead of a flatten into a wide dense layer."""
     check_scratch_options(spec, options)
     inputs = keras.Input(shape=(spec.height, spec.width, spec.channels), dtype="uint8", name="image")
-    x = preprocess(inputs, working_size(spec, options))
+    x = preprocess(inputs, working_size(spec, options), options.augment)
     for filters in (32, 64, 128, 256):
         x = conv_bn_relu(x, filters)
         x = conv_bn_relu(x, filters)
@@ -85,6 +95,31 @@ def build_deep_cnn(spec: ModelSpec, options: ModelOptions = ModelOptions()) -> k
     x = layers.Dropout(0.4)(x)
     outputs = layers.Dense(len(spec.class_names), activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="deep_cnn")
+
+
+def augmentation_strengths(preset: str, overrides: dict[str, float]) -> tuple[tuple[str, float], ...]:
+    """The preset's layer strengths with the per-layer overrides on top; zero-strength layers dropped."""
+    merged = {**AUGMENTATION_PRESETS[preset], **overrides}
+    return tuple(sorted((name, float(value)) for name, value in merged.items() if value))
+
+
+def augment(x: keras.KerasTensor, strengths: tuple[tuple[str, float], ...]) -> keras.KerasTensor:
+    """Random image transforms on 0-255 floats. Keras applies them in training only: at inference
+    (evaluation, the gate, serving) each is the identity."""
+    for name, value in strengths:
+        if name == "flip":
+            x = layers.RandomFlip("horizontal", name="augment_flip")(x)
+        elif name == "rotation":
+            x = layers.RandomRotation(value, fill_mode="nearest", name="augment_rotation")(x)
+        elif name == "zoom":
+            x = layers.RandomZoom(value, fill_mode="nearest", name="augment_zoom")(x)
+        elif name == "translation":
+            x = layers.RandomTranslation(value, value, fill_mode="nearest", name="augment_translation")(x)
+        elif name == "contrast":
+            x = layers.RandomContrast(value, value_range=(0, 255), name="augment_contrast")(x)
+        elif name == "brightness":
+            x = layers.RandomBrightness(value, value_range=(0, 255), name="augment_brightness")(x)
+    return x
 
 
 def check_scratch_options(spec: ModelSpec, options: ModelOptions) -> None:
@@ -111,6 +146,7 @@ def backbone_builder(application: Callable[..., keras.Model], mode: str, name: s
         x = layers.Resizing(side[0], side[1], name="resize")(inputs)
         if spec.channels == 1:  # grey images feed the three-channel backbones as equal R, G and B
             x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
+        x = augment(x, options.augment)
         x = backbone_input(x, mode)
         backbone = load_backbone(application, name, (side[0], side[1], 3), options.weights)
         freeze(backbone, options.trainable_layers)

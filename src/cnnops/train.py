@@ -20,7 +20,7 @@ from cnnops.artifacts import TRAIN_HASHES_ARTIFACT, ModelSpec, read_dataset_info
 from cnnops.config import Config, flatten_config
 from cnnops.console import say
 from cnnops.inputs import input_errors_as_user_errors, make_dataset, make_deterministic
-from cnnops.model import ModelOptions, build_model
+from cnnops.model import ModelOptions, augmentation_strengths, build_model
 from cnnops.registry import model_name_for
 from cnnops.tracking import ensure_experiment, git_commit, log_dataset, use_tracking_store
 
@@ -44,9 +44,10 @@ def fit_and_log(spec: ModelSpec, info: dict[str, Any], train_dir: Path, val_dir:
                 config: Config, pipeline_run: str) -> dict[str, Any]:
     """Build, fit and save inside one MLflow run, tagged with where the data and code came from."""
     options = ModelOptions(weights=config.train.weights, trainable_layers=config.train.trainable_layers,
-                           working_size=config.train.working_size)
+                           working_size=config.train.working_size,
+                           augment=augmentation_strengths(config.train.augmentation, config.train.augment))
     model = build_model(spec, options)
-    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate(config, info["n_images"])),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     train_manifest = read_manifest(train_dir)
     train_ds = make_dataset(train_manifest, spec, config.train.batch_size, shuffle=True, seed=config.seed)
@@ -80,8 +81,7 @@ def fit_and_log(spec: ModelSpec, info: dict[str, Any], train_dir: Path, val_dir:
                 callbacks=[
                     keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
                                                   min_delta=MIN_DELTA, restore_best_weights=True),
-                    keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, min_delta=MIN_DELTA,
-                                                      patience=max(1, config.train.patience // 2)),
+                    *lr_callbacks(config),
                     mlflow.keras.MlflowCallback(run),
                     EpochLine(config.train.epochs),
                 ],
@@ -95,6 +95,23 @@ def fit_and_log(spec: ModelSpec, info: dict[str, Any], train_dir: Path, val_dir:
                                    experiment_id, name)
     say(f"train: {epochs_run} epochs in {seconds:.0f}s, best epoch {best_epoch}, run {record['run_id']}")
     return record
+
+
+def learning_rate(config: Config, n_train: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The configured rate, or a cosine decay from it to zero over every step of every epoch."""
+    train = config.train
+    if train.lr_schedule == "cosine":
+        steps = train.epochs * max(1, -(-n_train // train.batch_size))
+        return keras.optimizers.schedules.CosineDecay(train.learning_rate, decay_steps=steps)
+    return train.learning_rate
+
+
+def lr_callbacks(config: Config) -> list[keras.callbacks.Callback]:
+    """Halving on a plateau, unless a schedule already drives the rate."""
+    if config.train.lr_schedule != "plateau":
+        return []
+    return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, min_delta=MIN_DELTA,
+                                              patience=max(1, config.train.patience // 2))]
 
 
 @contextmanager
