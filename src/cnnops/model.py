@@ -6,6 +6,7 @@ Every model takes decoded uint8 images of its input shape and does all further p
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,11 +190,16 @@ def load_backbone(application: Callable[..., keras.Model], name: str, shape: tup
     if not path.is_file():
         raise CnnopsError(f"train.weights is {weights}: not 'none', 'imagenet' or an existing weights file.")
     backbone = application(include_top=False, weights=None, input_shape=shape)
-    try:
-        backbone.load_weights(path)
-    except Exception as err:  # noqa: BLE001 - mismatches surface as ValueError, KeyError or OSError
-        raise CnnopsError(f"{path} does not hold weights for {name} without its top ({str(err).splitlines()[0]}); "
-                          "pass the weights file of the same architecture.") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            backbone.load_weights(path)
+            problem = next((str(w.message) for w in caught if "Skipping" in str(w.message)), None)
+        except Exception as err:  # noqa: BLE001 - mismatches surface as ValueError, KeyError or OSError
+            problem = str(err)
+    if problem is not None:  # Keras only warns when it skips part of a file: that is a mismatch too
+        raise CnnopsError(f"{path} does not hold weights for {name} without its top ({problem.splitlines()[0]}); "
+                          "pass the weights file of the same architecture.")
     return backbone
 
 
