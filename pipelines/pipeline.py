@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from kfp import dsl
 
+from components.baselines import baselines
 from components.evaluate import evaluate
 from components.gate import gate
 from components.ingest import ingest
@@ -37,6 +38,8 @@ def build_pipeline(gpu: bool = False) -> Callable[..., object]:
             pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         ).set_display_name("train")
         trained.set_cpu_request("2").set_memory_request("4G")
+        baselines(config=config, train_data=splits.outputs["train_data"],
+                  test_data=splits.outputs["test_data"]).set_display_name("baselines")
         if gpu:
             trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
         evaluated = evaluate(

@@ -23,7 +23,7 @@ def test_compiles_to_a_pipeline_spec_with_the_gate_branch(tmp_path):
     spec = load_pipeline_spec(compile_pipeline(tmp_path / "p.yaml"))
     assert spec.pipeline_info.name == "cnnops-train"
     tasks = spec.root.dag.tasks
-    assert {"ingest", "validate", "split", "train", "evaluate", "gate"} <= set(tasks)
+    assert {"ingest", "validate", "split", "train", "baselines", "evaluate", "gate"} <= set(tasks)
     assert tasks["split"].inputs.artifacts["dataset"].task_output_artifact.producer_task == "validate"
     nested = [task for component in spec.components.values() for task in component.dag.tasks.values()]
     conditions = {task.task_info.name: task.trigger_policy.condition for task in nested

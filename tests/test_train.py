@@ -72,3 +72,20 @@ def test_cosine_schedule_and_augmentation_train_through_the_same_step(make_image
     assert run.data.params["train.lr_schedule"] == "cosine"
     assert run.data.params["train.augment.rotation"] == "0.02"
     assert run.data.metrics["epochs_run"] == 2
+
+
+def test_baselines_score_the_same_test_split_and_log_to_the_same_experiment(make_images, state_home, tmp_path):
+    from conftest import train_candidate
+
+    from cnnops.baselines import train_baselines
+
+    source = make_images(per_class=20, name="floors")
+    trained = train_candidate(tmp_path / "cnn", source, **{"train.epochs": "1"})
+    scores = train_baselines(tmp_path / "cnn" / "train", tmp_path / "cnn" / "test", trained["config"])
+    assert set(scores) == {"logistic-regression", "random-forest"}
+    assert scores["random-forest"]["test_accuracy"] > 0.5  # the shapes are easy: a floor, not chance
+    runs = mlflow.search_runs(experiment_ids=[trained["experiment_id"]], output_format="list",
+                              filter_string="tags.`cnnops.step` = 'baseline'")
+    assert {run.data.tags["cnnops.baseline"] for run in runs} == set(scores)
+    assert all(run.data.tags["cnnops.dataset_fingerprint"] ==
+               mlflow.get_run(trained["run_id"]).data.tags["cnnops.dataset_fingerprint"] for run in runs)

@@ -154,6 +154,18 @@ def train(
         train_model(splits / "train", splits / "val", out, cfg)
 
 
+@app.command("baselines")
+def baselines_(
+    splits: Annotated[Path, typer.Option(help="Folder written by `cnnops split`.")],
+    config: ConfigFile = None, sets: Sets = None,
+) -> None:
+    """Fit a logistic regression and a random forest on downscaled pixels, as floors for the CNN."""
+    from cnnops.baselines import train_baselines
+
+    with exit_on_user_error():
+        train_baselines(splits / "train", splits / "test", resolve_config(config, sets))
+
+
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Option(help="Folder written by `cnnops train`.")],
