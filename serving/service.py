@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -153,26 +154,28 @@ class Classifier:
         data = path.read_bytes() if size <= INLINE_DECODE_BYTES else await anyio.Path(path).read_bytes()
         return await self.decode_bytes(data)
 
+    async def decode_base64(self, text: str) -> np.ndarray:
+        return await self.decode_bytes(decode_base64_image(text, self.settings.max_request_bytes))
+
+    async def answer_one(self, decoding: Awaitable[np.ndarray], ctx: bentoml.Context,
+                         k: int | None) -> dict[str, Any]:
+        """One image's top-k, or a 400 naming why its bytes are not a usable image."""
+        try:
+            pixels = await decoding
+        except ImageDecodeError as err:
+            return error(ctx, 400, f"image: {err}")
+        (predictions,) = await self.classify_pixels(pixels[None], k)
+        return {"predictions": predictions}
+
     @bentoml.api(route="/classify")
     async def classify(self, image: ImageFile, ctx: bentoml.Context, top_k: TopK = None) -> dict[str, Any]:
         """Classify one uploaded image (multipart field `image`): jpg, png, webp, gif or bmp."""
-        try:
-            pixels = await self.decode_file(image)
-        except ImageDecodeError as err:
-            return error(ctx, 400, f"image: {err}")
-        (predictions,) = await self.classify_pixels(pixels[None], top_k)
-        return {"predictions": predictions}
+        return await self.answer_one(self.decode_file(image), ctx, top_k)
 
     @bentoml.api(route="/classify_base64")
     async def classify_base64(self, image: str, ctx: bentoml.Context, top_k: TopK = None) -> dict[str, Any]:
         """Classify a base64 image or a data URL (`data:image/png;base64,...`), as a canvas sends it."""
-        try:
-            data = decode_base64_image(image, self.settings.max_request_bytes)
-            pixels = await self.decode_bytes(data)
-        except ImageDecodeError as err:
-            return error(ctx, 400, f"image: {err}")
-        (predictions,) = await self.classify_pixels(pixels[None], top_k)
-        return {"predictions": predictions}
+        return await self.answer_one(self.decode_base64(image), ctx, top_k)
 
     @bentoml.api(route="/classify_batch")
     async def classify_batch(self, images: list[ImageFile], ctx: bentoml.Context,
