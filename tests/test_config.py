@@ -39,10 +39,10 @@ def test_flatten_for_mlflow_params():
 
 def test_set_values_are_typed_by_the_config_not_by_yaml():
     config = build_config(overrides=parse_overrides(
-        ["registry.model_name=2024", "data.source=off", "train.epochs=3", "train.mixed_precision=true",
+        ["registry.model_name=2024", "data.source=off", "train.epochs=3", "train.jit_compile=true",
          "data.image_size=null"]))
     assert (config.registry.model_name, config.data.source) == ("2024", "off")
-    assert (config.train.epochs, config.train.mixed_precision, config.data.image_size) == (3, True, None)
+    assert (config.train.epochs, config.train.jit_compile, config.data.image_size) == (3, True, None)
 
 
 def test_set_value_of_the_wrong_type_is_one_line():

@@ -8,9 +8,9 @@ from mlflow.tracking import MlflowClient
 
 def test_mixed_precision_trains_and_leaves_the_global_policy_alone(make_images, state_home, tmp_path):
     result = train_candidate(tmp_path / "mixed", make_images(per_class=10),
-                             **{"train.epochs": 1, "train.mixed_precision": True})
+                             **{"train.epochs": 1, "train.precision": "mixed_float16"})
     assert keras.mixed_precision.global_policy().name == "float32"
-    assert MlflowClient().get_run(result["run_id"]).data.params["train.mixed_precision"] == "True"
+    assert MlflowClient().get_run(result["run_id"]).data.params["train.precision"] == "mixed_float16"
     model = keras.saving.load_model(result["model"] / "model.keras", compile=False)
     policies = {layer.__class__.__name__: layer.dtype_policy.name for layer in model.layers}
     assert policies["Conv2D"] == "mixed_float16" and policies["Dense"] == "float32"
@@ -26,7 +26,7 @@ def test_input_changed_after_ingest_is_a_one_line_error(make_images, state_home,
     from cnnops.train import train_model
 
     source = make_images(per_class=10)
-    config = build_config(overrides={"data.source": str(source), "train.epochs": 1})
+    config = build_config(overrides={"data.source": str(source), "train.epochs": 1, "train.batch_size": 8})
     ingest_source(config, tmp_path / "ds")
     split_dataset(tmp_path / "ds", {name: tmp_path / name for name in SPLITS}, config)
     changed = sorted((source / "disc").iterdir())[0]

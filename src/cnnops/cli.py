@@ -30,6 +30,9 @@ TrustPickle = Annotated[bool | None, typer.Option(
     "--trust-pickle", help="Read a .pkl DataFrame source; unpickling runs whatever code the file holds.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of config sections.")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
+Precision = Annotated[str | None, typer.Option(
+    help="float32, mixed_float16 or mixed_bfloat16 (16-bit compute, float32 weights).")]
+Xla = Annotated[bool | None, typer.Option("--xla", help="Compile the train step with XLA.")]
 Data = Annotated[str | None, typer.Option(
     "--data", help="Class-folder path, or demo:animals (default), demo:digits, demo:faces, demo:fashion.")]
 
@@ -49,7 +52,8 @@ def run(
     sets: Sets = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
     model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
-    mixed_precision: Annotated[bool | None, typer.Option("--mixed-precision", help="Train in float16.")] = None,
+    precision: Precision = None,
+    xla: Xla = None,
     force_promote: Annotated[bool | None, typer.Option(
         "--force-promote", help="Promote past the champion comparison (the floor still applies).")] = None,
 ) -> None:
@@ -58,7 +62,7 @@ def run(
         cfg = resolve_config(config, sets, **{
             "data.source": data, "data.trust_pickle": trust_pickle, "train.epochs": epochs,
             "registry.model_name": model_name,
-            "train.mixed_precision": mixed_precision, "gate.force_promote": force_promote})
+            "train.precision": precision, "train.jit_compile": xla, "gate.force_promote": force_promote})
         cfg = preflight(cfg)
         from pipelines.run import run_locally
 
@@ -144,14 +148,25 @@ def train(
     out: Annotated[Path, typer.Option(help="Model folder to write.")],
     config: ConfigFile = None, sets: Sets = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
-    mixed_precision: Annotated[bool | None, typer.Option("--mixed-precision")] = None,
+    precision: Precision = None,
+    xla: Xla = None,
+    resume: Annotated[str | None, typer.Option(
+        help="Continue this interrupted run (its id) from its last checkpoint; the config must be the same.")] = None,
+    distill_from: Annotated[str | None, typer.Option(
+        help="Teacher to distil from: a model folder, NAME@ALIAS or NAME:VERSION.")] = None,
 ) -> None:
     """Train a model on the train split, early-stopped on val, tracked in MLflow."""
     from cnnops.train import train_model
 
     with exit_on_user_error():
-        cfg = resolve_config(config, sets, **{"train.epochs": epochs, "train.mixed_precision": mixed_precision})
-        train_model(splits / "train", splits / "val", out, cfg)
+        cfg = resolve_config(config, sets, **{"train.epochs": epochs, "train.precision": precision,
+                                              "train.jit_compile": xla})
+        teacher = None
+        if distill_from is not None:
+            from cnnops.distill import resolve_teacher
+
+            teacher = resolve_teacher(distill_from)
+        train_model(splits / "train", splits / "val", out, cfg, resume=resume, teacher=teacher)
 
 
 @app.command("baselines")

@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cnnops.errors import CnnopsError
 
+# The model zoo's names (each one a builder in cnnops.model) and the augmentation presets.
+Architecture = Literal["simple-cnn", "deep-cnn", "mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0"]
+Augmentation = Literal["none", "light", "strong"]
+
 
 class _Section(BaseModel):
     # coerce_numbers_to_str: `model_name: 2024` in YAML means the string "2024".
@@ -59,8 +63,7 @@ class ValidateConfig(_Section):
 
 
 class TrainConfig(_Section):
-    architecture: Literal["simple-cnn", "deep-cnn", "mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0"] = \
-        "simple-cnn"
+    architecture: Architecture = "simple-cnn"
     # Backbones only: "none", "imagenet" (downloads; needs internet) or a local weights file.
     weights: str = "none"
     # Backbones only: None freezes the whole backbone; N leaves its last N layers trainable.
@@ -68,7 +71,7 @@ class TrainConfig(_Section):
     # Side the model resizes its input to; None: the input size (scratch nets) or 224 (backbones).
     working_size: int | None = Field(default=None, ge=8, le=1024)
     # Random flips, rotations, zooms, shifts, contrast and brightness, active in training only.
-    augmentation: Literal["none", "light", "strong"] = "none"
+    augmentation: Augmentation = "none"
     # Per-layer strength over the preset, e.g. {"rotation": 0.05, "flip": 0}; 0 turns a layer off.
     augment: dict[Literal["flip", "rotation", "zoom", "translation", "contrast", "brightness"], float] = {}
     # "plateau" halves the rate when val loss stalls; "cosine" decays it to zero over the epochs.
@@ -77,7 +80,33 @@ class TrainConfig(_Section):
     batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
     patience: int = Field(default=4, ge=1)
-    mixed_precision: bool = False
+    # Backbones only: after the head is trained, unfreeze and go on for this many epochs (0: no phase 2)
+    fine_tune_epochs: int = Field(default=0, ge=0)
+    # Phase 2 unfreezes the backbone's last N layers (None: all of it) ...
+    fine_tune_layers: int | None = Field(default=None, ge=1)
+    # ... and trains at learning_rate times this.
+    fine_tune_lr_factor: float = Field(default=0.1, gt=0, le=1)
+    # mixed_* compute in 16 bits with float32 weights: faster on GPUs with tensor cores.
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    # Compile the train step with XLA.
+    jit_compile: bool = False
+
+
+class SweepConfig(_Section):
+    # Candidates are every combination of these lists; an empty list keeps the train section's value.
+    # With one candidate in all, there is no sweep: a single training run.
+    architecture: list[Architecture] = []
+    learning_rate: list[float] = []
+    augmentation: list[Augmentation] = []
+    # The candidate with the best value of this on the val split wins the sweep.
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+
+
+class DistillConfig(_Section):
+    # Weight of the true labels against the teacher's softened probabilities.
+    alpha: float = Field(default=0.3, ge=0, le=1)
+    # Softening of both distributions (1: none).
+    temperature: float = Field(default=4.0, gt=0)
 
 
 class GateConfig(_Section):
@@ -115,6 +144,8 @@ class Config(_Section):
     split: SplitConfig = SplitConfig()
     validation: ValidateConfig = ValidateConfig()
     train: TrainConfig = TrainConfig()
+    sweep: SweepConfig = SweepConfig()
+    distill: DistillConfig = DistillConfig()
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()

@@ -31,10 +31,17 @@ def make_dataset(
     batch_size: int,
     shuffle: bool = False,
     seed: int = 0,
+    targets: np.ndarray | None = None,
 ) -> tf.data.Dataset:
-    """(image, label index) batches; labels not in `spec.class_names` map to -1 (never trained on)."""
+    """(image, label index) batches; labels not in `spec.class_names` map to -1 (never trained on).
+
+    `targets`, one row per manifest row, replaces the label index (distillation packs the label and
+    a teacher's probabilities into one row).
+    """
     index = {name: i for i, name in enumerate(spec.class_names)}
     labels = np.array([index.get(label, -1) for label in manifest["label"]], dtype=np.int32)
+    if targets is not None:
+        labels = targets
     shape = (spec.height, spec.width, spec.channels)
 
     def load(path: bytes, sha256: bytes) -> np.ndarray:
@@ -75,9 +82,17 @@ def input_errors_as_user_errors() -> Iterator[None]:
         raise CnnopsError(found.group(1).strip()) from None
 
 
-def make_deterministic(seed: int) -> None:
-    """Same seed, same weights, same metrics: seed every generator and pin TF's kernels."""
+def make_deterministic(seed: int, exact_kernels: bool = True) -> None:
+    """Same seed, same weights, same metrics: seed every generator and pin TF's kernels.
+
+    Keras will not compile with XLA while TF's deterministic kernels are on, so an XLA run is
+    seeded but not bit-for-bit repeatable (`exact_kernels=False`).
+    """
     import keras
+    from tensorflow.python.framework import config as tf_config
 
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if exact_kernels:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()

@@ -211,6 +211,19 @@ def freeze(backbone: keras.Model, trainable_layers: int | None) -> None:
             layer.trainable = False
 
 
+def find_backbone(model: keras.Model) -> keras.Model:
+    """The pretrained network nested inside a backbone architecture's model."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise CnnopsError(f"{model.name} has no single backbone to freeze or unfreeze.")
+    return nested[0]
+
+
+def is_backbone(architecture: str) -> bool:
+    return architecture in BACKBONES
+
+
+BACKBONES = frozenset({"mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0"})
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "simple-cnn": build_simple_cnn,
     "deep-cnn": build_deep_cnn,

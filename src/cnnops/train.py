@@ -1,26 +1,46 @@
 """Train: build the configured CNN, fit it on the train split with early stopping on the val split,
-and record everything in one MLflow run (params, resolved config, per-epoch metrics, the model with
-its signature and input spec, provenance tags). Writes a model folder for the next steps.
+and record everything in one MLflow run (params, resolved config, per-epoch metrics tagged by
+phase, the model with its signature and input spec, provenance tags). Writes a model folder for
+the next steps.
+
+A backbone trains in up to two phases (head, then fine-tune) inside that one run. Every epoch is
+checkpointed, so `resume` continues an interrupted run where it stopped.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.models import infer_signature
 
 from cnnops.artifacts import TRAIN_HASHES_ARTIFACT, ModelSpec, read_dataset_info, read_manifest, write_json
+from cnnops.checkpoints import (
+    MODEL_FILE,
+    ResumableEarlyStopping,
+    ResumablePlateau,
+    check_resumable,
+    checkpoint_dir,
+    read_best_weights,
+    read_progress,
+    write_checkpoint,
+)
 from cnnops.config import Config, flatten_config
 from cnnops.console import say
+from cnnops.distill import distillation_objective, load_teacher, log_distillation, teacher_targets
+from cnnops.errors import CnnopsError
 from cnnops.inputs import input_errors_as_user_errors, make_dataset, make_deterministic
-from cnnops.model import ModelOptions, augmentation_strengths, build_model
+from cnnops.model import ModelOptions, augmentation_strengths, build_model, find_backbone, freeze, is_backbone
 from cnnops.registry import model_name_for
 from cnnops.tracking import ensure_experiment, git_commit, log_dataset, use_tracking_store
 
@@ -28,35 +48,135 @@ from cnnops.tracking import ensure_experiment, git_commit, log_dataset, use_trac
 MIN_DELTA = 1e-3
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of training with its own optimizer: a scratch net has one; a backbone has its
+    head phase and, when asked, a fine-tune phase with the backbone (partly) unfrozen."""
+
+    name: str  # "train", "head" or "fine_tune": the prefix of this phase's metrics in MLflow
+    epochs: int
+    learning_rate: float
+    unfreeze: int | None = None  # fine_tune: the backbone's last N layers (None: all)
+
+
 def train_model(
-    train_dir: Path, val_dir: Path, out_dir: Path, config: Config, pipeline_run: str = "manual"
+    train_dir: Path, val_dir: Path, out_dir: Path, config: Config, pipeline_run: str = "manual", *,
+    resume: str | None = None, parent_run_id: str | None = None, teacher: Path | None = None,
 ) -> dict[str, Any]:
-    """Fit a model and write the model folder; returns the run record (run id, model URI)."""
+    """Fit a model and write the model folder; returns the run record (run id, model URI).
+
+    `resume` names an interrupted run to continue from its last checkpoint; `parent_run_id` makes
+    the run a child of a sweep's run; `teacher` is a model folder to distil from.
+    """
     info = read_dataset_info(train_dir)
     spec = ModelSpec(class_names=list(info["classes"]), height=info["height"], width=info["width"],
                      mode=info["mode"], architecture=config.train.architecture)
-    make_deterministic(config.seed)
-    with precision_policy("mixed_float16" if config.train.mixed_precision else None):
-        return fit_and_log(spec, info, train_dir, val_dir, out_dir, config, pipeline_run)
+    check_batch_size(info["n_images"], config.train.batch_size)
+    phases = plan_phases(config)
+    progress = None
+    if resume is not None:
+        progress = read_progress(resume)
+        check_resumable(progress, config.model_dump(mode="json"), info["fingerprint"])
+    make_deterministic(config.seed, exact_kernels=not config.train.jit_compile)
+    with precision_policy(config.train.precision), distribution_scope() as replicas:
+        job = TrainingJob(spec, info, config, phases, teacher=load_teacher(teacher, spec) if teacher else None,
+                          replicas=replicas)
+        return job.run(train_dir, val_dir, out_dir, pipeline_run, progress, parent_run_id)
 
 
-def fit_and_log(spec: ModelSpec, info: dict[str, Any], train_dir: Path, val_dir: Path, out_dir: Path,
-                config: Config, pipeline_run: str) -> dict[str, Any]:
-    """Build, fit and save inside one MLflow run, tagged with where the data and code came from."""
-    options = ModelOptions(weights=config.train.weights, trainable_layers=config.train.trainable_layers,
-                           working_size=config.train.working_size,
-                           augment=augmentation_strengths(config.train.augmentation, config.train.augment))
-    model = build_model(spec, options)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate(config, info["n_images"])),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    train_manifest = read_manifest(train_dir)
-    train_ds = make_dataset(train_manifest, spec, config.train.batch_size, shuffle=True, seed=config.seed)
-    val_ds = make_dataset(read_manifest(val_dir), spec, config.train.batch_size)
+def check_batch_size(n_train: int, batch_size: int) -> None:
+    """A train split smaller than one batch would train on a single ragged step per epoch."""
+    if n_train < batch_size:
+        raise CnnopsError(f"the train split has {n_train} images, fewer than one batch of train.batch_size "
+                          f"{batch_size}; lower it (--set train.batch_size={max(1, n_train // 2)}) or add images.")
 
-    use_tracking_store()
-    name = model_name_for(config, info["source"])
-    experiment_id = ensure_experiment(name)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+
+def plan_phases(config: Config) -> list[Phase]:
+    """The training phases the config asks for; a fine-tune phase needs a backbone to unfreeze."""
+    train = config.train
+    if not is_backbone(train.architecture):
+        if train.fine_tune_epochs:
+            raise CnnopsError(f"{train.architecture} is trained whole from the start, so it has no backbone to "
+                              "fine-tune; set train.fine_tune_epochs to 0 or choose a backbone architecture.")
+        return [Phase("train", train.epochs, train.learning_rate)]
+    phases = [Phase("head", train.epochs, train.learning_rate)]
+    if train.fine_tune_epochs:
+        phases.append(Phase("fine_tune", train.fine_tune_epochs, train.learning_rate * train.fine_tune_lr_factor,
+                            train.fine_tune_layers))
+    return phases
+
+
+class TrainingJob:
+    """Everything one training run needs, so that a resumed run rebuilds exactly the same thing."""
+
+    def __init__(self, spec: ModelSpec, info: dict[str, Any], config: Config, phases: list[Phase],
+                 teacher: keras.Model | None = None, replicas: int = 1) -> None:
+        self.spec, self.info, self.config, self.phases = spec, info, config, phases
+        self.teacher, self.replicas = teacher, replicas
+        self.steps_per_epoch = -(-info["n_images"] // config.train.batch_size)
+
+    def run(self, train_dir: Path, val_dir: Path, out_dir: Path, pipeline_run: str,
+            progress: dict[str, Any] | None, parent_run_id: str | None) -> dict[str, Any]:
+        """Build (or reload), fit every phase and save, inside one MLflow run."""
+        config, spec, info = self.config, self.spec, self.info
+        train_manifest, val_manifest = read_manifest(train_dir), read_manifest(val_dir)
+        train_ds = self.dataset(train_manifest, shuffle=True)
+        val_ds = self.dataset(val_manifest)
+        use_tracking_store()
+        name = model_name_for(config, info["source"])
+        experiment_id = ensure_experiment(name)
+        if progress is None:
+            model = build_model(spec, self.model_options())
+            opened = mlflow.start_run(experiment_id=experiment_id, run_name=candidate_label(config),
+                                      tags={"mlflow.parentRunId": parent_run_id} if parent_run_id else None)
+        else:
+            model = keras.saving.load_model(checkpoint_dir(progress["run_id"]) / MODEL_FILE)
+            model.jit_compile = config.train.jit_compile
+            opened = mlflow.start_run(run_id=progress["run_id"])
+        with opened as run:
+            if progress is None:
+                self.log_start(model, train_manifest, train_dir, val_manifest, pipeline_run, name)
+            else:
+                say(f"train: resuming run {run.info.run_id} after epoch {progress['epoch']}")
+                backfill_metrics(run.info.run_id, progress, self.phases)
+            say(f"train: {spec.architecture} on {info['n_images']} images of {spec.height}x{spec.width} "
+                f"{spec.mode}, {len(spec.class_names)} classes, up to {sum(p.epochs for p in self.phases)} epochs; "
+                f"run {run.info.run_id} (resume with --resume {run.info.run_id})")
+            started = time.monotonic()
+            with input_errors_as_user_errors():
+                state = self.fit_phases(model, train_ds, val_ds, run.info.run_id, progress)
+            seconds = time.monotonic() - started
+            history = state["history"]
+            best_epoch = state["phases"][-1]["best_epoch"]
+            epochs_run = len(history["loss"])
+            mlflow.log_metrics({"train_seconds": seconds, "epochs_run": epochs_run, "best_epoch": best_epoch,
+                                "train_images_per_second": info["n_images"] * (epochs_run - state["resumed_at"])
+                                / seconds})
+            mlflow.set_tag("cnnops.phases", json.dumps(state["phases"]))
+            if self.teacher is not None:
+                log_distillation(self.teacher, model, self.spec, val_manifest, self.config)
+            record = save_model_folder(out_dir, model, spec, config, history, run.info.run_id, experiment_id, name,
+                                       best_epoch)
+        shutil.rmtree(checkpoint_dir(run.info.run_id), ignore_errors=True)  # finished: nothing to resume
+        say(f"train: {epochs_run} epochs in {seconds:.0f}s, best epoch {best_epoch}, run {record['run_id']}")
+        return record
+
+    def model_options(self) -> ModelOptions:
+        train = self.config.train
+        return ModelOptions(weights=train.weights, trainable_layers=train.trainable_layers,
+                            working_size=train.working_size,
+                            augment=augmentation_strengths(train.augmentation, train.augment))
+
+    def dataset(self, manifest: pd.DataFrame, shuffle: bool = False) -> Any:
+        """Batches of (image, label), or of (image, label + teacher probabilities) when distilling."""
+        targets = None if self.teacher is None else teacher_targets(self.teacher, self.spec, manifest)
+        return make_dataset(manifest, self.spec, self.config.train.batch_size, shuffle=shuffle,
+                            seed=self.config.seed, targets=targets)
+
+    def log_start(self, model: keras.Model, train_manifest: pd.DataFrame, train_dir: Path,
+                  val_manifest: pd.DataFrame, pipeline_run: str, name: str) -> None:
+        """Params, config, provenance tags and the dataset: what a reader of the run needs first."""
+        info, config = self.info, self.config
         mlflow.set_tags({
             "cnnops.dataset_fingerprint": info["fingerprint"],
             "cnnops.data_source": info["source"],
@@ -65,61 +185,109 @@ def fit_and_log(spec: ModelSpec, info: dict[str, Any], train_dir: Path, val_dir:
             "cnnops.pipeline_run": pipeline_run,
             "cnnops.registered_model": name,
             "cnnops.devices": ",".join(d.device_type for d in _devices()),
+            "cnnops.replicas": str(self.replicas),
+            "cnnops.distilled": str(self.teacher is not None).lower(),
         })
-        mlflow.log_params({**flatten_config(config), "n_train": info["n_images"],
-                           "n_val": read_dataset_info(val_dir)["n_images"],
+        mlflow.log_params({**flatten_config(config), "n_train": info["n_images"], "n_val": len(val_manifest),
                            "n_params": model.count_params()})
         mlflow.log_dict(config.model_dump(mode="json"), "config.json")
         mlflow.log_text("\n".join(sorted(train_manifest["sha256"])) + "\n", TRAIN_HASHES_ARTIFACT)
         log_dataset(train_manifest, info, train_dir, context="training")
-        say(f"train: {spec.architecture} on {info['n_images']} images of {spec.height}x{spec.width} "
-            f"{spec.mode}, {len(spec.class_names)} classes, up to {config.train.epochs} epochs")
-        started = time.monotonic()
-        with input_errors_as_user_errors():
-            history = model.fit(
-                train_ds, validation_data=val_ds, epochs=config.train.epochs, verbose=0, shuffle=False,
-                callbacks=[
-                    keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
-                                                  min_delta=MIN_DELTA, restore_best_weights=True),
-                    *lr_callbacks(config),
-                    mlflow.keras.MlflowCallback(run),
-                    EpochLine(config.train.epochs),
-                ],
-            )
-        seconds = time.monotonic() - started
-        epochs_run = len(history.history["loss"])
-        best_epoch = int(np.argmin(history.history["val_loss"])) + 1
-        mlflow.log_metrics({"train_seconds": seconds, "epochs_run": epochs_run, "best_epoch": best_epoch,
-                            "train_images_per_second": info["n_images"] * epochs_run / seconds})
-        record = save_model_folder(out_dir, model, spec, config, history.history, run.info.run_id,
-                                   experiment_id, name)
-    say(f"train: {epochs_run} epochs in {seconds:.0f}s, best epoch {best_epoch}, run {record['run_id']}")
-    return record
+
+    def fit_phases(self, model: keras.Model, train_ds: Any, val_ds: Any, run_id: str,
+                   progress: dict[str, Any] | None) -> dict[str, Any]:
+        """Fit each phase from where `progress` left off, checkpointing after every epoch."""
+        folder = checkpoint_dir(run_id)
+        state = progress or {
+            "run_id": run_id, "config": self.config.model_dump(mode="json"), "fingerprint": self.info["fingerprint"],
+            "phase": 0, "epoch": 0, "phase_start": 0, "history": {}, "phases": [],
+            "early_stopping": None, "plateau": None}
+        state["resumed_at"] = state["epoch"]
+        total = sum(p.epochs for p in self.phases)
+        for index in range(state["phase"], len(self.phases)):
+            phase = self.phases[index]
+            mid_phase = progress is not None and index == progress["phase"] and state["epoch"] > state["phase_start"]
+            if not mid_phase:
+                self.prepare_phase(model, phase)
+            train = self.config.train
+            early = ResumableEarlyStopping(
+                state["early_stopping"] if mid_phase else None, read_best_weights(folder) if mid_phase else None,
+                monitor="val_loss", patience=train.patience, min_delta=MIN_DELTA, restore_best_weights=True)
+            plateau = [ResumablePlateau(state["plateau"] if mid_phase else None, monitor="val_loss", factor=0.5,
+                                        min_delta=MIN_DELTA, patience=max(1, train.patience // 2))
+                       ] if train.lr_schedule == "plateau" else []
+            model.fit(train_ds, validation_data=val_ds, initial_epoch=state["epoch"],
+                      epochs=state["phase_start"] + phase.epochs, verbose=0, shuffle=False,
+                      callbacks=[early, *plateau, Checkpointer(folder, state, early, plateau),
+                                 PhaseMetrics(phase.name), EpochLine(total)])
+            state["phases"].append({
+                "name": phase.name, "first_epoch": state["phase_start"] + 1, "last_epoch": state["epoch"],
+                "best_epoch": early.best_epoch + 1, "learning_rate": phase.learning_rate,
+                "trainable_weights": len(model.trainable_weights)})
+            state.update(phase=index + 1, phase_start=state["epoch"], early_stopping=None, plateau=None)
+            write_checkpoint(folder, model, state, None)
+        return state
+
+    def prepare_phase(self, model: keras.Model, phase: Phase) -> None:
+        """Unfreeze for fine-tuning, then compile with the phase's own optimizer and rate."""
+        if phase.name == "fine_tune":
+            backbone = find_backbone(model)
+            freeze(backbone, phase.unfreeze if phase.unfreeze is not None else len(backbone.layers))
+        loss, metrics = (distillation_objective(self.config.distill) if self.teacher is not None
+                         else ("sparse_categorical_crossentropy", ["accuracy"]))
+        rate = learning_rate(self.config.train.lr_schedule, phase.learning_rate, phase.epochs * self.steps_per_epoch)
+        model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics,
+                      jit_compile=self.config.train.jit_compile)
+        mlflow.set_tag("cnnops.xla", str(bool(model.jit_compile)).lower())  # Keras falls back when it must
+        say(f"train: phase {phase.name}: {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
+            f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable parameters")
 
 
-def learning_rate(config: Config, n_train: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """The configured rate, or a cosine decay from it to zero over every step of every epoch."""
+def backfill_metrics(run_id: str, progress: dict[str, Any], phases: list[Phase]) -> None:
+    """Log the checkpointed epochs a kill kept from reaching MLflow (the checkpoint is written
+    before an epoch's metrics are logged), so the resumed run's curves have every epoch once."""
+    logged = {metric.step for metric in mlflow.MlflowClient().get_metric_history(run_id, "loss")}
+    bounds = [(p["first_epoch"] - 1, p["last_epoch"], p["name"]) for p in progress["phases"]]
+    bounds.append((progress["phase_start"], progress["epoch"], phases[min(progress["phase"], len(phases) - 1)].name))
+    for first, last, name in bounds:
+        for step in range(first, last):
+            if step not in logged:
+                values = {key: series[step] for key, series in progress["history"].items()}
+                mlflow.log_metrics({**values, **{f"{name}.{key}": v for key, v in values.items()}}, step=step)
+
+
+def candidate_label(config: Config) -> str:
+    """A run name that tells sweep candidates apart in the MLflow UI."""
     train = config.train
-    if train.lr_schedule == "cosine":
-        steps = train.epochs * max(1, -(-n_train // train.batch_size))
-        return keras.optimizers.schedules.CosineDecay(train.learning_rate, decay_steps=steps)
-    return train.learning_rate
+    return f"{train.architecture} lr={train.learning_rate:g} aug={train.augmentation}"
 
 
-def lr_callbacks(config: Config) -> list[keras.callbacks.Callback]:
-    """Halving on a plateau, unless a schedule already drives the rate."""
-    if config.train.lr_schedule != "plateau":
-        return []
-    return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, min_delta=MIN_DELTA,
-                                              patience=max(1, config.train.patience // 2))]
+def learning_rate(schedule: str, rate: float, steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The rate itself, or a cosine decay from it to zero over `steps` (one phase's every step)."""
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(1, steps))
+    return rate
 
 
 @contextmanager
-def precision_policy(name: str | None) -> Iterator[None]:
+def distribution_scope() -> Iterator[int]:
+    """MirroredStrategy across the GPUs when TensorFlow sees more than one; yields the replica count."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if len(tf.config.list_logical_devices("GPU")) > 1:
+            strategy = tf.distribute.MirroredStrategy()
+            with strategy.scope():
+                yield strategy.num_replicas_in_sync
+            return
+    yield 1
+
+
+@contextmanager
+def precision_policy(name: str) -> Iterator[None]:
     """Keras' dtype policy is process-global: set it for one training, then put the old one back."""
     previous = keras.mixed_precision.global_policy()
-    if name is not None:
-        keras.mixed_precision.set_global_policy(name)
+    keras.mixed_precision.set_global_policy(name)
     try:
         yield
     finally:
@@ -128,7 +296,7 @@ def precision_policy(name: str | None) -> Iterator[None]:
 
 def save_model_folder(
     out_dir: Path, model: keras.Model, spec: ModelSpec, config: Config, history: dict[str, list[float]],
-    run_id: str, experiment_id: str, registered_model: str,
+    run_id: str, experiment_id: str, registered_model: str, best_epoch: int,
 ) -> dict[str, Any]:
     """Write the model folder and log the model to the active MLflow run."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +311,8 @@ def save_model_folder(
     mlflow.log_artifact(str(out_dir / "model_spec.json"))
     mlflow.log_artifact(str(out_dir / "history.json"))
     record = {"run_id": run_id, "experiment_id": experiment_id, "model_uri": info.model_uri,
-              "model_id": info.model_id, "registered_model": registered_model}
+              "model_id": info.model_id, "registered_model": registered_model, "best_epoch": best_epoch,
+              **{key: float(history[key][best_epoch - 1]) for key in ("val_loss", "val_accuracy")}}
     write_json(out_dir / "run.json", record)
     return record
 
@@ -154,6 +323,38 @@ def model_requirements() -> list[str]:
 
     backend = keras.backend.backend()
     return [f"keras=={version('keras')}", f"{backend}=={version(backend)}"]
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """After every epoch: the history, the early-stopping and plateau counters and the model with its
+    optimizer state, so a killed run loses at most the epoch it was in."""
+
+    def __init__(self, folder: Path, state: dict[str, Any], early: ResumableEarlyStopping,
+                 plateau: list[ResumablePlateau]) -> None:
+        super().__init__()
+        self.folder, self.state, self.early, self.plateau = folder, state, early, plateau
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        for key, value in (logs or {}).items():
+            self.state["history"].setdefault(key, []).append(float(value))
+        self.state["epoch"] = epoch + 1
+        self.state["early_stopping"] = self.early.state()
+        self.state["plateau"] = self.plateau[0].state() if self.plateau else None
+        improved = self.early.best_epoch == epoch
+        write_checkpoint(self.folder, self.model, self.state, self.early.best_weights if improved else None)
+
+
+class PhaseMetrics(keras.callbacks.Callback):
+    """Each epoch's metrics to the active MLflow run at the run-wide epoch: once plain, as one curve
+    across phases, and once under the phase's name (`head.val_loss`, `fine_tune.val_loss`)."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__()
+        self.phase = phase
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        values = {key: float(value) for key, value in (logs or {}).items()}
+        mlflow.log_metrics({**values, **{f"{self.phase}.{key}": value for key, value in values.items()}}, step=epoch)
 
 
 class EpochLine(keras.callbacks.Callback):

@@ -1,0 +1,165 @@
+"""Issue 5's training features: the two-phase transfer schedule, per-epoch checkpoints and resume,
+precision and XLA flags, and the one-line refusals that come before any training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import mlflow
+import pytest
+from conftest import train_candidate, write_images
+from mlflow.tracking import MlflowClient
+
+
+def prepare_splits(work: Path, source: Path, **overrides) -> tuple[Path, object]:
+    from cnnops.config import build_config
+    from cnnops.ingest import ingest_source
+    from cnnops.split import SPLITS, split_dataset
+
+    config = build_config(overrides={"data.source": str(source), "train.batch_size": 16, **overrides})
+    ingest_source(config, work / "dataset")
+    split_dataset(work / "dataset", {name: work / "splits" / name for name in SPLITS}, config)
+    return work / "splits", config
+
+
+def no_runs() -> bool:
+    """True when this test's own store holds no run at all."""
+    from cnnops.tracking import use_tracking_store
+
+    use_tracking_store()
+    return mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_a_backbone_trains_head_then_fine_tune_in_one_run_with_the_right_layers_frozen(
+        make_images, state_home, tmp_path):
+    from cnnops.model import find_backbone
+
+    trained = train_candidate(tmp_path / "ft", make_images(per_class=12), **{
+        "train.architecture": "mobilenet_v2", "train.working_size": "32", "train.epochs": "2",
+        "train.fine_tune_epochs": "2", "train.fine_tune_layers": "10", "train.learning_rate": "0.01"})
+    run = MlflowClient().get_run(trained["run_id"])
+    phases = json.loads(run.data.tags["cnnops.phases"])
+    assert [(p["name"], p["first_epoch"], p["last_epoch"]) for p in phases] == [("head", 1, 2), ("fine_tune", 3, 4)]
+    assert phases[1]["learning_rate"] == pytest.approx(0.001)
+
+    model = keras.saving.load_model(trained["model"] / "model.keras", compile=False)
+    backbone = find_backbone(model)
+    head_weights = 2  # the classifier's kernel and bias
+    last_ten = sum(len(layer.trainable_weights) for layer in backbone.layers[-10:])
+    assert phases[0]["trainable_weights"] == head_weights
+    assert phases[1]["trainable_weights"] == head_weights + last_ten
+    assert [layer.name for layer in backbone.layers[:-10] if layer.trainable and layer.weights] == []
+
+    client = MlflowClient()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "head.loss")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "fine_tune.loss")] == [2, 3]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1, 2, 3]
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_without_repeating_epochs(state_home, tmp_path):
+    splits, _ = prepare_splits(tmp_path, write_images(tmp_path / "images", per_class=80))
+    epochs = 30
+    command = [str(Path(sys.executable).parent / "cnnops"), "train", "--splits", str(splits),
+               "--out", str(tmp_path / "model"), "--set", "train.batch_size=16",
+               "--set", f"train.epochs={epochs}", "--set", f"train.patience={epochs}"]
+    env = {**os.environ, "CNNOPS_HOME": str(state_home)}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    checkpoints = state_home / "checkpoints"
+    deadline = time.monotonic() + 240
+    progress: dict = {}
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list(checkpoints.glob("*/progress.json")) if checkpoints.is_dir() else []
+        if found:
+            try:
+                progress = json.loads(found[0].read_text())
+            except json.JSONDecodeError:  # replaced while being read: read it again
+                continue
+            if progress["epoch"] >= 3:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+        time.sleep(0.05)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read()  # killed mid-run, not finished
+    run_id = progress["run_id"]
+    stopped_at = json.loads((checkpoints / run_id / "progress.json").read_text())["epoch"]
+    assert 3 <= stopped_at < epochs
+    assert not (tmp_path / "model" / "model.keras").exists()
+
+    resumed = subprocess.run([*command, "--resume", run_id], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout
+    assert f"resuming run {run_id} after epoch {stopped_at}" in resumed.stdout
+    first_epoch_line = next(line for line in resumed.stdout.splitlines() if "train: epoch " in line)
+    assert f"epoch {stopped_at + 1}/{epochs}" in first_epoch_line  # finished epochs are not trained again
+
+    from cnnops.tracking import use_tracking_store
+
+    use_tracking_store()
+    client = MlflowClient()
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == list(range(epochs))
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == 1
+    history = json.loads((tmp_path / "model" / "history.json").read_text())
+    assert len(history["loss"]) == epochs
+    assert not (checkpoints / run_id).exists()  # a finished run leaves no checkpoint behind
+
+
+def test_resuming_with_a_different_config_is_refused_before_training(state_home, tmp_path):
+    from cnnops.artifacts import read_dataset_info
+    from cnnops.checkpoints import checkpoint_dir, write_checkpoint
+    from cnnops.errors import CnnopsError
+    from cnnops.train import train_model
+
+    splits, config = prepare_splits(tmp_path, write_images(tmp_path / "images", per_class=10))
+    folder = checkpoint_dir("abc123")
+
+    progress = {"run_id": "abc123", "config": config.model_dump(mode="json"), "epoch": 2, "phase": 0,
+                "phase_start": 0, "fingerprint": read_dataset_info(splits / "train")["fingerprint"], "history": {},
+                "phases": [], "early_stopping": None, "plateau": None}
+    write_checkpoint(folder, keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), progress, None)
+    changed = config.model_copy(update={"train": config.train.model_copy(update={"learning_rate": 0.1})})
+    with pytest.raises(CnnopsError, match=r"^cannot resume run abc123: its config differs "
+                                          r"\(train.learning_rate 0.002 -> 0.1\)"):
+        train_model(splits / "train", splits / "val", tmp_path / "m", changed, resume="abc123")
+    with pytest.raises(CnnopsError, match=r"^no checkpoint of run nope"):
+        train_model(splits / "train", splits / "val", tmp_path / "m", config, resume="nope")
+    assert no_runs()
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"train.batch_size": "64"}, r"^the train split has 24 images, fewer than one batch of train.batch_size 64"),
+    ({"train.fine_tune_epochs": "2"}, r"^simple-cnn is trained whole from the start, so it has no backbone"),
+    ({"train.architecture": "mobilenet_v2", "train.working_size": "32", "train.weights": "/nowhere.weights.h5"},
+     r"^train.weights is /nowhere.weights.h5: not 'none', 'imagenet' or an existing weights file"),
+])
+def test_bad_training_requests_are_one_line_errors_before_any_run(make_images, state_home, tmp_path, overrides,
+                                                                   message):
+    from cnnops.config import build_config
+    from cnnops.errors import CnnopsError
+    from cnnops.train import train_model
+
+    splits, config = prepare_splits(tmp_path, make_images(per_class=10))
+    bad = build_config(overrides={"data.source": config.data.source, "train.batch_size": 16, **overrides})
+    with pytest.raises(CnnopsError, match=message):
+        train_model(splits / "train", splits / "val", tmp_path / "m", bad)
+    assert no_runs()
+
+
+def test_bfloat16_with_xla_trains_and_records_both_flags(make_images, state_home, tmp_path):
+    trained = train_candidate(tmp_path / "bf16", make_images(per_class=10), **{
+        "train.epochs": "1", "train.precision": "mixed_bfloat16", "train.jit_compile": "true"})
+    run = MlflowClient().get_run(trained["run_id"])
+    assert (run.data.params["train.precision"], run.data.params["train.jit_compile"]) == ("mixed_bfloat16", "True")
+    assert run.data.tags["cnnops.xla"] == "true"  # Keras did compile it, rather than fall back
+    model = keras.saving.load_model(trained["model"] / "model.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)} == \
+        {"mixed_bfloat16"}
+    assert keras.mixed_precision.global_policy().name == "float32"
