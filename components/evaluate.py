@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from components import BASE_IMAGE
 
@@ -11,8 +11,11 @@ def evaluate(
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
+    analysis: Output[HTML],
 ) -> float:
-    """Score the candidate on the test split; returns its test accuracy."""
+    """Score the candidate on the test split; returns its test accuracy. `analysis` is the error
+    analysis page (top losses, mistakes per class, activation maps) for the KFP UI."""
+    import shutil
     from pathlib import Path
 
     from cnnops.errors import exit_on_user_error
@@ -24,4 +27,6 @@ def evaluate(
     metrics.log_metric("test_macro_f1", scores["macro_f1"])
     metrics.log_metric("n_test", scores["n_test"])
     classification.log_confusion_matrix(scores["class_names"], scores["confusion_matrix"])
+    Path(analysis.path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(evaluation.path) / "analysis" / "analysis.html", analysis.path)
     return scores["accuracy"]

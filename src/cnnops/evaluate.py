@@ -1,5 +1,6 @@
 """Evaluate: score a model on a test manifest (accuracy, macro F1, per-class report, confusion
-matrix, learning curves) and log it all to the model's MLflow run.
+matrix, learning curves), analyse its errors (`cnnops.analysis`, in `analysis/`) and log it all to
+the model's MLflow run.
 """
 
 from __future__ import annotations
@@ -8,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import matplotlib
 import mlflow
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from cnnops.analysis import pyplot, write_analysis
 from cnnops.artifacts import (
     ModelSpec,
     manifest_fingerprint,
@@ -34,19 +35,23 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> dict[str, 
     """Score the model folder's model on the test folder; write and log the evaluation.
 
     The scores name the model's run and the test set's fingerprint, so the gate and registration
-    can refuse an evaluation of another model or of other images.
+    can refuse an evaluation of another model or of other images. The error analysis reuses the
+    same predictions, so the test images are scored once.
     """
     spec = read_model_spec(model_dir)
     run = read_json(model_dir / "run.json")
     model = keras.saving.load_model(model_dir / "model.keras", compile=False)
     manifest = read_manifest(test_dir)
-    scores = {**score_model(model, spec, manifest), "run_id": run["run_id"],
+    check_known_classes(spec, manifest)
+    probabilities = predict_manifest(model, spec, manifest)
+    scores = {**score_probabilities(probabilities, spec, manifest), "run_id": run["run_id"],
               "test_fingerprint": manifest_fingerprint(manifest)}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_evaluation(out_dir, scores)
     pd.DataFrame(scores["per_class"]).to_csv(out_dir / "per_class.csv", index=False)
     plot_confusion_matrix(np.array(scores["confusion_matrix"]), spec.class_names, out_dir / "confusion_matrix.png")
     plot_learning_curves(read_json(model_dir / "history.json"), out_dir / "learning_curves.png")
+    write_analysis(model, spec, manifest, probabilities, out_dir / "analysis")
 
     use_tracking_store()
     with mlflow.start_run(run_id=run["run_id"]):
@@ -59,11 +64,20 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> dict[str, 
 
 def score_model(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> dict[str, Any]:
     """Metrics of `model` on `manifest`, whose labels must be among the model's classes."""
+    check_known_classes(spec, manifest)
+    return score_probabilities(predict_manifest(model, spec, manifest), spec, manifest)
+
+
+def check_known_classes(spec: ModelSpec, manifest: pd.DataFrame) -> None:
+    """Refuse, before any image is scored, a test set with classes the model cannot predict."""
     unknown = sorted(set(manifest["label"]) - set(spec.class_names))
     if unknown:
         raise CnnopsError(f"the test images include classes the model was not trained on ({', '.join(unknown)}); "
                           "evaluate on the test split of the dataset the model was trained with.")
-    probabilities = predict_manifest(model, spec, manifest)
+
+
+def score_probabilities(probabilities: np.ndarray, spec: ModelSpec, manifest: pd.DataFrame) -> dict[str, Any]:
+    """Metrics of the class probabilities `predict_manifest` gave for `manifest`."""
     index = {name: i for i, name in enumerate(spec.class_names)}
     y_true = np.array([index[label] for label in manifest["label"]])
     y_pred = probabilities.argmax(axis=1)
@@ -91,7 +105,7 @@ def predict_manifest(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     size = max(4.0, 0.6 * len(class_names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues")
@@ -110,7 +124,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path
 
 
 def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix in ("", "val_"):
@@ -124,10 +138,3 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
-
-def _pyplot() -> Any:
-    """pyplot on the file-only backend: no display is needed, and none is touched at import time."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
