@@ -23,12 +23,18 @@ def test_compiles_to_a_pipeline_spec_with_the_gate_branch(tmp_path):
     spec = load_pipeline_spec(compile_pipeline(tmp_path / "p.yaml"))
     assert spec.pipeline_info.name == "cnnops-train"
     tasks = spec.root.dag.tasks
-    assert {"ingest", "validate", "split", "train", "baselines", "evaluate", "gate"} <= set(tasks)
+    assert {"ingest", "validate", "split", "plan-sweep", "select-model", "baselines", "evaluate", "gate"} <= set(tasks)
     assert tasks["split"].inputs.artifacts["dataset"].task_output_artifact.producer_task == "validate"
+    # Training fans out over the sweep's candidates and fans back in at select.
+    loop = next(task for key, task in tasks.items() if key.startswith("for-loop"))
+    assert loop.parameter_iterator.items.input_parameter.endswith("plan-sweep-Output")
+    assert loop.iterator_policy.parallelism_limit == 2
+    assert tasks["evaluate"].inputs.artifacts["model"].task_output_artifact.producer_task == "select-model"
     nested = [task for component in spec.components.values() for task in component.dag.tasks.values()]
     conditions = {task.task_info.name: task.trigger_policy.condition for task in nested
                   if task.trigger_policy.condition}
     assert "'champion'" in conditions["promote"] and conditions["keep-champion"].startswith("!(")
+    assert "train" in {task.task_info.name for task in nested}
     registers = {task.task_info.name for task in nested if task.component_ref.name.startswith("comp-register")}
     assert registers == {"register-champion", "register-challenger"}
     # The Bento is built from the version the champion branch just registered, and only there.
@@ -85,3 +91,40 @@ def test_pipeline_crowns_a_champion_then_keeps_it(make_images, state_home):
     assert model["challenger"]["champion_score"] == pytest.approx(first["champion"]["test_accuracy"])
     # Only a new champion is packaged.
     assert not list((state_home / "bentoml" / "bentos" / "cnnops").glob(f"{name.lower()}-v2-*"))
+
+
+@pytest.mark.pipeline
+def test_a_sweep_fans_out_picks_the_best_candidate_and_crowns_it_through_the_gate(make_images, state_home):
+    from mlflow.tracking import MlflowClient
+
+    from cnnops.tracking import use_tracking_store
+
+    source = make_images(per_class=30)
+    config = build_config(overrides={
+        "data.source": str(source), "train.epochs": 12, "train.batch_size": 16, "train.patience": 20,
+        "sweep.learning_rate": [0.003, 0.001, 0.00001]})
+    run_locally(to_pipeline_parameter(config))
+
+    use_tracking_store()
+    client = MlflowClient()
+    name = model_name_for(config)
+    experiment = client.get_experiment_by_name(name).experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`cnnops.sweep` = 'parent'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 3 and parent.info.status == "FINISHED"
+    labels = sorted(child.info.run_name for child in children)
+    assert labels == ["simple-cnn lr=0.001 aug=none", "simple-cnn lr=0.003 aug=none", "simple-cnn lr=1e-05 aug=none"]
+    # The winner has the best val accuracy at its best epoch (ties broken by val loss), as recorded.
+    def best_epoch_score(child):
+        history = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val_accuracy")}
+        losses = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val_loss")}
+        best = int(child.data.metrics["best_epoch"]) - 1
+        return history[best], -losses[best]
+
+    expected = max(children, key=best_epoch_score)
+    assert parent.data.tags["cnnops.sweep.best_run"] == expected.info.run_id
+    assert client.get_run(expected.info.run_id).data.tags["cnnops.sweep.winner"] == "true"
+    # ... and it, not another candidate, went through the gate to become champion v1.
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert (str(champion.version), champion.run_id) == ("1", expected.info.run_id)
+    assert "lr=1e-05" not in expected.info.run_name  # a near-zero rate cannot learn this in 12 epochs

@@ -100,6 +100,8 @@ class SweepConfig(_Section):
     augmentation: list[Augmentation] = []
     # The candidate with the best value of this on the val split wins the sweep.
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    # Set by the sweep on each candidate's config: the MLflow run the candidate logs under as a child.
+    parent_run: str = ""
 
 
 class DistillConfig(_Section):

@@ -61,12 +61,12 @@ class Phase:
 
 def train_model(
     train_dir: Path, val_dir: Path, out_dir: Path, config: Config, pipeline_run: str = "manual", *,
-    resume: str | None = None, parent_run_id: str | None = None, teacher: Path | None = None,
+    resume: str | None = None, teacher: Path | None = None,
 ) -> dict[str, Any]:
     """Fit a model and write the model folder; returns the run record (run id, model URI).
 
-    `resume` names an interrupted run to continue from its last checkpoint; `parent_run_id` makes
-    the run a child of a sweep's run; `teacher` is a model folder to distil from.
+    `resume` names an interrupted run to continue from its last checkpoint; `teacher` is a model
+    folder to distil from. A sweep candidate's config names its parent run (`sweep.parent_run`).
     """
     info = read_dataset_info(train_dir)
     spec = ModelSpec(class_names=list(info["classes"]), height=info["height"], width=info["width"],
@@ -81,7 +81,7 @@ def train_model(
     with precision_policy(config.train.precision), distribution_scope() as replicas:
         job = TrainingJob(spec, info, config, phases, teacher=load_teacher(teacher, spec) if teacher else None,
                           replicas=replicas)
-        return job.run(train_dir, val_dir, out_dir, pipeline_run, progress, parent_run_id)
+        return job.run(train_dir, val_dir, out_dir, pipeline_run, progress)
 
 
 def check_batch_size(n_train: int, batch_size: int) -> None:
@@ -116,7 +116,7 @@ class TrainingJob:
         self.steps_per_epoch = -(-info["n_images"] // config.train.batch_size)
 
     def run(self, train_dir: Path, val_dir: Path, out_dir: Path, pipeline_run: str,
-            progress: dict[str, Any] | None, parent_run_id: str | None) -> dict[str, Any]:
+            progress: dict[str, Any] | None) -> dict[str, Any]:
         """Build (or reload), fit every phase and save, inside one MLflow run."""
         config, spec, info = self.config, self.spec, self.info
         train_manifest, val_manifest = read_manifest(train_dir), read_manifest(val_dir)
@@ -127,8 +127,9 @@ class TrainingJob:
         experiment_id = ensure_experiment(name)
         if progress is None:
             model = build_model(spec, self.model_options())
+            parent = config.sweep.parent_run
             opened = mlflow.start_run(experiment_id=experiment_id, run_name=candidate_label(config),
-                                      tags={"mlflow.parentRunId": parent_run_id} if parent_run_id else None)
+                                      tags={"mlflow.parentRunId": parent} if parent else None)
         else:
             model = keras.saving.load_model(checkpoint_dir(progress["run_id"]) / MODEL_FILE)
             model.jit_compile = config.train.jit_compile

@@ -1,0 +1,98 @@
+"""Sweeps: every combination of the sweep section's lists (architecture x learning rate x
+augmentation) is a candidate config. Each candidate trains as an MLflow child run under one parent
+run, and the candidate with the best val-split score goes on to evaluation and the gate.
+
+With a single candidate there is no sweep: no parent run, and the one model goes straight through.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from cnnops.artifacts import read_dataset_info, read_json, write_json
+from cnnops.config import Config, to_pipeline_parameter
+from cnnops.console import say
+from cnnops.errors import CnnopsError
+from cnnops.registry import model_name_for
+from cnnops.tracking import ensure_experiment, git_commit, use_tracking_store
+
+WINNER_TAG = "cnnops.sweep.winner"
+
+
+def plan_candidates(config: Config) -> list[Config]:
+    """One config per combination; an empty list in the sweep section keeps the train value."""
+    sweep, train = config.sweep, config.train
+    grid = itertools.product(sweep.architecture or [train.architecture], sweep.learning_rate or [train.learning_rate],
+                             sweep.augmentation or [train.augmentation])
+    return [config.model_copy(update={"train": train.model_copy(update={
+        "architecture": architecture, "learning_rate": rate, "augmentation": augmentation})})
+        for architecture, rate, augmentation in grid]
+
+
+def start_sweep(config: Config, train_dir: Path, pipeline_run: str = "manual") -> list[dict[str, Any]]:
+    """The candidates as pipeline parameters, each naming the parent run it logs under (none for
+    a single candidate)."""
+    candidates = plan_candidates(config)
+    if len(candidates) == 1:
+        return [to_pipeline_parameter(candidates[0])]
+    info = read_dataset_info(train_dir)
+    use_tracking_store()
+    client = MlflowClient()
+    name = model_name_for(config, info["source"])
+    parent = client.create_run(ensure_experiment(name), run_name=f"sweep of {len(candidates)}", tags={
+        "cnnops.sweep": "parent", "cnnops.pipeline_run": pipeline_run, "cnnops.git_commit": git_commit(),
+        "cnnops.dataset_fingerprint": info["fingerprint"], "cnnops.registered_model": name})
+    run_id = parent.info.run_id
+    client.log_param(run_id, "sweep.candidates", len(candidates))
+    client.log_param(run_id, "sweep.metric", config.sweep.metric)
+    client.log_dict(run_id, config.model_dump(mode="json"), "config.json")
+    say(f"sweep: {len(candidates)} candidates under run {run_id}, best by {config.sweep.metric}")
+    return [to_pipeline_parameter(candidate.model_copy(update={
+        "sweep": candidate.sweep.model_copy(update={"parent_run": run_id})})) for candidate in candidates]
+
+
+def select_best(model_dirs: list[Path], config: Config, out_dir: Path) -> dict[str, Any]:
+    """Copy the best candidate's model folder to `out_dir`; record the ranking on the parent run."""
+    if not model_dirs:
+        raise CnnopsError("the sweep produced no trained candidate; nothing to select.")
+    metric = config.sweep.metric
+    parent_run_id = read_json(model_dirs[0] / "config.json")["sweep"].get("parent_run", "")
+    rows = [{"run_id": run["run_id"], "architecture": cfg["train"]["architecture"],
+             "learning_rate": cfg["train"]["learning_rate"], "augmentation": cfg["train"]["augmentation"],
+             "best_epoch": run["best_epoch"], "val_accuracy": run["val_accuracy"], "val_loss": run["val_loss"],
+             "folder": str(folder)}
+            for folder in model_dirs
+            for run, cfg in [(read_json(folder / "run.json"), read_json(folder / "config.json"))]]
+    # Best first: higher accuracy or lower loss by the chosen metric, then the other as a tie-break.
+    if metric == "val_accuracy":
+        rows.sort(key=lambda row: (-row["val_accuracy"], row["val_loss"]))
+    else:
+        rows.sort(key=lambda row: (row["val_loss"], -row["val_accuracy"]))
+    best = rows[0]
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    shutil.copytree(best["folder"], out_dir)
+    write_json(out_dir / "sweep.json", {"metric": metric, "parent_run_id": parent_run_id, "ranking": rows})
+    if parent_run_id:
+        record_ranking(parent_run_id, rows, metric)
+    say(f"sweep: best of {len(rows)} is {best['architecture']} lr={best['learning_rate']:g} "
+        f"aug={best['augmentation']} ({metric} {best[metric]:.4f}, run {best['run_id']})")
+    return best
+
+
+def record_ranking(parent_run_id: str, rows: list[dict[str, Any]], metric: str) -> None:
+    """The ranking table and the winner on the parent run, the winner's tag on its child run."""
+    use_tracking_store()
+    client = MlflowClient()
+    best = rows[0]
+    client.log_table(parent_run_id, {key: [row[key] for row in rows] for key in rows[0] if key != "folder"},
+                     "sweep/ranking.json")
+    client.log_metric(parent_run_id, f"best_{metric}", best[metric])
+    client.set_tag(parent_run_id, "cnnops.sweep.best_run", best["run_id"])
+    client.set_tag(best["run_id"], WINNER_TAG, "true")
+    client.set_terminated(parent_run_id, "FINISHED")
