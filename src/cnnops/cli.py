@@ -210,6 +210,32 @@ def register(
         register_model(model, evaluation, decide_promotion(model, test, evaluation, cfg))
 
 
+@app.command("import-model")
+def import_model_(
+    file: Annotated[Path, typer.Argument(help="A .keras file, or a Keras 2 .h5 full-model file.")],
+    test: Annotated[Path, typer.Option(help="Test images: a class-folder tree, or a split's test folder.")],
+    classes: Annotated[str | None, typer.Option(
+        help="Class names in the model's output order, comma-separated (needed unless model_spec.json is "
+             "beside the file).")] = None,
+    scale: Annotated[str | None, typer.Option(
+        help="How the model expects pixels: raw (0-255), unit (/255), minus1_1 (MobileNet) or caffe "
+             "(VGG/ResNet). Needed for a float-input model.")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    config: ConfigFile = None, sets: Sets = None,
+) -> None:
+    """Evaluate an outside model on a test set and register it through the same gate."""
+    from cnnops.importer import ImportSpec, import_model, prepare_test_set
+    from cnnops.paths import state_home
+
+    with exit_on_user_error():
+        cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
+        work = state_home() / "imports" / f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        names = [name.strip() for name in classes.split(",") if name.strip()] if classes else None
+        result = import_model(file, prepare_test_set(test, work, cfg), work, cfg, ImportSpec(names, scale))
+    typer.echo(f"cnnops: imported {file.name} as {result['registered_model']} v{result['version']} "
+               f"@{result['alias']}: {result['reason']}")
+
+
 @app.command("compile")
 def compile_(
     out: Annotated[Path, typer.Option(help="Where to write the IR YAML.")] = Path("cnnops-pipeline.yaml"),

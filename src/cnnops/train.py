@@ -297,7 +297,7 @@ def precision_policy(name: str) -> Iterator[None]:
 
 def save_model_folder(
     out_dir: Path, model: keras.Model, spec: ModelSpec, config: Config, history: dict[str, list[float]],
-    run_id: str, experiment_id: str, registered_model: str, best_epoch: int,
+    run_id: str, experiment_id: str, registered_model: str, best_epoch: int | None,
 ) -> dict[str, Any]:
     """Write the model folder and log the model to the active MLflow run."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -312,8 +312,10 @@ def save_model_folder(
     mlflow.log_artifact(str(out_dir / "model_spec.json"))
     mlflow.log_artifact(str(out_dir / "history.json"))
     record = {"run_id": run_id, "experiment_id": experiment_id, "model_uri": info.model_uri,
-              "model_id": info.model_id, "registered_model": registered_model, "best_epoch": best_epoch,
-              **{key: float(history[key][best_epoch - 1]) for key in ("val_loss", "val_accuracy")}}
+              "model_id": info.model_id, "registered_model": registered_model}
+    if best_epoch is not None:  # an imported model has no training history
+        record.update(best_epoch=best_epoch,
+                      **{key: float(history[key][best_epoch - 1]) for key in ("val_loss", "val_accuracy")})
     write_json(out_dir / "run.json", record)
     return record
 

@@ -1,0 +1,137 @@
+"""Bring your own model: a `.keras` file or a legacy Keras 2 `.h5` becomes a cnnops model folder
+(uint8 images in, preprocessing inside the model, class names and input spec beside it), is
+evaluated on a test set, and goes through the same gate and registration as a trained model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+from keras import layers
+
+from cnnops.artifacts import ModelSpec, read_dataset_info, read_json
+from cnnops.config import Config, flatten_config
+from cnnops.console import say
+from cnnops.errors import CnnopsError
+from cnnops.model import backbone_input
+from cnnops.registry import decide_promotion, model_name_for, register_model
+from cnnops.tracking import ensure_experiment, git_commit, use_tracking_store
+
+# How an imported model expects its pixels, as a backbone input mode (cnnops.model.backbone_input)
+# or a plain rescale: raw 0-255 values, /255, [-1, 1] (MobileNet, Inception), caffe (VGG, ResNet).
+SCALES = ("raw", "unit", "minus1_1", "caffe")
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    """What the file may not carry: its class names in output order, and how it scales pixels."""
+
+    class_names: list[str] | None = None
+    scale: str | None = None
+
+
+def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, given: ImportSpec) -> dict[str, Any]:
+    """Load, wrap, log, evaluate, gate and register an outside model; returns the registration."""
+    from cnnops.evaluate import evaluate_model
+
+    loaded = load_model_file(file)
+    spec_beside = file.with_name("model_spec.json")
+    known = ModelSpec.from_dict(read_json(spec_beside)) if spec_beside.is_file() else None
+    class_names = given.class_names or (known.class_names if known else None)
+    if class_names is None:
+        raise CnnopsError(f"{file.name} does not say its class names; pass them in output order with --classes.")
+    scale = given.scale or ("raw" if loaded.inputs[0].dtype == "uint8" else None)
+    if scale is None:
+        raise CnnopsError(f"{file.name} takes float pixels and does not say how they are scaled; pass --scale "
+                          f"({', '.join(SCALES)}).")
+    model, spec = wrap_for_cnnops(loaded, class_names, scale, file)
+    check_test_set(test_dir, spec)
+    record = log_imported(model, spec, file, scale, config, read_dataset_info(test_dir), work_dir / "model")
+    evaluate_model(work_dir / "model", test_dir, work_dir / "evaluation")
+    decision = decide_promotion(work_dir / "model", test_dir, work_dir / "evaluation", config)
+    return {**register_model(work_dir / "model", work_dir / "evaluation", decision), "run_id": record["run_id"]}
+
+
+def prepare_test_set(test: Path, work_dir: Path, config: Config) -> Path:
+    """A dataset folder as is (a split's test folder), or a class-folder tree ingested into one."""
+    if (test / "manifest.parquet").is_file():
+        return test
+    from cnnops.ingest import ingest_source
+
+    source = config.model_copy(update={"data": config.data.model_copy(update={"source": str(test)})})
+    ingest_source(source, work_dir / "test")
+    return work_dir / "test"
+
+
+def load_model_file(file: Path) -> keras.Model:
+    """A `.keras` file through Keras; a `.h5` through the legacy loader; anything else refused."""
+    if not file.is_file():
+        raise CnnopsError(f"{file} does not exist; pass a .keras or .h5 model file.")
+    if file.suffix == ".keras":
+        try:
+            return keras.saving.load_model(file, compile=False)
+        except Exception as err:  # noqa: BLE001 - Keras raises many types for a bad archive
+            raise CnnopsError(f"{file} is not a loadable .keras model ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200]}).") from None
+    if file.suffix in (".h5", ".hdf5", ".model"):
+        from cnnops.legacy import load_legacy_h5
+
+        return load_legacy_h5(file)
+    raise CnnopsError(f"{file.name}: cnnops imports .keras files and Keras 2 .h5 files, not {file.suffix or 'this'}.")
+
+
+def wrap_for_cnnops(model: keras.Model, class_names: list[str], scale: str,
+                    file: Path) -> tuple[keras.Model, ModelSpec]:
+    """The model behind uint8 input and its own scaling, so serving feeds it like any cnnops model."""
+    if scale not in SCALES:
+        raise CnnopsError(f"--scale {scale}: choose one of {', '.join(SCALES)}.")
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != 3 or None in shape or shape[-1] not in (1, 3):
+        raise CnnopsError(f"{file.name} takes input of shape {shape}; cnnops serves fixed-size images with 1 or 3 "
+                          "channels, (height, width, channels).")
+    outputs = model.outputs[0].shape[-1]
+    if outputs != len(class_names):
+        raise CnnopsError(f"{file.name} has {outputs} outputs but {len(class_names)} class names were given "
+                          f"({', '.join(class_names)}).")
+    inputs = keras.Input(shape=shape, dtype="uint8", name="image")
+    x = layers.Rescaling(1.0, name="to_float")(inputs)  # uint8 to float, values kept
+    if scale == "unit":
+        x = layers.Rescaling(1.0 / 255.0, name="rescale")(x)
+    elif scale in ("minus1_1", "caffe"):
+        x = backbone_input(x, "tf" if scale == "minus1_1" else "caffe")
+    wrapped = keras.Model(inputs, model(x), name=f"imported_{model.name}")
+    spec = ModelSpec(class_names=list(class_names), height=int(shape[0]), width=int(shape[1]),
+                     mode="L" if shape[-1] == 1 else "RGB", architecture=f"imported:{file.name}")
+    return wrapped, spec
+
+
+def check_test_set(test_dir: Path, spec: ModelSpec) -> None:
+    """Every test label must be one of the model's classes, or the scores would be meaningless."""
+    classes = set(read_dataset_info(test_dir)["classes"])
+    unknown = sorted(classes - set(spec.class_names))
+    if unknown:
+        raise CnnopsError(f"the test set has classes the model does not predict ({', '.join(unknown)}); its "
+                          f"classes are {', '.join(spec.class_names)}. Name the test folders after them.")
+
+
+def log_imported(model: keras.Model, spec: ModelSpec, file: Path, scale: str, config: Config,
+                 test_info: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """One MLflow run for the import, in the registered model's experiment, and the model folder."""
+    from cnnops.train import save_model_folder
+
+    use_tracking_store()
+    name = model_name_for(config, test_info["source"])
+    experiment_id = ensure_experiment(name)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"import {file.name}") as run:
+        mlflow.set_tags({"cnnops.imported_from": str(file.resolve()), "cnnops.registered_model": name,
+                         "cnnops.git_commit": git_commit(), "cnnops.data_source": test_info["source"]})
+        mlflow.log_params({**flatten_config(config), "import.file": file.name, "import.scale": scale,
+                           "import.classes": ",".join(spec.class_names), "n_params": model.count_params()})
+        record = save_model_folder(out_dir, model, spec, config, {}, run.info.run_id, experiment_id, name, None)
+    say(f"import: {file.name} as {spec.height}x{spec.width} {spec.mode}, classes {', '.join(spec.class_names)}, "
+        f"run {record['run_id']}")
+    return record
