@@ -48,9 +48,10 @@ def test_a_distilled_student_beats_the_same_student_without_its_teacher(state_ho
         "source": str(write_images(tmp_path / "fresh", per_class=30, seed=3))})}), clean_test)
 
     scores = {}
-    for role, teacher_dir in (("alone", None), ("distilled", teacher["model"])):
+    for role, teacher_dir in (("alone", ""), ("distilled", str(teacher["model"]))):
         splits = tmp_path / "noisy-splits"
-        train_model(splits / "train", splits / "val", tmp_path / role, config, teacher=teacher_dir)
+        taught = config.model_copy(update={"distill": config.distill.model_copy(update={"teacher": teacher_dir})})
+        train_model(splits / "train", splits / "val", tmp_path / role, taught)
         scores[role] = evaluate_model(tmp_path / role, clean_test, tmp_path / f"{role}-eval")["accuracy"]
     assert scores["distilled"] > scores["alone"] + 0.02, scores  # 1.00 against 0.93 on this machine
 
@@ -61,3 +62,23 @@ def test_a_distilled_student_beats_the_same_student_without_its_teacher(state_ho
     assert comparison["teacher"]["n_params"] > comparison["student"]["n_params"]
     assert comparison["student"]["cpu_images_per_second"] > 0
     assert run.data.metrics["distill.teacher.val_accuracy"] == comparison["teacher"]["val_accuracy"]
+
+
+def test_a_registered_teacher_is_exported_like_serving_and_must_match_the_data(served, monkeypatch):
+    import pytest
+
+    from cnnops.artifacts import ModelSpec
+    from cnnops.distill import load_teacher, resolve_teacher
+    from cnnops.errors import CnnopsError
+
+    monkeypatch.setenv("CNNOPS_HOME", str(served["home"]))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    folder = resolve_teacher(f"{served['name']}@champion")
+    spec = served["model"].spec
+    assert load_teacher(folder, spec).count_params() > 0
+    assert resolve_teacher(f"{served['name']}:1") == folder  # the same pinned version
+    other = ModelSpec(["cat", "dog"], spec.height, spec.width, spec.mode, "simple-cnn")
+    with pytest.raises(CnnopsError, match=r"predicts cross, disc, stripes; the data has cat, dog"):
+        load_teacher(folder, other)
+    with pytest.raises(CnnopsError, match=r"^--distill-from nonsense: not a model folder, and not NAME@ALIAS"):
+        resolve_teacher("nonsense")

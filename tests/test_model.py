@@ -143,3 +143,36 @@ def test_augmentation_acts_in_training_only_and_survives_saving(architecture, tm
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", compile=False)
     np.testing.assert_allclose(np.asarray(again(images, training=False)), inference, atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_every_architecture_trains_a_step_on_tiny_data(architecture):
+    import keras
+
+    model = build_model(ModelSpec(["a", "b", "c"], 16, 16, "RGB", architecture), SMALL)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    before = [np.array(weight) for weight in model.trainable_weights]
+    images = np.random.default_rng(2).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
+    loss = float(model.train_on_batch(images, np.array([0, 1, 2, 0])))
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(old, np.array(new)) for old, new in zip(before, model.trainable_weights, strict=True))
+
+
+def test_the_builders_run_under_the_jax_backend():
+    """In a fresh interpreter with KERAS_BACKEND=jax: every builder builds, one trains a step, and
+    TensorFlow is never imported."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent / "backend" / "jax_builders.py"
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["backend"] == "jax" and seen["tensorflow_imported"] is False
+    assert set(seen["models"]) == set(ARCHITECTURES)
+    assert all(row["output"] == [None, 3] for row in seen["models"].values())
+    trained = seen["models"]["simple-cnn"]
+    assert trained["predicted"] == [4, 3] and trained["updated"] and trained["loss"] > 0

@@ -160,13 +160,8 @@ def train(
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"train.epochs": epochs, "train.precision": precision,
-                                              "train.jit_compile": xla})
-        teacher = None
-        if distill_from is not None:
-            from cnnops.distill import resolve_teacher
-
-            teacher = resolve_teacher(distill_from)
-        train_model(splits / "train", splits / "val", out, cfg, resume=resume, teacher=teacher)
+                                              "train.jit_compile": xla, "distill.teacher": distill_from})
+        train_model(splits / "train", splits / "val", out, cfg, resume=resume)
 
 
 @app.command("baselines")

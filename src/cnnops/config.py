@@ -105,6 +105,9 @@ class SweepConfig(_Section):
 
 
 class DistillConfig(_Section):
+    # Teacher to distil every trained model from: a model folder (e.g. a sweep's selected model),
+    # NAME@ALIAS or NAME:VERSION of a registered model. Empty: no distillation.
+    teacher: str = ""
     # Weight of the true labels against the teacher's softened probabilities.
     alpha: float = Field(default=0.3, ge=0, le=1)
     # Softening of both distributions (1: none).

@@ -37,7 +37,7 @@ from cnnops.checkpoints import (
 )
 from cnnops.config import Config, flatten_config
 from cnnops.console import say
-from cnnops.distill import distillation_objective, load_teacher, log_distillation, teacher_targets
+from cnnops.distill import distillation_objective, load_teacher, log_distillation, resolve_teacher, teacher_targets
 from cnnops.errors import CnnopsError
 from cnnops.inputs import input_errors_as_user_errors, make_dataset, make_deterministic
 from cnnops.model import ModelOptions, augmentation_strengths, build_model, find_backbone, freeze, is_backbone
@@ -61,12 +61,12 @@ class Phase:
 
 def train_model(
     train_dir: Path, val_dir: Path, out_dir: Path, config: Config, pipeline_run: str = "manual", *,
-    resume: str | None = None, teacher: Path | None = None,
+    resume: str | None = None,
 ) -> dict[str, Any]:
     """Fit a model and write the model folder; returns the run record (run id, model URI).
 
-    `resume` names an interrupted run to continue from its last checkpoint; `teacher` is a model
-    folder to distil from. A sweep candidate's config names its parent run (`sweep.parent_run`).
+    `resume` names an interrupted run to continue from its last checkpoint. A sweep candidate's
+    config names its parent run (`sweep.parent_run`); `distill.teacher` names a model to distil from.
     """
     info = read_dataset_info(train_dir)
     spec = ModelSpec(class_names=list(info["classes"]), height=info["height"], width=info["width"],
@@ -79,8 +79,8 @@ def train_model(
         check_resumable(progress, config.model_dump(mode="json"), info["fingerprint"])
     make_deterministic(config.seed, exact_kernels=not config.train.jit_compile)
     with precision_policy(config.train.precision), distribution_scope() as replicas:
-        job = TrainingJob(spec, info, config, phases, teacher=load_teacher(teacher, spec) if teacher else None,
-                          replicas=replicas)
+        teacher = load_teacher(resolve_teacher(config.distill.teacher), spec) if config.distill.teacher else None
+        job = TrainingJob(spec, info, config, phases, teacher=teacher, replicas=replicas)
         return job.run(train_dir, val_dir, out_dir, pipeline_run, progress)
 
 
