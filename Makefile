@@ -14,6 +14,8 @@ MLFLOW_PORT ?= 5000
 PORT ?= 3000
 # The web-page tests drive Debian's Chromium (Playwright never downloads a browser here).
 CHROMIUM := /usr/bin/chromium
+# Graphviz's dot draws the model diagrams of the error analysis (the tests check one is drawn).
+DOT := /usr/bin/dot
 STATE := $(or $(CNNOPS_HOME),.cnnops)
 
 .PHONY: install run test lint compile ui serve bento browser clean
@@ -31,13 +33,18 @@ install: $(BIN)/cnnops ## Create .venv with the locked dependencies.
 run: install ## Run the whole pipeline on the demo dataset (override: make run ARGS="--data DIR").
 	$(BIN)/cnnops run $(ARGS)
 
-test: install $(CHROMIUM) ## Run the test suite.
+test: install $(CHROMIUM) $(DOT) ## Run the test suite.
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "make: the page tests need Debian's chromium at $(CHROMIUM)"; exit 1; }
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
 	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+$(DOT):
+	@command -v apt-get >/dev/null || { echo "make: the analysis tests need Graphviz's dot at $(DOT)"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz
 
 browser: $(CHROMIUM) ## Install Debian's Chromium for the web-page tests.
 

@@ -219,3 +219,10 @@ def test_evaluate_component_publishes_the_page_as_html(trained, tmp_path):
     assert accuracy == trained["metrics"]["accuracy"]
     assert (tmp_path / "outputs" / "analysis").read_text() == \
         (tmp_path / "evaluation" / "analysis" / "analysis.html").read_text()
+
+
+def test_with_graphviz_the_diagram_is_drawn(trained, tmp_path):
+    """`make test` installs Debian's graphviz, so the diagram path runs for real here."""
+    assert analysis.shutil.which("dot"), "Graphviz's dot is missing: run the suite through `make test`"
+    assert analysis.draw_model_diagram(trained["keras"], tmp_path / "model.png") is None
+    assert_png(tmp_path / "model.png")
