@@ -113,7 +113,8 @@ def test_run_writes_only_inside_the_state_folder(make_images, tmp_path):
     env = {key: value for key, value in os.environ.items()
            if key not in {"CNNOPS_HOME", "MLFLOW_TRACKING_URI", "KERAS_HOME", "MPLCONFIGDIR"}}
     result = subprocess.run(
-        [str(CNNOPS), "run", "--data", str(source), "--epochs", "1", "--set", "gate.floor=0"],
+        [str(CNNOPS), "run", "--data", str(source), "--epochs", "1", "--set", "gate.floor=0",
+         "--set", "train.batch_size=8"],
         cwd=work, env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

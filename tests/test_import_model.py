@@ -101,13 +101,14 @@ def test_a_keras_file_without_its_spec_is_imported_with_the_classes_given(make_i
 
 
 def test_a_float_model_without_a_scale_and_an_unknown_format_are_one_line_errors(state_home, tmp_path):
+    from cnnops.config import build_config
+    from cnnops.errors import CnnopsError
+    from cnnops.importer import ImportSpec, import_model
+
     test = write_face_mask_test_set(tmp_path / "faces")
-    result = cnnops("import-model", str(FACE_MASK_H5), "--test", str(test), "--classes", "mask,no_mask",
-                    home=state_home)
-    assert result.returncode != 0
-    (line,) = [line for line in result.stderr.splitlines() if line.startswith("cnnops:") and "error" in line]
-    assert "takes float pixels and does not say how they are scaled; pass --scale" in line
+    with pytest.raises(CnnopsError, match=r"takes float pixels and does not say how they are scaled; pass --scale"):
+        import_model(FACE_MASK_H5, test, tmp_path / "work", build_config(), ImportSpec(["mask", "no_mask"]))
     (tmp_path / "model.onnx").write_bytes(b"\0")
     result = cnnops("import-model", str(tmp_path / "model.onnx"), "--test", str(test), home=state_home)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "cnnops imports .keras files and Keras 2 .h5 files, not .onnx" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("cnnops imports .keras files and Keras 2 .h5 files, not .onnx.")

@@ -57,12 +57,40 @@ def test_checked_in_yaml_is_current(tmp_path):
 
 
 @pytest.mark.pipeline
-def test_pipeline_crowns_a_champion_then_keeps_it(make_images, state_home):
+def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_images, state_home):
+    from mlflow.tracking import MlflowClient
+
+    from cnnops.tracking import use_tracking_store
+
     source = make_images(per_class=30)
     config = build_config(overrides={"data.source": str(source), "train.epochs": 12, "train.batch_size": 16,
-                                     "train.patience": 20})
+                                     "train.patience": 20, "sweep.learning_rate": [0.003, 0.001, 0.00001]})
     run_locally(to_pipeline_parameter(config))
     name = model_name_for(config)
+
+    # Three candidates fanned out as child runs of one parent, and fanned back in at select.
+    use_tracking_store()
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name).experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`cnnops.sweep` = 'parent'")
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 3 and parent.info.status == "FINISHED"
+    assert sorted(child.info.run_name for child in children) == [
+        "simple-cnn lr=0.001 aug=none", "simple-cnn lr=0.003 aug=none", "simple-cnn lr=1e-05 aug=none"]
+
+    def best_epoch_score(child):  # val accuracy at the best epoch, ties broken by the lower val loss
+        accuracy = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val_accuracy")}
+        loss = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val_loss")}
+        best = int(child.data.metrics["best_epoch"]) - 1
+        return accuracy[best], -loss[best]
+
+    winner = max(children, key=best_epoch_score)
+    assert "lr=1e-05" not in winner.info.run_name  # a near-zero rate cannot learn this in 12 epochs
+    assert parent.data.tags["cnnops.sweep.best_run"] == winner.info.run_id
+    assert client.get_run(winner.info.run_id).data.tags["cnnops.sweep.winner"] == "true"
+    # The winner, and no other candidate, went through the gate to become champion v1.
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert (str(champion.version), champion.run_id) == ("1", winner.info.run_id)
     first = describe_registry(name)["models"][0]
     assert first["champion"]["version"] == 1
     assert first["champion"]["test_accuracy"] >= 0.8
@@ -91,40 +119,3 @@ def test_pipeline_crowns_a_champion_then_keeps_it(make_images, state_home):
     assert model["challenger"]["champion_score"] == pytest.approx(first["champion"]["test_accuracy"])
     # Only a new champion is packaged.
     assert not list((state_home / "bentoml" / "bentos" / "cnnops").glob(f"{name.lower()}-v2-*"))
-
-
-@pytest.mark.pipeline
-def test_a_sweep_fans_out_picks_the_best_candidate_and_crowns_it_through_the_gate(make_images, state_home):
-    from mlflow.tracking import MlflowClient
-
-    from cnnops.tracking import use_tracking_store
-
-    source = make_images(per_class=30)
-    config = build_config(overrides={
-        "data.source": str(source), "train.epochs": 12, "train.batch_size": 16, "train.patience": 20,
-        "sweep.learning_rate": [0.003, 0.001, 0.00001]})
-    run_locally(to_pipeline_parameter(config))
-
-    use_tracking_store()
-    client = MlflowClient()
-    name = model_name_for(config)
-    experiment = client.get_experiment_by_name(name).experiment_id
-    (parent,) = client.search_runs([experiment], "tags.`cnnops.sweep` = 'parent'")
-    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert len(children) == 3 and parent.info.status == "FINISHED"
-    labels = sorted(child.info.run_name for child in children)
-    assert labels == ["simple-cnn lr=0.001 aug=none", "simple-cnn lr=0.003 aug=none", "simple-cnn lr=1e-05 aug=none"]
-    # The winner has the best val accuracy at its best epoch (ties broken by val loss), as recorded.
-    def best_epoch_score(child):
-        history = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val_accuracy")}
-        losses = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val_loss")}
-        best = int(child.data.metrics["best_epoch"]) - 1
-        return history[best], -losses[best]
-
-    expected = max(children, key=best_epoch_score)
-    assert parent.data.tags["cnnops.sweep.best_run"] == expected.info.run_id
-    assert client.get_run(expected.info.run_id).data.tags["cnnops.sweep.winner"] == "true"
-    # ... and it, not another candidate, went through the gate to become champion v1.
-    champion = client.get_model_version_by_alias(name, "champion")
-    assert (str(champion.version), champion.run_id) == ("1", expected.info.run_id)
-    assert "lr=1e-05" not in expected.info.run_name  # a near-zero rate cannot learn this in 12 epochs

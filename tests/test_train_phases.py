@@ -65,7 +65,7 @@ def test_a_backbone_trains_head_then_fine_tune_in_one_run_with_the_right_layers_
 
 def test_a_killed_run_resumes_from_its_checkpoint_without_repeating_epochs(state_home, tmp_path):
     splits, _ = prepare_splits(tmp_path, write_images(tmp_path / "images", per_class=80))
-    epochs = 30
+    epochs = 15
     command = [str(Path(sys.executable).parent / "cnnops"), "train", "--splits", str(splits),
                "--out", str(tmp_path / "model"), "--set", "train.batch_size=16",
                "--set", f"train.epochs={epochs}", "--set", f"train.patience={epochs}"]
