@@ -13,11 +13,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from cnnops.errors import CnnopsError
+
+if TYPE_CHECKING:  # pandas is imported where a manifest is read: ModelSpec users (the model
+    import pandas as pd  # builders, a bare GPU benchmark machine) need only this module's dataclass
 
 # `split` is the split the source itself assigned (a pre-split tree), or "" to let `split` decide.
 # `phash` is the image's perceptual hash; `group` names its near-duplicate group ("" when alone),
@@ -82,6 +83,8 @@ def read_manifest(folder: Path) -> pd.DataFrame:
     path = folder / "manifest.parquet"
     if not path.is_file():
         raise CnnopsError(f"{folder} holds no manifest.parquet; point at the output of `cnnops ingest`/`split`.")
+    import pandas as pd
+
     return pd.read_parquet(path)
 
 

@@ -7,7 +7,8 @@ Every model takes decoded uint8 images of its input shape and does all further p
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +210,18 @@ def freeze(backbone: keras.Model, trainable_layers: int | None) -> None:
     if backbone.trainable:
         for layer in backbone.layers[: max(len(backbone.layers) - trainable_layers, 0)]:
             layer.trainable = False
+
+
+@contextmanager
+def precision_policy(name: str) -> Iterator[None]:
+    """Keras' dtype policy is process-global: set it for the models built inside, then put the old
+    one back."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def find_backbone(model: keras.Model) -> keras.Model:

@@ -40,7 +40,15 @@ from cnnops.console import say
 from cnnops.distill import distillation_objective, load_teacher, log_distillation, resolve_teacher, teacher_targets
 from cnnops.errors import CnnopsError
 from cnnops.inputs import input_errors_as_user_errors, make_dataset, make_deterministic
-from cnnops.model import ModelOptions, augmentation_strengths, build_model, find_backbone, freeze, is_backbone
+from cnnops.model import (
+    ModelOptions,
+    augmentation_strengths,
+    build_model,
+    find_backbone,
+    freeze,
+    is_backbone,
+    precision_policy,
+)
 from cnnops.registry import model_name_for
 from cnnops.tracking import ensure_experiment, git_commit, log_dataset, use_tracking_store
 
@@ -282,17 +290,6 @@ def distribution_scope() -> Iterator[int]:
                 yield strategy.num_replicas_in_sync
             return
     yield 1
-
-
-@contextmanager
-def precision_policy(name: str) -> Iterator[None]:
-    """Keras' dtype policy is process-global: set it for one training, then put the old one back."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def save_model_folder(
