@@ -57,6 +57,11 @@ def test_a_backbone_trains_head_then_fine_tune_in_one_run_with_the_right_layers_
     assert phases[1]["trainable_weights"] == head_weights + last_ten
     assert [layer.name for layer in backbone.layers[:-10] if layer.trainable and layer.weights] == []
 
+    # The model kept is the best of both phases: fine-tuning had to beat the head's best val loss.
+    history = json.loads((trained["model"] / "history.json").read_text())
+    best = json.loads((trained["model"] / "run.json").read_text())["best_epoch"]
+    assert history["val_loss"][best - 1] <= min(history["val_loss"]) + 1e-3
+
     client = MlflowClient()
     assert [m.step for m in client.get_metric_history(run.info.run_id, "head.loss")] == [0, 1]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "fine_tune.loss")] == [2, 3]

@@ -34,15 +34,14 @@ def read_progress(run_id: str) -> dict[str, Any]:
     folder = checkpoint_dir(run_id)
     path = folder / PROGRESS_FILE
     if not path.is_file() or not (folder / MODEL_FILE).is_file():
-        raise CnnopsError(f"no checkpoint of run {run_id} under {folder.parent}; resume a run started on "
-                          "this machine with the same CNNOPS_HOME (its id is printed when training starts).")
+        raise CnnopsError(f"no checkpoint of run {run_id} under {folder.parent}: a finished run keeps none, and "
+                          "an unfinished one is resumed on the machine, with the CNNOPS_HOME, it started with "
+                          "(its id is printed when training starts).")
     return json.loads(path.read_text())
 
 
 def check_resumable(progress: dict[str, Any], config_raw: dict[str, Any], fingerprint: str) -> None:
     """A resumed run must train what it started training: same config, same training data."""
-    if progress.get("finished"):
-        raise CnnopsError(f"run {progress['run_id']} already finished; there is nothing to resume.")
     before = flatten_config(validate_config(progress["config"]))
     now = flatten_config(validate_config(config_raw))
     changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
@@ -52,8 +51,8 @@ def check_resumable(progress: dict[str, Any], config_raw: dict[str, Any], finger
         raise CnnopsError(f"cannot resume run {progress['run_id']}: its config differs ({shown}{more}); "
                           "resume with the config it started with, or start a new run.")
     if progress["fingerprint"] != fingerprint:
-        raise CnnopsError(f"cannot resume run {progress['run_id']}: the training data differs from the data it "
-                          "started on; resume on the same split, or start a new run.")
+        raise CnnopsError(f"cannot resume run {progress['run_id']}: the train or val split differs from the one it "
+                          "started on; resume on the same splits, or start a new run.")
 
 
 def write_checkpoint(folder: Path, model: keras.Model, progress: dict[str, Any],
@@ -99,7 +98,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best_weights = self._resume_weights
 
     def state(self) -> dict[str, Any]:
-        return {"wait": self.wait, "best": _plain(self.best), "best_epoch": self.best_epoch}
+        return {"wait": self.wait, "best": _plain(self.best), "best_epoch": self.best_epoch,
+                "stopped": self.stopped_epoch > 0}
 
 
 class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):

@@ -215,6 +215,7 @@ def import_model_(
     scale: Annotated[str | None, typer.Option(
         help="How the model expects pixels: raw (0-255), unit (/255), minus1_1 (MobileNet) or caffe "
              "(VGG/ResNet). Needed for a float-input model.")] = None,
+    logits: Annotated[bool, typer.Option("--logits", help="The model ends without a softmax: add one.")] = False,
     model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
     config: ConfigFile = None, sets: Sets = None,
 ) -> None:
@@ -226,7 +227,7 @@ def import_model_(
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
         work = state_home() / "imports" / f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         names = [name.strip() for name in classes.split(",") if name.strip()] if classes else None
-        result = import_model(file, prepare_test_set(test, work, cfg), work, cfg, ImportSpec(names, scale))
+        result = import_model(file, prepare_test_set(test, work, cfg), work, cfg, ImportSpec(names, scale, logits))
     typer.echo(f"cnnops: imported {file.name} as {result['registered_model']} v{result['version']} "
                f"@{result['alias']}: {result['reason']}")
 
@@ -342,7 +343,9 @@ def preflight(config: Config) -> Config:
     from cnnops.ingest import check_has_classes, open_source
     from cnnops.sources import list_source_files
     from cnnops.split import check_class_counts
+    from cnnops.sweep import check_candidates
 
+    check_candidates(config)  # every sweep candidate trainable, before any task runs
     source = open_source(config)
     class_files, _ = list_source_files(source)
     check_has_classes(source, class_files)

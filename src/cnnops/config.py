@@ -6,7 +6,7 @@ Unknown keys are rejected so a typo never silently falls back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -96,7 +96,7 @@ class SweepConfig(_Section):
     # Candidates are every combination of these lists; an empty list keeps the train section's value.
     # With one candidate in all, there is no sweep: a single training run.
     architecture: list[Architecture] = []
-    learning_rate: list[float] = []
+    learning_rate: list[Annotated[float, Field(gt=0)]] = []
     augmentation: list[Augmentation] = []
     # The candidate with the best value of this on the val split wins the sweep.
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"

@@ -11,6 +11,7 @@ from typing import Any
 
 import keras
 import mlflow
+import numpy as np
 from keras import layers
 
 from cnnops.artifacts import ModelSpec, read_dataset_info, read_json
@@ -32,6 +33,7 @@ class ImportSpec:
 
     class_names: list[str] | None = None
     scale: str | None = None
+    logits: bool = False  # the model ends without a softmax: one is added
 
 
 def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, given: ImportSpec) -> dict[str, Any]:
@@ -48,7 +50,7 @@ def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, giv
     if scale is None:
         raise CnnopsError(f"{file.name} takes float pixels and does not say how they are scaled; pass --scale "
                           f"({', '.join(SCALES)}).")
-    model, spec = wrap_for_cnnops(loaded, class_names, scale, file)
+    model, spec = wrap_for_cnnops(loaded, class_names, scale, file, given.logits)
     check_test_set(test_dir, spec)
     record = log_imported(model, spec, file, scale, config, read_dataset_info(test_dir), work_dir / "model")
     evaluate_model(work_dir / "model", test_dir, work_dir / "evaluation")
@@ -84,11 +86,15 @@ def load_model_file(file: Path) -> keras.Model:
     raise CnnopsError(f"{file.name}: cnnops imports .keras files and Keras 2 .h5 files, not {file.suffix or 'this'}.")
 
 
-def wrap_for_cnnops(model: keras.Model, class_names: list[str], scale: str,
-                    file: Path) -> tuple[keras.Model, ModelSpec]:
-    """The model behind uint8 input and its own scaling, so serving feeds it like any cnnops model."""
+def wrap_for_cnnops(model: keras.Model, class_names: list[str], scale: str, file: Path,
+                    logits: bool = False) -> tuple[keras.Model, ModelSpec]:
+    """The model behind uint8 input and its own scaling (and a softmax, for a logits model), so
+    serving, the gate and distillation feed and read it like any cnnops model."""
     if scale not in SCALES:
         raise CnnopsError(f"--scale {scale}: choose one of {', '.join(SCALES)}.")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise CnnopsError(f"{file.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; cnnops "
+                          "imports image classifiers with one image input and one class output.")
     shape = tuple(model.inputs[0].shape[1:])
     if len(shape) != 3 or None in shape or shape[-1] not in (1, 3):
         raise CnnopsError(f"{file.name} takes input of shape {shape}; cnnops serves fixed-size images with 1 or 3 "
@@ -103,10 +109,23 @@ def wrap_for_cnnops(model: keras.Model, class_names: list[str], scale: str,
         x = layers.Rescaling(1.0 / 255.0, name="rescale")(x)
     elif scale in ("minus1_1", "caffe"):
         x = backbone_input(x, "tf" if scale == "minus1_1" else "caffe")
-    wrapped = keras.Model(inputs, model(x), name=f"imported_{model.name}")
+    outputs = model(x)
+    if logits:
+        outputs = layers.Softmax(name="probabilities")(outputs)
+    wrapped = keras.Model(inputs, outputs, name=f"imported_{model.name}")
+    check_probabilities(wrapped, shape, file)
     spec = ModelSpec(class_names=list(class_names), height=int(shape[0]), width=int(shape[1]),
                      mode="L" if shape[-1] == 1 else "RGB", architecture=f"imported:{file.name}")
     return wrapped, spec
+
+
+def check_probabilities(model: keras.Model, shape: tuple[int, ...], file: Path) -> None:
+    """Scores, teachers and the web page read class probabilities: refuse a model that gives logits."""
+    probe = np.random.default_rng(0).integers(0, 256, size=(2, *shape), dtype=np.uint8)
+    rows = np.asarray(model.predict_on_batch(probe), dtype=np.float64)
+    if (rows < -1e-6).any() or not np.allclose(rows.sum(axis=1), 1.0, atol=1e-3):
+        raise CnnopsError(f"{file.name}'s outputs are not class probabilities (they do not sum to 1); if it ends "
+                          "without a softmax, pass --logits.")
 
 
 def check_test_set(test_dir: Path, spec: ModelSpec) -> None:

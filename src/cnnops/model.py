@@ -125,10 +125,21 @@ def augment(x: keras.KerasTensor, strengths: tuple[tuple[str, float], ...]) -> k
 
 
 def check_scratch_options(spec: ModelSpec, options: ModelOptions) -> None:
-    if options.weights != "none":
-        raise CnnopsError(f"{spec.architecture} is trained from scratch and has no pretrained weights; leave "
+    check_weights_fit(spec.architecture, options.weights)
+
+
+def check_weights_fit(architecture: str, weights: str) -> None:
+    """Pretrained weights only for backbones: a scratch net has none to load."""
+    if weights != "none" and not is_backbone(architecture):
+        raise CnnopsError(f"{architecture} is trained from scratch and has no pretrained weights; leave "
                           "train.weights at none, or choose a backbone (mobilenet_v2, vgg16, resnet50, "
                           "efficientnet_b0).")
+
+
+def compiles_with_xla(strengths: tuple[tuple[str, float], ...]) -> bool:
+    """Keras' random rotation, zoom and translation layers do not compile with XLA; with any of
+    them in the model, Keras trains without XLA."""
+    return not {name for name, _ in strengths} & {"rotation", "zoom", "translation"}
 
 
 def working_size(spec: ModelSpec, options: ModelOptions, default: int | None = None) -> tuple[int, int]:

@@ -8,6 +8,7 @@ With a single candidate there is no sweep: no parent run, and the one model goes
 from __future__ import annotations
 
 import itertools
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,23 @@ def plan_candidates(config: Config) -> list[Config]:
         for architecture, rate, augmentation in grid]
 
 
+def check_candidates(config: Config) -> list[Config]:
+    """Every candidate, each checked the way its train task will check it, so that a sweep that
+    cannot train fails before anything runs (and never leaves a parent run open)."""
+    from cnnops.model import check_weights_fit
+    from cnnops.train import plan_phases
+
+    candidates = plan_candidates(config)
+    for candidate in candidates:
+        plan_phases(candidate)
+        check_weights_fit(candidate.train.architecture, candidate.train.weights)
+    return candidates
+
+
 def start_sweep(config: Config, train_dir: Path, pipeline_run: str = "manual") -> list[dict[str, Any]]:
     """The candidates as pipeline parameters, each naming the parent run it logs under (none for
     a single candidate)."""
-    candidates = plan_candidates(config)
+    candidates = check_candidates(config)
     if len(candidates) == 1:
         return [to_pipeline_parameter(candidates[0])]
     info = read_dataset_info(train_dir)
@@ -68,12 +82,18 @@ def select_best(model_dirs: list[Path], config: Config, out_dir: Path) -> dict[s
              "folder": str(folder)}
             for folder in model_dirs
             for run, cfg in [(read_json(folder / "run.json"), read_json(folder / "config.json"))]]
-    # Best first: higher accuracy or lower loss by the chosen metric, then the other as a tie-break.
-    if metric == "val_accuracy":
-        rows.sort(key=lambda row: (-row["val_accuracy"], row["val_loss"]))
-    else:
-        rows.sort(key=lambda row: (row["val_loss"], -row["val_accuracy"]))
+    # Best first: higher accuracy or lower loss by the chosen metric, then the other as a tie-break;
+    # a diverged candidate (NaN or infinite scores) ranks last whatever the metric.
+    def rank(row: dict[str, Any]) -> tuple[bool, float, float]:
+        accuracy, loss = row["val_accuracy"], row["val_loss"]
+        broken = not (math.isfinite(accuracy) and math.isfinite(loss))
+        return (broken, -accuracy, loss) if metric == "val_accuracy" else (broken, loss, -accuracy)
+
+    rows.sort(key=rank)
     best = rows[0]
+    if rank(best)[0]:
+        raise CnnopsError(f"every one of the {len(rows)} sweep candidates diverged (NaN or infinite val scores); "
+                          "lower the learning rates.")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     shutil.copytree(best["folder"], out_dir)

@@ -22,6 +22,7 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from cnnops.artifacts import TRAIN_HASHES_ARTIFACT, ModelSpec, read_dataset_info, read_manifest, write_json
@@ -44,6 +45,7 @@ from cnnops.model import (
     ModelOptions,
     augmentation_strengths,
     build_model,
+    compiles_with_xla,
     find_backbone,
     freeze,
     is_backbone,
@@ -81,14 +83,21 @@ def train_model(
                      mode=info["mode"], architecture=config.train.architecture)
     check_batch_size(info["n_images"], config.train.batch_size)
     phases = plan_phases(config)
+    # Both splits: a resumed run's early-stopping counters only mean something on the same val images.
+    fingerprint = f"{info['fingerprint']}+{read_dataset_info(val_dir)['fingerprint']}"
     progress = None
     if resume is not None:
         progress = read_progress(resume)
-        check_resumable(progress, config.model_dump(mode="json"), info["fingerprint"])
-    make_deterministic(config.seed, exact_kernels=not config.train.jit_compile)
+        check_resumable(progress, config.model_dump(mode="json"), fingerprint)
+    xla = config.train.jit_compile and compiles_with_xla(
+        augmentation_strengths(config.train.augmentation, config.train.augment))
+    if config.train.jit_compile and not xla:
+        say("train: XLA is off: the rotation, zoom and translation augmentation layers do not compile with it")
+    make_deterministic(config.seed, exact_kernels=not xla)
     with precision_policy(config.train.precision), distribution_scope() as replicas:
         teacher = load_teacher(resolve_teacher(config.distill.teacher), spec) if config.distill.teacher else None
-        job = TrainingJob(spec, info, config, phases, teacher=teacher, replicas=replicas)
+        job = TrainingJob(spec, info, config, phases, teacher=teacher, replicas=replicas, xla=xla,
+                          fingerprint=fingerprint)
         return job.run(train_dir, val_dir, out_dir, pipeline_run, progress)
 
 
@@ -117,10 +126,10 @@ def plan_phases(config: Config) -> list[Phase]:
 class TrainingJob:
     """Everything one training run needs, so that a resumed run rebuilds exactly the same thing."""
 
-    def __init__(self, spec: ModelSpec, info: dict[str, Any], config: Config, phases: list[Phase],
-                 teacher: keras.Model | None = None, replicas: int = 1) -> None:
+    def __init__(self, spec: ModelSpec, info: dict[str, Any], config: Config, phases: list[Phase], *,
+                 fingerprint: str, teacher: keras.Model | None = None, replicas: int = 1, xla: bool = False) -> None:
         self.spec, self.info, self.config, self.phases = spec, info, config, phases
-        self.teacher, self.replicas = teacher, replicas
+        self.fingerprint, self.teacher, self.replicas, self.xla = fingerprint, teacher, replicas, xla
         self.steps_per_epoch = -(-info["n_images"] // config.train.batch_size)
 
     def run(self, train_dir: Path, val_dir: Path, out_dir: Path, pipeline_run: str,
@@ -140,8 +149,8 @@ class TrainingJob:
                                       tags={"mlflow.parentRunId": parent} if parent else None)
         else:
             model = keras.saving.load_model(checkpoint_dir(progress["run_id"]) / MODEL_FILE)
-            model.jit_compile = config.train.jit_compile
-            opened = mlflow.start_run(run_id=progress["run_id"])
+            model.jit_compile = self.xla
+            opened = reopen_run(progress["run_id"])
         with opened as run:
             if progress is None:
                 self.log_start(model, train_manifest, train_dir, val_manifest, pipeline_run, name)
@@ -208,7 +217,7 @@ class TrainingJob:
         """Fit each phase from where `progress` left off, checkpointing after every epoch."""
         folder = checkpoint_dir(run_id)
         state = progress or {
-            "run_id": run_id, "config": self.config.model_dump(mode="json"), "fingerprint": self.info["fingerprint"],
+            "run_id": run_id, "config": self.config.model_dump(mode="json"), "fingerprint": self.fingerprint,
             "phase": 0, "epoch": 0, "phase_start": 0, "history": {}, "phases": [],
             "early_stopping": None, "plateau": None}
         state["resumed_at"] = state["epoch"]
@@ -219,14 +228,23 @@ class TrainingJob:
             if not mid_phase:
                 self.prepare_phase(model, phase)
             train = self.config.train
-            early = ResumableEarlyStopping(
-                state["early_stopping"] if mid_phase else None, read_best_weights(folder) if mid_phase else None,
-                monitor="val_loss", patience=train.patience, min_delta=MIN_DELTA, restore_best_weights=True)
+            stopping, best_weights = (state["early_stopping"], read_best_weights(folder)) if mid_phase else (None, None)
+            if not mid_phase and state["phases"]:
+                # A later phase must beat the earlier phases' best, or their best weights stay.
+                best_epoch = state["phases"][-1]["best_epoch"]
+                stopping = {"wait": 0, "best": state["history"]["val_loss"][best_epoch - 1],
+                            "best_epoch": best_epoch - 1, "stopped": False}
+                best_weights = model.get_weights()
+            early = ResumableEarlyStopping(stopping, best_weights, monitor="val_loss", patience=train.patience,
+                                           min_delta=MIN_DELTA, restore_best_weights=True)
             plateau = [ResumablePlateau(state["plateau"] if mid_phase else None, monitor="val_loss", factor=0.5,
                                         min_delta=MIN_DELTA, patience=max(1, train.patience // 2))
                        ] if train.lr_schedule == "plateau" else []
-            model.fit(train_ds, validation_data=val_ds, initial_epoch=state["epoch"],
-                      epochs=state["phase_start"] + phase.epochs, verbose=0, shuffle=False,
+            # A phase that had stopped early before the kill trains no further epoch (only its best
+            # weights are restored).
+            end = state["epoch"] if stopping and stopping.get("stopped") else state["phase_start"] + phase.epochs
+            model.fit(train_ds, validation_data=val_ds, initial_epoch=state["epoch"], epochs=end, verbose=0,
+                      shuffle=False,
                       callbacks=[early, *plateau, Checkpointer(folder, state, early, plateau),
                                  PhaseMetrics(phase.name), EpochLine(total)])
             state["phases"].append({
@@ -245,11 +263,19 @@ class TrainingJob:
         loss, metrics = (distillation_objective(self.config.distill) if self.teacher is not None
                          else ("sparse_categorical_crossentropy", ["accuracy"]))
         rate = learning_rate(self.config.train.lr_schedule, phase.learning_rate, phase.epochs * self.steps_per_epoch)
-        model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics,
-                      jit_compile=self.config.train.jit_compile)
+        model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics, jit_compile=self.xla)
         mlflow.set_tag("cnnops.xla", str(bool(model.jit_compile)).lower())  # Keras falls back when it must
         say(f"train: phase {phase.name}: {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
             f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable parameters")
+
+
+def reopen_run(run_id: str) -> Any:
+    """The interrupted run, in the store it was started in, or one line saying it is not there."""
+    try:
+        return mlflow.start_run(run_id=run_id)
+    except MlflowException as err:
+        raise CnnopsError(f"cannot resume run {run_id}: the MLflow store at {mlflow.get_tracking_uri()} does not "
+                          f"have it open ({err.error_code}); resume against the store the run started in.") from None
 
 
 def backfill_metrics(run_id: str, progress: dict[str, Any], phases: list[Phase]) -> None:
