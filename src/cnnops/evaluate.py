@@ -124,6 +124,9 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path
 
 
 def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
+    """Loss and accuracy per epoch; nothing for a model with no training history (an import)."""
+    if not history.get("loss"):
+        return
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
