@@ -47,6 +47,11 @@ class ModelSpec:
     def size(self) -> tuple[int, int]:
         return (self.height, self.width)
 
+    @property
+    def class_index(self) -> dict[str, int]:
+        """Class name to the model's output position."""
+        return {name: i for i, name in enumerate(self.class_names)}
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -66,7 +66,7 @@ def load_teacher(folder: Path, spec: ModelSpec) -> keras.Model:
 
 def teacher_targets(teacher: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> np.ndarray:
     """One row per image: its label index, then the teacher's probabilities."""
-    index = {name: i for i, name in enumerate(spec.class_names)}
+    index = spec.class_index
     labels = np.array([index[label] for label in manifest["label"]], dtype=np.float32)
     return np.column_stack([labels, predict_manifest(teacher, spec, manifest)]).astype(np.float32)
 
@@ -110,7 +110,7 @@ def log_distillation(teacher: keras.Model, student: keras.Model, spec: ModelSpec
                      config: Any) -> dict[str, dict[str, float]]:
     """Student and teacher side by side on the val split: accuracy, size and CPU speed."""
     pixels = np.concatenate([batch.numpy() for batch, _ in make_dataset(val.head(SPEED_BATCH), spec, SPEED_BATCH)])
-    index = {name: i for i, name in enumerate(spec.class_names)}
+    index = spec.class_index
     truth = np.array([index[label] for label in val["label"]])
     table = {}
     for role, model in (("teacher", teacher), ("student", student)):

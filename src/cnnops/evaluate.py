@@ -78,7 +78,7 @@ def check_known_classes(spec: ModelSpec, manifest: pd.DataFrame) -> None:
 
 def score_probabilities(probabilities: np.ndarray, spec: ModelSpec, manifest: pd.DataFrame) -> dict[str, Any]:
     """Metrics of the class probabilities `predict_manifest` gave for `manifest`."""
-    index = {name: i for i, name in enumerate(spec.class_names)}
+    index = spec.class_index
     y_true = np.array([index[label] for label in manifest["label"]])
     y_pred = probabilities.argmax(axis=1)
     labels = list(range(len(spec.class_names)))

@@ -38,7 +38,7 @@ def make_dataset(
     `targets`, one row per manifest row, replaces the label index (distillation packs the label and
     a teacher's probabilities into one row).
     """
-    index = {name: i for i, name in enumerate(spec.class_names)}
+    index = spec.class_index
     labels = np.array([index.get(label, -1) for label in manifest["label"]], dtype=np.int32)
     if targets is not None:
         labels = targets
