@@ -85,9 +85,10 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """Early stopping whose counters and best weights carry over from a checkpoint."""
 
     def __init__(self, state: dict[str, Any] | None = None,
-                 best_weights: list[np.ndarray] | None = None, **kwargs: Any) -> None:
+                 best_weights: list[np.ndarray] | None = None, min_epochs: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._resume_state, self._resume_weights = state, best_weights
+        self.min_epochs = min_epochs
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
@@ -96,6 +97,14 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best = self._resume_state["best"]
             self.best_epoch = self._resume_state["best_epoch"]
             self.best_weights = self._resume_weights
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Track the best epoch from the start, but never stop before `min_epochs` (a warm-up in
+        optimizer steps: a few short epochs are no evidence that training has stalled)."""
+        super().on_epoch_end(epoch, logs)
+        if self.stopped_epoch == epoch and epoch + 1 < self.min_epochs:
+            self.stopped_epoch = 0
+            self.model.stop_training = False
 
     def state(self) -> dict[str, Any]:
         return {"wait": self.wait, "best": _plain(self.best), "best_epoch": self.best_epoch,

@@ -77,9 +77,16 @@ class TrainConfig(_Section):
     # "plateau" halves the rate when val loss stalls; "cosine" decays it to zero over the epochs.
     lr_schedule: Literal["plateau", "cosine"] = "plateau"
     epochs: int = Field(default=20, ge=1)
-    batch_size: int = Field(default=64, ge=1)
+    # None sizes it to the train split (cnnops.recipe): up to 64, with at least 10 steps an epoch.
+    batch_size: int | None = Field(default=None, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
-    patience: int = Field(default=4, ge=1)
+    # Epochs without a val-loss gain before early stopping; None: at least 4 epochs and 50 steps.
+    patience: int | None = Field(default=None, ge=1)
+    # Early stopping may not end training before this many optimizer steps.
+    min_steps: int = Field(default=100, ge=0)
+    # Recompute the scratch nets' batchnorm statistics from the train images before each
+    # validation: "auto" does it when an epoch has too few steps for the moving averages to settle.
+    recalibrate_batchnorm: Literal["auto", "always", "never"] = "auto"
     # Backbones only: after the head is trained, unfreeze and go on for this many epochs (0: no phase 2)
     fine_tune_epochs: int = Field(default=0, ge=0)
     # Phase 2 unfreezes the backbone's last N layers (None: all of it) ...
@@ -117,9 +124,18 @@ class DistillConfig(_Section):
 class GateConfig(_Section):
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     # The candidate must beat the champion by at least this much on the same test images.
-    margin: float = Field(default=0.005, ge=0)
-    # And it must reach this absolute score to be champion at all.
+    margin: float = Field(default=0.005, ge=0, le=1)
+    # "paired": better than the champion only with `confidence` (exact McNemar test and a bootstrap
+    # interval on the same images); "none": a higher score by the margin is enough.
+    test: Literal["paired", "none"] = "paired"
+    confidence: float = Field(default=0.95, ge=0.5, lt=1)
+    # It must reach this absolute score to be champion at all ...
     floor: float = Field(default=0.5, ge=0, le=1)
+    # ... beat always answering the test split's most common class by this much ...
+    min_over_chance: float = Field(default=0.05, ge=0, le=1)
+    # ... and not score below the best baseline on the same test split by more than the tolerance.
+    must_beat_baselines: bool = True
+    baseline_tolerance: float = Field(default=0.0, ge=0, le=1)
     force_promote: bool = False
 
 

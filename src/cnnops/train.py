@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from cnnops.artifacts import TRAIN_HASHES_ARTIFACT, ModelSpec, read_dataset_info, read_manifest, write_json
+from cnnops.batchnorm import RECALIBRATION_IMAGES, RecalibrateBatchNorm
 from cnnops.checkpoints import (
     MODEL_FILE,
     ResumableEarlyStopping,
@@ -51,6 +52,7 @@ from cnnops.model import (
     is_backbone,
     precision_policy,
 )
+from cnnops.recipe import Recipe, describe_recipe, plan_recipe
 from cnnops.registry import model_name_for
 from cnnops.tracking import ensure_experiment, git_commit, log_dataset, use_tracking_store
 
@@ -81,7 +83,7 @@ def train_model(
     info = read_dataset_info(train_dir)
     spec = ModelSpec(class_names=list(info["classes"]), height=info["height"], width=info["width"],
                      mode=info["mode"], architecture=config.train.architecture)
-    check_batch_size(info["n_images"], config.train.batch_size)
+    recipe = plan_recipe(info["n_images"], config.train)
     phases = plan_phases(config)
     # Both splits: a resumed run's early-stopping counters only mean something on the same val images.
     fingerprint = f"{info['fingerprint']}+{read_dataset_info(val_dir)['fingerprint']}"
@@ -96,16 +98,9 @@ def train_model(
     make_deterministic(config.seed, exact_kernels=not xla)
     with precision_policy(config.train.precision), distribution_scope() as replicas:
         teacher = load_teacher(resolve_teacher(config.distill.teacher), spec) if config.distill.teacher else None
-        job = TrainingJob(spec, info, config, phases, teacher=teacher, replicas=replicas, xla=xla,
+        job = TrainingJob(spec, info, config, phases, recipe, teacher=teacher, replicas=replicas, xla=xla,
                           fingerprint=fingerprint)
         return job.run(train_dir, val_dir, out_dir, pipeline_run, progress)
-
-
-def check_batch_size(n_train: int, batch_size: int) -> None:
-    """A train split smaller than one batch would train on a single ragged step per epoch."""
-    if n_train < batch_size:
-        raise CnnopsError(f"the train split has {n_train} images, fewer than one batch of train.batch_size "
-                          f"{batch_size}; lower it (--set train.batch_size={max(1, n_train // 2)}) or add images.")
 
 
 def plan_phases(config: Config) -> list[Phase]:
@@ -126,11 +121,11 @@ def plan_phases(config: Config) -> list[Phase]:
 class TrainingJob:
     """Everything one training run needs, so that a resumed run rebuilds exactly the same thing."""
 
-    def __init__(self, spec: ModelSpec, info: dict[str, Any], config: Config, phases: list[Phase], *,
-                 fingerprint: str, teacher: keras.Model | None = None, replicas: int = 1, xla: bool = False) -> None:
-        self.spec, self.info, self.config, self.phases = spec, info, config, phases
+    def __init__(self, spec: ModelSpec, info: dict[str, Any], config: Config, phases: list[Phase], recipe: Recipe,
+                 *, fingerprint: str, teacher: keras.Model | None = None, replicas: int = 1,
+                 xla: bool = False) -> None:
+        self.spec, self.info, self.config, self.phases, self.recipe = spec, info, config, phases, recipe
         self.fingerprint, self.teacher, self.replicas, self.xla = fingerprint, teacher, replicas, xla
-        self.steps_per_epoch = -(-info["n_images"] // config.train.batch_size)
 
     def run(self, train_dir: Path, val_dir: Path, out_dir: Path, pipeline_run: str,
             progress: dict[str, Any] | None) -> dict[str, Any]:
@@ -139,6 +134,7 @@ class TrainingJob:
         train_manifest, val_manifest = read_manifest(train_dir), read_manifest(val_dir)
         train_ds = self.dataset(train_manifest, shuffle=True)
         val_ds = self.dataset(val_manifest)
+        self.calibration = calibration_batches(train_manifest, spec, self.recipe.batch_size)
         use_tracking_store()
         name = model_name_for(config, info["source"])
         experiment_id = ensure_experiment(name)
@@ -160,6 +156,7 @@ class TrainingJob:
             say(f"train: {spec.architecture} on {info['n_images']} images of {spec.height}x{spec.width} "
                 f"{spec.mode}, {len(spec.class_names)} classes, up to {sum(p.epochs for p in self.phases)} epochs; "
                 f"run {run.info.run_id} (resume with --resume {run.info.run_id})")
+            say(f"train: recipe: {describe_recipe(self.recipe)}")
             started = time.monotonic()
             with input_errors_as_user_errors():
                 state = self.fit_phases(model, train_ds, val_ds, run.info.run_id, progress)
@@ -188,7 +185,7 @@ class TrainingJob:
     def dataset(self, manifest: pd.DataFrame, shuffle: bool = False) -> Any:
         """Batches of (image, label), or of (image, label + teacher probabilities) when distilling."""
         targets = None if self.teacher is None else teacher_targets(self.teacher, self.spec, manifest)
-        return make_dataset(manifest, self.spec, self.config.train.batch_size, shuffle=shuffle,
+        return make_dataset(manifest, self.spec, self.recipe.batch_size, shuffle=shuffle,
                             seed=self.config.seed, targets=targets)
 
     def log_start(self, model: keras.Model, train_manifest: pd.DataFrame, train_dir: Path,
@@ -206,8 +203,8 @@ class TrainingJob:
             "cnnops.replicas": str(self.replicas),
             "cnnops.distilled": str(self.teacher is not None).lower(),
         })
-        mlflow.log_params({**flatten_config(config), "n_train": info["n_images"], "n_val": len(val_manifest),
-                           "n_params": model.count_params()})
+        mlflow.log_params({**flatten_config(config), **self.recipe.as_params(), "n_train": info["n_images"],
+                           "n_val": len(val_manifest), "n_params": model.count_params()})
         mlflow.log_dict(config.model_dump(mode="json"), "config.json")
         mlflow.log_text("\n".join(sorted(train_manifest["sha256"])) + "\n", TRAIN_HASHES_ARTIFACT)
         log_dataset(train_manifest, info, train_dir, context="training")
@@ -235,17 +232,21 @@ class TrainingJob:
                 stopping = {"wait": 0, "best": state["history"]["val_loss"][best_epoch - 1],
                             "best_epoch": best_epoch - 1, "stopped": False}
                 best_weights = model.get_weights()
-            early = ResumableEarlyStopping(stopping, best_weights, monitor="val_loss", patience=train.patience,
+            recipe = self.recipe
+            early = ResumableEarlyStopping(stopping, best_weights, monitor="val_loss", patience=recipe.patience,
+                                           min_epochs=state["phase_start"] + recipe.min_epochs,
                                            min_delta=MIN_DELTA, restore_best_weights=True)
             plateau = [ResumablePlateau(state["plateau"] if mid_phase else None, monitor="val_loss", factor=0.5,
-                                        min_delta=MIN_DELTA, patience=max(1, train.patience // 2))
+                                        min_delta=MIN_DELTA, patience=recipe.plateau_patience)
                        ] if train.lr_schedule == "plateau" else []
+            # First in the list: the statistics are recomputed before validation reads them.
+            calibrate = [RecalibrateBatchNorm(self.calibration)] if recipe.recalibrate_batchnorm else []
             # A phase that had stopped early before the kill trains no further epoch (only its best
             # weights are restored).
             end = state["epoch"] if stopping and stopping.get("stopped") else state["phase_start"] + phase.epochs
             model.fit(train_ds, validation_data=val_ds, initial_epoch=state["epoch"], epochs=end, verbose=0,
                       shuffle=False,
-                      callbacks=[early, *plateau, Checkpointer(folder, state, early, plateau),
+                      callbacks=[*calibrate, early, *plateau, Checkpointer(folder, state, early, plateau),
                                  PhaseMetrics(phase.name), EpochLine(total)])
             state["phases"].append({
                 "name": phase.name, "first_epoch": state["phase_start"] + 1, "last_epoch": state["epoch"],
@@ -262,11 +263,18 @@ class TrainingJob:
             freeze(backbone, phase.unfreeze if phase.unfreeze is not None else len(backbone.layers))
         loss, metrics = (distillation_objective(self.config.distill) if self.teacher is not None
                          else ("sparse_categorical_crossentropy", ["accuracy"]))
-        rate = learning_rate(self.config.train.lr_schedule, phase.learning_rate, phase.epochs * self.steps_per_epoch)
+        rate = learning_rate(self.config.train.lr_schedule, phase.learning_rate,
+                             phase.epochs * self.recipe.steps_per_epoch)
         model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics, jit_compile=self.xla)
         mlflow.set_tag("cnnops.xla", str(bool(model.jit_compile)).lower())  # Keras falls back when it must
         say(f"train: phase {phase.name}: {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
             f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable parameters")
+
+
+def calibration_batches(manifest: pd.DataFrame, spec: ModelSpec, batch_size: int) -> Any:
+    """Training images in training-sized batches (no shuffle, no labels), for batchnorm recalibration."""
+    images = make_dataset(manifest, spec, batch_size).map(lambda image, label: image)
+    return images.take(max(1, RECALIBRATION_IMAGES // batch_size))
 
 
 def reopen_run(run_id: str) -> Any:
