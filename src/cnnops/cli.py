@@ -167,13 +167,15 @@ def train(
 @app.command("baselines")
 def baselines_(
     splits: Annotated[Path, typer.Option(help="Folder written by `cnnops split`.")],
+    out: Annotated[Path | None, typer.Option(help="Folder to write the scores to, for `register --baselines`.")]
+    = None,
     config: ConfigFile = None, sets: Sets = None,
 ) -> None:
     """Fit a logistic regression and a random forest on downscaled pixels, as floors for the CNN."""
     from cnnops.baselines import train_baselines
 
     with exit_on_user_error():
-        train_baselines(splits / "train", splits / "test", resolve_config(config, sets))
+        train_baselines(splits / "train", splits / "test", resolve_config(config, sets), out)
 
 
 @app.command()
@@ -194,15 +196,18 @@ def register(
     model: Annotated[Path, typer.Option(help="Folder written by `cnnops train`.")],
     test: Annotated[Path, typer.Option(help="Test split folder the model was evaluated on.")],
     evaluation: Annotated[Path, typer.Option(help="Folder written by `cnnops evaluate`.")],
+    baselines: Annotated[Path | None, typer.Option(
+        help="Folder written by `cnnops baselines --out`: the candidate must not score below them.")] = None,
     config: ConfigFile = None, sets: Sets = None,
     force_promote: Annotated[bool | None, typer.Option("--force-promote")] = None,
 ) -> None:
-    """Gate the model against the current champion and register it as champion or challenger."""
+    """Gate the model (chance, baselines, the champion on the same images) and register it as
+    champion or challenger."""
     from cnnops.registry import decide_promotion, register_model
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"gate.force_promote": force_promote})
-        register_model(model, evaluation, decide_promotion(model, test, evaluation, cfg))
+        register_model(model, evaluation, decide_promotion(model, test, evaluation, cfg, baselines))
 
 
 @app.command("import-model")
@@ -230,6 +235,22 @@ def import_model_(
         result = import_model(file, prepare_test_set(test, work, cfg), work, cfg, ImportSpec(names, scale, logits))
     typer.echo(f"cnnops: imported {file.name} as {result['registered_model']} v{result['version']} "
                f"@{result['alias']}: {result['reason']}")
+
+
+@app.command("export-backbone")
+def export_backbone_(
+    file: Annotated[Path, typer.Argument(help="A .keras or Keras 2 .h5 full-model file holding the backbone.")],
+    architecture: Annotated[str, typer.Option(
+        help="The backbone to export: mobilenet_v2, vgg16, resnet50 or efficientnet_b0.")],
+    out: Annotated[Path, typer.Option(help="Weights file to write; its name must end in .weights.h5.")],
+) -> None:
+    """Export a backbone's weights from a model file, for train.weights (pretrained weights offline)."""
+    from cnnops.backbones import export_backbone
+
+    with exit_on_user_error():
+        result = export_backbone(file, architecture, out)
+    typer.echo(f"cnnops: exported the {result['architecture']} backbone of {file.name} ({result['layers']} layers, "
+               f"{result['weights']} weights) to {result['out']}; use it as train.weights={result['out']}")
 
 
 @app.command("compile")
@@ -370,7 +391,26 @@ def format_status(described: dict[str, Any]) -> str:
             lines.append(f"  {'v' + str(version['version']):>7}  {','.join(version['aliases']) or '-':<20} "
                          f"{_fmt(version['test_accuracy']):>8} {_fmt(version['test_macro_f1']):>8}  "
                          f"{version['decision']}: {version['reason']}")
+            lines.extend(f"  {'':>7}  {'':<20} {'':>8} {'':>8}  {line}" for line in format_evidence(version))
     return "\n".join(lines)
+
+
+def format_evidence(version: dict[str, Any]) -> list[str]:
+    """The numbers behind a version's gate decision, a line each."""
+    lines = []
+    if version.get("chance_score") is not None:
+        floors = f"chance {version['chance_score']:.4f}"
+        if version.get("best_baseline") is not None:
+            floors += f", best baseline {version['best_baseline']} {version['best_baseline_score']:.4f}"
+        lines.append(floors)
+    evidence = version.get("evidence")
+    if evidence is not None:
+        lines.append(f"vs v{version['compared_with_version']} on {version['compared_on']} images: only this right "
+                     f"{evidence['only_candidate_right']}, only the champion right {evidence['only_champion_right']}, "
+                     f"McNemar p {evidence['p_value']:.3g}, difference {evidence['difference']:+.4f}, "
+                     f"{evidence['confidence']:.0%} interval [{evidence['interval_low']:+.4f}, "
+                     f"{evidence['interval_high']:+.4f}]")
+    return lines
 
 
 def _fmt(value: float | None) -> str:

@@ -247,12 +247,16 @@ def is_backbone(architecture: str) -> bool:
     return architecture in BACKBONES
 
 
-BACKBONES = frozenset({"mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0"})
+# Each backbone's keras.applications network and the input scaling it was trained on.
+BACKBONE_APPLICATIONS: dict[str, tuple[Callable[..., keras.Model], str]] = {
+    "mobilenet_v2": (keras.applications.MobileNetV2, "tf"),
+    "vgg16": (keras.applications.VGG16, "caffe"),
+    "resnet50": (keras.applications.ResNet50, "caffe"),
+    "efficientnet_b0": (keras.applications.EfficientNetB0, "raw"),
+}
+BACKBONES = frozenset(BACKBONE_APPLICATIONS)
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "simple-cnn": build_simple_cnn,
     "deep-cnn": build_deep_cnn,
-    "mobilenet_v2": backbone_builder(keras.applications.MobileNetV2, "tf", "mobilenet_v2"),
-    "vgg16": backbone_builder(keras.applications.VGG16, "caffe", "vgg16"),
-    "resnet50": backbone_builder(keras.applications.ResNet50, "caffe", "resnet50"),
-    "efficientnet_b0": backbone_builder(keras.applications.EfficientNetB0, "raw", "efficientnet_b0"),
+    **{name: backbone_builder(application, mode, name) for name, (application, mode) in BACKBONE_APPLICATIONS.items()},
 }
