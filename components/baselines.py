@@ -1,12 +1,14 @@
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 
 from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def baselines(config: dict, train_data: Input[Dataset], test_data: Input[Dataset], metrics: Output[Metrics]):
-    """scikit-learn floors on the same splits as the CNN, logged to the same MLflow experiment."""
+def baselines(config: dict, train_data: Input[Dataset], test_data: Input[Dataset], scores: Output[Artifact],
+              metrics: Output[Metrics]):
+    """scikit-learn floors on the same splits as the CNN, logged to the same MLflow experiment;
+    `scores` is what the gate holds the candidate to."""
     from pathlib import Path
 
     from cnnops.baselines import train_baselines
@@ -14,7 +16,8 @@ def baselines(config: dict, train_data: Input[Dataset], test_data: Input[Dataset
     from cnnops.errors import exit_on_user_error
 
     with exit_on_user_error():
-        scores = train_baselines(Path(train_data.path), Path(test_data.path), validate_config(config))
-    for name, values in scores.items():
+        result = train_baselines(Path(train_data.path), Path(test_data.path), validate_config(config),
+                                 Path(scores.path))
+    for name, values in result.scores.items():
         for key, value in values.items():
-            metrics.log_metric(f"{name}.{key}", value)
+            metrics.log_metric(f"{name}.test_{key}", value)

@@ -10,10 +10,12 @@ def gate(
     model: Input[Model],
     test_data: Input[Dataset],
     evaluation: Input[Artifact],
+    baselines: Input[Artifact],
     decision: Output[Artifact],
 ) -> str:
-    """Compare the candidate with the current champion on the same test images; returns the alias
-    it has earned ("champion" or "challenger"). Writes nothing to the registry.
+    """Hold the candidate to chance and the baselines, and compare it paired with the current
+    champion on the same test images; returns the alias it has earned ("champion" or
+    "challenger"). Writes nothing to the registry.
     """
     from pathlib import Path
 
@@ -24,7 +26,7 @@ def gate(
 
     with exit_on_user_error():
         verdict = decide_promotion(Path(model.path), Path(test_data.path), Path(evaluation.path),
-                                   validate_config(config))
+                                   validate_config(config), Path(baselines.path))
     write_json(Path(decision.path), verdict)
     decision.metadata.update({k: verdict[k] for k in ("alias", "reason", "candidate_score")})
     return verdict["alias"]

@@ -21,8 +21,8 @@ PIPELINE_NAME = "cnnops-train"
 
 
 def build_pipeline(gpu: bool = False, parallelism: int = 2) -> Callable[..., object]:
-    """ingest -> validate -> split -> plan-sweep -> ParallelFor(train) -> select -> evaluate -> gate ->
-    dsl.If(champion) register + package / else register.
+    """ingest -> validate -> split -> plan-sweep -> ParallelFor(train) -> select -> evaluate, beside
+    baselines -> gate -> dsl.If(champion) register + package / else register.
 
     Without a sweep in the config the fan-out has one candidate. `gpu` asks the cluster for one
     NVIDIA GPU per train task; `parallelism` bounds how many candidates train at once. kfp.local
@@ -48,8 +48,8 @@ def build_pipeline(gpu: bool = False, parallelism: int = 2) -> Callable[..., obj
                 candidate_model.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
         selected = select_model(config=config, models=dsl.Collected(candidate_model.outputs["model"])
                                 ).set_display_name("select")
-        baselines(config=config, train_data=splits.outputs["train_data"],
-                  test_data=splits.outputs["test_data"]).set_display_name("baselines")
+        floors = baselines(config=config, train_data=splits.outputs["train_data"],
+                           test_data=splits.outputs["test_data"]).set_display_name("baselines")
         evaluated = evaluate(
             model=selected.outputs["best"], test_data=splits.outputs["test_data"]
         ).set_display_name("evaluate")
@@ -58,6 +58,7 @@ def build_pipeline(gpu: bool = False, parallelism: int = 2) -> Callable[..., obj
             model=selected.outputs["best"],
             test_data=splits.outputs["test_data"],
             evaluation=evaluated.outputs["evaluation"],
+            baselines=floors.outputs["scores"],
         ).set_display_name("gate")
         registration = {
             "model": selected.outputs["best"],

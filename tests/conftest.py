@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,8 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TINY_CLASSES = ("disc", "cross", "stripes")
+# The venv's own `cnnops` command, for tests that run it as a user does.
+CNNOPS = Path(sys.executable).parent / "cnnops"
 
 
 @pytest.fixture
@@ -86,14 +89,21 @@ def train_candidate(work: Path, source: Path, **overrides) -> dict:
 
 
 @contextmanager
+def own_store(work: Path) -> Iterator[None]:
+    """A state folder (and so an MLflow store) of its own under `work`, for a module's fixture."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNOPS_HOME", str(work / "state"))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield
+
+
+@contextmanager
 def first_champion(work: Path, **overrides) -> Iterator[dict]:
     """In its own state folder under `work`: tiny images, a model trained on them for 12 epochs,
     gated and registered as the first champion."""
     from cnnops.registry import decide_promotion, register_model
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CNNOPS_HOME", str(work / "state"))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with own_store(work):
         source = write_images(work / "images", per_class=30, seed=1)
         trained = train_candidate(work / "strong", source, **{"train.epochs": 12, **overrides})
         decision = decide_promotion(trained["model"], trained["test"], trained["evaluation"], trained["config"])

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import train_candidate, write_images
+from conftest import own_store, train_candidate, write_images
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -34,9 +34,7 @@ SPLIT = {"split.train": 0.6, "split.val": 0.1, "split.test": 0.3, "train.batch_s
 def trained(tmp_path_factory):
     """A simple-cnn trained for 2 epochs and evaluated, in its own MLflow store."""
     work = tmp_path_factory.mktemp("analysis")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CNNOPS_HOME", str(work / "state"))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with own_store(work):
         source = write_images(work / "images", per_class=20, seed=3)
         result = train_candidate(work / "run", source, **{"train.epochs": 2, **SPLIT})
         result["keras"] = keras.saving.load_model(result["model"] / "model.keras", compile=False)

@@ -94,6 +94,9 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
     first = describe_registry(name)["models"][0]
     assert first["champion"]["version"] == 1
     assert first["champion"]["test_accuracy"] >= 0.8
+    # The baselines task ran before the gate, on the same test split, and the gate held v1 to them.
+    assert first["champion"]["best_baseline"] in {"logistic-regression", "random-forest"}
+    assert first["champion"]["test_accuracy"] >= first["champion"]["best_baseline_score"]
     assert os.listdir(state_home / "pipeline-root")
     (report,) = (state_home / "pipeline-root").rglob("validate/report")  # the KFP HTML output
     assert "Dataset report" in report.read_text()
@@ -115,7 +118,11 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
     assert model["champion"]["version"] == 1
     assert model["challenger"]["version"] == 2
     assert model["challenger"]["decision"] == "challenger"
-    assert "not better by the margin" in model["challenger"]["reason"]
+    # A near-zero rate for one epoch learns nothing: the gate says so before any comparison.
+    assert "does not beat chance" in model["challenger"]["reason"]
+    assert model["challenger"]["chance_score"] == pytest.approx(1 / 3)
+    assert model["challenger"]["evidence"]["only_champion_right"] > model["challenger"]["evidence"][
+        "only_candidate_right"]
     assert model["challenger"]["champion_score"] == pytest.approx(first["champion"]["test_accuracy"])
     # Only a new champion is packaged.
     assert not list((state_home / "bentoml" / "bentos" / "cnnops").glob(f"{name.lower()}-v2-*"))

@@ -77,13 +77,18 @@ def test_cosine_schedule_and_augmentation_train_through_the_same_step(make_image
 def test_baselines_score_the_same_test_split_and_log_to_the_same_experiment(make_images, state_home, tmp_path):
     from conftest import train_candidate
 
+    from cnnops.artifacts import read_baseline_scores
     from cnnops.baselines import train_baselines
 
     source = make_images(per_class=20, name="floors")
     trained = train_candidate(tmp_path / "cnn", source, **{"train.epochs": "1"})
-    scores = train_baselines(tmp_path / "cnn" / "train", tmp_path / "cnn" / "test", trained["config"])
+    result = train_baselines(tmp_path / "cnn" / "train", tmp_path / "cnn" / "test", trained["config"],
+                             tmp_path / "floors")
+    scores = result.scores
     assert set(scores) == {"logistic-regression", "random-forest"}
-    assert scores["random-forest"]["test_accuracy"] > 0.5  # the shapes are easy: a floor, not chance
+    assert scores["random-forest"]["accuracy"] > 0.5  # the shapes are easy: a floor, not chance
+    assert read_baseline_scores(tmp_path / "floors") == result
+    assert result.test_fingerprint == trained["metrics"]["test_fingerprint"]
     runs = mlflow.search_runs(experiment_ids=[trained["experiment_id"]], output_format="list",
                               filter_string="tags.`cnnops.step` = 'baseline'")
     assert {run.data.tags["cnnops.baseline"] for run in runs} == set(scores)

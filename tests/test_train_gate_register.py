@@ -1,6 +1,7 @@
 """Train, evaluate, gate and register on tiny data, against a real MLflow sqlite store and registry."""
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -39,7 +40,8 @@ def test_training_logs_run_with_model_and_provenance(registry):
 def test_first_model_above_floor_becomes_champion(registry):
     assert registry["strong"]["metrics"]["accuracy"] >= 0.8
     assert registry["first"]["alias"] == "champion"
-    assert registry["decision"]["reason"].startswith("no champion yet")
+    assert registry["decision"]["reason"].startswith("There is no champion yet")
+    assert "beats chance (0.3333)" in registry["decision"]["reason"]
 
 
 def test_same_seed_gives_same_metrics(registry):
@@ -50,16 +52,22 @@ def test_same_seed_gives_same_metrics(registry):
 
 def test_weaker_candidate_stays_challenger(registry):
     weak = train_candidate(registry["work"] / "weak", registry["source"],
-                           **{"train.epochs": 1, "train.learning_rate": 1e-5, "gate.floor": 0.0})
+                           **{"train.epochs": 1, "train.learning_rate": 1e-5, "gate.floor": 0.0,
+                              "gate.min_over_chance": 0.0})
     decision = decide_promotion(weak["model"], weak["test"], weak["evaluation"], weak["config"])
     assert decision["alias"] == "challenger"
     assert decision["champion_version"] == registry["first"]["version"]
     assert decision["champion_score"] == pytest.approx(registry["strong"]["metrics"]["accuracy"])
+    evidence = decision["evidence"]
+    assert evidence["only_champion_right"] > evidence["only_candidate_right"]
+    assert evidence["n_images"] == weak["metrics"]["n_test"] and evidence["interval_high"] < 0
     result = register_model(weak["model"], weak["evaluation"], decision)
     status = describe_registry(registry["first"]["registered_model"])["models"][0]
     assert status["champion"]["version"] == registry["first"]["version"]
     assert status["challenger"]["version"] == result["version"]
-    assert "not better by the margin" in status["challenger"]["reason"]
+    assert status["challenger"]["reason"].startswith("Not shown better than champion v1 with 95% confidence")
+    assert status["challenger"]["evidence"]["p_value"] == pytest.approx(evidence["p_value"], rel=1e-5)
+    assert status["challenger"]["evidence"]["only_champion_right"] == evidence["only_champion_right"]
     local = MlflowClient().download_artifacts(weak["run_id"], f"gate/decision-v{result['version']}.json",
                                               str(registry["work"]))
     stored = json.loads(Path(local).read_text())
@@ -71,11 +79,11 @@ def test_different_class_list_is_never_compared(registry):
     # Same registered model on purpose: a relabelled dataset for the same use case.
     name = registry["first"]["registered_model"]
     other = train_candidate(registry["work"] / "other", two, **{"train.epochs": 3, "registry.model_name": name,
-                                                                 "gate.floor": 0.0})
+                                                                 "gate.floor": 0.0, "gate.min_over_chance": 0.0})
     decision = decide_promotion(other["model"], other["test"], other["evaluation"], other["config"])
     assert decision["alias"] == "challenger" and decision["champion_score"] is None
-    assert "class list differs" in decision["reason"] and "--force-promote" in decision["reason"]
-    forced = build_config(overrides={"gate.force_promote": True, "gate.floor": 0.0})
+    assert "Class list differs" in decision["reason"] and "--force-promote" in decision["reason"]
+    forced = build_config(overrides={"gate.force_promote": True, "gate.floor": 0.0, "gate.min_over_chance": 0.0})
     assert decide_promotion(other["model"], other["test"], other["evaluation"], forced)["alias"] == "champion"
 
 
@@ -84,6 +92,7 @@ def test_candidate_below_floor_is_challenger(registry):
     strict = build_config(overrides={"gate.floor": 0.9})
     # The gate reads the score the evaluate step wrote; a copy of that folder with a low score.
     scored_low = registry["work"] / "scored-low"
+    shutil.copytree(strong["evaluation"], scored_low)
     write_evaluation(scored_low, {**strong["metrics"], "accuracy": 0.5})
     decision = decide_promotion(strong["model"], strong["test"], scored_low, strict)
     assert decision["alias"] == "challenger" and "below the floor" in decision["reason"]
@@ -129,7 +138,7 @@ def test_failed_first_registration_removes_the_new_registered_model(registry, mo
 def test_first_candidate_below_the_floor_is_not_crowned(registry):
     fresh = train_candidate(registry["work"] / "low", registry["source"],
                             **{"train.epochs": 1, "train.learning_rate": 1e-5, "registry.model_name": "low-model",
-                               "gate.floor": 0.99})
+                               "gate.floor": 0.99, "gate.min_over_chance": 0.0})
     decision = decide_promotion(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"])
     register_model(fresh["model"], fresh["evaluation"], decision)
     model = describe_registry("low-model")["models"][0]
@@ -151,7 +160,7 @@ def test_champion_is_scored_without_its_own_training_images(registry):
     # Another split seed puts some of the champion's training images into this test split.
     # Floor 0: this test is about the comparison, which a weak 2-epoch model must not skip.
     other = train_candidate(registry["work"] / "reseeded", registry["source"],
-                            **{"train.epochs": 2, "seed": 7, "gate.floor": 0.0})
+                            **{"train.epochs": 2, "seed": 7, "gate.floor": 0.0, "gate.min_over_chance": 0.0})
     decision = decide_promotion(other["model"], other["test"], other["evaluation"], other["config"])
     assert decision["champion_train_overlap"] > 0
     assert decision["compared_on"] == other["metrics"]["n_test"] - decision["champion_train_overlap"]
@@ -159,17 +168,26 @@ def test_champion_is_scored_without_its_own_training_images(registry):
 
 
 def test_gate_and_register_components(registry):
-    from kfp.dsl import Artifact, Dataset, Model
+    from kfp.dsl import Artifact, Dataset, Metrics, Model
 
+    from components.baselines import baselines
     from components.gate import gate
     from components.register import register
 
     strong = registry["strong"]
+    scores = Artifact(uri=str(registry["work"] / "component-baselines"))
+    baselines.python_func(config={}, train_data=Dataset(uri=str(registry["work"] / "strong" / "train")),
+                          test_data=Dataset(uri=str(strong["test"])), scores=scores,
+                          metrics=Metrics(uri=str(registry["work"] / "baseline-metrics")))
     decision = Artifact(uri=str(registry["work"] / "component-decision.json"))
     alias = gate.python_func(config={"gate": {"margin": 0.5}}, model=Model(uri=str(strong["model"])),
                              test_data=Dataset(uri=str(strong["test"])),
-                             evaluation=Artifact(uri=str(strong["evaluation"])), decision=decision)
+                             evaluation=Artifact(uri=str(strong["evaluation"])), baselines=scores,
+                             decision=decision)
     assert alias == "challenger" and decision.metadata["alias"] == "challenger"
+    recorded = json.loads(Path(decision.path).read_text())
+    assert set(recorded["baselines"]) == {"logistic-regression", "random-forest"}
+    assert recorded["evidence"]["only_candidate_right"] == recorded["evidence"]["only_champion_right"] == 0
     version = register.python_func(model=Model(uri=str(strong["model"])),
                                    evaluation=Artifact(uri=str(strong["evaluation"])), decision=decision)
     assert describe_registry(registry["first"]["registered_model"])["models"][0]["challenger"]["version"] == version
@@ -190,20 +208,25 @@ def test_champion_changed_during_the_run_downgrades_to_challenger(registry):
     assert client.get_model_version_by_alias(name, "champion").version == challenger.version
 
 
-def test_margin_is_inclusive_and_force_promote_registers_champion(registry):
-    # The champion against itself: equal scores on the same images.
+def test_same_predictions_are_never_promoted_and_force_promote_registers_champion(registry):
+    # The champion against itself: the same predictions on the same images.
     strong = registry["strong"]
     name = registry["first"]["registered_model"]
     client = MlflowClient()
     client.set_registered_model_alias(name, "champion", registry["first"]["version"])
-    margin = build_config(overrides={"gate.margin": 0.0})
-    tie = decide_promotion(strong["model"], strong["test"], strong["evaluation"], margin)
-    assert tie["champion_score"] == tie["candidate_score_compared"] and tie["alias"] == "champion"
-    strict = build_config(overrides={"gate.margin": 0.001})
+    for margin in (0.0, 0.005):
+        tie = decide_promotion(strong["model"], strong["test"], strong["evaluation"],
+                               build_config(overrides={"gate.margin": margin}))
+        assert tie["champion_score"] == tie["candidate_score_compared"] and tie["alias"] == "challenger"
+        assert tie["evidence"]["p_value"] == 1.0 and "0 images only the candidate got right" in tie["reason"]
+    # The plain rule (gate.test none): a tie passes a zero margin, and no other.
+    plain = build_config(overrides={"gate.margin": 0.0, "gate.test": "none"})
+    assert decide_promotion(strong["model"], strong["test"], strong["evaluation"], plain)["alias"] == "champion"
+    strict = build_config(overrides={"gate.margin": 0.001, "gate.test": "none"})
     assert decide_promotion(strong["model"], strong["test"], strong["evaluation"], strict)["alias"] == "challenger"
     forced = decide_promotion(strong["model"], strong["test"], strong["evaluation"],
                               build_config(overrides={"gate.margin": 0.5, "gate.force_promote": True}))
-    assert forced["alias"] == "champion" and forced["reason"].startswith("forced by --force-promote")
+    assert forced["alias"] == "champion" and forced["reason"].startswith("Forced by --force-promote")
     result = register_model(strong["model"], strong["evaluation"], forced)
     assert int(client.get_model_version_by_alias(name, "champion").version) == result["version"]
 

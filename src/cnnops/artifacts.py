@@ -4,7 +4,8 @@ A *dataset folder* (ingest output, and each split) holds `manifest.parquet` (a r
 path, label, sha256, width, height, mode, origin, split, phash, group) and `dataset.json` (classes, colour mode, input
 size, fingerprint, counts). A *model folder* holds `model.keras`, `model_spec.json` (what a caller
 needs to feed the model), `config.json` (the resolved run config), `history.json` and `run.json`
-(the MLflow run and logged-model URI). An *evaluation folder* holds `metrics.json` and plots.
+(the MLflow run and logged-model URI). An *evaluation folder* holds `metrics.json`,
+`predictions.csv` and plots. A *baselines folder* holds `baselines.json` (`BaselineScores`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ MANIFEST_COLUMNS = ["path", "label", "sha256", "width", "height", "mode", "origi
 # Logged to each training run: the sha256 of every training image, one per line, so a later
 # gate can leave the champion's own training images out of the comparison.
 TRAIN_HASHES_ARTIFACT = "data/train_sha256.txt"
+# In an evaluation folder: sha256, label and predicted class of every test image.
+PREDICTIONS_FILE = "predictions.csv"
+BASELINE_SCHEMA = 1
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,56 @@ def write_evaluation(folder: Path, scores: dict[str, Any]) -> None:
 def read_evaluation(folder: Path) -> dict[str, Any]:
     """The scores `evaluate` wrote: accuracy, macro_f1, n_test, per_class, confusion_matrix."""
     return read_json(folder / "metrics.json")
+
+
+def write_predictions(folder: Path, manifest: pd.DataFrame, predicted: list[str]) -> None:
+    """Each test image's predicted class, in manifest order: what the gate pairs with the champion's."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"sha256": manifest["sha256"].to_numpy(), "label": manifest["label"].to_numpy(),
+                  "predicted": predicted}).to_csv(folder / PREDICTIONS_FILE, index=False)
+
+
+def read_predictions(folder: Path, manifest: pd.DataFrame) -> list[str]:
+    """The predicted classes `write_predictions` wrote, checked to be for `manifest`'s images."""
+    import pandas as pd
+
+    path = folder / PREDICTIONS_FILE
+    if not path.is_file():
+        raise CnnopsError(f"{path} is missing; run `cnnops evaluate` again to write per-image predictions.")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(table["sha256"]) != list(manifest["sha256"]):
+        raise CnnopsError(f"{path} holds predictions for other images than the test split; evaluate on the "
+                          "test folder you pass to the gate.")
+    return list(table["predicted"])
+
+
+@dataclass(frozen=True)
+class BaselineScores:
+    """The baselines' test scores, tied to the test split they were scored on (the gate compares a
+    candidate with them only on the same images)."""
+
+    test_fingerprint: str
+    n_test: int
+    scores: dict[str, dict[str, float]]  # baseline -> {"accuracy": ..., "macro_f1": ...}
+    schema_version: int = BASELINE_SCHEMA
+
+    def best(self, metric: str) -> tuple[str, float]:
+        name = max(sorted(self.scores), key=lambda baseline: self.scores[baseline][metric])
+        return name, self.scores[name][metric]
+
+
+def write_baseline_scores(folder: Path, scores: BaselineScores) -> None:
+    write_json(folder / "baselines.json", asdict(scores))
+
+
+def read_baseline_scores(folder: Path) -> BaselineScores:
+    raw = read_json(folder / "baselines.json")
+    if raw.get("schema_version") != BASELINE_SCHEMA:
+        raise CnnopsError(f"{folder}/baselines.json has schema version {raw.get('schema_version')}, this cnnops "
+                          f"reads {BASELINE_SCHEMA}; run the baselines step again.")
+    return BaselineScores(**raw)
 
 
 def read_model_spec(model_dir: Path) -> ModelSpec:

@@ -16,7 +16,13 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cnnops.artifacts import read_dataset_info, read_manifest
+from cnnops.artifacts import (
+    BaselineScores,
+    manifest_fingerprint,
+    read_dataset_info,
+    read_manifest,
+    write_baseline_scores,
+)
 from cnnops.config import Config
 from cnnops.console import say
 from cnnops.errors import CnnopsError, ImageDecodeError
@@ -35,8 +41,9 @@ def make_baselines(seed: int) -> dict[str, Any]:
     }
 
 
-def train_baselines(train_dir: Path, test_dir: Path, config: Config) -> dict[str, dict[str, float]]:
-    """Fit each baseline on the train split, score it on the test split, log both; returns the scores."""
+def train_baselines(train_dir: Path, test_dir: Path, config: Config, out_dir: Path | None = None) -> BaselineScores:
+    """Fit each baseline on the train split, score it on the test split, log both; returns the
+    scores, also written to `out_dir` when given (the gate reads them there)."""
     info = read_dataset_info(train_dir)
     side = min(BASELINE_SIDE, info["height"], info["width"])
     train, test = read_manifest(train_dir), read_manifest(test_dir)
@@ -48,18 +55,22 @@ def train_baselines(train_dir: Path, test_dir: Path, config: Config) -> dict[str
     for name, estimator in make_baselines(config.seed).items():
         estimator.fit(x_train, y_train)
         predicted = estimator.predict(x_test)
-        scores[name] = {"test_accuracy": float(accuracy_score(y_test, predicted)),
-                        "test_macro_f1": float(f1_score(y_test, predicted, average="macro", zero_division=0))}
+        scores[name] = {"accuracy": float(accuracy_score(y_test, predicted)),
+                        "macro_f1": float(f1_score(y_test, predicted, labels=info["classes"], average="macro",
+                                                   zero_division=0))}
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"baseline-{name}"):
             mlflow.set_tags({"cnnops.step": "baseline", "cnnops.baseline": name,
                              "cnnops.dataset_fingerprint": info["fingerprint"]})
             mlflow.log_params({"baseline": name, "pixels": f"{side}x{side} {info['mode']}", "n_train": len(train),
                                "seed": config.seed})
-            mlflow.log_metrics(scores[name])
+            mlflow.log_metrics({f"test_{key}": value for key, value in scores[name].items()})
             log_dataset(train, info, train_dir, context="training")
-        say(f"baselines: {name}: test accuracy {scores[name]['test_accuracy']:.4f}, "
-            f"macro F1 {scores[name]['test_macro_f1']:.4f}")
-    return scores
+        say(f"baselines: {name}: test accuracy {scores[name]['accuracy']:.4f}, "
+            f"macro F1 {scores[name]['macro_f1']:.4f}")
+    result = BaselineScores(test_fingerprint=manifest_fingerprint(test), n_test=len(test), scores=scores)
+    if out_dir is not None:
+        write_baseline_scores(out_dir, result)
+    return result
 
 
 def features(manifest: pd.DataFrame, mode: str, side: int) -> np.ndarray:

@@ -22,6 +22,7 @@ from cnnops.artifacts import (
     read_manifest,
     read_model_spec,
     write_evaluation,
+    write_predictions,
 )
 from cnnops.console import say
 from cnnops.errors import CnnopsError
@@ -48,6 +49,7 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> dict[str, 
               "test_fingerprint": manifest_fingerprint(manifest)}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_evaluation(out_dir, scores)
+    write_predictions(out_dir, manifest, [spec.class_names[i] for i in probabilities.argmax(axis=1)])
     pd.DataFrame(scores["per_class"]).to_csv(out_dir / "per_class.csv", index=False)
     plot_confusion_matrix(np.array(scores["confusion_matrix"]), spec.class_names, out_dir / "confusion_matrix.png")
     plot_learning_curves(read_json(model_dir / "history.json"), out_dir / "learning_curves.png")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -26,14 +27,17 @@ from cnnops.artifacts import (
     TRAIN_HASHES_ARTIFACT,
     ModelSpec,
     manifest_fingerprint,
+    read_baseline_scores,
     read_evaluation,
     read_json,
     read_manifest,
     read_model_spec,
+    read_predictions,
 )
 from cnnops.config import Config
 from cnnops.console import say
 from cnnops.errors import CnnopsError
+from cnnops.evidence import PairedEvidence, chance_score, compare_paired
 from cnnops.sources import default_model_name
 from cnnops.tracking import use_tracking_store
 
@@ -50,12 +54,15 @@ def model_name_for(config: Config, source: str | None = None) -> str:
     return config.registry.model_name or default_model_name(source or config.data.source)
 
 
-def decide_promotion(model_dir: Path, test_dir: Path, evaluation_dir: Path, config: Config) -> dict[str, Any]:
+def decide_promotion(model_dir: Path, test_dir: Path, evaluation_dir: Path, config: Config,
+                     baselines_dir: Path | None = None) -> dict[str, Any]:
     """Decide champion or challenger for an evaluated candidate; writes nothing to the registry.
 
     The registered-model name comes from the model folder (fixed at training), the rules from
-    config. The champion and the candidate are compared on the same test images, leaving out any
-    the champion was trained on.
+    config. In order, the candidate must beat chance on its own test split, reach the floor, not
+    fall below the best baseline scored on the same split (`baselines_dir`, when given), and be
+    shown better than the champion on the same test images, leaving out any the champion was
+    trained on.
     """
     use_tracking_store()
     client = MlflowClient()
@@ -66,14 +73,24 @@ def decide_promotion(model_dir: Path, test_dir: Path, evaluation_dir: Path, conf
     test = read_manifest(test_dir)
     metrics = read_evaluation(evaluation_dir)
     check_same_model(metrics, run["run_id"], evaluation_dir)
-    check_same_test_set(metrics, test, evaluation_dir, test_dir)
+    check_same_test_set(metrics.get("test_fingerprint"), test, evaluation_dir, test_dir)
+    predicted = read_predictions(evaluation_dir, test)
+    baselines = None if baselines_dir is None else read_baseline_scores(baselines_dir)
+    if baselines is not None:
+        check_same_test_set(baselines.test_fingerprint, test, baselines_dir, test_dir)
     score = float(metrics[gate.metric])
+    chance = chance_score(gate.metric, test["label"].to_numpy())
     decision: dict[str, Any] = {
         "registered_model": name, "metric": gate.metric, "margin": gate.margin, "floor": gate.floor,
-        "forced": gate.force_promote, "candidate_score": score, "champion_version": None,
-        "champion_score": None, "candidate_score_compared": None, "compared_on": None,
-        "champion_train_overlap": None, "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "forced": gate.force_promote, "test": gate.test, "confidence": gate.confidence,
+        "candidate_score": score, "n_test": len(test), "chance_score": chance,
+        "min_over_chance": gate.min_over_chance, "baselines": None if baselines is None else baselines.scores,
+        "best_baseline": None, "best_baseline_score": None, "champion_version": None, "champion_score": None,
+        "candidate_score_compared": None, "compared_on": None, "champion_train_overlap": None, "evidence": None,
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if baselines is not None:
+        decision["best_baseline"], decision["best_baseline_score"] = baselines.best(gate.metric)
     champion = find_alias(client, name, CHAMPION)
     if champion is not None:
         decision["champion_version"] = int(champion.version)
@@ -85,27 +102,59 @@ def decide_promotion(model_dir: Path, test_dir: Path, evaluation_dir: Path, conf
 
     why_not = None if champion is None else incomparable_because(champion, spec)
     if champion is not None and why_not is None:
-        why_not = compare_with_champion(client, champion, model_dir, spec, test, gate.metric, decision)
+        why_not = compare_with_champion(client, champion, spec, test, predicted, config, decision)
 
+    metric = METRIC_WORDS[gate.metric]
+    if score < chance + gate.min_over_chance - 1e-12:
+        return decide(CHALLENGER, f"The candidate's {metric} of {score:.4f} does not beat chance: always answering "
+                                  f"the most common class scores {chance:.4f} on these {len(test)} test images, and "
+                                  f"the gate asks for {gate.min_over_chance:.4f} more.")
     if score < gate.floor:
-        return decide(CHALLENGER, f"candidate {gate.metric} {score:.4f} is below the floor {gate.floor:.4f}")
+        return decide(CHALLENGER, f"The candidate's {metric} of {score:.4f} is below the floor of {gate.floor:.4f}.")
+    best, best_score = decision["best_baseline"], decision["best_baseline_score"]
+    if gate.must_beat_baselines and best is not None and score < best_score - gate.baseline_tolerance - 1e-12:
+        return decide(CHALLENGER, f"The candidate's {metric} of {score:.4f} is below the {best} baseline's "
+                                  f"{best_score:.4f} on the same {len(test)} test images (tolerance "
+                                  f"{gate.baseline_tolerance:.4f}), so a CNN is not yet worth serving here.")
+    passed = f"it beats chance ({chance:.4f})" + (f" and is not below the best baseline, {best} ({best_score:.4f})"
+                                                  if best is not None and gate.must_beat_baselines else "")
     if champion is None:
-        return decide(CHAMPION, f"no champion yet; candidate {gate.metric} {score:.4f} passes the floor "
-                                f"{gate.floor:.4f}")
+        return decide(CHAMPION, f"There is no champion yet; the candidate's {metric} is {score:.4f} and {passed}.")
     if why_not is not None:
         if gate.force_promote:
-            return decide(CHAMPION, f"forced by --force-promote; {why_not}")
-        return decide(CHALLENGER, f"{why_not}; pass --force-promote to promote it anyway")
-    left_out = decision["champion_train_overlap"] or 0
-    versus = (f"candidate {gate.metric} {decision['candidate_score_compared']:.4f} vs champion "
-              f"v{champion.version} {decision['champion_score']:.4f} on the same {decision['compared_on']} "
-              f"test images" + (f" ({left_out} the champion trained on left out)" if left_out else "")
-              + f", margin {gate.margin:.4f}")
+            return decide(CHAMPION, f"Forced by --force-promote: {why_not}.")
+        return decide(CHALLENGER, f"{why_not[0].upper()}{why_not[1:]}; pass --force-promote to promote it anyway.")
+    versus = describe_comparison(decision, champion, metric)
     if gate.force_promote:
-        return decide(CHAMPION, f"forced by --force-promote; {versus}")
-    if decision["candidate_score_compared"] >= decision["champion_score"] + gate.margin:
-        return decide(CHAMPION, f"better by at least the margin: {versus}")
-    return decide(CHALLENGER, f"not better by the margin: {versus}")
+        return decide(CHAMPION, f"Forced by --force-promote: {versus}.")
+    if gate.test == "none":
+        if decision["candidate_score_compared"] >= decision["champion_score"] + gate.margin - 1e-12:
+            return decide(CHAMPION, f"Better by at least the margin of {gate.margin:.4f}: {versus}.")
+        return decide(CHALLENGER, f"Not better by the margin of {gate.margin:.4f}: {versus}.")
+    evidence = PairedEvidence(**decision["evidence"])
+    if evidence.shows_better(gate.margin):
+        return decide(CHAMPION, f"Better than champion v{champion.version} with {gate.confidence:.0%} confidence: "
+                                f"{versus}.")
+    return decide(CHALLENGER, f"Not shown better than champion v{champion.version} with {gate.confidence:.0%} "
+                              f"confidence and a margin of {gate.margin:.4f}: {versus}.")
+
+
+METRIC_WORDS = {"accuracy": "accuracy", "macro_f1": "macro F1"}
+
+
+def describe_comparison(decision: dict[str, Any], champion: ModelVersion, metric: str) -> str:
+    """Both scores on the shared images and, for the paired test, the evidence, in one clause."""
+    left_out = decision["champion_train_overlap"] or 0
+    text = (f"{metric} {decision['candidate_score_compared']:.4f} against {decision['champion_score']:.4f} for "
+            f"champion v{champion.version} on the same {decision['compared_on']} test images"
+            + (f" ({left_out} the champion trained on left out)" if left_out else ""))
+    evidence = decision["evidence"]
+    if decision["test"] == "none" or evidence is None:
+        return text
+    return (f"{text}; {evidence['only_candidate_right']} images only the candidate got right and "
+            f"{evidence['only_champion_right']} only the champion (McNemar p = {evidence['p_value']:.3f}), "
+            f"difference {evidence['difference']:+.4f} with a {evidence['confidence']:.0%} interval of "
+            f"[{evidence['interval_low']:+.4f}, {evidence['interval_high']:+.4f}]")
 
 
 def check_same_model(metrics: dict[str, Any], run_id: str, evaluation_dir: Path) -> None:
@@ -115,10 +164,11 @@ def check_same_model(metrics: dict[str, Any], run_id: str, evaluation_dir: Path)
                           "run `cnnops evaluate` on this model first.")
 
 
-def check_same_test_set(metrics: dict[str, Any], test: pd.DataFrame, evaluation_dir: Path, test_dir: Path) -> None:
-    """Refuse an evaluation of other test images than the ones the gate scores the champion on."""
-    if metrics.get("test_fingerprint") != manifest_fingerprint(test):
-        raise CnnopsError(f"{evaluation_dir} was scored on other images than {test_dir}; evaluate on the test "
+def check_same_test_set(fingerprint: str | None, test: pd.DataFrame, scored_dir: Path, test_dir: Path) -> None:
+    """Refuse scores (an evaluation, the baselines) of other test images than the ones the gate
+    scores the champion on."""
+    if fingerprint != manifest_fingerprint(test):
+        raise CnnopsError(f"{scored_dir} was scored on other images than {test_dir}; score on the test "
                           "folder you pass to the gate.")
 
 
@@ -134,27 +184,26 @@ def incomparable_because(champion: ModelVersion, spec: ModelSpec) -> str | None:
     return None
 
 
-def compare_with_champion(client: MlflowClient, champion: ModelVersion, model_dir: Path, spec: ModelSpec,
-                          test: pd.DataFrame, metric: str, decision: dict[str, Any]) -> str | None:
-    """Score champion and candidate on the test images the champion did not train on; records the
-    scores in `decision`. Returns why no comparison was possible, or None."""
-    from cnnops.evaluate import score_model  # imported here: TensorFlow is not needed for status
+def compare_with_champion(client: MlflowClient, champion: ModelVersion, spec: ModelSpec, test: pd.DataFrame,
+                          predicted: list[str], config: Config, decision: dict[str, Any]) -> str | None:
+    """Score the champion on the test images it did not train on, paired with the candidate's
+    predictions on the same images; records scores and evidence in `decision`. Returns why no
+    comparison was possible, or None."""
+    from cnnops.evaluate import predict_manifest  # imported here: TensorFlow is not needed for status
 
     seen = champion_training_hashes(client, champion)
-    fair = test if seen is None else test[~test["sha256"].isin(seen)]
-    decision["champion_train_overlap"] = None if seen is None else len(test) - len(fair)
-    if fair.empty:
+    fair = np.ones(len(test), dtype=bool) if seen is None else ~test["sha256"].isin(seen).to_numpy()
+    decision["champion_train_overlap"] = None if seen is None else int((~fair).sum())
+    if not fair.any():
         return f"every test image was in champion v{champion.version}'s training data, so it was not compared"
+    champion_spec = version_spec(champion)
     champion_model = mlflow.keras.load_model(f"models:/{champion.name}/{champion.version}")
-    decision["champion_score"] = float(score_model(champion_model, version_spec(champion), fair)[metric])
-    if len(fair) == len(test):
-        decision["candidate_score_compared"] = decision["candidate_score"]
-    else:
-        import keras
-
-        candidate = keras.saving.load_model(model_dir / "model.keras", compile=False)
-        decision["candidate_score_compared"] = float(score_model(candidate, spec, fair)[metric])
-    decision["compared_on"] = len(fair)
+    probabilities = predict_manifest(champion_model, champion_spec, test[fair])
+    champion_predicted = np.array(champion_spec.class_names)[probabilities.argmax(axis=1)]
+    evidence = compare_paired(config.gate.metric, test["label"].to_numpy()[fair], np.array(predicted)[fair],
+                              champion_predicted, config.gate.confidence, config.seed)
+    decision.update(champion_score=evidence.champion_score, candidate_score_compared=evidence.candidate_score,
+                    compared_on=int(fair.sum()), evidence=evidence.to_dict())
     return None
 
 
@@ -193,7 +242,7 @@ def register_model(model_dir: Path, evaluation_dir: Path, decision: dict[str, An
         current_version = None if current is None else int(current.version)
         if current_version != decision["champion_version"]:
             alias = decision["alias"] = CHALLENGER
-            decision["reason"] = (f"the champion changed while this run was gated (v{decision['champion_version']}"
+            decision["reason"] = (f"The champion changed while this run was gated (v{decision['champion_version']}"
                                   f" -> v{current_version}); re-run to compare against the new champion")
     previous_tag = client.get_run(run["run_id"]).data.tags.get(DECISION_TAG)
     with sigterm_as_exit():
@@ -277,6 +326,21 @@ def version_tags(spec: ModelSpec, decision: dict[str, Any], metrics: dict[str, A
         tags["cnnops.champion_score"] = f"{decision['champion_score']:.6f}"
         tags["cnnops.candidate_score_compared"] = f"{decision['candidate_score_compared']:.6f}"
         tags["cnnops.compared_on"] = str(decision["compared_on"])
+    if decision.get("chance_score") is not None:
+        tags["cnnops.chance_score"] = f"{decision['chance_score']:.6f}"
+    if decision.get("best_baseline") is not None:
+        tags["cnnops.best_baseline"] = decision["best_baseline"]
+        tags["cnnops.best_baseline_score"] = f"{decision['best_baseline_score']:.6f}"
+    evidence = decision.get("evidence")
+    if evidence is not None:
+        tags.update({
+            "cnnops.p_value": f"{evidence['p_value']:.6g}",
+            "cnnops.difference": f"{evidence['difference']:.6f}",
+            "cnnops.interval": f"[{evidence['interval_low']:.6f}, {evidence['interval_high']:.6f}]",
+            "cnnops.confidence": f"{evidence['confidence']:g}",
+            "cnnops.only_candidate_right": str(evidence["only_candidate_right"]),
+            "cnnops.only_champion_right": str(evidence["only_champion_right"]),
+        })
     return tags
 
 
@@ -356,4 +420,19 @@ def describe_version(version: ModelVersion, aliases: list[str]) -> dict[str, Any
         "compared_on": int(tags["cnnops.compared_on"]) if "cnnops.compared_on" in tags else None,
         "compared_with_version": int(tags["cnnops.compared_with_version"])
         if "cnnops.compared_with_version" in tags else None,
+        "chance_score": number("cnnops.chance_score"),
+        "best_baseline": tags.get("cnnops.best_baseline"),
+        "best_baseline_score": number("cnnops.best_baseline_score"),
+        "evidence": version_evidence(tags),
     }
+
+
+def version_evidence(tags: dict[str, str]) -> dict[str, Any] | None:
+    """The paired comparison recorded on a version, or None when it was not compared paired."""
+    if "cnnops.p_value" not in tags:
+        return None
+    low, high = json.loads(tags["cnnops.interval"])
+    return {"p_value": float(tags["cnnops.p_value"]), "difference": float(tags["cnnops.difference"]),
+            "interval_low": low, "interval_high": high, "confidence": float(tags["cnnops.confidence"]),
+            "only_candidate_right": int(tags["cnnops.only_candidate_right"]),
+            "only_champion_right": int(tags["cnnops.only_champion_right"])}

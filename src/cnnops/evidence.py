@@ -1,0 +1,103 @@
+"""The gate's statistics: what a score must beat to mean anything, and whether one model is better
+than another on the same images.
+
+On a 20-image test split one image is 5 points of accuracy, so a raw difference is no evidence.
+Two models scored on the same images are compared paired: an exact McNemar test on the images only
+one of them got right, and a bootstrap interval of the metric's difference over resampled images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import binom
+from sklearn.metrics import f1_score
+
+# Paired resamples of the test images behind each interval.
+BOOTSTRAP_ROUNDS = 2000
+
+
+@dataclass(frozen=True)
+class PairedEvidence:
+    """Candidate against champion on the same images; recorded on the version and in the decision."""
+
+    n_images: int
+    only_candidate_right: int
+    only_champion_right: int
+    candidate_score: float
+    champion_score: float
+    difference: float  # candidate minus champion, in the gate's metric
+    interval_low: float
+    interval_high: float
+    confidence: float
+    p_value: float  # exact McNemar, two-sided
+
+    def shows_better(self, margin: float) -> bool:
+        """Better with the confidence asked for, and by the margin: more images only the candidate
+        got right than only the champion did, McNemar's p below 1 - confidence, the interval above
+        zero, and the observed difference at least the margin."""
+        alpha = 1.0 - self.confidence
+        return (self.only_candidate_right > self.only_champion_right and self.p_value < alpha
+                and self.interval_low > 0 and self.difference >= margin - 1e-12)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def chance_score(metric: str, y_true: np.ndarray) -> float:
+    """The metric of always answering the test split's most common class: what a model that learned
+    nothing scores."""
+    values, counts = np.unique(y_true, return_counts=True)
+    majority = np.full_like(y_true, values[np.argmax(counts)])
+    return metric_score(metric, y_true, majority)
+
+
+def metric_score(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    if metric == "accuracy":
+        return float(np.mean(y_true == y_pred))
+    return float(f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true), zero_division=0))
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: under "equally good", the images only one model got right
+    fall to either side like fair coin tosses."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * binom.cdf(min(only_a, only_b), n, 0.5)))
+
+
+def bootstrap_difference(metric: str, y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
+                         confidence: float, seed: int, rounds: int = BOOTSTRAP_ROUNDS) -> tuple[float, float]:
+    """Percentile interval of metric(candidate) - metric(champion) over images resampled with
+    replacement, the same draw for both models (paired)."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    draws = rng.integers(0, n, size=(rounds, n))
+    if metric == "accuracy":
+        gain = (candidate == y_true).astype(float) - (champion == y_true).astype(float)
+        differences = gain[draws].mean(axis=1)
+    else:
+        differences = np.array([metric_score(metric, y_true[d], candidate[d]) - metric_score(metric, y_true[d],
+                                                                                              champion[d])
+                                for d in draws])
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(differences, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def compare_paired(metric: str, y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
+                   confidence: float, seed: int) -> PairedEvidence:
+    """All the evidence on whether `candidate`'s predictions beat `champion`'s on the same images."""
+    y_true, candidate, champion = (np.asarray(a) for a in (y_true, candidate, champion))
+    cand_right, champ_right = candidate == y_true, champion == y_true
+    only_candidate, only_champion = int(np.sum(cand_right & ~champ_right)), int(np.sum(champ_right & ~cand_right))
+    cand_score, champ_score = metric_score(metric, y_true, candidate), metric_score(metric, y_true, champion)
+    low, high = bootstrap_difference(metric, y_true, candidate, champion, confidence, seed)
+    return PairedEvidence(
+        n_images=len(y_true), only_candidate_right=only_candidate, only_champion_right=only_champion,
+        candidate_score=cand_score, champion_score=champ_score, difference=cand_score - champ_score,
+        interval_low=low, interval_high=high, confidence=confidence,
+        p_value=mcnemar_exact(only_candidate, only_champion))
