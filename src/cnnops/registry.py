@@ -34,7 +34,7 @@ from cnnops.artifacts import (
     read_model_spec,
     read_predictions,
 )
-from cnnops.config import Config
+from cnnops.config import Config, GateConfig
 from cnnops.console import say
 from cnnops.errors import CnnopsError
 from cnnops.evidence import PairedEvidence, chance_score, compare_paired
@@ -95,61 +95,64 @@ def decide_promotion(model_dir: Path, test_dir: Path, evaluation_dir: Path, conf
     if champion is not None:
         decision["champion_version"] = int(champion.version)
 
-    def decide(alias: str, reason: str) -> dict[str, Any]:
-        decision.update(alias=alias, reason=reason)
-        say(f"gate: {alias}: {reason}")
-        return decision
-
     why_not = None if champion is None else incomparable_because(champion, spec)
     if champion is not None and why_not is None:
         why_not = compare_with_champion(client, champion, spec, test, predicted, config, decision)
+    alias, reason = judge_candidate(decision, gate, why_not)
+    decision.update(alias=alias, reason=reason)
+    say(f"gate: {alias}: {reason}")
+    return decision
 
-    metric = METRIC_WORDS[gate.metric]
+
+def judge_candidate(decision: dict[str, Any], gate: GateConfig, why_not: str | None) -> tuple[str, str]:
+    """The alias a candidate has earned from the facts `decide_promotion` gathered, and the one
+    sentence that says why. `why_not` says why the champion could not be compared, if it could not."""
+    metric, score, chance = METRIC_WORDS[gate.metric], decision["candidate_score"], decision["chance_score"]
+    n_test, champion = decision["n_test"], decision["champion_version"]
     if score < chance + gate.min_over_chance - 1e-12:
-        return decide(CHALLENGER, f"The candidate's {metric} of {score:.4f} does not beat chance: always answering "
-                                  f"the most common class scores {chance:.4f} on these {len(test)} test images, and "
-                                  f"the gate asks for {gate.min_over_chance:.4f} more.")
+        return CHALLENGER, (f"The candidate's {metric} of {score:.4f} does not beat chance: always answering the "
+                            f"most common class scores {chance:.4f} on these {n_test} test images, and the gate "
+                            f"asks for {gate.min_over_chance:.4f} more.")
     if score < gate.floor:
-        return decide(CHALLENGER, f"The candidate's {metric} of {score:.4f} is below the floor of {gate.floor:.4f}.")
+        return CHALLENGER, f"The candidate's {metric} of {score:.4f} is below the floor of {gate.floor:.4f}."
     best, best_score = decision["best_baseline"], decision["best_baseline_score"]
-    if gate.must_beat_baselines and best is not None and score < best_score - gate.baseline_tolerance - 1e-12:
-        return decide(CHALLENGER, f"The candidate's {metric} of {score:.4f} is below the {best} baseline's "
-                                  f"{best_score:.4f} on the same {len(test)} test images (tolerance "
-                                  f"{gate.baseline_tolerance:.4f}), so a CNN is not yet worth serving here.")
-    passed = f"it beats chance ({chance:.4f})" + (f" and is not below the best baseline, {best} ({best_score:.4f})"
-                                                  if best is not None and gate.must_beat_baselines else "")
+    held_to_baselines = gate.must_beat_baselines and best is not None
+    if held_to_baselines and score < best_score - gate.baseline_tolerance - 1e-12:
+        return CHALLENGER, (f"The candidate's {metric} of {score:.4f} is below the {best} baseline's "
+                            f"{best_score:.4f} on the same {n_test} test images (tolerance "
+                            f"{gate.baseline_tolerance:.4f}), so a CNN is not yet worth serving here.")
     if champion is None:
-        return decide(CHAMPION, f"There is no champion yet; the candidate's {metric} is {score:.4f} and {passed}.")
+        passed = f"it beats chance ({chance:.4f})" + (
+            f" and is not below the best baseline, {best} ({best_score:.4f})" if held_to_baselines else "")
+        return CHAMPION, f"There is no champion yet; the candidate's {metric} is {score:.4f} and {passed}."
     if why_not is not None:
         if gate.force_promote:
-            return decide(CHAMPION, f"Forced by --force-promote: {why_not}.")
-        return decide(CHALLENGER, f"{why_not[0].upper()}{why_not[1:]}; pass --force-promote to promote it anyway.")
-    versus = describe_comparison(decision, champion, metric)
+            return CHAMPION, f"Forced by --force-promote: {why_not}."
+        return CHALLENGER, f"{why_not[0].upper()}{why_not[1:]}; pass --force-promote to promote it anyway."
+    versus = describe_comparison(decision, metric)
     if gate.force_promote:
-        return decide(CHAMPION, f"Forced by --force-promote: {versus}.")
+        return CHAMPION, f"Forced by --force-promote: {versus}."
     if gate.test == "none":
         if decision["candidate_score_compared"] >= decision["champion_score"] + gate.margin - 1e-12:
-            return decide(CHAMPION, f"Better by at least the margin of {gate.margin:.4f}: {versus}.")
-        return decide(CHALLENGER, f"Not better by the margin of {gate.margin:.4f}: {versus}.")
-    evidence = PairedEvidence(**decision["evidence"])
-    if evidence.shows_better(gate.margin):
-        return decide(CHAMPION, f"Better than champion v{champion.version} with {gate.confidence:.0%} confidence: "
-                                f"{versus}.")
-    return decide(CHALLENGER, f"Not shown better than champion v{champion.version} with {gate.confidence:.0%} "
-                              f"confidence and a margin of {gate.margin:.4f}: {versus}.")
+            return CHAMPION, f"Better by at least the margin of {gate.margin:.4f}: {versus}."
+        return CHALLENGER, f"Not better by the margin of {gate.margin:.4f}: {versus}."
+    if PairedEvidence(**decision["evidence"]).shows_better(gate.margin):
+        return CHAMPION, f"Better than champion v{champion} with {gate.confidence:.0%} confidence: {versus}."
+    return CHALLENGER, (f"Not shown better than champion v{champion} with {gate.confidence:.0%} confidence and a "
+                        f"margin of {gate.margin:.4f}: {versus}.")
 
 
 METRIC_WORDS = {"accuracy": "accuracy", "macro_f1": "macro F1"}
 
 
-def describe_comparison(decision: dict[str, Any], champion: ModelVersion, metric: str) -> str:
+def describe_comparison(decision: dict[str, Any], metric: str) -> str:
     """Both scores on the shared images and, for the paired test, the evidence, in one clause."""
     left_out = decision["champion_train_overlap"] or 0
     text = (f"{metric} {decision['candidate_score_compared']:.4f} against {decision['champion_score']:.4f} for "
-            f"champion v{champion.version} on the same {decision['compared_on']} test images"
+            f"champion v{decision['champion_version']} on the same {decision['compared_on']} test images"
             + (f" ({left_out} the champion trained on left out)" if left_out else ""))
     evidence = decision["evidence"]
-    if decision["test"] == "none" or evidence is None:
+    if evidence is None:
         return text
     return (f"{text}; {evidence['only_candidate_right']} images only the candidate got right and "
             f"{evidence['only_champion_right']} only the champion (McNemar p = {evidence['p_value']:.3f}), "
