@@ -1,4 +1,4 @@
-"""Issue 5's training features: the two-phase transfer schedule, per-epoch checkpoints and resume,
+"""Training features: the two-phase transfer schedule, per-epoch checkpoints and resume,
 precision and XLA flags, and the one-line refusals that come before any training."""
 
 from __future__ import annotations
