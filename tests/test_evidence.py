@@ -86,3 +86,21 @@ def test_chance_is_the_majority_class_rate():
     # Always "a": F1 of "a" is 2 * 0.6 / 1.6, the others 0.
     assert chance_score("macro_f1", y) == pytest.approx((2 * 0.6 / 1.6) / 3)
     assert math.isclose(chance_score("accuracy", np.array(["x", "y"])), 0.5)
+
+
+def test_macro_f1_counts_every_class_of_the_model():
+    y = np.array(["a", "a", "b", "b"])
+    # "c" is a class of the model but not in these images: it counts as 0, as evaluation counts it.
+    assert chance_score("macro_f1", y, ["a", "b", "c"]) == pytest.approx((2 * 0.5 / 1.5) / 3)
+    assert chance_score("macro_f1", y) == pytest.approx((2 * 0.5 / 1.5) / 2)
+
+
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"schema_version": 1, "scores": {}}'])
+def test_a_damaged_baselines_file_is_one_line(tmp_path, content):
+    from cnnops.artifacts import read_baseline_scores
+    from cnnops.errors import CnnopsError
+
+    (tmp_path / "baselines.json").write_text(content)
+    with pytest.raises(CnnopsError, match="baselines") as err:
+        read_baseline_scores(tmp_path)
+    assert "\n" not in str(err.value)

@@ -15,7 +15,7 @@ def recipe(n_train: int, **overrides):
     (160, 16, 10, 5, 10, True),      # demo:faces: 3 steps an epoch under the old fixed batch of 64
     (72, 8, 9, 6, 12, True),         # 30 images a class, 3 classes
     (20, 8, 3, 17, 34, True),        # fewer images than 8 batches: at least 8 a batch
-    (7772, 64, 122, 4, 1, False),    # demo:animals: the recipe is the old fixed one
+    (7594, 64, 119, 4, 1, False),    # demo:animals' train split: the recipe is the old fixed one
     (56000, 64, 875, 4, 1, False),   # Fashion-MNIST
 ])
 def test_the_recipe_counts_steps(n_train, batch, steps, patience, min_epochs, recalibrate):
@@ -32,6 +32,8 @@ def test_what_the_config_sets_is_taken_as_it_is():
     assert not planned.recalibrate_batchnorm
     assert recipe(56000, **{"train.recalibrate_batchnorm": "always"}).recalibrate_batchnorm
     assert recipe(5).batch_size == 5  # never more than the split holds
+    # A backbone's batchnorm layers are the pretrained network's: nothing to recalibrate.
+    assert not plan_recipe(160, build_config().train, own_batchnorm=False).recalibrate_batchnorm
 
 
 def test_the_params_name_every_choice():

@@ -78,7 +78,10 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 def read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CnnopsError(f"{path} is missing; was the step that writes it run on this folder?")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CnnopsError(f"{path} is not valid JSON ({err}); run the step that writes it again.") from None
 
 
 def write_dataset(folder: Path, manifest: pd.DataFrame, info: dict[str, Any]) -> None:
@@ -133,6 +136,8 @@ def read_predictions(folder: Path, manifest: pd.DataFrame) -> list[str]:
     if not path.is_file():
         raise CnnopsError(f"{path} is missing; run `cnnops evaluate` again to write per-image predictions.")
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if not {"sha256", "predicted"} <= set(table.columns):
+        raise CnnopsError(f"{path} has no sha256 and predicted columns; run `cnnops evaluate` again.")
     if list(table["sha256"]) != list(manifest["sha256"]):
         raise CnnopsError(f"{path} holds predictions for other images than the test split; evaluate on the "
                           "test folder you pass to the gate.")
@@ -160,10 +165,15 @@ def write_baseline_scores(folder: Path, scores: BaselineScores) -> None:
 
 def read_baseline_scores(folder: Path) -> BaselineScores:
     raw = read_json(folder / "baselines.json")
-    if raw.get("schema_version") != BASELINE_SCHEMA:
-        raise CnnopsError(f"{folder}/baselines.json has schema version {raw.get('schema_version')}, this cnnops "
-                          f"reads {BASELINE_SCHEMA}; run the baselines step again.")
-    return BaselineScores(**raw)
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != BASELINE_SCHEMA:
+        raise CnnopsError(f"{folder}/baselines.json has schema version {version}, this cnnops reads "
+                          f"{BASELINE_SCHEMA}; run the baselines step again.")
+    try:
+        return BaselineScores(**raw)
+    except TypeError:
+        raise CnnopsError(f"{folder}/baselines.json does not hold the baselines' scores; run the baselines "
+                          "step again.") from None
 
 
 def read_model_spec(model_dir: Path) -> ModelSpec:

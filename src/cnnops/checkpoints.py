@@ -102,7 +102,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         """Track the best epoch from the start, but never stop before `min_epochs` (a warm-up in
         optimizer steps: a few short epochs are no evidence that training has stalled)."""
         super().on_epoch_end(epoch, logs)
-        if self.stopped_epoch == epoch and epoch + 1 < self.min_epochs:
+        if self.model.stop_training and epoch > 0 and self.stopped_epoch == epoch and epoch + 1 < self.min_epochs:
             self.stopped_epoch = 0
             self.model.stop_training = False
 

@@ -55,7 +55,8 @@ def run(
     precision: Precision = None,
     xla: Xla = None,
     force_promote: Annotated[bool | None, typer.Option(
-        "--force-promote", help="Promote past the champion comparison (the floor still applies).")] = None,
+        "--force-promote", help="Promote past the champion comparison (chance, the floor and the baselines "
+        "still apply).")] = None,
 ) -> None:
     """Run the whole pipeline with kfp.local: ingest, split, train, evaluate, gate and register."""
     with exit_on_user_error():

@@ -77,7 +77,7 @@ class TrainConfig(_Section):
     # "plateau" halves the rate when val loss stalls; "cosine" decays it to zero over the epochs.
     lr_schedule: Literal["plateau", "cosine"] = "plateau"
     epochs: int = Field(default=20, ge=1)
-    # None sizes it to the train split (cnnops.recipe): up to 64, with at least 10 steps an epoch.
+    # None sizes it to the train split (cnnops.recipe): up to 64, with 10 full batches an epoch.
     batch_size: int | None = Field(default=None, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
     # Epochs without a val-loss gain before early stopping; None: at least 4 epochs and 50 steps.

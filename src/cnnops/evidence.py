@@ -46,18 +46,21 @@ class PairedEvidence:
         return asdict(self)
 
 
-def chance_score(metric: str, y_true: np.ndarray) -> float:
+def chance_score(metric: str, y_true: np.ndarray, labels: list[str] | None = None) -> float:
     """The metric of always answering the test split's most common class: what a model that learned
     nothing scores."""
     values, counts = np.unique(y_true, return_counts=True)
     majority = np.full_like(y_true, values[np.argmax(counts)])
-    return metric_score(metric, y_true, majority)
+    return metric_score(metric, y_true, majority, labels)
 
 
-def metric_score(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+def metric_score(metric: str, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str] | None = None) -> float:
+    """Accuracy, or macro F1 over `labels` (the model's classes, as evaluation counts them; a class
+    absent from these images counts as 0), by default the classes present."""
     if metric == "accuracy":
         return float(np.mean(y_true == y_pred))
-    return float(f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true), zero_division=0))
+    labels = list(np.unique(y_true)) if labels is None else labels
+    return float(f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0))
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
@@ -70,7 +73,8 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
 
 
 def bootstrap_difference(metric: str, y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
-                         confidence: float, seed: int, rounds: int = BOOTSTRAP_ROUNDS) -> tuple[float, float]:
+                         confidence: float, seed: int, rounds: int = BOOTSTRAP_ROUNDS,
+                         labels: list[str] | None = None) -> tuple[float, float]:
     """Percentile interval of metric(candidate) - metric(champion) over images resampled with
     replacement, the same draw for both models (paired)."""
     rng = np.random.default_rng(seed)
@@ -80,22 +84,23 @@ def bootstrap_difference(metric: str, y_true: np.ndarray, candidate: np.ndarray,
         gain = (candidate == y_true).astype(float) - (champion == y_true).astype(float)
         differences = gain[draws].mean(axis=1)
     else:
-        differences = np.array([metric_score(metric, y_true[d], candidate[d]) - metric_score(metric, y_true[d],
-                                                                                              champion[d])
-                                for d in draws])
+        differences = np.array([metric_score(metric, y_true[d], candidate[d], labels)
+                                - metric_score(metric, y_true[d], champion[d], labels) for d in draws])
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(differences, [tail, 100.0 - tail])
     return float(low), float(high)
 
 
 def compare_paired(metric: str, y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
-                   confidence: float, seed: int) -> PairedEvidence:
-    """All the evidence on whether `candidate`'s predictions beat `champion`'s on the same images."""
+                   confidence: float, seed: int, labels: list[str] | None = None) -> PairedEvidence:
+    """All the evidence on whether `candidate`'s predictions beat `champion`'s on the same images
+    (`labels`: the classes a macro F1 counts)."""
     y_true, candidate, champion = (np.asarray(a) for a in (y_true, candidate, champion))
     cand_right, champ_right = candidate == y_true, champion == y_true
     only_candidate, only_champion = int(np.sum(cand_right & ~champ_right)), int(np.sum(champ_right & ~cand_right))
-    cand_score, champ_score = metric_score(metric, y_true, candidate), metric_score(metric, y_true, champion)
-    low, high = bootstrap_difference(metric, y_true, candidate, champion, confidence, seed)
+    cand_score = metric_score(metric, y_true, candidate, labels)
+    champ_score = metric_score(metric, y_true, champion, labels)
+    low, high = bootstrap_difference(metric, y_true, candidate, champion, confidence, seed, labels=labels)
     return PairedEvidence(
         n_images=len(y_true), only_candidate_right=only_candidate, only_champion_right=only_champion,
         candidate_score=cand_score, champion_score=champ_score, difference=cand_score - champ_score,

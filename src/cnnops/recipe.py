@@ -42,14 +42,16 @@ class Recipe:
         return {f"recipe.{key}": value for key, value in asdict(self).items()}
 
 
-def plan_recipe(n_train: int, train: TrainConfig) -> Recipe:
-    """Size the recipe to `n_train` images; a value set in the config is taken as it is."""
+def plan_recipe(n_train: int, train: TrainConfig, own_batchnorm: bool = True) -> Recipe:
+    """Size the recipe to `n_train` images; a value set in the config is taken as it is.
+    `own_batchnorm` is false for a backbone architecture: its batchnorm layers sit inside the
+    pretrained network, which keeps its statistics, so there is nothing to recalibrate."""
     batch_size = train.batch_size if train.batch_size is not None else auto_batch_size(n_train)
     check_batch_size(n_train, batch_size)
     steps = math.ceil(n_train / batch_size)
     patience = train.patience if train.patience is not None else max(MIN_PATIENCE_EPOCHS,
                                                                      math.ceil(PATIENCE_STEPS / steps))
-    recalibrate = {"auto": steps < BATCHNORM_SETTLE_STEPS, "always": True, "never": False}[
+    recalibrate = own_batchnorm and {"auto": steps < BATCHNORM_SETTLE_STEPS, "always": True, "never": False}[
         train.recalibrate_batchnorm]
     return Recipe(batch_size=batch_size, steps_per_epoch=steps, patience=patience,
                   plateau_patience=max(1, patience // 2), min_epochs=math.ceil(train.min_steps / steps),
@@ -64,8 +66,8 @@ def describe_recipe(recipe: Recipe) -> str:
 
 
 def auto_batch_size(n_train: int) -> int:
-    """The largest power of two up to 64 that still gives MIN_STEPS_PER_EPOCH steps (at least 8,
-    and never more than the split holds)."""
+    """The largest power of two up to 64 that still gives MIN_STEPS_PER_EPOCH full batches (at
+    least 8, and never more than the split holds)."""
     target = max(1, n_train // MIN_STEPS_PER_EPOCH)
     batch = min(MAX_AUTO_BATCH, max(MIN_AUTO_BATCH, 2 ** int(math.log2(target))))
     return max(1, min(batch, n_train))

@@ -79,7 +79,7 @@ def decide_promotion(model_dir: Path, test_dir: Path, evaluation_dir: Path, conf
     if baselines is not None:
         check_same_test_set(baselines.test_fingerprint, test, baselines_dir, test_dir)
     score = float(metrics[gate.metric])
-    chance = chance_score(gate.metric, test["label"].to_numpy())
+    chance = chance_score(gate.metric, test["label"].to_numpy(), spec.class_names)
     decision: dict[str, Any] = {
         "registered_model": name, "metric": gate.metric, "margin": gate.margin, "floor": gate.floor,
         "forced": gate.force_promote, "test": gate.test, "confidence": gate.confidence,
@@ -123,7 +123,8 @@ def judge_candidate(decision: dict[str, Any], gate: GateConfig, why_not: str | N
                             f"{gate.baseline_tolerance:.4f}), so a CNN is not yet worth serving here.")
     if champion is None:
         passed = f"it beats chance ({chance:.4f})" + (
-            f" and is not below the best baseline, {best} ({best_score:.4f})" if held_to_baselines else "")
+            f" and is not below the best baseline, {best} ({best_score:.4f})" if held_to_baselines else
+            " (no baseline scores were given, so none were checked)" if gate.must_beat_baselines else "")
         return CHAMPION, f"There is no champion yet; the candidate's {metric} is {score:.4f} and {passed}."
     if why_not is not None:
         if gate.force_promote:
@@ -204,7 +205,7 @@ def compare_with_champion(client: MlflowClient, champion: ModelVersion, spec: Mo
     probabilities = predict_manifest(champion_model, champion_spec, test[fair])
     champion_predicted = np.array(champion_spec.class_names)[probabilities.argmax(axis=1)]
     evidence = compare_paired(config.gate.metric, test["label"].to_numpy()[fair], np.array(predicted)[fair],
-                              champion_predicted, config.gate.confidence, config.seed)
+                              champion_predicted, config.gate.confidence, config.seed, spec.class_names)
     decision.update(champion_score=evidence.champion_score, candidate_score_compared=evidence.candidate_score,
                     compared_on=int(fair.sum()), evidence=evidence.to_dict())
     return None

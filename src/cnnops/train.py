@@ -83,7 +83,7 @@ def train_model(
     info = read_dataset_info(train_dir)
     spec = ModelSpec(class_names=list(info["classes"]), height=info["height"], width=info["width"],
                      mode=info["mode"], architecture=config.train.architecture)
-    recipe = plan_recipe(info["n_images"], config.train)
+    recipe = plan_recipe(info["n_images"], config.train, own_batchnorm=not is_backbone(config.train.architecture))
     phases = plan_phases(config)
     # Both splits: a resumed run's early-stopping counters only mean something on the same val images.
     fingerprint = f"{info['fingerprint']}+{read_dataset_info(val_dir)['fingerprint']}"
@@ -134,7 +134,7 @@ class TrainingJob:
         train_manifest, val_manifest = read_manifest(train_dir), read_manifest(val_dir)
         train_ds = self.dataset(train_manifest, shuffle=True)
         val_ds = self.dataset(val_manifest)
-        self.calibration = calibration_batches(train_manifest, spec, self.recipe.batch_size)
+        self.calibration = calibration_batches(train_manifest, spec, self.recipe.batch_size, config.seed)
         use_tracking_store()
         name = model_name_for(config, info["source"])
         experiment_id = ensure_experiment(name)
@@ -271,10 +271,13 @@ class TrainingJob:
             f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable parameters")
 
 
-def calibration_batches(manifest: pd.DataFrame, spec: ModelSpec, batch_size: int) -> Any:
-    """Training images in training-sized batches (no shuffle, no labels), for batchnorm recalibration."""
-    images = make_dataset(manifest, spec, batch_size).map(lambda image, label: image)
-    return images.take(max(1, RECALIBRATION_IMAGES // batch_size))
+def calibration_batches(manifest: pd.DataFrame, spec: ModelSpec, batch_size: int, seed: int) -> Any:
+    """Full training-sized batches of training images, without labels, for batchnorm recalibration:
+    a seeded sample of up to RECALIBRATION_IMAGES, mixed across classes as training batches are
+    (the manifest itself is in class order)."""
+    count = max(batch_size, min(len(manifest), RECALIBRATION_IMAGES) // batch_size * batch_size)
+    sample = manifest.sample(n=min(count, len(manifest)), random_state=seed)
+    return make_dataset(sample, spec, batch_size).map(lambda image, label: image)
 
 
 def reopen_run(run_id: str) -> Any:
