@@ -17,8 +17,23 @@ CHROMIUM := /usr/bin/chromium
 # Graphviz's dot draws the model diagrams of the error analysis (the tests check one is drawn).
 DOT := /usr/bin/dot
 STATE := $(or $(CNNOPS_HOME),.cnnops)
+# Containers. The image's name and version come from components/__init__.py (the components name
+# it), read lazily because the venv may not exist yet.
+IMAGE ?= $(shell $(BIN)/python -c 'from components import BASE_IMAGE; print(BASE_IMAGE)')
+# The local Debian base (infra/docker/base.sh): nothing can be pulled here. With a registry, pass
+# BASE_IMAGE=python:3.11-slim-bookworm.
+LOCAL_BASE := cnnops-base:bookworm
+BASE_IMAGE ?= $(LOCAL_BASE)
+# Debian's docker.io CLI, which drives BuildKit without the buildx plugin.
+DOCKER ?= $(or $(wildcard /usr/bin/docker),docker)
+# An extra CA bundle the build trusts (a TLS-intercepting proxy's), passed as a BuildKit secret.
+CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+EXTRAS ?=
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+DEBIAN_TOOLS := /usr/sbin/dockerd /usr/bin/podman /usr/bin/catatonit /usr/sbin/debootstrap
 
-.PHONY: install run test lint compile ui serve bento browser clean
+.PHONY: install run test test-fast lint compile ui serve bento browser clean image base-image service-image \
+	container-tools docker-start docker-stop
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -33,18 +48,45 @@ install: $(BIN)/cnnops ## Create .venv with the locked dependencies.
 run: install ## Run the whole pipeline on the demo dataset (override: make run ARGS="--data DIR").
 	$(BIN)/cnnops run $(ARGS)
 
-test: install $(CHROMIUM) $(DOT) ## Run the test suite.
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: install $(CHROMIUM) $(DOT) container-tools ## Run the test suite (starts dockerd if none runs, and stops it).
+	infra/docker/with-dockerd.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## The inner loop: no containers, browsers or full pipeline runs.
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+container-tools: $(DEBIAN_TOOLS) ## Debian's docker.io, podman (with catatonit) and debootstrap.
+
+$(DEBIAN_TOOLS) &:
+	@command -v apt-get >/dev/null || { echo "make: the container tests need Debian's docker.io, podman, catatonit and debootstrap"; exit 1; }
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  docker.io podman catatonit debootstrap
+
+docker-start: container-tools ## Start dockerd in the background (as root, no systemd), unless one answers.
+	infra/docker/dockerd.sh start
+
+docker-stop: ## Stop the dockerd that docker-start started.
+	infra/docker/dockerd.sh stop
+
+base-image: ## The local Debian bookworm base image (debootstrap; no registry needed).
+	@$(DOCKER) image inspect $(BASE_IMAGE) >/dev/null 2>&1 || [ "$(BASE_IMAGE)" != "$(LOCAL_BASE)" ] || \
+	  infra/docker/base.sh $(BASE_IMAGE)
+
+image: install docker-start base-image ## Build the project image every pipeline task runs in (tag: see components/__init__.py).
+	infra/docker/build.sh "$(DOCKER)" "$(IMAGE)" "$(BASE_IMAGE)" "$(CA_BUNDLE)" "$(EXTRAS)"
+
+service-image: install ## Build the champion's service image on the project image (override: ARGS="--version 3").
+	$(BIN)/cnnops bento --containerize $(ARGS)
 
 $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "make: the page tests need Debian's chromium at $(CHROMIUM)"; exit 1; }
-	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
-	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 $(DOT):
 	@command -v apt-get >/dev/null || { echo "make: the analysis tests need Graphviz's dot at $(DOT)"; exit 1; }
-	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
-	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz
 
 browser: $(CHROMIUM) ## Install Debian's Chromium for the web-page tests.
 
@@ -60,11 +102,8 @@ lint: install
 compile: install ## Write the pipeline's IR YAML.
 	$(BIN)/cnnops compile --out pipelines/cnnops-train.yaml
 
-ui: install ## MLflow UI on 127.0.0.1, one light worker.
-	mkdir -p $(STATE)/mlflow/artifacts
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
-	  --workers 1 --backend-store-uri sqlite:///$(abspath $(STATE))/mlflow/mlflow.db \
-	  --default-artifact-root $(abspath $(STATE))/mlflow/artifacts
+ui: install ## MLflow UI and tracking server on 127.0.0.1 (one light worker, proxied artifacts).
+	$(BIN)/cnnops ui --port $(MLFLOW_PORT)
 
 clean: ## Remove the venv and tools (the state folder is kept).
 	rm -rf $(VENV) $(TOOLS)

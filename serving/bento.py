@@ -14,7 +14,13 @@ import cnnops
 from cnnops.predict import ServedModel, export_registered
 
 SERVING = Path(__file__).resolve().parent
+# The service image: its repository (the kustomize image name in infra/k8s) and its Dockerfile.
+SERVICE_IMAGE = "cnnops-classifier"
+SERVICE_DOCKERFILE = SERVING / "service.Dockerfile"
 LIBRARY = Path(cnnops.__file__).resolve().parent
+# What a Bento carries of this folder: the service and what it imports, and the web page. Nothing
+# else here (this builder, experiments, a stray model) goes into a Bento.
+SERVICE_FILES = ("__init__.py", "service.py", "limits.py", "static")
 # What the service imports at run time; versions are pinned to the ones this build runs with.
 RUNTIME_PACKAGES = ("bentoml", "tensorflow", "keras", "numpy", "pandas", "pyarrow", "pillow", "pydantic", "pyyaml")
 
@@ -58,13 +64,22 @@ def source_digest() -> str:
     return digest.hexdigest()[:8]
 
 
+def copy_service(target: Path) -> None:
+    target.mkdir(parents=True)
+    for name in SERVICE_FILES:
+        if (SERVING / name).is_dir():
+            shutil.copytree(SERVING / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(SERVING / name, target / name)
+
+
 def make_bento(served: ServedModel, version: str) -> Any:
     import bentoml
 
     info = served.info
     with tempfile.TemporaryDirectory(prefix="cnnops-bento-") as scratch:
         context = Path(scratch)
-        shutil.copytree(SERVING, context / "serving", ignore=shutil.ignore_patterns("__pycache__", "model", "bento.py"))
+        copy_service(context / "serving")
         shutil.copytree(served.folder, context / "serving" / "model", ignore=shutil.ignore_patterns(".export-*"))
         shutil.copytree(LIBRARY, context / "cnnops", ignore=shutil.ignore_patterns("__pycache__"))
         bento = bentoml.bentos.build(
@@ -81,3 +96,31 @@ def make_bento(served: ServedModel, version: str) -> Any:
             docker={"python_version": "3.11"},
         )
     return bento
+
+
+def containerize(built: dict[str, Any], project_image: str, repository: str = SERVICE_IMAGE) -> list[str]:
+    """Build the service image of a built Bento on the project image; returns its tags
+    (`REPOSITORY:<bento version>` and `REPOSITORY:latest`).
+
+    The project image already holds every package the service imports, so nothing is installed
+    and nothing is downloaded: the build only copies the Bento in.
+    """
+    from cnnops.containers import find_image, open_docker
+
+    version = built["bento"].split(":", 1)[1]
+    tags = [f"{repository}:{version}", f"{repository}:latest"]
+    client = open_docker()
+    try:
+        find_image(client, project_image)
+        with tempfile.TemporaryDirectory(prefix="cnnops-service-image-") as scratch:
+            context = Path(scratch)
+            shutil.copy2(SERVICE_DOCKERFILE, context / "Dockerfile")
+            shutil.copytree(built["path"], context / "bento")
+            image, _ = client.images.build(
+                path=str(context), tag=tags[0], rm=True, pull=False,
+                buildargs={"PROJECT_IMAGE": project_image, "BENTO": built["bento"],
+                           "REGISTERED_MODEL": built["registered_model"], "MODEL_VERSION": str(built["version"])})
+        image.tag(repository, "latest")
+    finally:
+        client.close()
+    return tags

@@ -57,6 +57,9 @@ def run(
     force_promote: Annotated[bool | None, typer.Option(
         "--force-promote", help="Promote past the champion comparison (chance, the floor and the baselines "
         "still apply).")] = None,
+    runner: Annotated[str, typer.Option(
+        help="subprocess: every task in this venv; docker: every task in the project image (`make image`), "
+             "logging to an MLflow server.")] = "subprocess",
 ) -> None:
     """Run the whole pipeline with kfp.local: ingest, split, train, evaluate, gate and register."""
     with exit_on_user_error():
@@ -68,7 +71,7 @@ def run(
         from pipelines.run import run_locally
 
         started = time.monotonic()
-        run_locally(to_pipeline_parameter(cfg))
+        run_locally(to_pipeline_parameter(cfg), runner=runner)
         typer.echo(f"cnnops: pipeline finished in {time.monotonic() - started:.0f}s")
         from cnnops.registry import describe_registry, model_name_for
 
@@ -258,11 +261,21 @@ def export_backbone_(
 def compile_(
     out: Annotated[Path, typer.Option(help="Where to write the IR YAML.")] = Path("cnnops-pipeline.yaml"),
     gpu: Annotated[bool, typer.Option("--gpu", help="Request one NVIDIA GPU for the train task.")] = False,
+    image: Annotated[str | None, typer.Option(
+        help="The project image every task runs, as the cluster pulls it (REGISTRY/cnnops:TAG).")] = None,
 ) -> None:
     """Compile the pipeline to Kubeflow Pipelines IR YAML."""
     from pipelines.compile import compile_pipeline
 
-    typer.echo(f"cnnops: wrote {compile_pipeline(out, gpu=gpu)}")
+    typer.echo(f"cnnops: wrote {compile_pipeline(out, gpu=gpu, image=image)}")
+
+
+@app.command()
+def ui(port: Annotated[int, typer.Option(help="Loopback port.")] = 5000) -> None:
+    """The MLflow UI and tracking server for the state folder's store, on 127.0.0.1, with proxied artifacts."""
+    from cnnops.tracking_server import serve_forever
+
+    serve_forever(port)
 
 
 @app.command()
@@ -343,6 +356,8 @@ def predict(
 def bento(
     model_name: ModelName = None, version: Version = "champion",
     out: Annotated[Path | None, typer.Option(help="Also write the Bento as one archive file here.")] = None,
+    containerize: Annotated[bool, typer.Option(
+        "--containerize", help="Also build its service image on the project image (`make image`).")] = False,
     config: ConfigFile = None, sets: Sets = None,
 ) -> None:
     """Build a Bento pinned to one registered version (the champion by default)."""
@@ -352,8 +367,15 @@ def bento(
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
         built = package_version(model_name_for(cfg), version, export_to=out)
-    typer.echo(f"cnnops: built Bento {built['bento']} ({built['registered_model']} v{built['version']}) "
-               f"at {built['path']}" + (f"; archive {built['archive']}" if "archive" in built else ""))
+        typer.echo(f"cnnops: built Bento {built['bento']} ({built['registered_model']} v{built['version']}) "
+                   f"at {built['path']}" + (f"; archive {built['archive']}" if "archive" in built else ""))
+        if containerize:
+            from components import BASE_IMAGE
+            from serving.bento import containerize as build_service_image
+
+            tags = build_service_image(built, BASE_IMAGE)
+            typer.echo(f"cnnops: built service image {' and '.join(tags)}; run it with "
+                       f"`docker run --rm -p 127.0.0.1:3000:3000 {tags[0]}`")
 
 
 def preflight(config: Config) -> Config:

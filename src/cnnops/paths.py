@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 
 STATE_ENV = "CNNOPS_HOME"
+# Set for pipeline tasks in containers: the host's cache, mounted read-only at the same path.
+DATA_CACHE_ENV = "CNNOPS_DATA_CACHE"
 DEFAULT_STATE_DIR = ".cnnops"
 
 
@@ -38,8 +40,10 @@ def pipeline_root() -> Path:
 
 
 def data_cache() -> Path:
-    """Where demo datasets are written out as image files, once."""
-    return state_home() / "data"
+    """Where demo datasets, archives and arrays are written out as image files, once:
+    `$CNNOPS_DATA_CACHE`, else `data/` in the state folder."""
+    cache = os.environ.get(DATA_CACHE_ENV)
+    return Path(cache) if cache else state_home() / "data"
 
 
 def keep_tool_state_inside() -> None:

@@ -55,6 +55,13 @@ def export_registered(name: str, reference: str = "champion", out_root: Path | N
     The folder is named by version, so re-exporting the same version reuses it, and a new
     champion never changes what an already exported folder serves.
     """
+    from cnnops.tracking_server import proxied_artifacts_reachable
+
+    with proxied_artifacts_reachable(name):
+        return export_version(name, reference, out_root or served_models_home())
+
+
+def export_version(name: str, reference: str, out_root: Path) -> ServedModel:
     from mlflow.tracking import MlflowClient
 
     from cnnops.registry import describe_version
@@ -68,7 +75,7 @@ def export_registered(name: str, reference: str = "champion", out_root: Path | N
         raise CnnopsError(f"{name} v{version.version} carries no cnnops input spec in its model metadata (it was "
                           "not trained by cnnops), so its classes and input size are unknown; it cannot be served.")
     aliases = sorted(a for a, v in client.get_registered_model(name).aliases.items() if int(v) == int(version.version))
-    folder = (out_root or served_models_home()) / f"{name}-v{version.version}"
+    folder = out_root / f"{name}-v{version.version}"
     # No tracking URI here: /info is public, and a store URI can carry credentials.
     info = {"registered_model": name, "requested": reference, **describe_version(version, aliases)}
     if not (folder / MODEL_FILE).is_file():

@@ -255,7 +255,8 @@ def register_model(model_dir: Path, evaluation_dir: Path, decision: dict[str, An
         record: dict[str, Any] = {}
         try:
             version = client.create_model_version(name, source=run["model_uri"], run_id=run["run_id"],
-                                                  tags=version_tags(spec, decision, metrics, run))
+                                                  tags=version_tags(spec, decision, metrics, run),
+                                                  model_id=run.get("model_id"))
             record = {**decision, "version": int(version.version)}
             client.log_dict(run["run_id"], record, decision_artifact(version))
             client.set_tag(run["run_id"], DECISION_TAG, alias)

@@ -1,0 +1,19 @@
+# The service image: one Bento, served by `bentoml serve` on port 3000, on top of the project image
+# (which already holds every package the service imports). `cnnops bento --containerize` (or
+# `make service-image`) writes the build context: this file and the Bento as `bento/`.
+ARG PROJECT_IMAGE=cnnops:0.1.0
+FROM ${PROJECT_IMAGE}
+ARG BENTO=unknown
+ARG REGISTERED_MODEL=unknown
+ARG MODEL_VERSION=unknown
+LABEL org.opencontainers.image.title="cnnops-classifier" \
+      org.opencontainers.image.description="cnnops image classifier: one registered model version over HTTP" \
+      ai.cnnops.bento="${BENTO}" \
+      ai.cnnops.registered-model="${REGISTERED_MODEL}" \
+      ai.cnnops.model-version="${MODEL_VERSION}"
+COPY bento /app/bento
+# Everything the server writes goes under /tmp (an emptyDir on Kubernetes): the root filesystem
+# can be read-only.
+ENV BENTOML_HOME=/tmp/bentoml
+EXPOSE 3000
+CMD ["bentoml", "serve", "/app/bento", "--host", "0.0.0.0", "--port", "3000"]

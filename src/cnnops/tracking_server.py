@@ -1,0 +1,135 @@
+"""The project's own MLflow tracking server: the state folder's store, served over HTTP on loopback
+with proxied artifacts, so a client needs only the URI (a container, a second machine's pipeline).
+
+`make ui` runs it in the foreground; the Docker runner starts it for one run and stops it by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cnnops.errors import CnnopsError
+from cnnops.paths import artifact_root, default_tracking_uri, state_home, tracking_uri
+
+HOST = "127.0.0.1"
+READY_SECONDS = 90
+
+
+def server_command(port: int, host: str = HOST) -> list[str]:
+    """`mlflow server` on the embedded store, with one worker and the artifacts it proxies.
+
+    Experiments created through it keep artifacts as `mlflow-artifacts:` URIs under the state
+    folder's artifact root; clients upload and download them over HTTP.
+    """
+    return [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1",
+            "--backend-store-uri", default_tracking_uri(), "--artifacts-destination", str(artifact_root())]
+
+
+def server_environment() -> dict[str, str]:
+    """No background job runner: two processes and about 540 MB instead of four workers and 3.4 GB."""
+    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def serve_forever(port: int) -> None:
+    """Run the server in the foreground (for `make ui`) until it is stopped."""
+    artifact_root().mkdir(parents=True, exist_ok=True)
+    os.execve(sys.executable, server_command(port), server_environment())
+
+
+@contextmanager
+def running_server(port: int, log: Path) -> Iterator[str]:
+    """Start the project's server for the duration of a block, wait until it answers, and stop it,
+    with everything it spawned, by its PID afterwards. Yields its URI."""
+    artifact_root().mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(server_command(port), env=server_environment(), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://{HOST}:{port}"
+    try:
+        wait_until_up(uri, proc, log)
+        yield uri
+    finally:
+        stop_server(proc)
+
+
+def wait_until_up(uri: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CnnopsError(f"the MLflow server exited with status {proc.returncode} before answering; "
+                              f"see {log}")
+        if answers(uri):
+            return
+        time.sleep(0.5)
+    raise CnnopsError(f"the MLflow server did not answer at {uri} within {READY_SECONDS} s; see {log}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def answers(uri: str, timeout: float = 2.0) -> bool:
+    """Whether an MLflow server answers its health check at `uri`."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def is_server_uri(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def server_log() -> Path:
+    return state_home() / "logs" / "mlflow-server.log"
+
+
+@contextmanager
+def proxied_artifacts_reachable(experiment: str) -> Iterator[None]:
+    """Artifacts logged through the project's server are `mlflow-artifacts:` URIs, which only a
+    server resolves. When the embedded store holds such an experiment, serve the store for the
+    block and point this process (and the tasks it starts) at it; otherwise do nothing."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri() != default_tracking_uri():
+        yield
+        return
+    found = MlflowClient(tracking_uri=default_tracking_uri()).get_experiment_by_name(experiment)
+    if found is None or not found.artifact_location.startswith("mlflow-artifacts:"):
+        yield
+        return
+    with running_server(free_port(), server_log()) as uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            mlflow.set_tracking_uri(default_tracking_uri())
