@@ -52,7 +52,7 @@ test: install $(CHROMIUM) $(DOT) container-tools ## Run the test suite (starts d
 	infra/docker/with-dockerd.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install ## The inner loop: no containers, browsers or full pipeline runs.
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not pipeline and not containers and not browser" $(PYTEST_ARGS)
 
 container-tools: $(DEBIAN_TOOLS) ## Debian's docker.io, podman (with catatonit) and debootstrap.
 

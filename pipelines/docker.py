@@ -76,6 +76,15 @@ def check_server_from_container(client: Any, image: str, tracking_uri: str) -> N
                           "MLFLOW_TRACKING_URI to let cnnops start its own") from None
 
 
+def check_docker(image_name: str) -> None:
+    """A daemon answers and holds the project image."""
+    client = open_docker()
+    try:
+        find_image(client, image_name)
+    finally:
+        client.close()
+
+
 def docker_runner(source: Source, root: Path, image_name: str, tracking_uri: str, error_file: Path) -> Any:
     """kfp.local's DockerRunner with the project's mounts, environment, user and read-only root."""
     from docker.types import Mount

@@ -59,11 +59,12 @@ def task_runner(runner: str, config: dict[str, Any], root: Path, errors: Path) -
         finally:
             os.environ.pop(ERROR_FILE_ENV, None)
     elif runner == "docker":
-        with tracking_server_for_containers(config) as uri:
-            from cnnops.config import validate_config
-            from cnnops.ingest import open_source
-            from pipelines.docker import docker_runner
+        from cnnops.config import validate_config
+        from cnnops.ingest import open_source
+        from pipelines.docker import check_docker, docker_runner
 
+        check_docker(BASE_IMAGE)  # the daemon and the image, before any server starts
+        with tracking_server_for_containers(config) as uri:
             errors.chmod(0o666)  # the tasks' user appends its reasons here
             yield docker_runner(open_source(validate_config(config)), root, BASE_IMAGE, uri, errors)
     else:

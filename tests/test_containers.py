@@ -1,0 +1,273 @@
+"""The images for real: the project image built from a clean clone, the whole pipeline run by
+kfp.local's DockerRunner with every task in it, the service image under `docker run`, and the
+rendered Kubernetes base played by podman. Needs a Docker daemon (`make test` starts one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CNNOPS, free_port, write_images
+
+from components import BASE_IMAGE
+
+pytestmark = pytest.mark.containers
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+LOCAL_BASE = "cnnops-base:bookworm"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+UID = "10001"
+
+
+def sh(*args: str, timeout: float = 600, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=check, **kwargs)
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "CNNOPS_HOME": str(home), **extra}
+    for variable in ("MLFLOW_TRACKING_URI", "BENTOML_HOME", "KERAS_HOME", "MPLCONFIGDIR"):
+        if variable not in extra:
+            env.pop(variable, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def project_image(tmp_path_factory) -> dict:
+    """`cnnops:<version>` built from a clean clone of this commit, on the local debootstrap base."""
+    sh(DOCKER, "info", timeout=30)
+    clone = tmp_path_factory.mktemp("clone") / "cnnops"
+    sh("git", "clone", "--quiet", str(ROOT), str(clone))
+    if sh(DOCKER, "image", "inspect", LOCAL_BASE, check=False).returncode != 0:
+        sh(str(clone / "infra/docker/base.sh"), LOCAL_BASE, timeout=900)
+    build = sh(str(clone / "infra/docker/build.sh"), DOCKER, BASE_IMAGE, LOCAL_BASE,
+               CA_BUNDLE if Path(CA_BUNDLE).exists() else "", timeout=1800, check=False)
+    assert build.returncode == 0, build.stderr[-3000:]
+    return {"tag": BASE_IMAGE, "commit": sh("git", "-C", str(clone), "rev-parse", "HEAD").stdout.strip()}
+
+
+def run_in(image: str, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(DOCKER, "run", "--rm", "--network", "none", image, *command, timeout=300, check=check)
+
+
+def test_the_image_runs_cnnops_as_its_fixed_non_root_user(project_image):
+    assert "Train, gate and register" in run_in(project_image["tag"], "cnnops", "--help").stdout
+    assert run_in(project_image["tag"], "id", "-u").stdout.strip() == UID
+    labels = json.loads(sh(DOCKER, "image", "inspect", "--format", "{{json .Config.Labels}}",
+                           project_image["tag"]).stdout)
+    assert labels["org.opencontainers.image.version"] == BASE_IMAGE.rsplit(":", 1)[1]
+    assert labels["org.opencontainers.image.revision"] == project_image["commit"]
+    assert labels["org.opencontainers.image.source"]
+
+
+def test_the_image_holds_the_stack_and_no_dev_dependency(project_image):
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["dev"]
+    dev_names = sorted({entry.split("=")[0].split(">")[0].split("[")[0].strip().lower() for entry in dev})
+    probe = ("import json, importlib.metadata as m, cnnops, kfp, mlflow, tensorflow\n"
+             "print(json.dumps(sorted(d.metadata['Name'].lower().replace('_', '-') for d in m.distributions())))")
+    installed = set(json.loads(run_in(project_image["tag"], "python3", "-c", probe).stdout.splitlines()[-1]))
+    assert {"cnnops", "kfp", "mlflow", "tensorflow", "bentoml"} <= installed
+    assert not installed & set(dev_names), installed & set(dev_names)
+    # No build tools in the final stage: uv's installer venv and the sources stay in the build stage.
+    assert run_in(project_image["tag"], "sh", "-c", "test ! -e /opt/uv && test ! -e /src && ! command -v gcc",
+                  check=False).returncode == 0
+
+
+def test_the_build_ca_bundle_stays_out_of_the_image(project_image):
+    """The bundle is a build secret: no layer has it at the secret's path, and the image's own
+    bundle is Debian's, not the host's."""
+    assert run_in(project_image["tag"], "test", "-e", "/run/secrets/ca", check=False).returncode != 0
+    if Path(CA_BUNDLE).exists():
+        host_only = set(Path(CA_BUNDLE).read_text().split("-----END CERTIFICATE-----")) - set(
+            run_in(project_image["tag"], "cat", CA_BUNDLE).stdout.split("-----END CERTIFICATE-----"))
+        image_files = run_in(project_image["tag"], "sh", "-c",
+                             "grep -rls 'BEGIN CERTIFICATE' /etc /app /home /usr/local 2>/dev/null | "
+                             "xargs cat 2>/dev/null").stdout
+        assert not any(cert.strip() and cert.strip() in image_files for cert in host_only)
+
+
+@pytest.fixture(scope="module")
+def docker_run(project_image, tmp_path_factory) -> dict:
+    """The whole pipeline through DockerRunner on tiny images, with the project's own tracking server."""
+    work = tmp_path_factory.mktemp("docker-run")
+    source = write_images(work / "images", per_class=30, seed=1)
+    home = work / "state"
+    started = time.monotonic()
+    result = sh(str(CNNOPS), "run", "--runner", "docker", "--data", str(source), "--epochs", "12",
+                "--set", "train.batch_size=16", "--set", "train.patience=20", env=cli_env(home),
+                timeout=1500, check=False)
+    return {"work": work, "source": source, "home": home, "result": result, "seconds": time.monotonic() - started}
+
+
+def test_every_task_in_the_image_crowns_a_champion_over_http(docker_run):
+    result, home = docker_run["result"], docker_run["home"]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("Found image 'cnnops:") >= 10  # every task ran in the project image
+    status = sh(str(CNNOPS), "status", "--json", env=cli_env(home), timeout=120)
+    (model,) = json.loads(status.stdout)["models"]
+    assert model["champion"]["version"] == 1
+    assert model["champion"]["test_accuracy"] >= 0.8
+    assert model["champion"]["best_baseline"] in {"logistic-regression", "random-forest"}
+    assert model["champion"]["test_accuracy"] >= model["champion"]["best_baseline_score"]
+    # The tasks wrote as the image's user, and logged artifacts through the server's proxy.
+    (report,) = (home / "pipeline-root").rglob("validate/report")
+    assert "Dataset report" in report.read_text() and str(report.stat().st_uid) == UID
+    assert list((home / "pipeline-root").rglob("package/bento/cnnops.bento"))
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(model["name"])
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    assert list((home / "mlflow" / "artifacts").rglob("MLmodel"))
+    assert (home / "logs" / "mlflow-server.log").is_file()  # the project's own server, started for the run
+
+
+def test_a_task_that_fails_in_its_container_stops_the_run_with_its_reason(project_image, tmp_path):
+    """Most files undecodable: validate fails inside its container. kfp may report that task as
+    SUCCESS (kubeflow/pipelines#13332); the run still stops with the task's one line."""
+    source = write_images(tmp_path / "images", per_class=10, seed=2)
+    for label in ("disc", "cross", "stripes"):
+        for index in range(20):
+            (source / label / f"junk-{index}.png").write_bytes(b"not an image at all")
+    result = sh(str(CNNOPS), "run", "--runner", "docker", "--data", str(source), "--epochs", "1",
+                env=cli_env(tmp_path / "state"), timeout=900, check=False)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("cnnops: error:")]
+    assert "failed validation" in line and line.endswith("(nothing was registered)")
+    assert "Traceback" not in result.stderr
+    status = json.loads(sh(str(CNNOPS), "status", "--json", env=cli_env(tmp_path / "state")).stdout)
+    assert status["models"] == []
+
+
+@pytest.fixture(scope="module")
+def service_image(docker_run) -> str:
+    """`cnnops bento --containerize` of the champion the Docker run crowned."""
+    assert docker_run["result"].returncode == 0
+    built = sh(str(CNNOPS), "bento", "--containerize", env=cli_env(docker_run["home"]), timeout=600, check=False)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (line,) = [line for line in built.stdout.splitlines() if "built service image" in line]
+    return line.split("built service image ")[1].split(" and ")[0]
+
+
+def photo(folder: Path) -> Path:
+    """A real photo (scikit-image's cat) as JPEG bytes on disk."""
+    from PIL import Image
+    from skimage import data
+
+    path = folder / "chelsea.jpg"
+    Image.fromarray(data.chelsea()).save(path, quality=90)
+    return path
+
+
+def post_image(url: str, path: Path, content_type: str = "image/jpeg") -> tuple[int, bytes]:
+    boundary = "cnnops-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
+            f"Content-Type: {content_type}\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{url}/classify", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def wait_ready(url: str, seconds: float, alive) -> float:
+    """Poll /readyz (bounded); returns the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        assert alive(), "the server exited before it was ready"
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"{url}/readyz not ready in {seconds} s")
+
+
+def test_the_service_image_answers_a_photo_and_refuses_garbage(service_image, tmp_path):
+    port = free_port()
+    name = f"cnnops-service-test-{port}"
+    sh(DOCKER, "run", "--detach", "--name", name, "--read-only", "--tmpfs", "/tmp:rw,exec",
+       "--publish", f"127.0.0.1:{port}:3000", service_image, timeout=60)
+    try:
+        def alive() -> bool:
+            return sh(DOCKER, "inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
+
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, 180, alive)
+        status, body = post_image(url, photo(tmp_path))
+        assert status == 200, body
+        predictions = json.loads(body)["predictions"]
+        assert {p["label"] for p in predictions} == {"disc", "cross", "stripes"}
+        garbage = tmp_path / "garbage.png"
+        garbage.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+        status, body = post_image(url, garbage, "image/png")
+        assert 400 <= status < 500, (status, body)
+        assert sh(DOCKER, "exec", name, "id", "-u").stdout.strip() == UID
+    finally:
+        sh(DOCKER, "rm", "--force", name, check=False)
+
+
+PODMAN = ("podman", "--cgroup-manager=cgroupfs", "--events-backend=file")
+
+
+def playable_base(image: str, port: int, path: Path) -> Path:
+    """infra/k8s/base rendered by kustomize, as podman 4.3 can play it: one replica (two would
+    collide on the host port), the service image, and its port published on loopback only."""
+    rendered = sh(str(Path(sys.executable).parent / "kubectl"), "kustomize", str(ROOT / "infra/k8s/base")).stdout
+    documents = list(yaml.safe_load_all(rendered))
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    deployment["spec"]["replicas"] = 1
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    container["image"] = image
+    container["imagePullPolicy"] = "Never"
+    container["ports"][0].update({"hostPort": port, "hostIP": "127.0.0.1"})
+    path.write_text(yaml.safe_dump_all(documents))
+    return path
+
+
+def test_podman_plays_the_rendered_base_and_the_pod_serves_a_photo(service_image, tmp_path):
+    # podman keeps its own image store: copy the service image from the Docker daemon.
+    sh(*PODMAN, "pull", "--quiet", f"docker-daemon:{service_image}", timeout=900)
+    # Root here cannot raise its file and process limits, and podman would: pin them below the cap.
+    conf = tmp_path / "containers.conf"
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]\n')
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    port = free_port()
+    manifest = playable_base(f"docker.io/library/{service_image}", port, tmp_path / "play.yaml")
+    played = sh(*PODMAN, "kube", "play", str(manifest), env=env, timeout=300, check=False)
+    try:
+        assert played.returncode == 0, played.stderr[-3000:]
+        (pod,) = [line for line in sh(*PODMAN, "ps", "--format", "{{.Names}}").stdout.split() if "classifier" in line
+                  and not line.endswith("-infra")]
+
+        def alive() -> bool:
+            return sh(*PODMAN, "inspect", "--format", "{{.State.Running}}", pod).stdout.strip() == "true"
+
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, 180, alive)  # the readiness probe, checked from the host
+        with urllib.request.urlopen(f"{url}/livez", timeout=5) as response:  # the liveness probe
+            assert response.status == 200
+        status, body = post_image(url, photo(tmp_path))
+        assert status == 200, body
+        assert json.loads(body)["predictions"]
+        # As the Deployment says: non-root, read-only root filesystem, the emptyDir writable.
+        assert sh(*PODMAN, "exec", pod, "id", "-u").stdout.strip() == UID
+        assert sh(*PODMAN, "exec", pod, "touch", "/probe", check=False).returncode != 0
+        assert sh(*PODMAN, "exec", pod, "touch", "/scratch/probe", check=False).returncode == 0
+    finally:
+        sh(*PODMAN, "kube", "down", str(manifest), env=env, check=False, timeout=120)
+    assert not [line for line in sh(*PODMAN, "ps", "-a", "--format", "{{.Names}}").stdout.split()
+                if "classifier" in line]

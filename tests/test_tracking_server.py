@@ -1,0 +1,140 @@
+"""cnnops against a real `mlflow server` (the project's own, proxied artifacts), and the one-line
+refusals of the Docker runner when a daemon, an image or a tracking server is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CNNOPS, free_port, stop_process_group, write_images
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(home: Path, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "CNNOPS_HOME": str(home), **env}
+    for variable in ("BENTOML_HOME", "KERAS_HOME", "MPLCONFIGDIR"):
+        environment.pop(variable, None)
+    if "MLFLOW_TRACKING_URI" not in env:
+        environment.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([str(CNNOPS), *args], capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """`cnnops ui` (what `make ui` runs) on a free loopback port, in a state folder of its own."""
+    from cnnops.tracking_server import answers
+
+    home = tmp_path_factory.mktemp("server") / "state"
+    port = free_port()
+    env = {**os.environ, "CNNOPS_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([str(CNNOPS), "ui", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while not answers(uri):
+            assert proc.poll() is None and time.monotonic() < deadline, "the MLflow server did not come up"
+            time.sleep(0.5)
+        yield {"uri": uri, "home": home}
+    finally:
+        stop_process_group(proc)
+
+
+@pytest.mark.pipeline
+def test_train_gate_register_package_and_status_over_http(tracking_server, tmp_path):
+    """The subprocess runner with MLFLOW_TRACKING_URI at a server: nothing is kept locally."""
+    source = write_images(tmp_path / "images", per_class=30, seed=1)
+    client_home = tmp_path / "client"
+    uri = {"MLFLOW_TRACKING_URI": tracking_server["uri"]}
+    run = cli(client_home, "run", "--data", str(source), "--epochs", "12", "--set", "train.batch_size=16",
+              "--set", "train.patience=20", **uri)
+    assert run.returncode == 0, run.stderr[-3000:]
+    status = cli(client_home, "status", "--json", **uri)
+    assert status.returncode == 0, status.stderr[-2000:]
+    (model,) = json.loads(status.stdout)["models"]
+    assert model["champion"]["version"] == 1 and model["champion"]["test_accuracy"] >= 0.8
+    assert model["champion"]["evidence"] is None or isinstance(model["champion"]["evidence"], dict)
+    # Registered through the server: its store and its artifact folder hold everything.
+    assert not (client_home / "mlflow").exists()
+    server_artifacts = tracking_server["home"] / "mlflow" / "artifacts"
+    assert list(server_artifacts.rglob("MLmodel")) and list(server_artifacts.rglob("gate/decision-v1.json"))
+    # The champion branch packaged it, reading the model back over HTTP.
+    assert list((client_home / "pipeline-root").rglob("package/bento/cnnops.bento"))
+    bento = cli(client_home, "bento", "--model-name", model["name"], **uri)
+    assert bento.returncode == 0, bento.stderr[-2000:]
+    assert f"({model['name']} v1)" in bento.stdout
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("cnnops: error:")]
+    return line
+
+
+def test_docker_runner_without_a_daemon_says_how_to_start_one(tmp_path, make_images):
+    source = make_images(per_class=10)
+    line = one_error_line(cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(source),
+                              DOCKER_HOST="unix:///nonexistent.sock", timeout=120))
+    assert "no Docker daemon answers" in line and "make docker-start" in line
+
+
+@pytest.mark.containers
+def test_docker_runner_without_a_tracking_server_names_the_fix(tmp_path, make_images):
+    source = make_images(per_class=10)
+    line = one_error_line(cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(source),
+                              MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}", timeout=120))
+    assert "no MLflow tracking server answers at http://127.0.0.1:" in line and "unset" in line
+
+
+@pytest.mark.containers
+def test_docker_runner_with_a_file_store_names_the_fix(tmp_path, make_images):
+    source = make_images(per_class=10)
+    line = one_error_line(cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(source),
+                              MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db", timeout=120))
+    assert "containers cannot reach" in line and "unset it" in line
+
+
+def test_docker_runner_on_a_missing_data_path(tmp_path):
+    line = one_error_line(cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(tmp_path / "nope"),
+                              timeout=120))
+    assert "does not exist" in line
+
+
+def test_no_docker_daemon_is_one_line(monkeypatch):
+    from cnnops.containers import open_docker
+    from cnnops.errors import CnnopsError
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+    with pytest.raises(CnnopsError, match="no Docker daemon answers.*make docker-start"):
+        open_docker()
+
+
+@pytest.mark.containers
+def test_a_missing_image_names_make_image():
+    from cnnops.containers import find_image, open_docker
+    from cnnops.errors import CnnopsError
+
+    client = open_docker()
+    try:
+        with pytest.raises(CnnopsError, match=r"cnnops:no-such-version is not in the local Docker store.*make image"):
+            find_image(client, "cnnops:no-such-version")
+    finally:
+        client.close()
+
+
+@pytest.mark.containers
+def test_a_missing_base_image_names_make_base_image():
+    docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+    result = subprocess.run([str(ROOT / "infra/docker/build.sh"), docker, "cnnops:test-no-base", "no-such-base:1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "build.sh: base image no-such-base:1 is not in the local Docker store: run `make base-image` (Debian via "
+        "debootstrap), or `docker pull no-such-base:1` where a registry is reachable"]
