@@ -155,7 +155,10 @@ def test_a_task_that_fails_in_its_container_stops_the_run_with_its_reason(projec
 def service_image(docker_run) -> str:
     """`cnnops bento --containerize` of the champion the Docker run crowned."""
     assert docker_run["result"].returncode == 0
-    built = sh(str(CNNOPS), "bento", "--containerize", env=cli_env(docker_run["home"]), timeout=600, check=False)
+    status = sh(str(CNNOPS), "status", "--json", env=cli_env(docker_run["home"]), timeout=120)
+    (model,) = json.loads(status.stdout)["models"]
+    built = sh(str(CNNOPS), "bento", "--containerize", "--model-name", model["name"], env=cli_env(docker_run["home"]),
+               timeout=600, check=False)
     assert built.returncode == 0, built.stderr[-3000:]
     (line,) = [line for line in built.stdout.splitlines() if "built service image" in line]
     return line.split("built service image ")[1].split(" and ")[0]
