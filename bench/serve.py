@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,17 +27,11 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
+from cnnops.processes import free_port, stop_process_group
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DEADLINE_S = 300  # per load level: the loop stops here even if requests remain
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(command: list[str], env: dict[str, str], url: str, log: Path) -> subprocess.Popen:
@@ -59,17 +52,8 @@ def start(command: list[str], env: dict[str, str], url: str, log: Path) -> subpr
         except OSError:
             pass
         time.sleep(0.5)
-    stop(proc)
+    stop_process_group(proc)
     raise SystemExit(f"server not ready in 180 s; see {log}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 async def load(url: str, images: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
@@ -115,7 +99,7 @@ def measure_server(name: str, command: list[str], env: dict[str, str], ready: st
             rows.append(row)
         return rows
     finally:
-        stop(proc)
+        stop_process_group(proc)
 
 
 def measure_ceiling(model_dir: Path, images: list[bytes], seconds: float = 10.0) -> float:

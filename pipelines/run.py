@@ -75,7 +75,8 @@ def task_runner(runner: str, config: dict[str, Any], root: Path, errors: Path) -
 def tracking_server_for_containers(config: dict[str, Any]) -> Iterator[str]:
     """The tracking server the containers log to: `$MLFLOW_TRACKING_URI` when it names one, else the
     project's own on a free loopback port, stopped by PID when the run ends."""
-    from cnnops.tracking_server import answers, free_port, is_server_uri, running_server, server_log
+    from cnnops.processes import free_port
+    from cnnops.tracking_server import answers, is_server_uri, running_server, server_log
 
     if os.environ.get("MLFLOW_TRACKING_URI"):
         uri = tracking_uri()

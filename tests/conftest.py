@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnnops.processes import free_port, stop_process_group  # noqa: F401 - the tests import them from here
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TINY_CLASSES = ("disc", "cross", "stripes")
@@ -124,14 +126,6 @@ def served(tmp_path_factory):
                "name": decision["registered_model"]}
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(served, tmp_path_factory):
     """`cnnops serve` for real (BentoML on a free loopback port), stopped by PID afterwards."""
@@ -166,16 +160,3 @@ def server(served, tmp_path_factory):
         yield {"url": url, "pid": proc.pid, "log": log, **served}
     finally:
         stop_process_group(proc)
-
-
-def stop_process_group(proc) -> None:
-    """Stop a server started with start_new_session=True, and everything it spawned, by its PID."""
-    import signal
-    import subprocess
-
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)

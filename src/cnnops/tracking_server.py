@@ -7,7 +7,6 @@ with proxied artifacts, so a client needs only the URI (a container, a second ma
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,8 +18,9 @@ from pathlib import Path
 
 from cnnops.errors import CnnopsError
 from cnnops.paths import artifact_root, default_tracking_uri, state_home, tracking_uri
+from cnnops.processes import LOOPBACK, free_port, stop_process_group
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 READY_SECONDS = 90
 
 
@@ -59,7 +59,7 @@ def running_server(port: int, log: Path) -> Iterator[str]:
         wait_until_up(uri, proc, log)
         yield uri
     finally:
-        stop_server(proc)
+        stop_process_group(proc)
 
 
 def wait_until_up(uri: str, proc: subprocess.Popen, log: Path) -> None:
@@ -74,16 +74,6 @@ def wait_until_up(uri: str, proc: subprocess.Popen, log: Path) -> None:
     raise CnnopsError(f"the MLflow server did not answer at {uri} within {READY_SECONDS} s; see {log}")
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 def answers(uri: str, timeout: float = 2.0) -> bool:
     """Whether an MLflow server answers its health check at `uri`."""
     try:
@@ -95,15 +85,6 @@ def answers(uri: str, timeout: float = 2.0) -> bool:
 
 def is_server_uri(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def server_log() -> Path:
