@@ -20,7 +20,7 @@ from cnnops.sources import DEMO_PREFIX, Source
 NETWORK = "host"
 # Variables a task takes from the host when they are set: how to reach and log in to MLflow.
 PASSED_THROUGH = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                  "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH", "TF_CPP_MIN_LOG_LEVEL",
+                  "MLFLOW_TRACKING_INSECURE_TLS", "TF_CPP_MIN_LOG_LEVEL",
                   "KERAS_BACKEND")
 PROBE = ("import sys, urllib.request\n"
          "try:\n"
