@@ -40,6 +40,16 @@ def data_mounts(source: Source) -> list[Path]:
     return sorted(set(paths))
 
 
+def check_readable(paths: list[Path], uid: int) -> None:
+    """Each mounted folder must let the tasks' user in: it is mounted as it is on the host."""
+    for path in paths:
+        stat = path.stat()
+        needed = 0o005 if path.is_dir() else 0o004
+        if stat.st_uid != uid and stat.st_mode & needed != needed:
+            raise CnnopsError(f"the pipeline's tasks run as uid {uid} and cannot read {path} (mode "
+                              f"{stat.st_mode & 0o777:o}): make it readable, for example `chmod -R o+rX {path}`")
+
+
 def task_owner(image: Any, root: Path) -> str | None:
     """Who a task runs as, and the pipeline root made writable for it.
 
@@ -94,6 +104,7 @@ def docker_runner(source: Source, root: Path, image_name: str, tracking_uri: str
     try:
         image = find_image(client, image_name)
         user = task_owner(image, root)
+        check_readable(data_mounts(source), int(user.split(":")[0]) if user else image_user(image)[0])
         check_server_from_container(client, image_name, tracking_uri)
     finally:
         client.close()

@@ -29,6 +29,16 @@ def test_interrupted_demo_write_leaves_nothing_half_made(state_home):
     assert [p.name for p in (state_home / "data").iterdir()] == []
 
 
+def test_a_written_out_demo_is_readable_by_other_users(state_home):
+    """Pipeline tasks in containers read the cache as the image's own user."""
+    def write(folder):
+        (folder / "a").mkdir()
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(folder / "a" / "0.png")
+
+    folder = materialize_demo("shared", write)
+    assert folder.stat().st_mode & 0o005 == 0o005
+
+
 def test_demo_digits_and_faces_come_from_installed_packages(state_home):
     digits = list_class_files(resolve_source("demo:digits").root)
     assert sorted(digits) == [f"digit-{i}" for i in range(10)]

@@ -107,6 +107,18 @@ def test_docker_runner_on_a_missing_data_path(tmp_path):
     assert "does not exist" in line
 
 
+def test_a_folder_the_task_user_cannot_enter_is_named_with_the_fix(tmp_path):
+    from cnnops.errors import CnnopsError
+    from pipelines.docker import check_readable
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    with pytest.raises(CnnopsError, match=r"run as uid 10001 and cannot read .*private \(mode 700\).*chmod -R o\+rX"):
+        check_readable([private], 10001)
+    private.chmod(0o755)
+    check_readable([private], 10001)
+
+
 def test_no_docker_daemon_is_one_line(monkeypatch):
     from cnnops.containers import open_docker
     from cnnops.errors import CnnopsError

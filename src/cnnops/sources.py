@@ -229,6 +229,8 @@ def materialize(key: str, writer: Callable[[Path], None]) -> Path:
     try:
         writer(staging)
         (staging / ".complete").write_text("ok\n")
+        # mkdtemp makes the folder private; a pipeline task in a container runs as another user.
+        staging.chmod(0o755)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
