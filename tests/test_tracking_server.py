@@ -78,26 +78,27 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     return line
 
 
-def test_docker_runner_without_a_daemon_says_how_to_start_one(tmp_path, make_images):
+def docker_run_error(tmp_path: Path, make_images, **env: str) -> str:
+    """`cnnops run --runner docker` on tiny images with `env` set; its one error line."""
     source = make_images(per_class=10)
-    line = one_error_line(cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(source),
-                              DOCKER_HOST="unix:///nonexistent.sock", timeout=120))
+    return one_error_line(cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(source),
+                              timeout=120, **env))
+
+
+def test_docker_runner_without_a_daemon_says_how_to_start_one(tmp_path, make_images):
+    line = docker_run_error(tmp_path, make_images, DOCKER_HOST="unix:///nonexistent.sock")
     assert "no Docker daemon answers" in line and "make docker-start" in line
 
 
 @pytest.mark.containers
 def test_docker_runner_without_a_tracking_server_names_the_fix(tmp_path, make_images):
-    source = make_images(per_class=10)
-    line = one_error_line(cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(source),
-                              MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}", timeout=120))
+    line = docker_run_error(tmp_path, make_images, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
     assert "no MLflow tracking server answers at http://127.0.0.1:" in line and "unset" in line
 
 
 @pytest.mark.containers
 def test_docker_runner_with_a_file_store_names_the_fix(tmp_path, make_images):
-    source = make_images(per_class=10)
-    line = one_error_line(cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(source),
-                              MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db", timeout=120))
+    line = docker_run_error(tmp_path, make_images, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db")
     assert "containers cannot reach" in line and "unset it" in line
 
 
