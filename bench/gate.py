@@ -41,19 +41,35 @@ def main() -> None:
     work = fresh_state("cnnops-gate-")
     labels, predictions, accuracies = train_seeds(work, args.seeds, args.per_class)
     rng = np.random.default_rng(0)
-    splits = {size: [np.arange(len(labels))] if size >= len(labels) else
-              [rng.choice(len(labels), size=size, replace=False) for _ in range(args.draws)] for size in args.sizes}
+    splits = {
+        size: [np.arange(len(labels))]
+        if size >= len(labels)
+        else [rng.choice(len(labels), size=size, replace=False) for _ in range(args.draws)]
+        for size in args.sizes
+    }
     results = {size: promotion_rates(labels, predictions, accuracies, subsets) for size, subsets in splits.items()}
-    report = {"seeds": args.seeds, "per_class": args.per_class, "test_images": len(labels), "draws": args.draws,
-              "margin": MARGIN, "confidence": CONFIDENCE, "seed_accuracies": accuracies, "results": results}
+    report = {
+        "seeds": args.seeds,
+        "per_class": args.per_class,
+        "test_images": len(labels),
+        "draws": args.draws,
+        "margin": MARGIN,
+        "confidence": CONFIDENCE,
+        "seed_accuracies": accuracies,
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"seed test accuracies: {', '.join(f'{a:.4f}' for a in accuracies)}")
-    print("\n| test images | decisions | of them not really better | old rule: promotes, false | "
-          "paired rule: promotes, false |\n|---:|---:|---:|---:|---:|")
+    print(
+        "\n| test images | decisions | of them not really better | old rule: promotes, false | "
+        "paired rule: promotes, false |\n|---:|---:|---:|---:|---:|"
+    )
     for size, r in results.items():
-        print(f"| {size} | {r['decisions']} | {r['not_better']} | {r['old_rate']:.1%}, {r['old_false_rate']:.1%} | "
-              f"{r['paired_rate']:.1%}, {r['paired_false_rate']:.1%} |")
+        print(
+            f"| {size} | {r['decisions']} | {r['not_better']} | {r['old_rate']:.1%}, {r['old_false_rate']:.1%} | "
+            f"{r['paired_rate']:.1%}, {r['paired_false_rate']:.1%} |"
+        )
     print(f"\nwrote {args.out}")
 
 
@@ -88,8 +104,9 @@ def train_seeds(work: Path, seeds: int, per_class: int) -> tuple[np.ndarray, lis
     return labels, predictions, accuracies
 
 
-def promotion_rates(labels: np.ndarray, predictions: list[np.ndarray], accuracies: list[float],
-                    subsets: list[np.ndarray]) -> dict[str, Any]:
+def promotion_rates(
+    labels: np.ndarray, predictions: list[np.ndarray], accuracies: list[float], subsets: list[np.ndarray]
+) -> dict[str, Any]:
     """Share of (champion, candidate, test split) decisions each rule promotes, and of those where
     the candidate is not better by the margin on all test images, the share each rule promotes."""
     from cnnops.evidence import compare_paired
@@ -109,10 +126,13 @@ def promotion_rates(labels: np.ndarray, predictions: list[np.ndarray], accuracie
             counts["old_false"] += old and not_better
             counts["paired_false"] += paired and not_better
     counts = {key: int(value) for key, value in counts.items()}
-    return {**counts, "old_rate": counts["old"] / counts["decisions"],
-            "paired_rate": counts["paired"] / counts["decisions"],
-            "old_false_rate": counts["old_false"] / max(1, counts["not_better"]),
-            "paired_false_rate": counts["paired_false"] / max(1, counts["not_better"])}
+    return {
+        **counts,
+        "old_rate": counts["old"] / counts["decisions"],
+        "paired_rate": counts["paired"] / counts["decisions"],
+        "old_false_rate": counts["old_false"] / max(1, counts["not_better"]),
+        "paired_false_rate": counts["paired_false"] / max(1, counts["not_better"]),
+    }
 
 
 if __name__ == "__main__":

@@ -78,14 +78,27 @@ def main() -> None:
             runs[name] = timed_child([str(folder), out], env)
         extra.unlink(missing_ok=True)
         runs[name]["images_per_s"] = n_images / runs[name]["wall_s"]
-        print(f"{name:>6} run: {runs[name]['wall_s']:.1f} s, {runs[name]['images_per_s']:.0f} images/s, "
-              f"peak RSS {runs[name]['peak_rss_mb']:.0f} MB, {runs[name]['cores_busy']:.2f} cores busy")
+        print(
+            f"{name:>6} run: {runs[name]['wall_s']:.1f} s, {runs[name]['images_per_s']:.0f} images/s, "
+            f"peak RSS {runs[name]['peak_rss_mb']:.0f} MB, {runs[name]['cores_busy']:.2f} cores busy"
+        )
     speedup = runs["first"]["wall_s"] / runs["second"]["wall_s"]
     added = runs["first"]["wall_s"] / runs["one_added"]["wall_s"]
     print(f"second run {speedup:.1f}x faster; with one image added {added:.1f}x faster")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"n_images": n_images, "cpus": os.cpu_count(), "runs": runs,
-                                    "second_run_speedup": speedup, "one_added_speedup": added}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "n_images": n_images,
+                "cpus": os.cpu_count(),
+                "runs": runs,
+                "second_run_speedup": speedup,
+                "one_added_speedup": added,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

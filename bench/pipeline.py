@@ -34,14 +34,16 @@ def main() -> None:
     cnnops = str(Path(sys.executable).parent / "cnnops")
 
     started = time.monotonic()
-    run = subprocess.run([cnnops, "run", "--data", args.data, *args.extra], env=env, capture_output=True,
-                         text=True, timeout=3600)
+    run = subprocess.run(
+        [cnnops, "run", "--data", args.data, *args.extra], env=env, capture_output=True, text=True, timeout=3600
+    )
     wall = time.monotonic() - started
     if run.returncode != 0:
         sys.exit(f"cnnops run failed ({run.returncode}):\n{run.stderr[-2000:]}")
     tasks = task_durations(run.stdout)
-    status = json.loads(subprocess.run([cnnops, "status", "--json"], env=env, capture_output=True, text=True,
-                                       check=True).stdout)
+    status = json.loads(
+        subprocess.run([cnnops, "status", "--json"], env=env, capture_output=True, text=True, check=True).stdout
+    )
     model = status["models"][0]
     newest = model["versions"][-1]
     fit_seconds = train_seconds(env, newest["run_id"])
@@ -76,8 +78,10 @@ def task_durations(log: str) -> dict[str, float]:
 
 
 def train_seconds(env: dict[str, str], run_id: str) -> float:
-    code = ("import sys, mlflow; from cnnops.tracking import use_tracking_store; use_tracking_store(); "
-            "print(mlflow.get_run(sys.argv[1]).data.metrics['train_seconds'])")
+    code = (
+        "import sys, mlflow; from cnnops.tracking import use_tracking_store; use_tracking_store(); "
+        "print(mlflow.get_run(sys.argv[1]).data.metrics['train_seconds'])"
+    )
     out = subprocess.run([sys.executable, "-c", code, run_id], env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 

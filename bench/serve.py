@@ -82,20 +82,38 @@ async def load(url: str, images: list[bytes], concurrency: int, requests: int) -
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - began
     ms = np.array(latencies) * 1000
-    return {"concurrency": concurrency, "requests": len(latencies), "errors": errors, "req_per_s": len(ms) / wall,
-            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": errors,
+        "req_per_s": len(ms) / wall,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
 
 
-def measure_server(name: str, command: list[str], env: dict[str, str], ready: str, endpoint: str,
-                   images: list[bytes], levels: list[int], requests: int, logs: Path) -> list[dict[str, float]]:
+def measure_server(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    ready: str,
+    endpoint: str,
+    images: list[bytes],
+    levels: list[int],
+    requests: int,
+    logs: Path,
+) -> list[dict[str, float]]:
     proc = start(command, env, ready, logs / f"{name}.log")
     try:
         asyncio.run(load(endpoint, images, 4, 50))  # warm up
         rows = []
         for level in levels:
             row = asyncio.run(load(endpoint, images, level, requests))
-            print(f"{name:>8}  c={level:<3} {row['req_per_s']:8.1f} req/s  p50 {row['p50_ms']:7.1f} ms  "
-                  f"p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}", flush=True)
+            print(
+                f"{name:>8}  c={level:<3} {row['req_per_s']:8.1f} req/s  p50 {row['p50_ms']:7.1f} ms  "
+                f"p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}",
+                flush=True,
+            )
             rows.append(row)
         return rows
     finally:
@@ -132,37 +150,69 @@ def main() -> None:
 
     keep_tool_state_inside()
     served = export_registered(args.model_name)
-    test_images = sorted(data_cache().rglob("*.png"))[:: 97][:200] or sys.exit("run `make run` first")
+    test_images = sorted(data_cache().rglob("*.png"))[::97][:200] or sys.exit("run `make run` first")
     images = [p.read_bytes() for p in test_images]
     logs = args.out.parent
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CNNOPS_MODEL_DIR": str(served.folder)}
-    print(f"model {args.model_name} v{served.info['version']}, {len(images)} distinct images, "
-          f"{args.requests} requests per level, {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"model {args.model_name} v{served.info['version']}, {len(images)} distinct images, "
+        f"{args.requests} requests per level, {os.cpu_count()} CPUs",
+        flush=True,
+    )
 
     port = free_port()
-    cnnops = measure_server("cnnops", [str(BIN / "bentoml"), "serve", "serving.service:Classifier", "--host",
-                                       "127.0.0.1", "--port", str(port)], env, f"http://127.0.0.1:{port}/readyz",
-                            f"http://127.0.0.1:{port}/classify", images, args.concurrency, args.requests, logs)
+    cnnops = measure_server(
+        "cnnops",
+        [str(BIN / "bentoml"), "serve", "serving.service:Classifier", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}/readyz",
+        f"http://127.0.0.1:{port}/classify",
+        images,
+        args.concurrency,
+        args.requests,
+        logs,
+    )
     port = free_port()
-    flask = measure_server("flask", [sys.executable, str(ROOT / "bench" / "flask_app.py"), str(served.folder),
-                                     str(port)], env, f"http://127.0.0.1:{port}/predict",
-                           f"http://127.0.0.1:{port}/predict", images, args.concurrency, args.requests, logs)
+    flask = measure_server(
+        "flask",
+        [sys.executable, str(ROOT / "bench" / "flask_app.py"), str(served.folder), str(port)],
+        env,
+        f"http://127.0.0.1:{port}/predict",
+        f"http://127.0.0.1:{port}/predict",
+        images,
+        args.concurrency,
+        args.requests,
+        logs,
+    )
     ceiling = measure_ceiling(served.folder, images)
 
     top = max(args.concurrency)
     best = max(r["req_per_s"] for r in cnnops)
-    at_top = {name: next(r for r in rows if r["concurrency"] == top) for name, rows in (("cnnops", cnnops),
-                                                                                         ("flask", flask))}
+    at_top = {
+        name: next(r for r in rows if r["concurrency"] == top) for name, rows in (("cnnops", cnnops), ("flask", flask))
+    }
     summary = {
         f"cnnops_over_flask_at_c{top}": at_top["cnnops"]["req_per_s"] / at_top["flask"]["req_per_s"],
         f"cnnops_p99_ms_at_c{top}": at_top["cnnops"]["p99_ms"],
         "cnnops_best_over_ceiling": best / ceiling,
     }
     print(json.dumps(summary, indent=2))
-    args.out.write_text(json.dumps({"model": served.info["registered_model"], "version": served.info["version"],
-                                    "cpus": os.cpu_count(), "cnnops": cnnops, "flask": flask,
-                                    "ceiling_images_per_s": ceiling, "summary": summary}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "model": served.info["registered_model"],
+                "version": served.info["version"],
+                "cpus": os.cpu_count(),
+                "cnnops": cnnops,
+                "flask": flask,
+                "ceiling_images_per_s": ceiling,
+                "summary": summary,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

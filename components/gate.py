@@ -25,8 +25,9 @@ def gate(
     from cnnops.registry import decide_promotion
 
     with exit_on_user_error():
-        verdict = decide_promotion(Path(model.path), Path(test_data.path), Path(evaluation.path),
-                                   validate_config(config), Path(baselines.path))
+        verdict = decide_promotion(
+            Path(model.path), Path(test_data.path), Path(evaluation.path), validate_config(config), Path(baselines.path)
+        )
     write_json(Path(decision.path), verdict)
     decision.metadata.update({k: verdict[k] for k in ("alias", "reason", "candidate_score")})
     return verdict["alias"]

@@ -21,7 +21,8 @@ def split(
 
     outputs = {"train": train_data, "val": val_data, "test": test_data}
     with exit_on_user_error():
-        counts = split_dataset(Path(dataset.path), {name: Path(a.path) for name, a in outputs.items()},
-                               validate_config(config))
+        counts = split_dataset(
+            Path(dataset.path), {name: Path(a.path) for name, a in outputs.items()}, validate_config(config)
+        )
     for name, artifact in outputs.items():
         artifact.metadata["n_images"] = counts[name]

@@ -20,7 +20,12 @@ def train(
     from cnnops.train import train_model
 
     with exit_on_user_error():
-        record = train_model(Path(train_data.path), Path(val_data.path), Path(model.path),
-                             validate_config(config), pipeline_run=pipeline_run)
+        record = train_model(
+            Path(train_data.path),
+            Path(val_data.path),
+            Path(model.path),
+            validate_config(config),
+            pipeline_run=pipeline_run,
+        )
     model.metadata.update(record)
     return record["run_id"]

@@ -19,14 +19,21 @@ from cnnops.sources import DEMO_PREFIX, Source
 # Host networking: a tracking server on the host's loopback is the container's loopback too.
 NETWORK = "host"
 # Variables a task takes from the host when they are set: how to reach and log in to MLflow.
-PASSED_THROUGH = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                  "MLFLOW_TRACKING_INSECURE_TLS", "TF_CPP_MIN_LOG_LEVEL",
-                  "KERAS_BACKEND")
-PROBE = ("import sys, urllib.request\n"
-         "try:\n"
-         "    urllib.request.urlopen(sys.argv[1].rstrip('/') + '/health', timeout=5)\n"
-         "except Exception as err:\n"
-         "    sys.exit(f'{type(err).__name__}: {err}')\n")
+PASSED_THROUGH = (
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "KERAS_BACKEND",
+)
+PROBE = (
+    "import sys, urllib.request\n"
+    "try:\n"
+    "    urllib.request.urlopen(sys.argv[1].rstrip('/') + '/health', timeout=5)\n"
+    "except Exception as err:\n"
+    "    sys.exit(f'{type(err).__name__}: {err}')\n"
+)
 
 
 def data_mounts(source: Source) -> list[Path]:
@@ -46,8 +53,10 @@ def check_readable(paths: list[Path], uid: int) -> None:
         stat = path.stat()
         needed = 0o005 if path.is_dir() else 0o004
         if stat.st_uid != uid and stat.st_mode & needed != needed:
-            raise CnnopsError(f"the pipeline's tasks run as uid {uid} and cannot read {path} (mode "
-                              f"{stat.st_mode & 0o777:o}): make it readable, for example `chmod -R o+rX {path}`")
+            raise CnnopsError(
+                f"the pipeline's tasks run as uid {uid} and cannot read {path} (mode "
+                f"{stat.st_mode & 0o777:o}): make it readable, for example `chmod -R o+rX {path}`"
+            )
 
 
 def task_owner(image: Any, root: Path) -> str | None:
@@ -66,8 +75,12 @@ def task_owner(image: Any, root: Path) -> str | None:
 
 def task_environment(tracking_uri: str, error_file: Path) -> dict[str, str]:
     """What a task needs from the host, named explicitly: DockerRunner passes nothing through."""
-    env = {"MLFLOW_TRACKING_URI": tracking_uri, ERROR_FILE_ENV: str(error_file),
-           DATA_CACHE_ENV: str(data_cache().resolve()), "HOME": "/tmp/cnnops"}
+    env = {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        ERROR_FILE_ENV: str(error_file),
+        DATA_CACHE_ENV: str(data_cache().resolve()),
+        "HOME": "/tmp/cnnops",
+    }
     env.update({name: os.environ[name] for name in PASSED_THROUGH if os.environ.get(name)})
     return env
 
@@ -77,13 +90,16 @@ def check_server_from_container(client: Any, image: str, tracking_uri: str) -> N
     import docker
 
     try:
-        client.containers.run(image, ["python3", "-c", PROBE, tracking_uri], network_mode=NETWORK, remove=True,
-                              stdout=False, stderr=True)
+        client.containers.run(
+            image, ["python3", "-c", PROBE, tracking_uri], network_mode=NETWORK, remove=True, stdout=False, stderr=True
+        )
     except docker.errors.ContainerError as err:
         reason = (err.stderr or b"").decode(errors="replace").strip().splitlines()
-        raise CnnopsError(f"no MLflow tracking server is reachable from the containers at {tracking_uri} "
-                          f"({reason[-1] if reason else 'no answer'}): start one (`make ui`) or unset "
-                          "MLFLOW_TRACKING_URI to let cnnops start its own") from None
+        raise CnnopsError(
+            f"no MLflow tracking server is reachable from the containers at {tracking_uri} "
+            f"({reason[-1] if reason else 'no answer'}): start one (`make ui`) or unset "
+            "MLFLOW_TRACKING_URI to let cnnops start its own"
+        ) from None
 
 
 def check_docker(image_name: str) -> None:
@@ -110,5 +126,11 @@ def docker_runner(source: Source, root: Path, image_name: str, tracking_uri: str
         client.close()
     mounts = [Mount(target=str(path), source=str(path), type="bind", read_only=True) for path in data_mounts(source)]
     extra = {} if user is None else {"user": user}
-    return local.DockerRunner(environment=task_environment(tracking_uri, error_file), network_mode=NETWORK,
-                              mounts=mounts, read_only=True, tmpfs={"/tmp": "rw,exec,mode=1777"}, **extra)
+    return local.DockerRunner(
+        environment=task_environment(tracking_uri, error_file),
+        network_mode=NETWORK,
+        mounts=mounts,
+        read_only=True,
+        tmpfs={"/tmp": "rw,exec,mode=1777"},
+        **extra,
+    )

@@ -34,8 +34,9 @@ def build_pipeline(gpu: bool = False, parallelism: int = 2) -> Callable[..., obj
         ingested = ingest(config=config).set_display_name("ingest")
         validated = validate(config=config, dataset=ingested.outputs["dataset"]).set_display_name("validate")
         splits = split(config=config, dataset=validated.outputs["validated"]).set_display_name("split")
-        sweep = plan_sweep(config=config, train_data=splits.outputs["train_data"],
-                           pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER).set_display_name("plan-sweep")
+        sweep = plan_sweep(
+            config=config, train_data=splits.outputs["train_data"], pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+        ).set_display_name("plan-sweep")
         with dsl.ParallelFor(sweep.output, parallelism=parallelism, name="candidates") as candidate:
             candidate_model = train(
                 config=candidate,
@@ -46,13 +47,15 @@ def build_pipeline(gpu: bool = False, parallelism: int = 2) -> Callable[..., obj
             candidate_model.set_cpu_request("2").set_memory_request("4G")
             if gpu:
                 candidate_model.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-        selected = select_model(config=config, models=dsl.Collected(candidate_model.outputs["model"])
-                                ).set_display_name("select")
-        floors = baselines(config=config, train_data=splits.outputs["train_data"],
-                           test_data=splits.outputs["test_data"]).set_display_name("baselines")
-        evaluated = evaluate(
-            model=selected.outputs["best"], test_data=splits.outputs["test_data"]
-        ).set_display_name("evaluate")
+        selected = select_model(config=config, models=dsl.Collected(candidate_model.outputs["model"])).set_display_name(
+            "select"
+        )
+        floors = baselines(
+            config=config, train_data=splits.outputs["train_data"], test_data=splits.outputs["test_data"]
+        ).set_display_name("baselines")
+        evaluated = evaluate(model=selected.outputs["best"], test_data=splits.outputs["test_data"]).set_display_name(
+            "evaluate"
+        )
         decided = gate(
             config=config,
             model=selected.outputs["best"],

@@ -81,11 +81,15 @@ def tracking_server_for_containers(config: dict[str, Any]) -> Iterator[str]:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         uri = tracking_uri()
         if not is_server_uri(uri):
-            raise CnnopsError(f"MLFLOW_TRACKING_URI is {uri}, a store that containers cannot reach; point it at an "
-                              "MLflow tracking server (http://...) or unset it to let cnnops start its own")
+            raise CnnopsError(
+                f"MLFLOW_TRACKING_URI is {uri}, a store that containers cannot reach; point it at an "
+                "MLflow tracking server (http://...) or unset it to let cnnops start its own"
+            )
         if not answers(uri):
-            raise CnnopsError(f"no MLflow tracking server answers at {uri} (MLFLOW_TRACKING_URI): start it, or unset "
-                              "MLFLOW_TRACKING_URI to let cnnops start its own")
+            raise CnnopsError(
+                f"no MLflow tracking server answers at {uri} (MLFLOW_TRACKING_URI): start it, or unset "
+                "MLFLOW_TRACKING_URI to let cnnops start its own"
+            )
         check_artifacts_reachable(uri, config)
         yield uri
         return
@@ -105,9 +109,11 @@ def check_artifacts_reachable(uri: str, config: dict[str, Any]) -> None:
     name = model_name_for(validate_config(config))
     experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
     if experiment is not None and experiment.artifact_location.startswith(("file:", "/")):
-        raise CnnopsError(f"experiment {name} keeps its artifacts in a host folder ({experiment.artifact_location}), "
-                          "which containers cannot reach: pass another --model-name for container runs, or use the "
-                          "subprocess runner for this model")
+        raise CnnopsError(
+            f"experiment {name} keeps its artifacts in a host folder ({experiment.artifact_location}), "
+            "which containers cannot reach: pass another --model-name for container runs, or use the "
+            "subprocess runner for this model"
+        )
 
 
 def run_pipeline(config: dict[str, Any], root: Path, errors: Path) -> None:

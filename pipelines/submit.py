@@ -14,6 +14,7 @@ def submit_pipeline(host: str, config: dict[str, Any], experiment: str = "cnnops
     server, and the data source on a volume every task can read.
     """
     client = kfp.Client(host=host)
-    run = client.create_run_from_pipeline_func(build_pipeline(gpu=gpu), arguments={"config": config},
-                                               experiment_name=experiment)
+    run = client.create_run_from_pipeline_func(
+        build_pipeline(gpu=gpu), arguments={"config": config}, experiment_name=experiment
+    )
     return run.run_id

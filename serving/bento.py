@@ -49,8 +49,12 @@ def build_bento(served: ServedModel) -> dict[str, Any]:
         bento = bentoml.bentos.get(f"cnnops:{version}")
     except NotFound:
         bento = make_bento(served, version)
-    return {"bento": str(bento.tag), "path": bento.path, "registered_model": info["registered_model"],
-            "version": info["version"]}
+    return {
+        "bento": str(bento.tag),
+        "path": bento.path,
+        "registered_model": info["registered_model"],
+        "version": info["version"],
+    }
 
 
 def source_digest() -> str:
@@ -87,12 +91,17 @@ def make_bento(served: ServedModel, version: str) -> Any:
             version=version,
             build_ctx=str(context),
             include=["serving/**", "cnnops/**"],
-            labels={"registered_model": info["registered_model"], "model_version": str(info["version"]),
-                    "run_id": str(info["run_id"])},
+            labels={
+                "registered_model": info["registered_model"],
+                "model_version": str(info["version"]),
+                "run_id": str(info["run_id"]),
+            },
             description=f"cnnops image classifier: {info['registered_model']} v{info['version']} "
-                        f"(test accuracy {info['test_accuracy']}).",
-            python={"packages": [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES],
-                    "lock_packages": False},  # already pinned; locking would resolve against the index
+            f"(test accuracy {info['test_accuracy']}).",
+            python={
+                "packages": [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES],
+                "lock_packages": False,
+            },  # already pinned; locking would resolve against the index
             docker={"python_version": "3.11"},
         )
     return bento
@@ -117,9 +126,17 @@ def containerize(built: dict[str, Any], project_image: str, repository: str = SE
             shutil.copy2(SERVICE_DOCKERFILE, context / "Dockerfile")
             shutil.copytree(built["path"], context / "bento")
             image, _ = client.images.build(
-                path=str(context), tag=tags[0], rm=True, pull=False,
-                buildargs={"PROJECT_IMAGE": project_image, "BENTO": built["bento"],
-                           "REGISTERED_MODEL": built["registered_model"], "MODEL_VERSION": str(built["version"])})
+                path=str(context),
+                tag=tags[0],
+                rm=True,
+                pull=False,
+                buildargs={
+                    "PROJECT_IMAGE": project_image,
+                    "BENTO": built["bento"],
+                    "REGISTERED_MODEL": built["registered_model"],
+                    "MODEL_VERSION": str(built["version"]),
+                },
+            )
         image.tag(repository, "latest")
     finally:
         client.close()

@@ -99,8 +99,10 @@ def check_multipart(content_type: bytes, body: bytes, allowed: set[str]) -> str 
             names.append(options.get(b"name", b"").decode("utf-8", "replace"))
         header["field"] = header["value"] = b""
 
-    parser = MultipartParser(boundary, {"on_header_field": on_header_field, "on_header_value": on_header_value,
-                                        "on_header_end": on_header_end})
+    parser = MultipartParser(
+        boundary,
+        {"on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end},
+    )
     try:
         parser.write(body)
         parser.finalize()
@@ -114,9 +116,17 @@ def check_multipart(content_type: bytes, body: bytes, allowed: set[str]) -> str 
 
 async def refuse(send: Send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -58,8 +58,10 @@ MAX_BATCH_SIZE = 64
 # Uploads up to this size are read and decoded in the event loop: about 0.1 ms of work.
 INLINE_DECODE_BYTES = 32 * 1024
 BATCH_SIZES = bentoml.metrics.Histogram(
-    name="cnnops_batch_size", documentation="Images per model call (adaptive batching).",
-    buckets=(1, 2, 4, 8, 16, 32, 64))
+    name="cnnops_batch_size",
+    documentation="Images per model call (adaptive batching).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 TopK = Annotated[int | None, Field(default=None, ge=1, le=1000, description="How many classes to return.")]
 ImageFile = Annotated[Path, ContentType("image/*")]
 
@@ -119,8 +121,9 @@ class Classifier:
         buckets = batch_buckets(MAX_BATCH_SIZE)
         for size in buckets:  # trace every batch shape before the first request, not during one
             predict_pixels(model, np.zeros((size, spec.height, spec.width, spec.channels), np.uint8))
-        self.batcher = AdaptiveBatcher(lambda pixels: predict_bucketed(model, pixels, buckets), MAX_BATCH_SIZE,
-                                       on_batch=BATCH_SIZES.observe)
+        self.batcher = AdaptiveBatcher(
+            lambda pixels: predict_bucketed(model, pixels, buckets), MAX_BATCH_SIZE, on_batch=BATCH_SIZES.observe
+        )
         web.state.info = self.info()
         # TensorFlow and Keras leave millions of long-lived objects; without this, every full
         # collection walks them all and stalls every request in flight for a few hundred ms.
@@ -128,10 +131,17 @@ class Classifier:
 
     def info(self) -> dict[str, Any]:
         """Model facts for clients and the page: name, version, aliases, test metrics, classes."""
-        return {**self.served.info, "class_names": self.served.spec.class_names,
-                "input": {"height": self.served.spec.height, "width": self.served.spec.width,
-                          "mode": self.served.spec.mode},
-                "limits": self.settings.model_dump(), "max_request_bytes": self.settings.max_request_bytes}
+        return {
+            **self.served.info,
+            "class_names": self.served.spec.class_names,
+            "input": {
+                "height": self.served.spec.height,
+                "width": self.served.spec.width,
+                "mode": self.served.spec.mode,
+            },
+            "limits": self.settings.model_dump(),
+            "max_request_bytes": self.settings.max_request_bytes,
+        }
 
     def decode(self, data: bytes) -> np.ndarray:
         return decode_for_model(data, self.served.spec, self.settings.max_image_pixels)
@@ -157,8 +167,7 @@ class Classifier:
     async def decode_base64(self, text: str) -> np.ndarray:
         return await self.decode_bytes(decode_base64_image(text, self.settings.max_request_bytes))
 
-    async def answer_one(self, decoding: Awaitable[np.ndarray], ctx: bentoml.Context,
-                         k: int | None) -> dict[str, Any]:
+    async def answer_one(self, decoding: Awaitable[np.ndarray], ctx: bentoml.Context, k: int | None) -> dict[str, Any]:
         """One image's top-k, or a 400 naming why its bytes are not a usable image."""
         try:
             pixels = await decoding
@@ -178,8 +187,7 @@ class Classifier:
         return await self.answer_one(self.decode_base64(image), ctx, top_k)
 
     @bentoml.api(route="/classify_batch")
-    async def classify_batch(self, images: list[ImageFile], ctx: bentoml.Context,
-                             top_k: TopK = None) -> dict[str, Any]:
+    async def classify_batch(self, images: list[ImageFile], ctx: bentoml.Context, top_k: TopK = None) -> dict[str, Any]:
         """Classify several uploaded images (repeat the multipart field `images`), in order."""
         limit = self.settings.max_batch_images
         if not images:
@@ -197,5 +205,6 @@ class Classifier:
 
 
 MULTIPART_FIELDS = {"/classify": {"image", "top_k"}, "/classify_batch": {"images", "top_k"}}
-Classifier.add_asgi_middleware(RequestGuard, limit=lambda: serve_config().max_request_bytes,
-                               multipart_fields=MULTIPART_FIELDS)
+Classifier.add_asgi_middleware(
+    RequestGuard, limit=lambda: serve_config().max_request_bytes, multipart_fields=MULTIPART_FIELDS
+)

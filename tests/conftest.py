@@ -60,8 +60,7 @@ def write_images(root: Path, per_class: int = 20, classes: tuple[str, ...] = TIN
 def make_images(tmp_path: Path) -> Callable[..., Path]:
     """`make_images(per_class=20, classes=TINY_CLASSES, seed=0, name="images")` under the test's tmp_path."""
 
-    def make(per_class: int = 20, classes: tuple[str, ...] = TINY_CLASSES, seed: int = 0,
-             name: str = "images") -> Path:
+    def make(per_class: int = 20, classes: tuple[str, ...] = TINY_CLASSES, seed: int = 0, name: str = "images") -> Path:
         return write_images(tmp_path / name, per_class, classes, seed)
 
     return make
@@ -80,14 +79,21 @@ def train_candidate(work: Path, source: Path, **overrides) -> dict:
     from cnnops.split import SPLITS, split_dataset
     from cnnops.train import train_model
 
-    config = build_config(overrides={"data.source": str(source), "train.batch_size": 16, "train.patience": 20,
-                                     **overrides})
+    config = build_config(
+        overrides={"data.source": str(source), "train.batch_size": 16, "train.patience": 20, **overrides}
+    )
     ingest_source(config, work / "dataset")
     split_dataset(work / "dataset", {name: work / name for name in SPLITS}, config)
     record = train_model(work / "train", work / "val", work / "model", config)
     metrics = evaluate_model(work / "model", work / "test", work / "evaluation")
-    return {"config": config, "model": work / "model", "test": work / "test", "evaluation": work / "evaluation",
-            "metrics": metrics, **record}
+    return {
+        "config": config,
+        "model": work / "model",
+        "test": work / "test",
+        "evaluation": work / "evaluation",
+        "metrics": metrics,
+        **record,
+    }
 
 
 @contextmanager
@@ -122,8 +128,13 @@ def served(tmp_path_factory):
     with first_champion(work, **{"gate.floor": 0.0}) as champion:
         trained, decision, source = champion["strong"], champion["decision"], champion["source"]
         model = export_registered(decision["registered_model"])
-        yield {"home": work / "state", "model": model, "source": source, "test": trained["test"],
-               "name": decision["registered_model"]}
+        yield {
+            "home": work / "state",
+            "model": model,
+            "source": source,
+            "test": trained["test"],
+            "name": decision["registered_model"],
+        }
 
 
 @pytest.fixture(scope="session")
@@ -139,9 +150,13 @@ def server(served, tmp_path_factory):
     env = {**os.environ, "CNNOPS_HOME": str(served["home"])}
     env.pop("MLFLOW_TRACKING_URI", None)
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "cnnops"), "serve", "--port", str(port),
-                                 "--model-name", served["name"]], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "cnnops"), "serve", "--port", str(port), "--model-name", served["name"]],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -64,8 +64,9 @@ def test_evaluate_writes_and_logs_the_analysis(trained):
     assert ("model.png: the layer diagram" in summary) == (folder / "model.png").is_file()
 
     logged = {a.path for a in MlflowClient().list_artifacts(trained["run_id"], "evaluation/analysis")}
-    expected = {f"evaluation/analysis/{name}" for name in
-                (*PNGS, "top_losses.csv", "model_summary.txt", "analysis.html")}
+    expected = {
+        f"evaluation/analysis/{name}" for name in (*PNGS, "top_losses.csv", "model_summary.txt", "analysis.html")
+    }
     assert expected <= logged
 
 
@@ -87,7 +88,7 @@ def test_top_losses_are_the_highest_cross_entropies(trained):
     assert list(table["predicted"]) == [names[i] for i in probabilities[rows].argmax(axis=1)]
     assert list(table["label"]) == list(manifest["label"].iloc[rows])
     # The table holds the largest losses of the whole test split, not just some of them.
-    np.testing.assert_allclose(table["loss"], np.sort(losses)[::-1][:len(table)], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(table["loss"], np.sort(losses)[::-1][: len(table)], rtol=1e-4, atol=1e-6)
 
 
 def test_misclassified_counts_match_the_confusion_matrix(trained, tmp_path):
@@ -132,8 +133,9 @@ def test_without_graphviz_the_summary_says_why(trained, tmp_path, monkeypatch):
     (tmp_path / "model.png").write_bytes(b"stale")
     assert analysis.draw_model_diagram(trained["keras"], tmp_path / "model.png") is not None
     assert not (tmp_path / "model.png").exists()
-    analysis.write_model_summary(trained["keras"], "graphviz's `dot` is not installed", ["re_lu"],
-                                 tmp_path / "model_summary.txt")
+    analysis.write_model_summary(
+        trained["keras"], "graphviz's `dot` is not installed", ["re_lu"], tmp_path / "model_summary.txt"
+    )
     text = (tmp_path / "model_summary.txt").read_text()
     assert "no model.png: graphviz's `dot` is not installed" in text and "activation maps of: re_lu" in text
 
@@ -177,8 +179,11 @@ def test_backbone_activation_maps_come_from_inside_it(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNOPS_HOME", str(tmp_path / "state"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     source = write_images(tmp_path / "images", per_class=10, seed=5)
-    result = train_candidate(tmp_path / "run", source, **{
-        "train.architecture": "mobilenet_v2", "train.working_size": 32, "train.epochs": 1, **SPLIT})
+    result = train_candidate(
+        tmp_path / "run",
+        source,
+        **{"train.architecture": "mobilenet_v2", "train.working_size": 32, "train.epochs": 1, **SPLIT},
+    )
     folder = result["evaluation"] / "analysis"
     for name in PNGS:
         assert_png(folder / name)
@@ -211,12 +216,17 @@ def test_evaluate_component_publishes_the_page_as_html(trained, tmp_path):
 
     page = HTML(uri=str(tmp_path / "outputs" / "analysis"))
     accuracy = evaluate.python_func(
-        model=Model(uri=str(trained["model"])), test_data=Dataset(uri=str(trained["test"])),
-        evaluation=Artifact(uri=str(tmp_path / "evaluation")), metrics=Metrics(uri=str(tmp_path / "metrics")),
-        classification=ClassificationMetrics(uri=str(tmp_path / "classification")), analysis=page)
+        model=Model(uri=str(trained["model"])),
+        test_data=Dataset(uri=str(trained["test"])),
+        evaluation=Artifact(uri=str(tmp_path / "evaluation")),
+        metrics=Metrics(uri=str(tmp_path / "metrics")),
+        classification=ClassificationMetrics(uri=str(tmp_path / "classification")),
+        analysis=page,
+    )
     assert accuracy == trained["metrics"]["accuracy"]
-    assert (tmp_path / "outputs" / "analysis").read_text() == \
-        (tmp_path / "evaluation" / "analysis" / "analysis.html").read_text()
+    assert (tmp_path / "outputs" / "analysis").read_text() == (
+        tmp_path / "evaluation" / "analysis" / "analysis.html"
+    ).read_text()
 
 
 def test_with_graphviz_the_diagram_is_drawn(trained, tmp_path):

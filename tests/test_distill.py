@@ -33,19 +33,38 @@ def flip_labels(root: Path, share: float, seed: int) -> None:
 
 
 def test_a_distilled_student_beats_the_same_student_without_its_teacher(state_home, tmp_path):
-    teacher = train_candidate(tmp_path / "teacher", write_images(tmp_path / "clean", per_class=60, seed=1), **{
-        "train.architecture": "deep-cnn", "train.epochs": 10})
+    teacher = train_candidate(
+        tmp_path / "teacher",
+        write_images(tmp_path / "clean", per_class=60, seed=1),
+        **{"train.architecture": "deep-cnn", "train.epochs": 10},
+    )
     assert teacher["metrics"]["accuracy"] >= 0.9
 
     noisy = write_images(tmp_path / "noisy", per_class=30, seed=2)
     flip_labels(noisy, share=0.4, seed=0)
-    config = build_config(overrides={"data.source": str(noisy), "train.batch_size": 16, "train.epochs": 10,
-                                     "train.patience": 20, "distill.alpha": 0.1, "distill.temperature": 2})
+    config = build_config(
+        overrides={
+            "data.source": str(noisy),
+            "train.batch_size": 16,
+            "train.epochs": 10,
+            "train.patience": 20,
+            "distill.alpha": 0.1,
+            "distill.temperature": 2,
+        }
+    )
     ingest_source(config, tmp_path / "noisy-ds")
     split_dataset(tmp_path / "noisy-ds", {name: tmp_path / "noisy-splits" / name for name in SPLITS}, config)
     clean_test = tmp_path / "clean-test"
-    ingest_source(config.model_copy(update={"data": config.data.model_copy(update={
-        "source": str(write_images(tmp_path / "fresh", per_class=30, seed=3))})}), clean_test)
+    ingest_source(
+        config.model_copy(
+            update={
+                "data": config.data.model_copy(
+                    update={"source": str(write_images(tmp_path / "fresh", per_class=30, seed=3))}
+                )
+            }
+        ),
+        clean_test,
+    )
 
     scores = {}
     for role, teacher_dir in (("alone", ""), ("distilled", str(teacher["model"]))):

@@ -13,12 +13,22 @@ def paired(n_both: int, only_candidate: int, only_champion: int, n_neither: int,
     """Labels and two models' predictions with exactly these counts of right/wrong pairs."""
     y = np.arange(n_both + only_candidate + only_champion + n_neither) % classes
     wrong = (y + 1) % classes
-    candidate = np.concatenate([y[:n_both], y[n_both:n_both + only_candidate],
-                                wrong[n_both + only_candidate:n_both + only_candidate + only_champion],
-                                wrong[len(y) - n_neither:]])
-    champion = np.concatenate([y[:n_both], wrong[n_both:n_both + only_candidate],
-                               y[n_both + only_candidate:n_both + only_candidate + only_champion],
-                               wrong[len(y) - n_neither:]])
+    candidate = np.concatenate(
+        [
+            y[:n_both],
+            y[n_both : n_both + only_candidate],
+            wrong[n_both + only_candidate : n_both + only_candidate + only_champion],
+            wrong[len(y) - n_neither :],
+        ]
+    )
+    champion = np.concatenate(
+        [
+            y[:n_both],
+            wrong[n_both : n_both + only_candidate],
+            y[n_both + only_candidate : n_both + only_candidate + only_champion],
+            wrong[len(y) - n_neither :],
+        ]
+    )
     return y, candidate, champion
 
 
@@ -41,9 +51,15 @@ def test_bootstrap_interval_matches_a_plain_loop_and_scipy():
     diffs = [np.mean(candidate[d] == y[d]) - np.mean(champion[d] == y[d]) for d in draws]
     assert (low, high) == pytest.approx(tuple(np.percentile(diffs, [5, 95])))
     # And scipy's own paired percentile bootstrap agrees to within resampling noise.
-    ref = stats.bootstrap((candidate == y, champion == y), lambda a, b, axis=-1: a.mean(axis) - b.mean(axis),
-                          paired=True, confidence_level=0.9, method="percentile", n_resamples=4000,
-                          random_state=np.random.default_rng(0)).confidence_interval
+    ref = stats.bootstrap(
+        (candidate == y, champion == y),
+        lambda a, b, axis=-1: a.mean(axis) - b.mean(axis),
+        paired=True,
+        confidence_level=0.9,
+        method="percentile",
+        n_resamples=4000,
+        random_state=np.random.default_rng(0),
+    ).confidence_interval
     assert low == pytest.approx(ref.low, abs=0.02) and high == pytest.approx(ref.high, abs=0.02)
     assert low < 0.10 < high  # the observed difference: 15 - 5 of 100 images
 

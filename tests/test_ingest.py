@@ -17,8 +17,18 @@ def test_manifest_and_fingerprint(make_images, state_home, tmp_path):
     root = make_images(per_class=12)
     info = ingest_source(build_config(overrides={"data.source": str(root)}), tmp_path / "ds")
     manifest = read_manifest(tmp_path / "ds")
-    assert list(manifest.columns) == ["path", "label", "sha256", "width", "height", "mode", "origin", "split",
-                                      "phash", "group"]
+    assert list(manifest.columns) == [
+        "path",
+        "label",
+        "sha256",
+        "width",
+        "height",
+        "mode",
+        "origin",
+        "split",
+        "phash",
+        "group",
+    ]
     assert set(manifest["split"]) == {""}  # a plain class-folder tree: the split step decides
     assert len(manifest) == 36 and info["classes"] == ["cross", "disc", "stripes"]
     assert (info["mode"], info["height"], info["width"]) == ("RGB", 16, 16)
@@ -77,8 +87,10 @@ def test_folders_that_cannot_make_a_classifier(tmp_path, state_home, make_images
     for label, count in layout.items():
         (root / label).mkdir()
         for index in range(count):
-            shutil.copy(make_images(per_class=1, classes=("disc",), seed=index, name=f"one{index}") /
-                        "disc" / "disc_000.png", root / label / f"{index}.png")
+            shutil.copy(
+                make_images(per_class=1, classes=("disc",), seed=index, name=f"one{index}") / "disc" / "disc_000.png",
+                root / label / f"{index}.png",
+            )
     with pytest.raises(CnnopsError, match=message):
         ingest_source(build_config(overrides={"data.source": str(root)}), tmp_path / "ds")
 
@@ -90,15 +102,17 @@ def test_sources_resolve_to_distinct_model_names(tmp_path):
     assert default_model_name(str(tmp_path / "a" / "faces")) != default_model_name(str(tmp_path / "b" / "faces"))
 
 
-@pytest.mark.parametrize(("source", "message"), [("demo:unicorns", "unknown demo dataset"),
-                                                   ("/no/such/folder", "does not exist")])
+@pytest.mark.parametrize(
+    ("source", "message"), [("demo:unicorns", "unknown demo dataset"), ("/no/such/folder", "does not exist")]
+)
 def test_unresolvable_sources(source, message, state_home, tmp_path):
     with pytest.raises(CnnopsError, match=message):
         ingest_source(build_config(overrides={"data.source": source}), tmp_path / "ds")
 
 
-def test_second_ingest_decodes_nothing_unchanged_and_rereads_what_changed(state_home, make_images, tmp_path,
-                                                                           monkeypatch):
+def test_second_ingest_decodes_nothing_unchanged_and_rereads_what_changed(
+    state_home, make_images, tmp_path, monkeypatch
+):
     import os
 
     import cnnops.ingest as ingest_module

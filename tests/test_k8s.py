@@ -15,8 +15,12 @@ BIN = Path(sys.executable).parent
 
 
 def render(overlay: str, tmp_path: Path) -> tuple[Path, dict[str, dict]]:
-    done = subprocess.run([str(BIN / "kubectl"), "kustomize", str(ROOT / "infra" / "k8s" / overlay)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(BIN / "kubectl"), "kustomize", str(ROOT / "infra" / "k8s" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     out = tmp_path / f"{overlay.replace('/', '-')}.yaml"
     out.write_text(done.stdout)
@@ -26,8 +30,9 @@ def render(overlay: str, tmp_path: Path) -> tuple[Path, dict[str, dict]]:
 @pytest.mark.parametrize("overlay", ["base", "overlays/gpu"])
 def test_manifests_render_and_validate_strictly(overlay, tmp_path):
     rendered, _ = render(overlay, tmp_path)
-    done = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", str(rendered)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(BIN / "kubernetes-validate"), "--strict", str(rendered)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -11,11 +11,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_library_modules_do_not_import_kfp_or_bentoml():
-    modules = sorted(f"cnnops.{p.stem}" for p in (ROOT / "src" / "cnnops").glob("*.py")
-                     if p.stem not in {"__init__", "cli"})
-    code = ("import importlib, json, sys\n"
-            f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(json.dumps(sorted(k for k in sys.modules if k.split('.')[0] in ('kfp', 'bentoml'))))")
+    modules = sorted(
+        f"cnnops.{p.stem}" for p in (ROOT / "src" / "cnnops").glob("*.py") if p.stem not in {"__init__", "cli"}
+    )
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted(k for k in sys.modules if k.split('.')[0] in ('kfp', 'bentoml'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 

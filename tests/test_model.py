@@ -36,8 +36,12 @@ def test_unknown_architecture():
 
 def test_model_code_is_backend_agnostic():
     tree = ast.parse((SRC / "model.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
-                for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+    }
     assert "tensorflow" not in imported and "keras" in imported
     assert set(ARCHITECTURES) == {"simple-cnn", "deep-cnn", "mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0"}
 
@@ -91,8 +95,9 @@ def test_weights_from_a_local_file_and_a_mismatched_file(tmp_path):
 
     own = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
     own.save_weights(tmp_path / "mobilenet.weights.h5")
-    loaded = load_backbone(keras.applications.MobileNetV2, "mobilenet_v2", (32, 32, 3),
-                           str(tmp_path / "mobilenet.weights.h5"))
+    loaded = load_backbone(
+        keras.applications.MobileNetV2, "mobilenet_v2", (32, 32, 3), str(tmp_path / "mobilenet.weights.h5")
+    )
     np.testing.assert_array_equal(loaded.get_weights()[0], own.get_weights()[0])
     with pytest.raises(CnnopsError, match="does not hold weights for resnet50"):
         load_backbone(keras.applications.ResNet50, "resnet50", (32, 32, 3), str(tmp_path / "mobilenet.weights.h5"))
@@ -167,8 +172,13 @@ def test_the_builders_run_under_the_jax_backend():
     import sys
 
     script = Path(__file__).parent / "backend" / "jax_builders.py"
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "KERAS_BACKEND": "jax"})
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["backend"] == "jax" and seen["tensorflow_imported"] is False

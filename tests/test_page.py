@@ -12,8 +12,15 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # The closed network here refuses Chromium's background connections; these flags stop it trying.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
 
 
@@ -67,8 +74,7 @@ def test_upload_a_photo(page, server):
     photo = next((server["source"] / "disc").glob("*.png"))
     page.set_input_files("#file", str(photo))
     page.get_by_role("button", name="Classify photo").click()
-    page.wait_for_function(f"document.getElementById('source').textContent === 'Photo: {photo.name}'",
-                           timeout=30_000)
+    page.wait_for_function(f"document.getElementById('source').textContent === 'Photo: {photo.name}'", timeout=30_000)
     assert len(bars(page)) == 3
     widths = page.locator("#bars .bar span").evaluate_all("spans => spans.map(s => parseFloat(s.style.width))")
     assert widths == sorted(widths, reverse=True) and 0 < widths[0] <= 100

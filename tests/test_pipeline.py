@@ -32,15 +32,19 @@ def test_compiles_to_a_pipeline_spec_with_the_gate_branch(tmp_path):
     assert loop.iterator_policy.parallelism_limit == 2
     assert tasks["evaluate"].inputs.artifacts["model"].task_output_artifact.producer_task == "select-model"
     nested = [task for component in spec.components.values() for task in component.dag.tasks.values()]
-    conditions = {task.task_info.name: task.trigger_policy.condition for task in nested
-                  if task.trigger_policy.condition}
+    conditions = {
+        task.task_info.name: task.trigger_policy.condition for task in nested if task.trigger_policy.condition
+    }
     assert "'champion'" in conditions["promote"] and conditions["keep-champion"].startswith("!(")
     assert "train" in {task.task_info.name for task in nested}
     registers = {task.task_info.name for task in nested if task.component_ref.name.startswith("comp-register")}
     assert registers == {"register-champion", "register-challenger"}
     # The Bento is built from the version the champion branch just registered, and only there.
-    by_name = {task.task_info.name: (key, task) for component in spec.components.values()
-               for key, task in component.dag.tasks.items()}
+    by_name = {
+        task.task_info.name: (key, task)
+        for component in spec.components.values()
+        for key, task in component.dag.tasks.items()
+    }
     version = by_name["package"][1].inputs.parameters["version"].task_output_parameter
     assert version.producer_task == by_name["register-champion"][0]
     train = spec.deployment_spec["executors"]["exec-train"]["container"]
@@ -71,8 +75,15 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
     from cnnops.tracking import use_tracking_store
 
     source = make_images(per_class=30)
-    config = build_config(overrides={"data.source": str(source), "train.epochs": 12, "train.batch_size": 16,
-                                     "train.patience": 20, "sweep.learning_rate": [0.003, 0.001, 0.00001]})
+    config = build_config(
+        overrides={
+            "data.source": str(source),
+            "train.epochs": 12,
+            "train.batch_size": 16,
+            "train.patience": 20,
+            "sweep.learning_rate": [0.003, 0.001, 0.00001],
+        }
+    )
     run_locally(to_pipeline_parameter(config))
     name = model_name_for(config)
 
@@ -84,7 +95,10 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 3 and parent.info.status == "FINISHED"
     assert sorted(child.info.run_name for child in children) == [
-        "simple-cnn lr=0.001 aug=none", "simple-cnn lr=0.003 aug=none", "simple-cnn lr=1e-05 aug=none"]
+        "simple-cnn lr=0.001 aug=none",
+        "simple-cnn lr=0.003 aug=none",
+        "simple-cnn lr=1e-05 aug=none",
+    ]
 
     def best_epoch_score(child):  # val accuracy at the best epoch, ties broken by the lower val loss
         accuracy = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "val_accuracy")}
@@ -115,13 +129,34 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
 
     # A deliberately weaker candidate, through the real command line.
     weaker = subprocess.run(
-        [str(CNNOPS), "run", "--data", str(source), "--epochs", "1", "--set", "train.learning_rate=0.00001",
-         "--set", "train.batch_size=16", "--set", "gate.floor=0"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "CNNOPS_HOME": str(state_home)},
+        [
+            str(CNNOPS),
+            "run",
+            "--data",
+            str(source),
+            "--epochs",
+            "1",
+            "--set",
+            "train.learning_rate=0.00001",
+            "--set",
+            "train.batch_size=16",
+            "--set",
+            "gate.floor=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "CNNOPS_HOME": str(state_home)},
     )
     assert weaker.returncode == 0, weaker.stderr[-3000:]
-    status = subprocess.run([str(CNNOPS), "status", "--json", "--model-name", name], capture_output=True,
-                            text=True, timeout=120, env={**os.environ, "CNNOPS_HOME": str(state_home)}, check=True)
+    status = subprocess.run(
+        [str(CNNOPS), "status", "--json", "--model-name", name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CNNOPS_HOME": str(state_home)},
+        check=True,
+    )
     model = json.loads(status.stdout)["models"][0]
     assert model["champion"]["version"] == 1
     assert model["challenger"]["version"] == 2
@@ -129,8 +164,9 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
     # A near-zero rate for one epoch learns nothing: the gate says so before any comparison.
     assert "does not beat chance" in model["challenger"]["reason"]
     assert model["challenger"]["chance_score"] == pytest.approx(1 / 3)
-    assert model["challenger"]["evidence"]["only_champion_right"] > model["challenger"]["evidence"][
-        "only_candidate_right"]
+    assert (
+        model["challenger"]["evidence"]["only_champion_right"] > model["challenger"]["evidence"]["only_candidate_right"]
+    )
     assert model["challenger"]["champion_score"] == pytest.approx(first["champion"]["test_accuracy"])
     # Only a new champion is packaged.
     assert not list((state_home / "bentoml" / "bentos" / "cnnops").glob(f"{name.lower()}-v2-*"))

@@ -32,11 +32,14 @@ def test_base64_bare_and_data_url():
     assert decode_base64_image("  data:image/webp;charset=x;base64," + text + "\n", 1000) == raw
 
 
-@pytest.mark.parametrize("text, words", [
-    ("abc!", "invalid base64"),
-    ("data:image/png,plain", "not base64-encoded"),
-    (base64.b64encode(b"x" * 2000).decode(), "over the size limit"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("abc!", "invalid base64"),
+        ("data:image/png,plain", "not base64-encoded"),
+        (base64.b64encode(b"x" * 2000).decode(), "over the size limit"),
+    ],
+)
 def test_base64_refusals(text, words):
     with pytest.raises(ImageDecodeError, match=words):
         decode_base64_image(text, 1000)
@@ -95,8 +98,9 @@ def test_a_callers_items_stay_together_and_oversized_requests_are_split():
     batcher = AdaptiveBatcher(slow_model(calls, 0.001), max_batch_size=8)
 
     async def main() -> list[np.ndarray]:
-        return await asyncio.gather(batcher.predict(np.ones((5, 1))), batcher.predict(np.ones((5, 1))),
-                                    batcher.predict(np.ones((20, 1))))
+        return await asyncio.gather(
+            batcher.predict(np.ones((5, 1))), batcher.predict(np.ones((5, 1))), batcher.predict(np.ones((20, 1)))
+        )
 
     small, other, big = asyncio.run(main())
     assert small.shape == (5, 1) and other.shape == (5, 1) and big.shape == (20, 1)

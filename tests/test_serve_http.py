@@ -32,8 +32,16 @@ def parity_files(folder: Path) -> list[Path]:
     """Images in every accepted format, mode and size, so decoding and resizing are both exercised."""
     rng = np.random.default_rng(5)
     folder.mkdir()
-    cases = [("PNG", "RGB", 16), ("JPEG", "RGB", 40), ("WEBP", "RGB", 23), ("GIF", "P", 16), ("BMP", "RGB", 16),
-             ("PNG", "RGBA", 30), ("PNG", "L", 16), ("JPEG", "L", 64)]
+    cases = [
+        ("PNG", "RGB", 16),
+        ("JPEG", "RGB", 40),
+        ("WEBP", "RGB", 23),
+        ("GIF", "P", 16),
+        ("BMP", "RGB", 16),
+        ("PNG", "RGBA", 30),
+        ("PNG", "L", 16),
+        ("JPEG", "L", 64),
+    ]
     paths = []
     for index, (fmt, mode, size) in enumerate(cases):
         img = Image.fromarray(draw(("disc", "cross", "stripes")[index % 3], rng)).resize((size, size)).convert(mode)
@@ -55,8 +63,13 @@ def test_parity_training_input_and_http_endpoint(server, tmp_path):
     model = server["model"]
     spec = model.spec
     paths = parity_files(tmp_path / "parity")
-    manifest = pd.DataFrame({"path": [str(p) for p in paths], "sha256": [sha256_bytes(p.read_bytes()) for p in paths],
-                             "label": spec.class_names[0]})
+    manifest = pd.DataFrame(
+        {
+            "path": [str(p) for p in paths],
+            "sha256": [sha256_bytes(p.read_bytes()) for p in paths],
+            "label": spec.class_names[0],
+        }
+    )
     trained_on = np.concatenate([batch.numpy() for batch, _ in make_dataset(manifest, spec, batch_size=4)])
     served_as = np.stack([decode_for_model(p.read_bytes(), spec, max_pixels=25_000_000) for p in paths])
     assert trained_on.dtype == served_as.dtype == np.uint8
@@ -67,8 +80,9 @@ def test_parity_training_input_and_http_endpoint(server, tmp_path):
     with httpx.Client(base_url=server["url"], timeout=30) as client:
         for path, row in zip(paths, expected, strict=True):
             kind = "image/" + {"jpg": "jpeg"}.get(path.suffix[1:], path.suffix[1:])
-            response = client.post("/classify", files={"image": (path.name, path.read_bytes(), kind)},
-                                   data={"top_k": str(len(names))})
+            response = client.post(
+                "/classify", files={"image": (path.name, path.read_bytes(), kind)}, data={"top_k": str(len(names))}
+            )
             assert response.status_code == 200, response.text
             got = {p["label"]: p["probability"] for p in response.json()["predictions"]}
             np.testing.assert_allclose([got[n] for n in names], row, atol=1e-5, rtol=0)
@@ -79,10 +93,15 @@ def test_real_server_refuses_bad_input_and_keeps_serving(server):
 
     good = next((server["source"] / "cross").glob("*.png")).read_bytes()
     with httpx.Client(base_url=server["url"], timeout=30) as client:
-        bad = [client.post("/classify", files={"image": ("x.png", b"\x89PNG\r\n\x1a\n\x00", "image/png")}),
-               client.post("/classify", content=b"x" * (11 * 1024 * 1024),
-                           headers={"content-type": "multipart/form-data; boundary=b"}),
-               client.post("/classify_base64", json={"image": "%%%"})]
+        bad = [
+            client.post("/classify", files={"image": ("x.png", b"\x89PNG\r\n\x1a\n\x00", "image/png")}),
+            client.post(
+                "/classify",
+                content=b"x" * (11 * 1024 * 1024),
+                headers={"content-type": "multipart/form-data; boundary=b"},
+            ),
+            client.post("/classify_base64", json={"image": "%%%"}),
+        ]
         assert [r.status_code for r in bad] == [400, 413, 400]
         assert all("error" in r.json() for r in bad)
         assert client.post("/classify", files={"image": ("x.png", good, "image/png")}).status_code == 200
@@ -95,15 +114,19 @@ def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
 
     env = {**os.environ, "CNNOPS_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([str(Path(sys.executable).parent / "cnnops"), *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "cnnops"), *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_serve_refuses_to_start_without_a_champion(tmp_path):
     done = run_cli("serve", "--port", "9", home=tmp_path / "empty")
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith("cnnops: error: no champion registered for model "
-                                                           "'cnnops-animals'")
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("cnnops: error: no champion registered for model 'cnnops-animals'")
+    )
     assert "Traceback" not in done.stderr
 
 

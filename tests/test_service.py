@@ -47,8 +47,10 @@ def expected(served, images):
     model = load_keras_model(served["model"].folder)
     spec = served["model"].spec
     names = spec.class_names
-    return {kind: names[int(predict_pixels(model, decode_for_model(data, spec, 10**6)[None])[0].argmax())]
-            for kind, data in images.items()}
+    return {
+        kind: names[int(predict_pixels(model, decode_for_model(data, spec, 10**6)[None])[0].argmax())]
+        for kind, data in images.items()
+    }
 
 
 def upload(client: TestClient, data: bytes, content_type: str = "image/png", **params):
@@ -165,14 +167,17 @@ def test_chunked_body_over_the_limit_is_refused(client, images):
     assert upload(client, images["disc"]).status_code == 200
 
 
-@pytest.mark.parametrize("body, words", [
-    ({"image": "not base64!"}, "invalid base64"),
-    ({"image": "data:image/png,rawtext"}, "not base64"),
-    ({"image": base64.b64encode(b"hello").decode()}, "not an image"),
-    ({"image": ""}, "empty"),
-    ({"picture": "x"}, "validation error"),
-    ({"image": "eA==", "top_k": 0}, "validation error"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"image": "not base64!"}, "invalid base64"),
+        ({"image": "data:image/png,rawtext"}, "not base64"),
+        ({"image": base64.b64encode(b"hello").decode()}, "not an image"),
+        ({"image": ""}, "empty"),
+        ({"picture": "x"}, "validation error"),
+        ({"image": "eA==", "top_k": 0}, "validation error"),
+    ],
+)
 def test_bad_base64_requests(client, images, body, words):
     response = client.post("/classify_base64", json=body)
     assert response.status_code == 400, response.text
@@ -181,8 +186,9 @@ def test_bad_base64_requests(client, images, body, words):
 
 def test_wrong_request_content_types(client, images):
     assert client.post("/classify", content=images["disc"], headers={"content-type": "image/png"}).status_code == 400
-    assert client.post("/classify_base64", content=b"image=abc",
-                       headers={"content-type": "text/plain"}).status_code == 400
+    assert (
+        client.post("/classify_base64", content=b"image=abc", headers={"content-type": "text/plain"}).status_code == 400
+    )
     assert client.post("/classify", content=b"{", headers={"content-type": "application/json"}).status_code == 400
 
 
@@ -191,8 +197,10 @@ def test_bad_batches(client, images):
     assert empty.status_code == 400
     over = client.post("/classify_batch", files=[("images", ("a.png", images["disc"], "image/png"))] * 5)
     assert over.status_code == 400 and "over the batch limit of 4" in over.json()["error"]
-    one_bad = client.post("/classify_batch", files=[("images", ("a.png", images["disc"], "image/png")),
-                                                    ("images", ("b.png", b"nope", "image/png"))])
+    one_bad = client.post(
+        "/classify_batch",
+        files=[("images", ("a.png", images["disc"], "image/png")), ("images", ("b.png", b"nope", "image/png"))],
+    )
     assert one_bad.status_code == 400 and one_bad.json()["error"].startswith("images[1]:")
     assert upload(client, images["disc"]).status_code == 200
 
@@ -212,16 +220,22 @@ def test_odd_requests_never_get_a_5xx(client, images):
         client.post("/classify", files={"image": png}, data={"top_k": "many"}),
         client.post("/classify", files={"image": png}, data={"top_k": "-3"}),
         client.post("/classify", files={"picture": png}),
-        client.post("/classify", content=b"--b\r\nnot really multipart",
-                    headers={"content-type": "multipart/form-data; boundary=b"}),
+        client.post(
+            "/classify",
+            content=b"--b\r\nnot really multipart",
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        ),
         client.post("/classify", content=b"", headers={"content-type": "multipart/form-data"}),
         client.post("/classify_base64", content=b"\xff\xfe\x00", headers={"content-type": "application/json"}),
         client.post("/classify_base64", json=["image", "x"]),
         client.post("/classify_base64", json={"image": 12345}),
         client.post("/classify_base64", json={"image": "eA==", "top_k": 10**9}),
         client.post("/classify_batch", files=[("images", ("a.txt", b"hello", "text/plain"))]),
-        client.post("/classify", content=b"x", headers={"content-type": "multipart/form-data; boundary=b",
-                                                        "content-length": "nope"}),
+        client.post(
+            "/classify",
+            content=b"x",
+            headers={"content-type": "multipart/form-data; boundary=b", "content-length": "nope"},
+        ),
     ]
     statuses = [response.status_code for response in odd]
     assert all(400 <= status < 500 for status in statuses), statuses

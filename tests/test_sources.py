@@ -31,6 +31,7 @@ def test_interrupted_demo_write_leaves_nothing_half_made(state_home):
 
 def test_a_written_out_demo_is_readable_by_other_users(state_home):
     """Pipeline tasks in containers read the cache as the image's own user."""
+
     def write(folder):
         (folder / "a").mkdir()
         Image.fromarray(np.zeros((4, 4), np.uint8)).save(folder / "a" / "0.png")

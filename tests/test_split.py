@@ -9,8 +9,11 @@ from cnnops.split import SPLITS, assign_splits, min_images_per_class, split_coun
 
 
 def manifest(counts: dict[str, int]) -> pd.DataFrame:
-    rows = [{"path": f"{label}/{i}.png", "label": label, "sha256": f"{label}{i:04d}"}
-            for label, n in counts.items() for i in range(n)]
+    rows = [
+        {"path": f"{label}/{i}.png", "label": label, "sha256": f"{label}{i:04d}"}
+        for label, n in counts.items()
+        for i in range(n)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -37,8 +40,9 @@ def test_growing_the_dataset_keeps_images_in_their_split():
 
 @pytest.mark.parametrize(("fractions", "needed"), [((0.8, 0.1, 0.1), 10), ((0.1, 0.45, 0.45), 3)])
 def test_every_class_keeps_a_training_image(fractions, needed):
-    split = build_config(overrides={"split.train": fractions[0], "split.val": fractions[1],
-                                    "split.test": fractions[2]}).split
+    split = build_config(
+        overrides={"split.train": fractions[0], "split.val": fractions[1], "split.test": fractions[2]}
+    ).split
     assert min_images_per_class(split) == needed
     assert all(min(split_counts(n, split)) >= 1 and sum(split_counts(n, split)) == n for n in range(needed, 200))
 

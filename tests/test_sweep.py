@@ -14,21 +14,36 @@ from cnnops.sweep import check_candidates, plan_candidates, select_best
 
 
 def test_candidates_are_every_combination_and_empty_lists_keep_the_train_values():
-    config = build_config(overrides={"sweep.architecture": ["simple-cnn", "deep-cnn"],
-                                     "sweep.learning_rate": [0.01, 0.001], "train.augmentation": "light"})
+    config = build_config(
+        overrides={
+            "sweep.architecture": ["simple-cnn", "deep-cnn"],
+            "sweep.learning_rate": [0.01, 0.001],
+            "train.augmentation": "light",
+        }
+    )
     candidates = plan_candidates(config)
     assert [(c.train.architecture, c.train.learning_rate, c.train.augmentation) for c in candidates] == [
-        ("simple-cnn", 0.01, "light"), ("simple-cnn", 0.001, "light"),
-        ("deep-cnn", 0.01, "light"), ("deep-cnn", 0.001, "light")]
+        ("simple-cnn", 0.01, "light"),
+        ("simple-cnn", 0.001, "light"),
+        ("deep-cnn", 0.01, "light"),
+        ("deep-cnn", 0.001, "light"),
+    ]
     assert len(plan_candidates(build_config())) == 1
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"sweep.architecture": ["mobilenet_v2", "simple-cnn"], "train.fine_tune_epochs": 2},
-     r"^simple-cnn is trained whole from the start, so it has no backbone to fine-tune"),
-    ({"sweep.architecture": ["mobilenet_v2", "deep-cnn"], "train.weights": "imagenet"},
-     r"^deep-cnn is trained from scratch and has no pretrained weights"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"sweep.architecture": ["mobilenet_v2", "simple-cnn"], "train.fine_tune_epochs": 2},
+            r"^simple-cnn is trained whole from the start, so it has no backbone to fine-tune",
+        ),
+        (
+            {"sweep.architecture": ["mobilenet_v2", "deep-cnn"], "train.weights": "imagenet"},
+            r"^deep-cnn is trained from scratch and has no pretrained weights",
+        ),
+    ],
+)
 def test_a_candidate_that_cannot_train_fails_the_plan_before_any_run(overrides, message):
     with pytest.raises(CnnopsError, match=message):
         check_candidates(build_config(overrides=overrides))
@@ -41,8 +56,9 @@ def test_a_zero_learning_rate_in_a_sweep_is_a_config_error():
 
 def write_candidate(folder: Path, run_id: str, val_accuracy: float, val_loss: float) -> Path:
     folder.mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps({"run_id": run_id, "best_epoch": 3, "val_accuracy": val_accuracy,
-                                                 "val_loss": val_loss}))
+    (folder / "run.json").write_text(
+        json.dumps({"run_id": run_id, "best_epoch": 3, "val_accuracy": val_accuracy, "val_loss": val_loss})
+    )
     (folder / "config.json").write_text(json.dumps(build_config().model_dump(mode="json")))
     return folder
 
@@ -50,9 +66,11 @@ def write_candidate(folder: Path, run_id: str, val_accuracy: float, val_loss: fl
 @pytest.mark.parametrize("metric", ["val_accuracy", "val_loss"])
 def test_a_diverged_candidate_ranks_last_whatever_the_metric(tmp_path, metric):
     config = build_config(overrides={"sweep.metric": metric})
-    folders = [write_candidate(tmp_path / "nan", "diverged", float("nan"), float("nan")),
-               write_candidate(tmp_path / "a", "good", 0.9, 0.3),
-               write_candidate(tmp_path / "b", "better", 0.95, 0.2)]
+    folders = [
+        write_candidate(tmp_path / "nan", "diverged", float("nan"), float("nan")),
+        write_candidate(tmp_path / "a", "good", 0.9, 0.3),
+        write_candidate(tmp_path / "b", "better", 0.95, 0.2),
+    ]
     best = select_best(folders, config, tmp_path / "best")
     assert best["run_id"] == "better"
     ranking = json.loads((tmp_path / "best" / "sweep.json").read_text())["ranking"]

@@ -33,8 +33,13 @@ def tracking_server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "CNNOPS_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen([str(CNNOPS), "ui", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(CNNOPS), "ui", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -52,8 +57,19 @@ def test_train_gate_register_package_and_status_over_http(tracking_server, tmp_p
     source = write_images(tmp_path / "images", per_class=30, seed=1)
     client_home = tmp_path / "client"
     uri = {"MLFLOW_TRACKING_URI": tracking_server["uri"]}
-    run = cli(client_home, "run", "--data", str(source), "--epochs", "12", "--set", "train.batch_size=16",
-              "--set", "train.patience=20", **uri)
+    run = cli(
+        client_home,
+        "run",
+        "--data",
+        str(source),
+        "--epochs",
+        "12",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "train.patience=20",
+        **uri,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     status = cli(client_home, "status", "--json", **uri)
     assert status.returncode == 0, status.stderr[-2000:]
@@ -81,8 +97,9 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 def docker_run_error(tmp_path: Path, make_images, **env: str) -> str:
     """`cnnops run --runner docker` on tiny images with `env` set; its one error line."""
     source = make_images(per_class=10)
-    return one_error_line(cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(source),
-                              timeout=120, **env))
+    return one_error_line(
+        cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(source), timeout=120, **env)
+    )
 
 
 def test_docker_runner_without_a_daemon_says_how_to_start_one(tmp_path, make_images):
@@ -103,8 +120,9 @@ def test_docker_runner_with_a_file_store_names_the_fix(tmp_path, make_images):
 
 
 def test_docker_runner_on_a_missing_data_path(tmp_path):
-    line = one_error_line(cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(tmp_path / "nope"),
-                              timeout=120))
+    line = one_error_line(
+        cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(tmp_path / "nope"), timeout=120)
+    )
     assert "does not exist" in line
 
 
@@ -145,9 +163,14 @@ def test_a_missing_image_names_make_image():
 @pytest.mark.containers
 def test_a_missing_base_image_names_make_base_image():
     docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
-    result = subprocess.run([str(ROOT / "infra/docker/build.sh"), docker, "cnnops:test-no-base", "no-such-base:1"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(ROOT / "infra/docker/build.sh"), docker, "cnnops:test-no-base", "no-such-base:1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "build.sh: base image no-such-base:1 is not in the local Docker store: run `make base-image` (Debian via "
-        "debootstrap), or `docker pull no-such-base:1` where a registry is reachable"]
+        "debootstrap), or `docker pull no-such-base:1` where a registry is reachable"
+    ]

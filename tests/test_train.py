@@ -7,8 +7,9 @@ from mlflow.tracking import MlflowClient
 
 
 def test_mixed_precision_trains_and_leaves_the_global_policy_alone(make_images, state_home, tmp_path):
-    result = train_candidate(tmp_path / "mixed", make_images(per_class=10),
-                             **{"train.epochs": 1, "train.precision": "mixed_float16"})
+    result = train_candidate(
+        tmp_path / "mixed", make_images(per_class=10), **{"train.epochs": 1, "train.precision": "mixed_float16"}
+    )
     assert keras.mixed_precision.global_policy().name == "float32"
     assert MlflowClient().get_run(result["run_id"]).data.params["train.precision"] == "mixed_float16"
     model = keras.saving.load_model(result["model"] / "model.keras", compile=False)
@@ -52,8 +53,11 @@ def test_a_frozen_backbone_trains_its_head_through_the_same_step(make_images, st
     from conftest import train_candidate
 
     source = make_images(per_class=12, name="backbone")
-    trained = train_candidate(tmp_path / "mobilenet", source, **{
-        "train.architecture": "mobilenet_v2", "train.working_size": "32", "train.epochs": "1"})
+    trained = train_candidate(
+        tmp_path / "mobilenet",
+        source,
+        **{"train.architecture": "mobilenet_v2", "train.working_size": "32", "train.epochs": "1"},
+    )
     model = keras.saving.load_model(trained["model"] / "model.keras", compile=False)
     assert model.name == "mobilenet_v2"
     backbone = next(layer for layer in model.layers if layer.name.startswith("mobilenetv2"))
@@ -65,9 +69,16 @@ def test_cosine_schedule_and_augmentation_train_through_the_same_step(make_image
     from conftest import train_candidate
 
     source = make_images(per_class=12, name="augmented")
-    trained = train_candidate(tmp_path / "cosine", source, **{
-        "train.lr_schedule": "cosine", "train.augmentation": "light", "train.augment.rotation": "0.02",
-        "train.epochs": "2"})
+    trained = train_candidate(
+        tmp_path / "cosine",
+        source,
+        **{
+            "train.lr_schedule": "cosine",
+            "train.augmentation": "light",
+            "train.augment.rotation": "0.02",
+            "train.epochs": "2",
+        },
+    )
     run = mlflow.get_run(trained["run_id"])
     assert run.data.params["train.lr_schedule"] == "cosine"
     assert run.data.params["train.augment.rotation"] == "0.02"
@@ -82,15 +93,20 @@ def test_baselines_score_the_same_test_split_and_log_to_the_same_experiment(make
 
     source = make_images(per_class=20, name="floors")
     trained = train_candidate(tmp_path / "cnn", source, **{"train.epochs": "1"})
-    result = train_baselines(tmp_path / "cnn" / "train", tmp_path / "cnn" / "test", trained["config"],
-                             tmp_path / "floors")
+    result = train_baselines(
+        tmp_path / "cnn" / "train", tmp_path / "cnn" / "test", trained["config"], tmp_path / "floors"
+    )
     scores = result.scores
     assert set(scores) == {"logistic-regression", "random-forest"}
     assert scores["random-forest"]["accuracy"] > 0.5  # the shapes are easy: a floor, not chance
     assert read_baseline_scores(tmp_path / "floors") == result
     assert result.test_fingerprint == trained["metrics"]["test_fingerprint"]
-    runs = mlflow.search_runs(experiment_ids=[trained["experiment_id"]], output_format="list",
-                              filter_string="tags.`cnnops.step` = 'baseline'")
+    runs = mlflow.search_runs(
+        experiment_ids=[trained["experiment_id"]], output_format="list", filter_string="tags.`cnnops.step` = 'baseline'"
+    )
     assert {run.data.tags["cnnops.baseline"] for run in runs} == set(scores)
-    assert all(run.data.tags["cnnops.dataset_fingerprint"] ==
-               mlflow.get_run(trained["run_id"]).data.tags["cnnops.dataset_fingerprint"] for run in runs)
+    assert all(
+        run.data.tags["cnnops.dataset_fingerprint"]
+        == mlflow.get_run(trained["run_id"]).data.tags["cnnops.dataset_fingerprint"]
+        for run in runs
+    )

@@ -51,9 +51,11 @@ def test_same_seed_gives_same_metrics(registry):
 
 
 def test_weaker_candidate_stays_challenger(registry):
-    weak = train_candidate(registry["work"] / "weak", registry["source"],
-                           **{"train.epochs": 1, "train.learning_rate": 1e-5, "gate.floor": 0.0,
-                              "gate.min_over_chance": 0.0})
+    weak = train_candidate(
+        registry["work"] / "weak",
+        registry["source"],
+        **{"train.epochs": 1, "train.learning_rate": 1e-5, "gate.floor": 0.0, "gate.min_over_chance": 0.0},
+    )
     decision = decide_promotion(weak["model"], weak["test"], weak["evaluation"], weak["config"])
     assert decision["alias"] == "challenger"
     assert decision["champion_version"] == registry["first"]["version"]
@@ -68,8 +70,9 @@ def test_weaker_candidate_stays_challenger(registry):
     assert status["challenger"]["reason"].startswith("Not shown better than champion v1 with 95% confidence")
     assert status["challenger"]["evidence"]["p_value"] == pytest.approx(evidence["p_value"], rel=1e-5)
     assert status["challenger"]["evidence"]["only_champion_right"] == evidence["only_champion_right"]
-    local = MlflowClient().download_artifacts(weak["run_id"], f"gate/decision-v{result['version']}.json",
-                                              str(registry["work"]))
+    local = MlflowClient().download_artifacts(
+        weak["run_id"], f"gate/decision-v{result['version']}.json", str(registry["work"])
+    )
     stored = json.loads(Path(local).read_text())
     assert stored["alias"] == "challenger" and stored["version"] == result["version"]
 
@@ -78,8 +81,11 @@ def test_different_class_list_is_never_compared(registry):
     two = write_images(registry["work"] / "two-classes", per_class=20, classes=("disc", "cross"), seed=1)
     # Same registered model on purpose: a relabelled dataset for the same use case.
     name = registry["first"]["registered_model"]
-    other = train_candidate(registry["work"] / "other", two, **{"train.epochs": 3, "registry.model_name": name,
-                                                                 "gate.floor": 0.0, "gate.min_over_chance": 0.0})
+    other = train_candidate(
+        registry["work"] / "other",
+        two,
+        **{"train.epochs": 3, "registry.model_name": name, "gate.floor": 0.0, "gate.min_over_chance": 0.0},
+    )
     decision = decide_promotion(other["model"], other["test"], other["evaluation"], other["config"])
     assert decision["alias"] == "challenger" and decision["champion_score"] is None
     assert "Class list differs" in decision["reason"] and "--force-promote" in decision["reason"]
@@ -121,8 +127,11 @@ def test_failed_registration_leaves_nothing_behind(registry, monkeypatch):
 
 
 def test_failed_first_registration_removes_the_new_registered_model(registry, monkeypatch):
-    fresh = train_candidate(registry["work"] / "fresh", registry["source"],
-                            **{"train.epochs": 1, "registry.model_name": "fresh-model", "gate.floor": 0.0})
+    fresh = train_candidate(
+        registry["work"] / "fresh",
+        registry["source"],
+        **{"train.epochs": 1, "registry.model_name": "fresh-model", "gate.floor": 0.0},
+    )
     decision = decide_promotion(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"])
 
     def fail(*args, **kwargs):
@@ -136,9 +145,17 @@ def test_failed_first_registration_removes_the_new_registered_model(registry, mo
 
 
 def test_first_candidate_below_the_floor_is_not_crowned(registry):
-    fresh = train_candidate(registry["work"] / "low", registry["source"],
-                            **{"train.epochs": 1, "train.learning_rate": 1e-5, "registry.model_name": "low-model",
-                               "gate.floor": 0.99, "gate.min_over_chance": 0.0})
+    fresh = train_candidate(
+        registry["work"] / "low",
+        registry["source"],
+        **{
+            "train.epochs": 1,
+            "train.learning_rate": 1e-5,
+            "registry.model_name": "low-model",
+            "gate.floor": 0.99,
+            "gate.min_over_chance": 0.0,
+        },
+    )
     decision = decide_promotion(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"])
     register_model(fresh["model"], fresh["evaluation"], decision)
     model = describe_registry("low-model")["models"][0]
@@ -159,8 +176,11 @@ def test_evaluation_of_another_model_or_test_set_is_refused(registry):
 def test_champion_is_scored_without_its_own_training_images(registry):
     # Another split seed puts some of the champion's training images into this test split.
     # Floor 0: this test is about the comparison, which a weak 2-epoch model must not skip.
-    other = train_candidate(registry["work"] / "reseeded", registry["source"],
-                            **{"train.epochs": 2, "seed": 7, "gate.floor": 0.0, "gate.min_over_chance": 0.0})
+    other = train_candidate(
+        registry["work"] / "reseeded",
+        registry["source"],
+        **{"train.epochs": 2, "seed": 7, "gate.floor": 0.0, "gate.min_over_chance": 0.0},
+    )
     decision = decide_promotion(other["model"], other["test"], other["evaluation"], other["config"])
     assert decision["champion_train_overlap"] > 0
     assert decision["compared_on"] == other["metrics"]["n_test"] - decision["champion_train_overlap"]
@@ -176,20 +196,29 @@ def test_gate_and_register_components(registry):
 
     strong = registry["strong"]
     scores = Artifact(uri=str(registry["work"] / "component-baselines"))
-    baselines.python_func(config={}, train_data=Dataset(uri=str(registry["work"] / "strong" / "train")),
-                          test_data=Dataset(uri=str(strong["test"])), scores=scores,
-                          metrics=Metrics(uri=str(registry["work"] / "baseline-metrics")))
+    baselines.python_func(
+        config={},
+        train_data=Dataset(uri=str(registry["work"] / "strong" / "train")),
+        test_data=Dataset(uri=str(strong["test"])),
+        scores=scores,
+        metrics=Metrics(uri=str(registry["work"] / "baseline-metrics")),
+    )
     decision = Artifact(uri=str(registry["work"] / "component-decision.json"))
-    alias = gate.python_func(config={"gate": {"margin": 0.5}}, model=Model(uri=str(strong["model"])),
-                             test_data=Dataset(uri=str(strong["test"])),
-                             evaluation=Artifact(uri=str(strong["evaluation"])), baselines=scores,
-                             decision=decision)
+    alias = gate.python_func(
+        config={"gate": {"margin": 0.5}},
+        model=Model(uri=str(strong["model"])),
+        test_data=Dataset(uri=str(strong["test"])),
+        evaluation=Artifact(uri=str(strong["evaluation"])),
+        baselines=scores,
+        decision=decision,
+    )
     assert alias == "challenger" and decision.metadata["alias"] == "challenger"
     recorded = json.loads(Path(decision.path).read_text())
     assert set(recorded["baselines"]) == {"logistic-regression", "random-forest"}
     assert recorded["evidence"]["only_candidate_right"] == recorded["evidence"]["only_champion_right"] == 0
-    version = register.python_func(model=Model(uri=str(strong["model"])),
-                                   evaluation=Artifact(uri=str(strong["evaluation"])), decision=decision)
+    version = register.python_func(
+        model=Model(uri=str(strong["model"])), evaluation=Artifact(uri=str(strong["evaluation"])), decision=decision
+    )
     assert describe_registry(registry["first"]["registered_model"])["models"][0]["challenger"]["version"] == version
 
 
@@ -198,8 +227,12 @@ def test_champion_changed_during_the_run_downgrades_to_challenger(registry):
     name = registry["first"]["registered_model"]
     client = MlflowClient()
     # Gated against the current champion...
-    decision = {**registry["decision"], "alias": "champion", "reason": "test",
-                "champion_version": int(client.get_model_version_by_alias(name, "champion").version)}
+    decision = {
+        **registry["decision"],
+        "alias": "champion",
+        "reason": "test",
+        "champion_version": int(client.get_model_version_by_alias(name, "champion").version),
+    }
     # ...but another run crowns a new champion before this one registers.
     challenger = client.get_model_version_by_alias(name, "challenger")
     client.set_registered_model_alias(name, "champion", challenger.version)
@@ -215,8 +248,9 @@ def test_same_predictions_are_never_promoted_and_force_promote_registers_champio
     client = MlflowClient()
     client.set_registered_model_alias(name, "champion", registry["first"]["version"])
     for margin in (0.0, 0.005):
-        tie = decide_promotion(strong["model"], strong["test"], strong["evaluation"],
-                               build_config(overrides={"gate.margin": margin}))
+        tie = decide_promotion(
+            strong["model"], strong["test"], strong["evaluation"], build_config(overrides={"gate.margin": margin})
+        )
         assert tie["champion_score"] == tie["candidate_score_compared"] and tie["alias"] == "challenger"
         assert tie["evidence"]["p_value"] == 1.0 and "0 images only the candidate got right" in tie["reason"]
     # The plain rule (gate.test none): a tie passes a zero margin, and no other.
@@ -224,8 +258,12 @@ def test_same_predictions_are_never_promoted_and_force_promote_registers_champio
     assert decide_promotion(strong["model"], strong["test"], strong["evaluation"], plain)["alias"] == "champion"
     strict = build_config(overrides={"gate.margin": 0.001, "gate.test": "none"})
     assert decide_promotion(strong["model"], strong["test"], strong["evaluation"], strict)["alias"] == "challenger"
-    forced = decide_promotion(strong["model"], strong["test"], strong["evaluation"],
-                              build_config(overrides={"gate.margin": 0.5, "gate.force_promote": True}))
+    forced = decide_promotion(
+        strong["model"],
+        strong["test"],
+        strong["evaluation"],
+        build_config(overrides={"gate.margin": 0.5, "gate.force_promote": True}),
+    )
     assert forced["alias"] == "champion" and forced["reason"].startswith("Forced by --force-promote")
     result = register_model(strong["model"], strong["evaluation"], forced)
     assert int(client.get_model_version_by_alias(name, "champion").version) == result["version"]

@@ -38,12 +38,22 @@ def no_runs() -> bool:
 
 
 def test_a_backbone_trains_head_then_fine_tune_in_one_run_with_the_right_layers_frozen(
-        make_images, state_home, tmp_path):
+    make_images, state_home, tmp_path
+):
     from cnnops.model import find_backbone
 
-    trained = train_candidate(tmp_path / "ft", make_images(per_class=12), **{
-        "train.architecture": "mobilenet_v2", "train.working_size": "32", "train.epochs": "2",
-        "train.fine_tune_epochs": "2", "train.fine_tune_layers": "10", "train.learning_rate": "0.01"})
+    trained = train_candidate(
+        tmp_path / "ft",
+        make_images(per_class=12),
+        **{
+            "train.architecture": "mobilenet_v2",
+            "train.working_size": "32",
+            "train.epochs": "2",
+            "train.fine_tune_epochs": "2",
+            "train.fine_tune_layers": "10",
+            "train.learning_rate": "0.01",
+        },
+    )
     run = MlflowClient().get_run(trained["run_id"])
     phases = json.loads(run.data.tags["cnnops.phases"])
     assert [(p["name"], p["first_epoch"], p["last_epoch"]) for p in phases] == [("head", 1, 2), ("fine_tune", 3, 4)]
@@ -71,12 +81,24 @@ def test_a_backbone_trains_head_then_fine_tune_in_one_run_with_the_right_layers_
 def test_a_killed_run_resumes_from_its_checkpoint_without_repeating_epochs(state_home, tmp_path):
     splits, _ = prepare_splits(tmp_path, write_images(tmp_path / "images", per_class=80))
     epochs = 15
-    command = [str(Path(sys.executable).parent / "cnnops"), "train", "--splits", str(splits),
-               "--out", str(tmp_path / "model"), "--set", "train.batch_size=16",
-               "--set", f"train.epochs={epochs}", "--set", f"train.patience={epochs}"]
+    command = [
+        str(Path(sys.executable).parent / "cnnops"),
+        "train",
+        "--splits",
+        str(splits),
+        "--out",
+        str(tmp_path / "model"),
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        f"train.epochs={epochs}",
+        "--set",
+        f"train.patience={epochs}",
+    ]
     env = {**os.environ, "CNNOPS_HOME": str(state_home)}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     checkpoints = state_home / "checkpoints"
     deadline = time.monotonic() + 240
     progress: dict = {}
@@ -98,8 +120,14 @@ def test_a_killed_run_resumes_from_its_checkpoint_without_repeating_epochs(state
     assert 3 <= stopped_at < epochs
     assert not (tmp_path / "model" / "model.keras").exists()
 
-    resumed = subprocess.run([*command, "--resume", run_id], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*command, "--resume", run_id],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout
     assert f"resuming run {run_id} after epoch {stopped_at}" in resumed.stdout
     first_epoch_line = next(line for line in resumed.stdout.splitlines() if "train: epoch " in line)
@@ -126,27 +154,45 @@ def test_resuming_with_a_different_config_is_refused_before_training(state_home,
     splits, config = prepare_splits(tmp_path, write_images(tmp_path / "images", per_class=10))
     folder = checkpoint_dir("abc123")
 
-    progress = {"run_id": "abc123", "config": config.model_dump(mode="json"), "epoch": 2, "phase": 0,
-                "phase_start": 0, "fingerprint": read_dataset_info(splits / "train")["fingerprint"], "history": {},
-                "phases": [], "early_stopping": None, "plateau": None}
+    progress = {
+        "run_id": "abc123",
+        "config": config.model_dump(mode="json"),
+        "epoch": 2,
+        "phase": 0,
+        "phase_start": 0,
+        "fingerprint": read_dataset_info(splits / "train")["fingerprint"],
+        "history": {},
+        "phases": [],
+        "early_stopping": None,
+        "plateau": None,
+    }
     write_checkpoint(folder, keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), progress, None)
     changed = config.model_copy(update={"train": config.train.model_copy(update={"learning_rate": 0.1})})
-    with pytest.raises(CnnopsError, match=r"^cannot resume run abc123: its config differs "
-                                          r"\(train.learning_rate 0.002 -> 0.1\)"):
+    with pytest.raises(
+        CnnopsError,
+        match=r"^cannot resume run abc123: its config differs "
+        r"\(train.learning_rate 0.002 -> 0.1\)",
+    ):
         train_model(splits / "train", splits / "val", tmp_path / "m", changed, resume="abc123")
     with pytest.raises(CnnopsError, match=r"^no checkpoint of run nope"):
         train_model(splits / "train", splits / "val", tmp_path / "m", config, resume="nope")
     assert no_runs()
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"train.batch_size": "64"}, r"^the train split has 24 images, fewer than one batch of train.batch_size 64"),
-    ({"train.fine_tune_epochs": "2"}, r"^simple-cnn is trained whole from the start, so it has no backbone"),
-    ({"train.architecture": "mobilenet_v2", "train.working_size": "32", "train.weights": "/nowhere.weights.h5"},
-     r"^train.weights is /nowhere.weights.h5: not 'none', 'imagenet' or an existing weights file"),
-])
-def test_bad_training_requests_are_one_line_errors_before_any_run(make_images, state_home, tmp_path, overrides,
-                                                                   message):
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train.batch_size": "64"}, r"^the train split has 24 images, fewer than one batch of train.batch_size 64"),
+        ({"train.fine_tune_epochs": "2"}, r"^simple-cnn is trained whole from the start, so it has no backbone"),
+        (
+            {"train.architecture": "mobilenet_v2", "train.working_size": "32", "train.weights": "/nowhere.weights.h5"},
+            r"^train.weights is /nowhere.weights.h5: not 'none', 'imagenet' or an existing weights file",
+        ),
+    ],
+)
+def test_bad_training_requests_are_one_line_errors_before_any_run(
+    make_images, state_home, tmp_path, overrides, message
+):
     from cnnops.config import build_config
     from cnnops.errors import CnnopsError
     from cnnops.train import train_model
@@ -159,12 +205,16 @@ def test_bad_training_requests_are_one_line_errors_before_any_run(make_images, s
 
 
 def test_bfloat16_with_xla_trains_and_records_both_flags(make_images, state_home, tmp_path):
-    trained = train_candidate(tmp_path / "bf16", make_images(per_class=10), **{
-        "train.epochs": "1", "train.precision": "mixed_bfloat16", "train.jit_compile": "true"})
+    trained = train_candidate(
+        tmp_path / "bf16",
+        make_images(per_class=10),
+        **{"train.epochs": "1", "train.precision": "mixed_bfloat16", "train.jit_compile": "true"},
+    )
     run = MlflowClient().get_run(trained["run_id"])
     assert (run.data.params["train.precision"], run.data.params["train.jit_compile"]) == ("mixed_bfloat16", "True")
     assert run.data.tags["cnnops.xla"] == "true"  # Keras did compile it, rather than fall back
     model = keras.saving.load_model(trained["model"] / "model.keras", compile=False)
-    assert {layer.dtype_policy.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)} == \
-        {"mixed_bfloat16"}
+    assert {layer.dtype_policy.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)} == {
+        "mixed_bfloat16"
+    }
     assert keras.mixed_precision.global_policy().name == "float32"

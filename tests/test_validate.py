@@ -78,8 +78,10 @@ def test_near_duplicate_groups_never_straddle_splits(state_home, tmp_path):
     where = {path: name for name in SPLITS for path in read_manifest(tmp_path / name)["path"]}
     for group in groups:
         assert len({where[path] for path in group["paths"]}) == 1, group
-    assert json.loads((tmp_path / "test" / "dataset.json").read_text())["near_duplicate_groups_moved"] == \
-        validation["near_duplicate_groups_moved"]
+    assert (
+        json.loads((tmp_path / "test" / "dataset.json").read_text())["near_duplicate_groups_moved"]
+        == validation["near_duplicate_groups_moved"]
+    )
 
 
 def test_a_clean_dataset_passes_and_is_logged_to_mlflow(state_home, tmp_path):
@@ -91,8 +93,9 @@ def test_a_clean_dataset_passes_and_is_logged_to_mlflow(state_home, tmp_path):
     for section in ("Class balance", "Samples", "Image sizes", "Quarantined files", "Near-duplicate groups"):
         assert section in report
     assert "data:image/png;base64," in report and "http" not in report.split("<body>")[1]  # self-contained
-    (run_record,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                                       filter_string="tags.`cnnops.step` = 'validate'")
+    (run_record,) = mlflow.search_runs(
+        search_all_experiments=True, output_format="list", filter_string="tags.`cnnops.step` = 'validate'"
+    )
     assert run_record.data.tags["cnnops.verdict"] == "pass"
     assert run_record.inputs.dataset_inputs[0].dataset.digest == validation["fingerprint"][:32]
 
@@ -168,9 +171,13 @@ def test_awkward_files_never_crash_ingest_and_all_show_in_the_report(state_home,
 def test_data_report_command_writes_the_report_only(state_home, tmp_path):
     source = write_images(tmp_path / "images", per_class=12)
     out = tmp_path / "report.html"
-    done = subprocess.run([str(Path(sys.executable).parent / "cnnops"), "data", "report", str(source), "--out",
-                           str(out)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "CNNOPS_HOME": str(state_home)})
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "cnnops"), "data", "report", str(source), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CNNOPS_HOME": str(state_home)},
+    )
     assert done.returncode == 0, done.stderr
     assert "Dataset report" in out.read_text()
     assert not (state_home / "mlflow").exists()  # a standalone report records nothing

@@ -27,10 +27,14 @@ from cnnops.images import decode_image
 EPSILON = 1e-7
 TOP_LOSSES_COLUMNS = ["path", "label", "predicted", "probability", "true_probability", "loss"]
 # Layers that may sit between a convolution and its activation without changing what it detects.
-_NORMALISATIONS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
-                   keras.layers.GroupNormalization)
-_ACTIVATIONS = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU, keras.layers.ELU,
-                keras.layers.PReLU)
+_NORMALISATIONS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization, keras.layers.GroupNormalization)
+_ACTIVATIONS = (
+    keras.layers.ReLU,
+    keras.layers.Activation,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.PReLU,
+)
 _DPI = 80
 
 
@@ -75,20 +79,23 @@ def rank_losses(manifest: pd.DataFrame, probabilities: np.ndarray, class_names: 
     predicted = probabilities.argmax(axis=1)
     rows = np.arange(len(true))
     true_probability = probabilities[rows, true].astype(float)
-    table = pd.DataFrame({
-        "path": manifest["path"].astype(str).to_numpy(),
-        "label": manifest["label"].astype(str).to_numpy(),
-        "predicted": np.array(class_names, dtype=object)[predicted],
-        "probability": probabilities[rows, predicted].astype(float),
-        "true_probability": true_probability,
-        "loss": -np.log(np.clip(true_probability, EPSILON, 1.0)),
-    })
+    table = pd.DataFrame(
+        {
+            "path": manifest["path"].astype(str).to_numpy(),
+            "label": manifest["label"].astype(str).to_numpy(),
+            "predicted": np.array(class_names, dtype=object)[predicted],
+            "probability": probabilities[rows, predicted].astype(float),
+            "true_probability": true_probability,
+            "loss": -np.log(np.clip(true_probability, EPSILON, 1.0)),
+        }
+    )
     table["correct"] = table["label"] == table["predicted"]
     return table.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def select_misclassified(ranked: pd.DataFrame, class_names: list[str], per_class: int,
-                         max_classes: int = 40) -> dict[str, pd.DataFrame]:
+def select_misclassified(
+    ranked: pd.DataFrame, class_names: list[str], per_class: int, max_classes: int = 40
+) -> dict[str, pd.DataFrame]:
     """Per true class, its `per_class` highest-loss mistakes (an empty table when it has none).
 
     With more than `max_classes` classes only those with the most mistakes get a row, so the
@@ -111,14 +118,17 @@ def plot_top_losses(top: pd.DataFrame, pixels: dict[str, np.ndarray], path: Path
     """A tile per image: what it is, what the model said, and how sure it was of each."""
     plt = pyplot()
     rows = max(1, -(-len(top) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.1 * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.1 * rows), squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     for ax, row in zip(axes.ravel(), top.itertuples(), strict=False):
         show_image(ax, pixels[row.path])
-        ax.set_title(f"true {row.label} ({row.true_probability:.2f})\npred {row.predicted} ({row.probability:.2f})"
-                     f"\nloss {row.loss:.2f}", fontsize=8, color="tab:green" if row.correct else "tab:red")
+        ax.set_title(
+            f"true {row.label} ({row.true_probability:.2f})\npred {row.predicted} ({row.probability:.2f})"
+            f"\nloss {row.loss:.2f}",
+            fontsize=8,
+            color="tab:green" if row.correct else "tab:red",
+        )
     if top.empty:
         axes[0, 0].text(0, 0.5, "no test images", fontsize=10)
     fig.suptitle(f"Top {len(top)} losses (test split)")
@@ -126,13 +136,15 @@ def plot_top_losses(top: pd.DataFrame, pixels: dict[str, np.ndarray], path: Path
     plt.close(fig)
 
 
-def plot_misclassified(shown: dict[str, pd.DataFrame], ranked: pd.DataFrame, pixels: dict[str, np.ndarray],
-                       path: Path, n_classes: int) -> None:
+def plot_misclassified(
+    shown: dict[str, pd.DataFrame], ranked: pd.DataFrame, pixels: dict[str, np.ndarray], path: Path, n_classes: int
+) -> None:
     """One row per true class with its highest-loss mistakes, titled with what the model said."""
     plt = pyplot()
     columns = max([1, *(len(rows) for rows in shown.values())])
-    fig, axes = plt.subplots(len(shown), columns + 1, figsize=(1.9 * (columns + 1), 2.1 * len(shown)),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(shown), columns + 1, figsize=(1.9 * (columns + 1), 2.1 * len(shown)), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for axes_row, (name, rows) in zip(axes, shown.items(), strict=True):
@@ -169,7 +181,7 @@ def find_feature_layers(model: keras.Model, count: int = 3) -> tuple[list[keras.
 def activation_after(layers: list[keras.layers.Layer], index: int) -> keras.layers.Layer:
     """The activation layer right after the convolution at `index` (past its normalisation), or the
     convolution itself when it has none of its own (e.g. VGG's, with the ReLU built in)."""
-    for layer in layers[index + 1:]:
+    for layer in layers[index + 1 :]:
         if isinstance(layer, _ACTIVATIONS):
             return layer
         if not isinstance(layer, _NORMALISATIONS):
@@ -193,12 +205,15 @@ def compute_activations(model: keras.Model, images: np.ndarray, count: int = 3) 
     features = keras.Model(chain[-1].inputs[0], [layer.output for layer in shown])(x, training=False)
     if not isinstance(features, list | tuple):
         features = [features]
-    return [(layer.name, np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32))
-            for layer, value in zip(shown, features, strict=True)]
+    return [
+        (layer.name, np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32))
+        for layer, value in zip(shown, features, strict=True)
+    ]
 
 
-def plot_activation_maps(model: keras.Model, samples: list[tuple[str, np.ndarray]], path: Path,
-                         layers: int = 3, channels: int = 8) -> list[str]:
+def plot_activation_maps(
+    model: keras.Model, samples: list[tuple[str, np.ndarray]], path: Path, layers: int = 3, channels: int = 8
+) -> list[str]:
     """For each sample image, the first `channels` maps of each of the first conv blocks side by side,
     each map scaled to its own range. Returns the layer names shown."""
     plt = pyplot()
@@ -206,8 +221,14 @@ def plot_activation_maps(model: keras.Model, samples: list[tuple[str, np.ndarray
     activations = compute_activations(model, batch, layers) if batch is not None else []
     rows = max(1, len(samples) * len(activations))
     # One strip of maps per row rather than an axes per map: the figure draws in a fraction of the time.
-    fig, axes = plt.subplots(rows, 2, figsize=(1.4 * (channels + 1), 1.6 * rows), squeeze=False,
-                             width_ratios=[1, channels], layout="constrained")
+    fig, axes = plt.subplots(
+        rows,
+        2,
+        figsize=(1.4 * (channels + 1), 1.6 * rows),
+        squeeze=False,
+        width_ratios=[1, channels],
+        layout="constrained",
+    )
     for ax in axes.ravel():
         ax.axis("off")
     if not activations:
@@ -217,8 +238,7 @@ def plot_activation_maps(model: keras.Model, samples: list[tuple[str, np.ndarray
         axes[i * len(activations), 0].set_title(Path(sample_path).name, fontsize=7)
         for j, (name, values) in enumerate(activations):
             ax = axes[i * len(activations) + j, 1]
-            ax.imshow(tile_channels(values[i], channels), cmap="viridis", vmin=0.0, vmax=1.0,
-                      interpolation="nearest")
+            ax.imshow(tile_channels(values[i], channels), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
             ax.set_title(f"{name} {values.shape[1]}x{values.shape[2]}x{values.shape[3]}", fontsize=7, loc="left")
     fig.suptitle("Activation maps of the first conv blocks (first channels)")
     fig.savefig(path, dpi=_DPI)
@@ -269,12 +289,18 @@ def write_model_summary(model: keras.Model, no_diagram: str | None, layers: list
 def write_html(out_dir: Path, top: pd.DataFrame, misclassified: dict[str, int]) -> Path:
     """analysis.html: every PNG of `out_dir` inlined as a data URI, the top-losses table and the
     model summary, so the one file is the whole analysis (the KFP UI shows a single HTML artifact)."""
-    sections = [("Top losses", "top_losses.png"), ("Misclassified per class", "misclassified.png"),
-                ("Activation maps", "activation_maps.png"), ("Model diagram", "model.png")]
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>cnnops error analysis</title>",
-             "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:2px 6px}td.n{text-align:right}img{max-width:100%}</style>",
-             "</head><body><h1>Error analysis (test split)</h1>"]
+    sections = [
+        ("Top losses", "top_losses.png"),
+        ("Misclassified per class", "misclassified.png"),
+        ("Activation maps", "activation_maps.png"),
+        ("Model diagram", "model.png"),
+    ]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>cnnops error analysis</title>",
+        "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px}td.n{text-align:right}img{max-width:100%}</style>",
+        "</head><body><h1>Error analysis (test split)</h1>",
+    ]
     wrong = ", ".join(f"{html.escape(name)}: {n}" for name, n in misclassified.items())
     parts.append(f"<p>Misclassified per true class: {wrong} (total {sum(misclassified.values())}).</p>")
     for title, name in sections:
@@ -284,8 +310,10 @@ def write_html(out_dir: Path, top: pd.DataFrame, misclassified: dict[str, int]) 
         if name == "top_losses.png":
             parts.append(top_losses_table(top))
     summary = (out_dir / "model_summary.txt").read_text(encoding="utf-8")
-    parts.append(f"<h2>Model summary</h2><details><summary>model.summary()</summary><pre>{html.escape(summary)}"
-                 "</pre></details></body></html>")
+    parts.append(
+        f"<h2>Model summary</h2><details><summary>model.summary()</summary><pre>{html.escape(summary)}"
+        "</pre></details></body></html>"
+    )
     path = out_dir / "analysis.html"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
@@ -296,8 +324,11 @@ def top_losses_table(top: pd.DataFrame) -> str:
     head = "".join(f"<th>{column}</th>" for column in TOP_LOSSES_COLUMNS)
     rows = []
     for row in top.itertuples():
-        cells = [f"<td>{html.escape(str(row.path))}</td>", f"<td>{html.escape(row.label)}</td>",
-                 f"<td>{html.escape(row.predicted)}</td>"]
+        cells = [
+            f"<td>{html.escape(str(row.path))}</td>",
+            f"<td>{html.escape(row.label)}</td>",
+            f"<td>{html.escape(row.predicted)}</td>",
+        ]
         cells += [f"<td class='n'>{value:.4f}</td>" for value in (row.probability, row.true_probability, row.loss)]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"

@@ -124,8 +124,9 @@ def write_predictions(folder: Path, manifest: pd.DataFrame, predicted: list[str]
     import pandas as pd
 
     folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"sha256": manifest["sha256"].to_numpy(), "label": manifest["label"].to_numpy(),
-                  "predicted": predicted}).to_csv(folder / PREDICTIONS_FILE, index=False)
+    pd.DataFrame(
+        {"sha256": manifest["sha256"].to_numpy(), "label": manifest["label"].to_numpy(), "predicted": predicted}
+    ).to_csv(folder / PREDICTIONS_FILE, index=False)
 
 
 def read_predictions(folder: Path, manifest: pd.DataFrame) -> list[str]:
@@ -139,8 +140,10 @@ def read_predictions(folder: Path, manifest: pd.DataFrame) -> list[str]:
     if not {"sha256", "predicted"} <= set(table.columns):
         raise CnnopsError(f"{path} has no sha256 and predicted columns; run `cnnops evaluate` again.")
     if list(table["sha256"]) != list(manifest["sha256"]):
-        raise CnnopsError(f"{path} holds predictions for other images than the test split; evaluate on the "
-                          "test folder you pass to the gate.")
+        raise CnnopsError(
+            f"{path} holds predictions for other images than the test split; evaluate on the "
+            "test folder you pass to the gate."
+        )
     return list(table["predicted"])
 
 
@@ -167,13 +170,16 @@ def read_baseline_scores(folder: Path) -> BaselineScores:
     raw = read_json(folder / "baselines.json")
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != BASELINE_SCHEMA:
-        raise CnnopsError(f"{folder}/baselines.json has schema version {version}, this cnnops reads "
-                          f"{BASELINE_SCHEMA}; run the baselines step again.")
+        raise CnnopsError(
+            f"{folder}/baselines.json has schema version {version}, this cnnops reads "
+            f"{BASELINE_SCHEMA}; run the baselines step again."
+        )
     try:
         return BaselineScores(**raw)
     except TypeError:
-        raise CnnopsError(f"{folder}/baselines.json does not hold the baselines' scores; run the baselines "
-                          "step again.") from None
+        raise CnnopsError(
+            f"{folder}/baselines.json does not hold the baselines' scores; run the baselines step again."
+        ) from None
 
 
 def read_model_spec(model_dir: Path) -> ModelSpec:

@@ -26,8 +26,12 @@ from cnnops.model import ARCHITECTURES, BACKBONE_APPLICATIONS, BACKBONE_SIDE, BA
 WEIGHTS_SUFFIX = ".weights.h5"  # Keras 3 save_weights/load_weights accept no other file name
 
 
-def export_backbone(model_file: Path, architecture: str, out: Path,
-                    input_shape: tuple[int, int, int] = (BACKBONE_SIDE, BACKBONE_SIDE, 3)) -> dict[str, Any]:
+def export_backbone(
+    model_file: Path,
+    architecture: str,
+    out: Path,
+    input_shape: tuple[int, int, int] = (BACKBONE_SIDE, BACKBONE_SIDE, 3),
+) -> dict[str, Any]:
     """Write the `architecture` backbone's weights found in `model_file` to `out` (a `.weights.h5`
     that `train.weights` accepts); returns what was copied. Refuses before writing anything."""
     model_file, out = Path(model_file).expanduser(), Path(out).expanduser()
@@ -39,8 +43,14 @@ def export_backbone(model_file: Path, architecture: str, out: Path,
     for variable, value in pairs:
         variable.assign(value)
     write_weights(target, out, architecture, input_shape)
-    return {"architecture": architecture, "source": str(model_file), "source_model": group.name,
-            "layers": len(weighted_layers(target)), "weights": len(pairs), "out": str(out)}
+    return {
+        "architecture": architecture,
+        "source": str(model_file),
+        "source_model": group.name,
+        "layers": len(weighted_layers(target)),
+        "weights": len(pairs),
+        "out": str(out),
+    }
 
 
 def application(architecture: str) -> Callable[..., keras.Model]:
@@ -50,12 +60,13 @@ def application(architecture: str) -> Callable[..., keras.Model]:
 def check_request(model_file: Path, architecture: str, out: Path) -> None:
     """The refusals that need no model loaded: output name, architecture, source file."""
     if not out.name.endswith(WEIGHTS_SUFFIX) or out.name == WEIGHTS_SUFFIX:
-        raise CnnopsError(f"{out}: the weights file name must end in {WEIGHTS_SUFFIX} (Keras 3 loads weights "
-                          f"only from such files), e.g. {architecture}{WEIGHTS_SUFFIX}.")
+        raise CnnopsError(
+            f"{out}: the weights file name must end in {WEIGHTS_SUFFIX} (Keras 3 loads weights "
+            f"only from such files), e.g. {architecture}{WEIGHTS_SUFFIX}."
+        )
     if not is_backbone(architecture):
         kind = "is trained from scratch and has no backbone" if architecture in ARCHITECTURES else "is unknown"
-        raise CnnopsError(f"architecture '{architecture}' {kind}; choose a backbone: "
-                          f"{', '.join(sorted(BACKBONES))}.")
+        raise CnnopsError(f"architecture '{architecture}' {kind}; choose a backbone: {', '.join(sorted(BACKBONES))}.")
     if not model_file.is_file():
         raise CnnopsError(f"{model_file}: no such file; pass a .keras or Keras 2 .h5 model file.")
     if out.exists() and out.resolve() == model_file.resolve():
@@ -82,18 +93,24 @@ def find_source_layers(source: keras.Model, target: keras.Model) -> keras.Model:
     return max(walk_models(source), key=lambda model: len(wanted & {layer.name for layer in model.layers}))
 
 
-def pair_layer_weights(model_file: Path, architecture: str, group: keras.Model,
-                       target: keras.Model) -> list[tuple[keras.Variable, np.ndarray]]:
+def pair_layer_weights(
+    model_file: Path, architecture: str, group: keras.Model, target: keras.Model
+) -> list[tuple[keras.Variable, np.ndarray]]:
     """(target variable, source value) for every weight of the target backbone; refuses, naming the
     first layer that does not map and how many do not, unless every weighted layer maps."""
     by_name = {layer.name: layer for layer in group.layers}
     layers = weighted_layers(target)
     problems = [problem for layer in layers if (problem := describe_mismatch(layer, by_name.get(layer.name)))]
     if problems:
-        raise CnnopsError(f"{model_file.name} does not hold a {architecture} backbone: {len(problems)} of "
-                          f"{len(layers)} weighted layers do not map, the first: {problems[0]}.")
-    return [(variable, keras.ops.convert_to_numpy(given)) for layer in layers
-            for variable, given in zip(layer.weights, by_name[layer.name].weights, strict=True)]
+        raise CnnopsError(
+            f"{model_file.name} does not hold a {architecture} backbone: {len(problems)} of "
+            f"{len(layers)} weighted layers do not map, the first: {problems[0]}."
+        )
+    return [
+        (variable, keras.ops.convert_to_numpy(given))
+        for layer in layers
+        for variable, given in zip(layer.weights, by_name[layer.name].weights, strict=True)
+    ]
 
 
 def describe_mismatch(layer: keras.Layer, source: keras.Layer | None) -> str | None:
@@ -105,8 +122,9 @@ def describe_mismatch(layer: keras.Layer, source: keras.Layer | None) -> str | N
         return f"{where} has {len(layer.weights)} weights, the source layer {len(source.weights)}"
     for variable, given in zip(layer.weights, source.weights, strict=True):
         if tuple(variable.shape) != tuple(given.shape):
-            return (f"{where} weight '{variable.name}' has shape {tuple(variable.shape)}, "
-                    f"the source {tuple(given.shape)}")
+            return (
+                f"{where} weight '{variable.name}' has shape {tuple(variable.shape)}, the source {tuple(given.shape)}"
+            )
     return None
 
 

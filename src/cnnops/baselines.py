@@ -55,18 +55,25 @@ def train_baselines(train_dir: Path, test_dir: Path, config: Config, out_dir: Pa
     for name, estimator in make_baselines(config.seed).items():
         estimator.fit(x_train, y_train)
         predicted = estimator.predict(x_test)
-        scores[name] = {"accuracy": float(accuracy_score(y_test, predicted)),
-                        "macro_f1": float(f1_score(y_test, predicted, labels=info["classes"], average="macro",
-                                                   zero_division=0))}
+        scores[name] = {
+            "accuracy": float(accuracy_score(y_test, predicted)),
+            "macro_f1": float(f1_score(y_test, predicted, labels=info["classes"], average="macro", zero_division=0)),
+        }
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"baseline-{name}"):
-            mlflow.set_tags({"cnnops.step": "baseline", "cnnops.baseline": name,
-                             "cnnops.dataset_fingerprint": info["fingerprint"]})
-            mlflow.log_params({"baseline": name, "pixels": f"{side}x{side} {info['mode']}", "n_train": len(train),
-                               "seed": config.seed})
+            mlflow.set_tags(
+                {"cnnops.step": "baseline", "cnnops.baseline": name, "cnnops.dataset_fingerprint": info["fingerprint"]}
+            )
+            mlflow.log_params(
+                {
+                    "baseline": name,
+                    "pixels": f"{side}x{side} {info['mode']}",
+                    "n_train": len(train),
+                    "seed": config.seed,
+                }
+            )
             mlflow.log_metrics({f"test_{key}": value for key, value in scores[name].items()})
             log_dataset(train, info, train_dir, context="training")
-        say(f"baselines: {name}: test accuracy {scores[name]['accuracy']:.4f}, "
-            f"macro F1 {scores[name]['macro_f1']:.4f}")
+        say(f"baselines: {name}: test accuracy {scores[name]['accuracy']:.4f}, macro F1 {scores[name]['macro_f1']:.4f}")
     result = BaselineScores(test_fingerprint=manifest_fingerprint(test), n_test=len(test), scores=scores)
     if out_dir is not None:
         write_baseline_scores(out_dir, result)

@@ -28,8 +28,12 @@ class AdaptiveBatcher:
     they alone exceed `max_batch_size`.
     """
 
-    def __init__(self, model_call: Callable[[np.ndarray], np.ndarray], max_batch_size: int,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        model_call: Callable[[np.ndarray], np.ndarray],
+        max_batch_size: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.model_call = model_call
         self.max_batch_size = max_batch_size
         self.on_batch = on_batch or (lambda size: None)
@@ -39,7 +43,7 @@ class AdaptiveBatcher:
     async def predict(self, items: np.ndarray) -> np.ndarray:
         """Model output for `items`, computed in whatever batch is next."""
         if len(items) > self.max_batch_size:
-            parts = [items[i:i + self.max_batch_size] for i in range(0, len(items), self.max_batch_size)]
+            parts = [items[i : i + self.max_batch_size] for i in range(0, len(items), self.max_batch_size)]
             return np.concatenate([await self.predict(part) for part in parts])
         self._ensure_worker()
         pending = _Pending(items)

@@ -45,8 +45,7 @@ def sublayers(model: keras.Model) -> Iterator[keras.Layer]:
             yield from sublayers(layer)
 
 
-def recalibrate_batchnorm(model: keras.Model, batches: Iterable[Any],
-                          step: Callable[[Any], Any] | None = None) -> int:
+def recalibrate_batchnorm(model: keras.Model, batches: Iterable[Any], step: Callable[[Any], Any] | None = None) -> int:
     """Replace every own batchnorm layer's moving mean and variance by their average over
     `batches` of images, computed in training mode; returns the batches used (0: no such layers).
 
@@ -60,8 +59,10 @@ def recalibrate_batchnorm(model: keras.Model, batches: Iterable[Any],
     if not norms:
         return 0
     momenta = [layer.momentum for layer in norms]
-    before = [(keras.ops.convert_to_numpy(layer.moving_mean), keras.ops.convert_to_numpy(layer.moving_variance))
-              for layer in norms]
+    before = [
+        (keras.ops.convert_to_numpy(layer.moving_mean), keras.ops.convert_to_numpy(layer.moving_variance))
+        for layer in norms
+    ]
     sums = [(np.zeros(layer.moving_mean.shape), np.zeros(layer.moving_variance.shape)) for layer in norms]
     used = 0
     try:
@@ -94,8 +95,12 @@ def training_call(model: keras.Model) -> Callable[[Any], Any]:
     return lambda images: model(images, training=True)
 
 
-def run_batches(step: Callable[[Any], Any], batches: Iterable[Any], norms: list[keras.layers.BatchNormalization],
-                sums: list[tuple[np.ndarray, np.ndarray]]) -> int:
+def run_batches(
+    step: Callable[[Any], Any],
+    batches: Iterable[Any],
+    norms: list[keras.layers.BatchNormalization],
+    sums: list[tuple[np.ndarray, np.ndarray]],
+) -> int:
     """Call `step` on each batch and add each layer's batch statistics to `sums`; returns the count."""
     used = 0
     for images in batches:

@@ -34,9 +34,11 @@ def read_progress(run_id: str) -> dict[str, Any]:
     folder = checkpoint_dir(run_id)
     path = folder / PROGRESS_FILE
     if not path.is_file() or not (folder / MODEL_FILE).is_file():
-        raise CnnopsError(f"no checkpoint of run {run_id} under {folder.parent}: a finished run keeps none, and "
-                          "an unfinished one is resumed on the machine, with the CNNOPS_HOME, it started with "
-                          "(its id is printed when training starts).")
+        raise CnnopsError(
+            f"no checkpoint of run {run_id} under {folder.parent}: a finished run keeps none, and "
+            "an unfinished one is resumed on the machine, with the CNNOPS_HOME, it started with "
+            "(its id is printed when training starts)."
+        )
     return json.loads(path.read_text())
 
 
@@ -48,15 +50,20 @@ def check_resumable(progress: dict[str, Any], config_raw: dict[str, Any], finger
     if changed:
         shown = ", ".join(f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:3])
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise CnnopsError(f"cannot resume run {progress['run_id']}: its config differs ({shown}{more}); "
-                          "resume with the config it started with, or start a new run.")
+        raise CnnopsError(
+            f"cannot resume run {progress['run_id']}: its config differs ({shown}{more}); "
+            "resume with the config it started with, or start a new run."
+        )
     if progress["fingerprint"] != fingerprint:
-        raise CnnopsError(f"cannot resume run {progress['run_id']}: the train or val split differs from the one it "
-                          "started on; resume on the same splits, or start a new run.")
+        raise CnnopsError(
+            f"cannot resume run {progress['run_id']}: the train or val split differs from the one it "
+            "started on; resume on the same splits, or start a new run."
+        )
 
 
-def write_checkpoint(folder: Path, model: keras.Model, progress: dict[str, Any],
-                     best_weights: list[np.ndarray] | None) -> None:
+def write_checkpoint(
+    folder: Path, model: keras.Model, progress: dict[str, Any], best_weights: list[np.ndarray] | None
+) -> None:
     """Model (with optimizer state) and best weights first, progress last: progress.json only ever
     names an epoch whose files are complete."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,8 +91,13 @@ def replace_atomically(path: Path, write: Any) -> None:
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """Early stopping whose counters and best weights carry over from a checkpoint."""
 
-    def __init__(self, state: dict[str, Any] | None = None,
-                 best_weights: list[np.ndarray] | None = None, min_epochs: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        state: dict[str, Any] | None = None,
+        best_weights: list[np.ndarray] | None = None,
+        min_epochs: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._resume_state, self._resume_weights = state, best_weights
         self.min_epochs = min_epochs
@@ -107,8 +119,12 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.model.stop_training = False
 
     def state(self) -> dict[str, Any]:
-        return {"wait": self.wait, "best": _plain(self.best), "best_epoch": self.best_epoch,
-                "stopped": self.stopped_epoch > 0}
+        return {
+            "wait": self.wait,
+            "best": _plain(self.best),
+            "best_epoch": self.best_epoch,
+            "stopped": self.stopped_epoch > 0,
+        }
 
 
 class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):

@@ -16,9 +16,13 @@ from cnnops.errors import exit_on_user_error
 from cnnops.paths import keep_tool_state_inside
 
 app = typer.Typer(
-    name="cnnops", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="cnnops",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
     help="Train, gate and register image-classification CNNs: kfp pipeline, MLflow tracking and registry.",
 )
+
 
 @app.callback()
 def main() -> None:
@@ -26,15 +30,20 @@ def main() -> None:
     keep_tool_state_inside()
 
 
-TrustPickle = Annotated[bool | None, typer.Option(
-    "--trust-pickle", help="Read a .pkl DataFrame source; unpickling runs whatever code the file holds.")]
+TrustPickle = Annotated[
+    bool | None,
+    typer.Option("--trust-pickle", help="Read a .pkl DataFrame source; unpickling runs whatever code the file holds."),
+]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of config sections.")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
-Precision = Annotated[str | None, typer.Option(
-    help="float32, mixed_float16 or mixed_bfloat16 (16-bit compute, float32 weights).")]
+Precision = Annotated[
+    str | None, typer.Option(help="float32, mixed_float16 or mixed_bfloat16 (16-bit compute, float32 weights).")
+]
 Xla = Annotated[bool | None, typer.Option("--xla", help="Compile the train step with XLA.")]
-Data = Annotated[str | None, typer.Option(
-    "--data", help="Class-folder path, or demo:animals (default), demo:digits, demo:faces, demo:fashion.")]
+Data = Annotated[
+    str | None,
+    typer.Option("--data", help="Class-folder path, or demo:animals (default), demo:digits, demo:faces, demo:fashion."),
+]
 
 
 def resolve_config(config: Path | None, sets: list[str] | None, **flags: Any) -> Config:
@@ -54,19 +63,36 @@ def run(
     model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
     precision: Precision = None,
     xla: Xla = None,
-    force_promote: Annotated[bool | None, typer.Option(
-        "--force-promote", help="Promote past the champion comparison (chance, the floor and the baselines "
-        "still apply).")] = None,
-    runner: Annotated[str, typer.Option(
-        help="subprocess: every task in this venv; docker: every task in the project image (`make image`), "
-             "logging to an MLflow server.")] = "subprocess",
+    force_promote: Annotated[
+        bool | None,
+        typer.Option(
+            "--force-promote",
+            help="Promote past the champion comparison (chance, the floor and the baselines still apply).",
+        ),
+    ] = None,
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="subprocess: every task in this venv; docker: every task in the project image (`make image`), "
+            "logging to an MLflow server."
+        ),
+    ] = "subprocess",
 ) -> None:
     """Run the whole pipeline with kfp.local: ingest, split, train, evaluate, gate and register."""
     with exit_on_user_error():
-        cfg = resolve_config(config, sets, **{
-            "data.source": data, "data.trust_pickle": trust_pickle, "train.epochs": epochs,
-            "registry.model_name": model_name,
-            "train.precision": precision, "train.jit_compile": xla, "gate.force_promote": force_promote})
+        cfg = resolve_config(
+            config,
+            sets,
+            **{
+                "data.source": data,
+                "data.trust_pickle": trust_pickle,
+                "train.epochs": epochs,
+                "registry.model_name": model_name,
+                "train.precision": precision,
+                "train.jit_compile": xla,
+                "gate.force_promote": force_promote,
+            },
+        )
         cfg = preflight(cfg)
         from pipelines.run import run_locally
 
@@ -81,7 +107,10 @@ def run(
 @app.command()
 def ingest(
     out: Annotated[Path, typer.Option(help="Dataset folder to write.")],
-    data: Data = None, config: ConfigFile = None, sets: Sets = None, trust_pickle: TrustPickle = None,
+    data: Data = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    trust_pickle: TrustPickle = None,
 ) -> None:
     """Read a source into a manifest, quarantining bad files and dropping exact duplicates."""
     from cnnops.ingest import ingest_source
@@ -94,7 +123,8 @@ def ingest(
 def validate_(
     dataset: Annotated[Path, typer.Option(help="Folder written by `cnnops ingest`.")],
     out: Annotated[Path, typer.Option(help="Folder to write the checked dataset, validation.json and report.html.")],
-    config: ConfigFile = None, sets: Sets = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
 ) -> None:
     """Check an ingested dataset (balance, quarantine, near-duplicates) and write the report; exits 2 on a fail."""
     from cnnops.validate import validate_dataset
@@ -111,7 +141,9 @@ app.add_typer(data_app)
 def data_report(
     source: Annotated[str, typer.Argument(help="Any --data source: a folder, a table, an archive, demo:NAME.")],
     out: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path("dataset-report.html"),
-    config: ConfigFile = None, sets: Sets = None, trust_pickle: TrustPickle = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    trust_pickle: TrustPickle = None,
 ) -> None:
     """Ingest and validate SOURCE into a scratch folder and write its HTML report; nothing is trained.
     Exits 2 when the verdict is fail (the report is written all the same)."""
@@ -137,7 +169,8 @@ def data_report(
 def split(
     dataset: Annotated[Path, typer.Option(help="Folder written by `cnnops validate` (or `cnnops ingest`).")],
     out: Annotated[Path, typer.Option(help="Folder to write train/, val/ and test/ into.")],
-    config: ConfigFile = None, sets: Sets = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
 ) -> None:
     """Split a dataset into stratified, seeded train/val/test folders."""
     from cnnops.split import SPLITS, split_dataset
@@ -150,30 +183,44 @@ def split(
 def train(
     splits: Annotated[Path, typer.Option(help="Folder written by `cnnops split`.")],
     out: Annotated[Path, typer.Option(help="Model folder to write.")],
-    config: ConfigFile = None, sets: Sets = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
     precision: Precision = None,
     xla: Xla = None,
-    resume: Annotated[str | None, typer.Option(
-        help="Continue this interrupted run (its id) from its last checkpoint; the config must be the same.")] = None,
-    distill_from: Annotated[str | None, typer.Option(
-        help="Teacher to distil from: a model folder, NAME@ALIAS or NAME:VERSION.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue this interrupted run (its id) from its last checkpoint; the config must be the same."
+        ),
+    ] = None,
+    distill_from: Annotated[
+        str | None, typer.Option(help="Teacher to distil from: a model folder, NAME@ALIAS or NAME:VERSION.")
+    ] = None,
 ) -> None:
     """Train a model on the train split, early-stopped on val, tracked in MLflow."""
     from cnnops.train import train_model
 
     with exit_on_user_error():
-        cfg = resolve_config(config, sets, **{"train.epochs": epochs, "train.precision": precision,
-                                              "train.jit_compile": xla, "distill.teacher": distill_from})
+        cfg = resolve_config(
+            config,
+            sets,
+            **{
+                "train.epochs": epochs,
+                "train.precision": precision,
+                "train.jit_compile": xla,
+                "distill.teacher": distill_from,
+            },
+        )
         train_model(splits / "train", splits / "val", out, cfg, resume=resume)
 
 
 @app.command("baselines")
 def baselines_(
     splits: Annotated[Path, typer.Option(help="Folder written by `cnnops split`.")],
-    out: Annotated[Path | None, typer.Option(help="Folder to write the scores to, for `register --baselines`.")]
-    = None,
-    config: ConfigFile = None, sets: Sets = None,
+    out: Annotated[Path | None, typer.Option(help="Folder to write the scores to, for `register --baselines`.")] = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
 ) -> None:
     """Fit a logistic regression and a random forest on downscaled pixels, as floors for the CNN."""
     from cnnops.baselines import train_baselines
@@ -200,9 +247,12 @@ def register(
     model: Annotated[Path, typer.Option(help="Folder written by `cnnops train`.")],
     test: Annotated[Path, typer.Option(help="Test split folder the model was evaluated on.")],
     evaluation: Annotated[Path, typer.Option(help="Folder written by `cnnops evaluate`.")],
-    baselines: Annotated[Path | None, typer.Option(
-        help="Folder written by `cnnops baselines --out`: the candidate must not score below them.")] = None,
-    config: ConfigFile = None, sets: Sets = None,
+    baselines: Annotated[
+        Path | None,
+        typer.Option(help="Folder written by `cnnops baselines --out`: the candidate must not score below them."),
+    ] = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
     force_promote: Annotated[bool | None, typer.Option("--force-promote")] = None,
 ) -> None:
     """Gate the model (chance, baselines, the champion on the same images) and register it as
@@ -218,15 +268,24 @@ def register(
 def import_model_(
     file: Annotated[Path, typer.Argument(help="A .keras file, or a Keras 2 .h5 full-model file.")],
     test: Annotated[Path, typer.Option(help="Test images: a class-folder tree, or a split's test folder.")],
-    classes: Annotated[str | None, typer.Option(
-        help="Class names in the model's output order, comma-separated (needed unless model_spec.json is "
-             "beside the file).")] = None,
-    scale: Annotated[str | None, typer.Option(
-        help="How the model expects pixels: raw (0-255), unit (/255), minus1_1 (MobileNet) or caffe "
-             "(VGG/ResNet). Needed for a float-input model.")] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            help="Class names in the model's output order, comma-separated (needed unless model_spec.json is "
+            "beside the file)."
+        ),
+    ] = None,
+    scale: Annotated[
+        str | None,
+        typer.Option(
+            help="How the model expects pixels: raw (0-255), unit (/255), minus1_1 (MobileNet) or caffe "
+            "(VGG/ResNet). Needed for a float-input model."
+        ),
+    ] = None,
     logits: Annotated[bool, typer.Option("--logits", help="The model ends without a softmax: add one.")] = False,
     model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
-    config: ConfigFile = None, sets: Sets = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
 ) -> None:
     """Evaluate an outside model on a test set and register it through the same gate."""
     from cnnops.importer import ImportSpec, import_model, prepare_test_set
@@ -237,15 +296,18 @@ def import_model_(
         work = state_home() / "imports" / f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         names = [name.strip() for name in classes.split(",") if name.strip()] if classes else None
         result = import_model(file, prepare_test_set(test, work, cfg), work, cfg, ImportSpec(names, scale, logits))
-    typer.echo(f"cnnops: imported {file.name} as {result['registered_model']} v{result['version']} "
-               f"@{result['alias']}: {result['reason']}")
+    typer.echo(
+        f"cnnops: imported {file.name} as {result['registered_model']} v{result['version']} "
+        f"@{result['alias']}: {result['reason']}"
+    )
 
 
 @app.command("export-backbone")
 def export_backbone_(
     file: Annotated[Path, typer.Argument(help="A .keras or Keras 2 .h5 full-model file holding the backbone.")],
-    architecture: Annotated[str, typer.Option(
-        help="The backbone to export: mobilenet_v2, vgg16, resnet50 or efficientnet_b0.")],
+    architecture: Annotated[
+        str, typer.Option(help="The backbone to export: mobilenet_v2, vgg16, resnet50 or efficientnet_b0.")
+    ],
     out: Annotated[Path, typer.Option(help="Weights file to write; its name must end in .weights.h5.")],
 ) -> None:
     """Export a backbone's weights from a model file, for train.weights (pretrained weights offline)."""
@@ -253,16 +315,20 @@ def export_backbone_(
 
     with exit_on_user_error():
         result = export_backbone(file, architecture, out)
-    typer.echo(f"cnnops: exported the {result['architecture']} backbone of {file.name} ({result['layers']} layers, "
-               f"{result['weights']} weights) to {result['out']}; use it as train.weights={result['out']}")
+    typer.echo(
+        f"cnnops: exported the {result['architecture']} backbone of {file.name} ({result['layers']} layers, "
+        f"{result['weights']} weights) to {result['out']}; use it as train.weights={result['out']}"
+    )
 
 
 @app.command("compile")
 def compile_(
     out: Annotated[Path, typer.Option(help="Where to write the IR YAML.")] = Path("cnnops-pipeline.yaml"),
     gpu: Annotated[bool, typer.Option("--gpu", help="Request one NVIDIA GPU for the train task.")] = False,
-    image: Annotated[str | None, typer.Option(
-        help="The project image every task runs, as the cluster pulls it (REGISTRY/cnnops:TAG).")] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(help="The project image every task runs, as the cluster pulls it (REGISTRY/cnnops:TAG)."),
+    ] = None,
 ) -> None:
     """Compile the pipeline to Kubeflow Pipelines IR YAML."""
     from pipelines.compile import compile_pipeline
@@ -291,8 +357,10 @@ def status(
     typer.echo(json.dumps(described, indent=2) if as_json else format_status(described))
 
 
-ModelName = Annotated[str | None, typer.Option(
-    "--model-name", help="Registered model (default: the one the config's data source trains).")]
+ModelName = Annotated[
+    str | None,
+    typer.Option("--model-name", help="Registered model (default: the one the config's data source trains)."),
+]
 Version = Annotated[str, typer.Option("--version", help="Alias or version number to use.")]
 
 
@@ -300,8 +368,10 @@ Version = Annotated[str, typer.Option("--version", help="Alias or version number
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean to expose it.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 3000,
-    model_name: ModelName = None, version: Version = "champion",
-    config: ConfigFile = None, sets: Sets = None,
+    model_name: ModelName = None,
+    version: Version = "champion",
+    config: ConfigFile = None,
+    sets: Sets = None,
 ) -> None:
     """Serve a registered model (the champion by default) over HTTP with BentoML: web page at /,
     API at /classify, /classify_base64 and /classify_batch, OpenAPI page at /docs."""
@@ -314,21 +384,27 @@ def serve(
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
         served = export_registered(model_name_for(cfg), version)
-    typer.echo(f"cnnops: serving {served.info['registered_model']} v{served.info['version']} "
-               f"on http://{host}:{port}", err=True)
+    typer.echo(
+        f"cnnops: serving {served.info['registered_model']} v{served.info['version']} on http://{host}:{port}", err=True
+    )
     env = {**os.environ, "CNNOPS_MODEL_DIR": str(served.folder), "CNNOPS_SERVE_CONFIG": cfg.serve.model_dump_json()}
     # exec: the server keeps this process's PID, so stopping `cnnops serve` stops the server.
-    os.execve(sys.executable, [sys.executable, "-m", "bentoml", "serve", "serving.service:Classifier",
-                               "--host", host, "--port", str(port)], env)
+    os.execve(
+        sys.executable,
+        [sys.executable, "-m", "bentoml", "serve", "serving.service:Classifier", "--host", host, "--port", str(port)],
+        env,
+    )
 
 
 @app.command()
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files to classify.")],
-    model_name: ModelName = None, version: Version = "champion",
+    model_name: ModelName = None,
+    version: Version = "champion",
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Classes to show per image.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    config: ConfigFile = None, sets: Sets = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
 ) -> None:
     """Classify image files with a registered model, by the service's own decode and model call.
     Exits 1 when any file could not be classified."""
@@ -340,13 +416,20 @@ def predict(
         served = export_registered(model_name_for(cfg), version)
         results = classify_files(images, served, cfg.serve.top_k, cfg.serve.max_image_pixels)
     if as_json:
-        typer.echo(json.dumps({"model": served.info["registered_model"], "version": served.info["version"],
-                               "results": results}, indent=2))
+        typer.echo(
+            json.dumps(
+                {"model": served.info["registered_model"], "version": served.info["version"], "results": results},
+                indent=2,
+            )
+        )
     else:
         for result in results:
             found = result.get("predictions")
-            shown = "  ".join(f"{p['label']} {p['probability']:.3f}" for p in found) if found \
+            shown = (
+                "  ".join(f"{p['label']} {p['probability']:.3f}" for p in found)
+                if found
                 else f"error: {result['error']}"
+            )
             typer.echo(f"{result['file']}: {shown}")
     if any("error" in result for result in results):
         raise typer.Exit(1)
@@ -354,11 +437,14 @@ def predict(
 
 @app.command()
 def bento(
-    model_name: ModelName = None, version: Version = "champion",
+    model_name: ModelName = None,
+    version: Version = "champion",
     out: Annotated[Path | None, typer.Option(help="Also write the Bento as one archive file here.")] = None,
-    containerize: Annotated[bool, typer.Option(
-        "--containerize", help="Also build its service image on the project image (`make image`).")] = False,
-    config: ConfigFile = None, sets: Sets = None,
+    containerize: Annotated[
+        bool, typer.Option("--containerize", help="Also build its service image on the project image (`make image`).")
+    ] = False,
+    config: ConfigFile = None,
+    sets: Sets = None,
 ) -> None:
     """Build a Bento pinned to one registered version (the champion by default)."""
     from cnnops.registry import model_name_for
@@ -367,15 +453,19 @@ def bento(
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
         built = package_version(model_name_for(cfg), version, export_to=out)
-        typer.echo(f"cnnops: built Bento {built['bento']} ({built['registered_model']} v{built['version']}) "
-                   f"at {built['path']}" + (f"; archive {built['archive']}" if "archive" in built else ""))
+        typer.echo(
+            f"cnnops: built Bento {built['bento']} ({built['registered_model']} v{built['version']}) "
+            f"at {built['path']}" + (f"; archive {built['archive']}" if "archive" in built else "")
+        )
         if containerize:
             from components import BASE_IMAGE
             from serving.bento import containerize as build_service_image
 
             tags = build_service_image(built, BASE_IMAGE)
-            typer.echo(f"cnnops: built service image {' and '.join(tags)}; run it with "
-                       f"`docker run --rm -p 127.0.0.1:3000:3000 {tags[0]}`")
+            typer.echo(
+                f"cnnops: built service image {' and '.join(tags)}; run it with "
+                f"`docker run --rm -p 127.0.0.1:3000:3000 {tags[0]}`"
+            )
 
 
 def preflight(config: Config) -> Config:
@@ -411,9 +501,11 @@ def format_status(described: dict[str, Any]) -> str:
             lines.append(f"  {alias:<10} " + ("none" if version is None else f"v{version['version']}"))
         lines.append(f"  {'version':>7}  {'aliases':<20} {'test acc':>8} {'macro F1':>8}  gate decision")
         for version in model["versions"]:
-            lines.append(f"  {'v' + str(version['version']):>7}  {','.join(version['aliases']) or '-':<20} "
-                         f"{_fmt(version['test_accuracy']):>8} {_fmt(version['test_macro_f1']):>8}  "
-                         f"{version['decision']}: {version['reason']}")
+            lines.append(
+                f"  {'v' + str(version['version']):>7}  {','.join(version['aliases']) or '-':<20} "
+                f"{_fmt(version['test_accuracy']):>8} {_fmt(version['test_macro_f1']):>8}  "
+                f"{version['decision']}: {version['reason']}"
+            )
             lines.extend(f"  {'':>7}  {'':<20} {'':>8} {'':>8}  {line}" for line in format_evidence(version))
     return "\n".join(lines)
 
@@ -428,11 +520,13 @@ def format_evidence(version: dict[str, Any]) -> list[str]:
         lines.append(floors)
     evidence = version.get("evidence")
     if evidence is not None:
-        lines.append(f"vs v{version['compared_with_version']} on {version['compared_on']} images: only this right "
-                     f"{evidence['only_candidate_right']}, only the champion right {evidence['only_champion_right']}, "
-                     f"McNemar p {evidence['p_value']:.3g}, difference {evidence['difference']:+.4f}, "
-                     f"{evidence['confidence']:.0%} interval [{evidence['interval_low']:+.4f}, "
-                     f"{evidence['interval_high']:+.4f}]")
+        lines.append(
+            f"vs v{version['compared_with_version']} on {version['compared_on']} images: only this right "
+            f"{evidence['only_candidate_right']}, only the champion right {evidence['only_champion_right']}, "
+            f"McNemar p {evidence['p_value']:.3g}, difference {evidence['difference']:+.4f}, "
+            f"{evidence['confidence']:.0%} interval [{evidence['interval_low']:+.4f}, "
+            f"{evidence['interval_high']:+.4f}]"
+        )
     return lines
 
 

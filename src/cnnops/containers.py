@@ -15,8 +15,10 @@ def open_docker() -> Any:
         client = docker.from_env(timeout=30)
         client.ping()
     except (docker.errors.DockerException, OSError) as err:
-        raise CnnopsError(f"no Docker daemon answers ({type(err).__name__}): start one (`make docker-start`, or "
-                          "`sudo systemctl start docker`)") from None
+        raise CnnopsError(
+            f"no Docker daemon answers ({type(err).__name__}): start one (`make docker-start`, or "
+            "`sudo systemctl start docker`)"
+        ) from None
     return client
 
 
@@ -28,8 +30,9 @@ def find_image(client: Any, image: str) -> Any:
     try:
         return client.images.get(image)
     except docker.errors.ImageNotFound:
-        raise CnnopsError(f"the project image {image} is not in the local Docker store: build it with "
-                          "`make image`") from None
+        raise CnnopsError(
+            f"the project image {image} is not in the local Docker store: build it with `make image`"
+        ) from None
 
 
 def image_user(image: Any) -> tuple[int, int]:
@@ -37,6 +40,8 @@ def image_user(image: Any) -> tuple[int, int]:
     user = str(image.attrs.get("Config", {}).get("User") or "")
     uid, _, gid = user.partition(":")
     if not uid.isdigit() or int(uid) == 0:
-        raise CnnopsError(f"the project image runs as user {user or 'root'!r}; tasks must run as a fixed non-root "
-                          "uid: rebuild it with `make image`")
+        raise CnnopsError(
+            f"the project image runs as user {user or 'root'!r}; tasks must run as a fixed non-root "
+            "uid: rebuild it with `make image`"
+        )
     return int(uid), int(gid or uid)

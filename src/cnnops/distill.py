@@ -40,8 +40,9 @@ def resolve_teacher(reference: str) -> Path:
         return path
     name, sep, ref = reference.partition("@") if "@" in reference else reference.partition(":")
     if not sep or not name or not ref:
-        raise CnnopsError(f"--distill-from {reference}: not a model folder, and not NAME@ALIAS or NAME:VERSION "
-                          "of a registered model.")
+        raise CnnopsError(
+            f"--distill-from {reference}: not a model folder, and not NAME@ALIAS or NAME:VERSION of a registered model."
+        )
     from cnnops.predict import export_registered
 
     return export_registered(name, ref).folder
@@ -55,11 +56,15 @@ def load_teacher(folder: Path, spec: ModelSpec) -> keras.Model:
     raw = read_json(spec_file) if spec_file.is_file() else read_json(folder / "served.json")["spec"]
     teacher = ModelSpec.from_dict(raw)
     if teacher.class_names != spec.class_names:
-        raise CnnopsError(f"the teacher in {folder} predicts {', '.join(teacher.class_names)}; the data has "
-                          f"{', '.join(spec.class_names)}. Distil from a model of the same classes.")
+        raise CnnopsError(
+            f"the teacher in {folder} predicts {', '.join(teacher.class_names)}; the data has "
+            f"{', '.join(spec.class_names)}. Distil from a model of the same classes."
+        )
     if (teacher.size, teacher.mode) != (spec.size, spec.mode):
-        raise CnnopsError(f"the teacher in {folder} takes {teacher.height}x{teacher.width} {teacher.mode} "
-                          f"images; the data is {spec.height}x{spec.width} {spec.mode}. Distil on the same data.")
+        raise CnnopsError(
+            f"the teacher in {folder} takes {teacher.height}x{teacher.width} {teacher.mode} "
+            f"images; the data is {spec.height}x{spec.width} {spec.mode}. Distil on the same data."
+        )
     say(f"train: distilling from the {teacher.architecture} in {folder}")
     return keras.saving.load_model(folder / "model.keras", compile=False)
 
@@ -102,12 +107,15 @@ def packed_accuracy(y_true: Any, y_pred: Any) -> Any:
 def distillation_objective(config: DistillConfig) -> tuple[keras.losses.Loss, list[keras.metrics.Metric]]:
     """Loss and metrics for packed targets; the metric keeps the name `accuracy` so curves, early
     stopping and the sweep read a distilled run like any other."""
-    return (DistillationLoss(config.alpha, config.temperature),
-            [keras.metrics.MeanMetricWrapper(packed_accuracy, name="accuracy")])
+    return (
+        DistillationLoss(config.alpha, config.temperature),
+        [keras.metrics.MeanMetricWrapper(packed_accuracy, name="accuracy")],
+    )
 
 
-def log_distillation(teacher: keras.Model, student: keras.Model, spec: ModelSpec, val: pd.DataFrame,
-                     config: Any) -> dict[str, dict[str, float]]:
+def log_distillation(
+    teacher: keras.Model, student: keras.Model, spec: ModelSpec, val: pd.DataFrame, config: Any
+) -> dict[str, dict[str, float]]:
     """Student and teacher side by side on the val split: accuracy, size and CPU speed."""
     pixels = np.concatenate([batch.numpy() for batch, _ in make_dataset(val.head(SPEED_BATCH), spec, SPEED_BATCH)])
     index = spec.class_index
@@ -115,11 +123,16 @@ def log_distillation(teacher: keras.Model, student: keras.Model, spec: ModelSpec
     table = {}
     for role, model in (("teacher", teacher), ("student", student)):
         predicted = predict_manifest(model, spec, val).argmax(axis=1)
-        table[role] = {"val_accuracy": float((predicted == truth).mean()), "n_params": float(model.count_params()),
-                       "cpu_images_per_second": cpu_images_per_second(model, pixels)}
+        table[role] = {
+            "val_accuracy": float((predicted == truth).mean()),
+            "n_params": float(model.count_params()),
+            "cpu_images_per_second": cpu_images_per_second(model, pixels),
+        }
     mlflow.log_metrics({f"distill.{role}.{key}": value for role, row in table.items() for key, value in row.items()})
-    mlflow.log_dict({"alpha": config.distill.alpha, "temperature": config.distill.temperature, **table},
-                    "distillation/comparison.json")
+    mlflow.log_dict(
+        {"alpha": config.distill.alpha, "temperature": config.distill.temperature, **table},
+        "distillation/comparison.json",
+    )
     mlflow.log_text(format_comparison(table), "distillation/comparison.md")
     for line in format_comparison(table).splitlines():
         say(f"train: {line}")
@@ -147,6 +160,8 @@ def cpu_device() -> contextlib.AbstractContextManager[Any]:
 
 def format_comparison(table: dict[str, dict[str, float]]) -> str:
     rows = ["| model | val accuracy | parameters | CPU images/s |", "|---|---:|---:|---:|"]
-    rows += [f"| {role} | {row['val_accuracy']:.4f} | {int(row['n_params']):,} | {row['cpu_images_per_second']:,.0f} |"
-             for role, row in table.items()]
+    rows += [
+        f"| {role} | {row['val_accuracy']:.4f} | {int(row['n_params']):,} | {row['cpu_images_per_second']:,.0f} |"
+        for role, row in table.items()
+    ]
     return "\n".join(rows) + "\n"

@@ -45,8 +45,11 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> dict[str, 
     manifest = read_manifest(test_dir)
     check_known_classes(spec, manifest)
     probabilities = predict_manifest(model, spec, manifest)
-    scores = {**score_probabilities(probabilities, spec, manifest), "run_id": run["run_id"],
-              "test_fingerprint": manifest_fingerprint(manifest)}
+    scores = {
+        **score_probabilities(probabilities, spec, manifest),
+        "run_id": run["run_id"],
+        "test_fingerprint": manifest_fingerprint(manifest),
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_evaluation(out_dir, scores)
     write_predictions(out_dir, manifest, [spec.class_names[i] for i in probabilities.argmax(axis=1)])
@@ -59,8 +62,10 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> dict[str, 
     with mlflow.start_run(run_id=run["run_id"]):
         mlflow.log_metrics({"test_accuracy": scores["accuracy"], "test_macro_f1": scores["macro_f1"]})
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
-    say(f"evaluate: test accuracy {scores['accuracy']:.4f}, macro F1 {scores['macro_f1']:.4f} "
-        f"on {scores['n_test']} images")
+    say(
+        f"evaluate: test accuracy {scores['accuracy']:.4f}, macro F1 {scores['macro_f1']:.4f} "
+        f"on {scores['n_test']} images"
+    )
     return scores
 
 
@@ -74,8 +79,10 @@ def check_known_classes(spec: ModelSpec, manifest: pd.DataFrame) -> None:
     """Refuse, before any image is scored, a test set with classes the model cannot predict."""
     unknown = sorted(set(manifest["label"]) - set(spec.class_names))
     if unknown:
-        raise CnnopsError(f"the test images include classes the model was not trained on ({', '.join(unknown)}); "
-                          "evaluate on the test split of the dataset the model was trained with.")
+        raise CnnopsError(
+            f"the test images include classes the model was not trained on ({', '.join(unknown)}); "
+            "evaluate on the test split of the dataset the model was trained with."
+        )
 
 
 def score_probabilities(probabilities: np.ndarray, spec: ModelSpec, manifest: pd.DataFrame) -> dict[str, Any]:
@@ -84,8 +91,7 @@ def score_probabilities(probabilities: np.ndarray, spec: ModelSpec, manifest: pd
     y_true = np.array([index[label] for label in manifest["label"]])
     y_pred = probabilities.argmax(axis=1)
     labels = list(range(len(spec.class_names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
@@ -117,8 +123,9 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path
     ax.set_ylabel("true")
     threshold = matrix.max() / 2 if matrix.size else 0
     for (row, col), value in np.ndenumerate(matrix):
-        ax.text(col, row, str(value), ha="center", va="center",
-                color="white" if value > threshold else "black", fontsize=8)
+        ax.text(
+            col, row, str(value), ha="center", va="center", color="white" if value > threshold else "black", fontsize=8
+        )
     ax.set_title("Confusion matrix (test split)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -142,4 +149,3 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-

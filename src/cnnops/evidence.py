@@ -39,8 +39,12 @@ class PairedEvidence:
         got right than only the champion did, McNemar's p below 1 - confidence, the interval above
         zero, and the observed difference at least the margin."""
         alpha = 1.0 - self.confidence
-        return (self.only_candidate_right > self.only_champion_right and self.p_value < alpha
-                and self.interval_low > 0 and self.difference >= margin - 1e-12)
+        return (
+            self.only_candidate_right > self.only_champion_right
+            and self.p_value < alpha
+            and self.interval_low > 0
+            and self.difference >= margin - 1e-12
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,9 +76,16 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     return float(min(1.0, 2.0 * binom.cdf(min(only_a, only_b), n, 0.5)))
 
 
-def bootstrap_difference(metric: str, y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
-                         confidence: float, seed: int, rounds: int = BOOTSTRAP_ROUNDS,
-                         labels: list[str] | None = None) -> tuple[float, float]:
+def bootstrap_difference(
+    metric: str,
+    y_true: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    confidence: float,
+    seed: int,
+    rounds: int = BOOTSTRAP_ROUNDS,
+    labels: list[str] | None = None,
+) -> tuple[float, float]:
     """Percentile interval of metric(candidate) - metric(champion) over images resampled with
     replacement, the same draw for both models (paired)."""
     rng = np.random.default_rng(seed)
@@ -84,15 +95,27 @@ def bootstrap_difference(metric: str, y_true: np.ndarray, candidate: np.ndarray,
         gain = (candidate == y_true).astype(float) - (champion == y_true).astype(float)
         differences = gain[draws].mean(axis=1)
     else:
-        differences = np.array([metric_score(metric, y_true[d], candidate[d], labels)
-                                - metric_score(metric, y_true[d], champion[d], labels) for d in draws])
+        differences = np.array(
+            [
+                metric_score(metric, y_true[d], candidate[d], labels)
+                - metric_score(metric, y_true[d], champion[d], labels)
+                for d in draws
+            ]
+        )
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(differences, [tail, 100.0 - tail])
     return float(low), float(high)
 
 
-def compare_paired(metric: str, y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
-                   confidence: float, seed: int, labels: list[str] | None = None) -> PairedEvidence:
+def compare_paired(
+    metric: str,
+    y_true: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    confidence: float,
+    seed: int,
+    labels: list[str] | None = None,
+) -> PairedEvidence:
     """All the evidence on whether `candidate`'s predictions beat `champion`'s on the same images
     (`labels`: the classes a macro F1 counts)."""
     y_true, candidate, champion = (np.asarray(a) for a in (y_true, candidate, champion))
@@ -102,7 +125,14 @@ def compare_paired(metric: str, y_true: np.ndarray, candidate: np.ndarray, champ
     champ_score = metric_score(metric, y_true, champion, labels)
     low, high = bootstrap_difference(metric, y_true, candidate, champion, confidence, seed, labels=labels)
     return PairedEvidence(
-        n_images=len(y_true), only_candidate_right=only_candidate, only_champion_right=only_champion,
-        candidate_score=cand_score, champion_score=champ_score, difference=cand_score - champ_score,
-        interval_low=low, interval_high=high, confidence=confidence,
-        p_value=mcnemar_exact(only_candidate, only_champion))
+        n_images=len(y_true),
+        only_candidate_right=only_candidate,
+        only_champion_right=only_champion,
+        candidate_score=cand_score,
+        champion_score=champ_score,
+        difference=cand_score - champ_score,
+        interval_low=low,
+        interval_high=high,
+        confidence=confidence,
+        p_value=mcnemar_exact(only_candidate, only_champion),
+    )

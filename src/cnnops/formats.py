@@ -48,7 +48,7 @@ def npy_files(folder: Path) -> list[Path]:
 def quickdraw_class(path: Path) -> str:
     """`full_numpy_bitmap_cat.npy` and `cat.npy` are both class `cat`."""
     name = path.stem
-    return name[len(QUICKDRAW_PREFIX):] if name.startswith(QUICKDRAW_PREFIX) else name
+    return name[len(QUICKDRAW_PREFIX) :] if name.startswith(QUICKDRAW_PREFIX) else name
 
 
 def write_quickdraw(files: list[Path], out: Path, max_per_class: int | None) -> None:
@@ -57,8 +57,9 @@ def write_quickdraw(files: list[Path], out: Path, max_per_class: int | None) -> 
         try:
             rows = np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as err:
-            raise CnnopsError(f"{path} is not a plain numpy array file ({err}); Quick, Draw! bitmaps are "
-                              "N x 784 uint8 arrays.") from None
+            raise CnnopsError(
+                f"{path} is not a plain numpy array file ({err}); Quick, Draw! bitmaps are N x 784 uint8 arrays."
+            ) from None
         if rows.ndim != 2 or rows.shape[1] != 784:
             raise CnnopsError(f"{path} holds a {rows.shape} array; Quick, Draw! bitmaps are N x 784 (28x28) rows.")
         if max_per_class is not None:
@@ -71,8 +72,10 @@ def read_dataframe(path: Path, trust_pickle: bool) -> pd.DataFrame:
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
     if not trust_pickle:
-        raise CnnopsError(f"{path} is a pickle, and unpickling runs whatever code the file holds; cnnops reads "
-                          "it only with --trust-pickle (or --set data.trust_pickle=true). Parquet needs no flag.")
+        raise CnnopsError(
+            f"{path} is a pickle, and unpickling runs whatever code the file holds; cnnops reads "
+            "it only with --trust-pickle (or --set data.trust_pickle=true). Parquet needs no flag."
+        )
     frame = pd.read_pickle(path)  # noqa: S301 - the user vouched for this file with --trust-pickle
     if not isinstance(frame, pd.DataFrame):
         raise CnnopsError(f"{path} holds a {type(frame).__name__}, not a pandas DataFrame.")
@@ -110,7 +113,7 @@ def write_dataframe(frame: pd.DataFrame, path: Path, out: Path, max_per_class: i
 def to_uint8_image(array: np.ndarray, path: Path) -> np.ndarray:
     """HxW, HxWxC, or a flat square (784 -> 28x28) array as uint8; floats in [0, 1] are scaled."""
     if array.ndim == 1:
-        side = int(round(array.size ** 0.5))
+        side = int(round(array.size**0.5))
         if side * side != array.size:
             raise CnnopsError(f"{path}: a flat image array of {array.size} values is not square; store HxW arrays.")
         array = array.reshape(side, side)
@@ -172,8 +175,10 @@ def check_entries(path: Path, entries: list[tuple[str, int, bool]]) -> None:
     for name, size, special in entries:
         safe_name(path, name)
         if special:
-            raise CnnopsError(f"{path} holds '{name}', a link or special file; cnnops extracts only plain files "
-                              "and folders. Re-create the archive without links.")
+            raise CnnopsError(
+                f"{path} holds '{name}', a link or special file; cnnops extracts only plain files "
+                "and folders. Re-create the archive without links."
+            )
         total += size
         if total > MAX_ARCHIVE_BYTES:
             raise CnnopsError(f"{path} expands to more than {MAX_ARCHIVE_BYTES} bytes; refusing to extract it.")
@@ -183,8 +188,10 @@ def safe_name(path: Path, name: str) -> PurePosixPath:
     """An entry's path inside the target, or a refusal if it is absolute or climbs out."""
     entry = PurePosixPath(name.replace("\\", "/"))
     if entry.is_absolute() or ".." in entry.parts or (entry.parts and ":" in entry.parts[0]):
-        raise CnnopsError(f"{path} holds the entry '{name}', which would land outside the extraction folder; "
-                          "refusing the whole archive.")
+        raise CnnopsError(
+            f"{path} holds the entry '{name}', which would land outside the extraction folder; "
+            "refusing the whole archive."
+        )
     return entry
 
 

@@ -51,8 +51,10 @@ def load_cache(path: Path | None = None) -> ImageCache:
         try:
             rows = db.execute("SELECT sha256, width, height, mode, phash FROM images WHERE version = ?", (VERSION,))
             images = {row[0]: dict(zip(FIELDS, row[1:], strict=True)) for row in rows}
-            files = {(p, size, mtime): sha for p, size, mtime, sha in
-                     db.execute("SELECT path, size, mtime_ns, sha256 FROM files")}
+            files = {
+                (p, size, mtime): sha
+                for p, size, mtime, sha in db.execute("SELECT path, size, mtime_ns, sha256 FROM files")
+            }
         except sqlite3.DatabaseError:  # an unreadable or foreign file: start again, never fail ingest
             return ImageCache()
     return ImageCache(images, files)
@@ -65,11 +67,18 @@ def save_cache(cache: ImageCache, path: Path | None = None) -> None:
     path = path or cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(path)) as db, db:
-        db.execute("CREATE TABLE IF NOT EXISTS images (sha256 TEXT PRIMARY KEY, version INTEGER, width INTEGER, "
-                   "height INTEGER, mode TEXT, phash TEXT)")
-        db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
-                   "sha256 TEXT)")
-        db.executemany("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?)",
-                       [(sha, VERSION, *(entry[f] for f in FIELDS)) for sha, entry in cache.learned_images.items()])
-        db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
-                       [(*key, sha) for key, sha in cache.learned_files.items()])
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS images (sha256 TEXT PRIMARY KEY, version INTEGER, width INTEGER, "
+            "height INTEGER, mode TEXT, phash TEXT)"
+        )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT)"
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?)",
+            [(sha, VERSION, *(entry[f] for f in FIELDS)) for sha, entry in cache.learned_images.items()],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
+            [(*key, sha) for key, sha in cache.learned_files.items()],
+        )

@@ -35,7 +35,7 @@ class DecodedImage:
 
     @property
     def natural_mode(self) -> str:
-        """"L" for grey-family images, "RGB" for everything else: the dataset's mode is built from it."""
+        """ "L" for grey-family images, "RGB" for everything else: the dataset's mode is built from it."""
         return "L" if self.source_mode in _GREY_MODES else "RGB"
 
 

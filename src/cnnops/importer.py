@@ -48,8 +48,9 @@ def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, giv
         raise CnnopsError(f"{file.name} does not say its class names; pass them in output order with --classes.")
     scale = given.scale or ("raw" if loaded.inputs[0].dtype == "uint8" else None)
     if scale is None:
-        raise CnnopsError(f"{file.name} takes float pixels and does not say how they are scaled; pass --scale "
-                          f"({', '.join(SCALES)}).")
+        raise CnnopsError(
+            f"{file.name} takes float pixels and does not say how they are scaled; pass --scale ({', '.join(SCALES)})."
+        )
     model, spec = wrap_for_cnnops(loaded, class_names, scale, file, given.logits)
     check_test_set(test_dir, spec)
     record = log_imported(model, spec, file, scale, config, read_dataset_info(test_dir), work_dir / "model")
@@ -77,8 +78,9 @@ def load_model_file(file: Path) -> keras.Model:
         try:
             return keras.saving.load_model(file, compile=False)
         except Exception as err:  # noqa: BLE001 - Keras raises many types for a bad archive
-            raise CnnopsError(f"{file} is not a loadable .keras model ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:200]}).") from None
+            raise CnnopsError(
+                f"{file} is not a loadable .keras model ({type(err).__name__}: {str(err).splitlines()[0][:200]})."
+            ) from None
     if file.suffix in (".h5", ".hdf5", ".model"):
         from cnnops.legacy import load_legacy_h5
 
@@ -86,23 +88,30 @@ def load_model_file(file: Path) -> keras.Model:
     raise CnnopsError(f"{file.name}: cnnops imports .keras files and Keras 2 .h5 files, not {file.suffix or 'this'}.")
 
 
-def wrap_for_cnnops(model: keras.Model, class_names: list[str], scale: str, file: Path,
-                    logits: bool = False) -> tuple[keras.Model, ModelSpec]:
+def wrap_for_cnnops(
+    model: keras.Model, class_names: list[str], scale: str, file: Path, logits: bool = False
+) -> tuple[keras.Model, ModelSpec]:
     """The model behind uint8 input and its own scaling (and a softmax, for a logits model), so
     serving, the gate and distillation feed and read it like any cnnops model."""
     if scale not in SCALES:
         raise CnnopsError(f"--scale {scale}: choose one of {', '.join(SCALES)}.")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise CnnopsError(f"{file.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; cnnops "
-                          "imports image classifiers with one image input and one class output.")
+        raise CnnopsError(
+            f"{file.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; cnnops "
+            "imports image classifiers with one image input and one class output."
+        )
     shape = tuple(model.inputs[0].shape[1:])
     if len(shape) != 3 or None in shape or shape[-1] not in (1, 3):
-        raise CnnopsError(f"{file.name} takes input of shape {shape}; cnnops serves fixed-size images with 1 or 3 "
-                          "channels, (height, width, channels).")
+        raise CnnopsError(
+            f"{file.name} takes input of shape {shape}; cnnops serves fixed-size images with 1 or 3 "
+            "channels, (height, width, channels)."
+        )
     outputs = model.outputs[0].shape[-1]
     if outputs != len(class_names):
-        raise CnnopsError(f"{file.name} has {outputs} outputs but {len(class_names)} class names were given "
-                          f"({', '.join(class_names)}).")
+        raise CnnopsError(
+            f"{file.name} has {outputs} outputs but {len(class_names)} class names were given "
+            f"({', '.join(class_names)})."
+        )
     inputs = keras.Input(shape=shape, dtype="uint8", name="image")
     x = layers.Rescaling(1.0, name="to_float")(inputs)  # uint8 to float, values kept
     if scale == "unit":
@@ -114,8 +123,13 @@ def wrap_for_cnnops(model: keras.Model, class_names: list[str], scale: str, file
         outputs = layers.Softmax(name="probabilities")(outputs)
     wrapped = keras.Model(inputs, outputs, name=f"imported_{model.name}")
     check_probabilities(wrapped, shape, file)
-    spec = ModelSpec(class_names=list(class_names), height=int(shape[0]), width=int(shape[1]),
-                     mode="L" if shape[-1] == 1 else "RGB", architecture=f"imported:{file.name}")
+    spec = ModelSpec(
+        class_names=list(class_names),
+        height=int(shape[0]),
+        width=int(shape[1]),
+        mode="L" if shape[-1] == 1 else "RGB",
+        architecture=f"imported:{file.name}",
+    )
     return wrapped, spec
 
 
@@ -124,8 +138,10 @@ def check_probabilities(model: keras.Model, shape: tuple[int, ...], file: Path) 
     probe = np.random.default_rng(0).integers(0, 256, size=(2, *shape), dtype=np.uint8)
     rows = np.asarray(model.predict_on_batch(probe), dtype=np.float64)
     if (rows < -1e-6).any() or not np.allclose(rows.sum(axis=1), 1.0, atol=1e-3):
-        raise CnnopsError(f"{file.name}'s outputs are not class probabilities (they do not sum to 1); if it ends "
-                          "without a softmax, pass --logits.")
+        raise CnnopsError(
+            f"{file.name}'s outputs are not class probabilities (they do not sum to 1); if it ends "
+            "without a softmax, pass --logits."
+        )
 
 
 def check_test_set(test_dir: Path, spec: ModelSpec) -> None:
@@ -133,12 +149,21 @@ def check_test_set(test_dir: Path, spec: ModelSpec) -> None:
     classes = set(read_dataset_info(test_dir)["classes"])
     unknown = sorted(classes - set(spec.class_names))
     if unknown:
-        raise CnnopsError(f"the test set has classes the model does not predict ({', '.join(unknown)}); its "
-                          f"classes are {', '.join(spec.class_names)}. Name the test folders after them.")
+        raise CnnopsError(
+            f"the test set has classes the model does not predict ({', '.join(unknown)}); its "
+            f"classes are {', '.join(spec.class_names)}. Name the test folders after them."
+        )
 
 
-def log_imported(model: keras.Model, spec: ModelSpec, file: Path, scale: str, config: Config,
-                 test_info: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+def log_imported(
+    model: keras.Model,
+    spec: ModelSpec,
+    file: Path,
+    scale: str,
+    config: Config,
+    test_info: dict[str, Any],
+    out_dir: Path,
+) -> dict[str, Any]:
     """One MLflow run for the import, in the registered model's experiment, and the model folder."""
     from cnnops.train import save_model_folder
 
@@ -146,11 +171,26 @@ def log_imported(model: keras.Model, spec: ModelSpec, file: Path, scale: str, co
     name = model_name_for(config, test_info["source"])
     experiment_id = ensure_experiment(name)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"import {file.name}") as run:
-        mlflow.set_tags({"cnnops.imported_from": str(file.resolve()), "cnnops.registered_model": name,
-                         "cnnops.git_commit": git_commit(), "cnnops.data_source": test_info["source"]})
-        mlflow.log_params({**flatten_config(config), "import.file": file.name, "import.scale": scale,
-                           "import.classes": ",".join(spec.class_names), "n_params": model.count_params()})
+        mlflow.set_tags(
+            {
+                "cnnops.imported_from": str(file.resolve()),
+                "cnnops.registered_model": name,
+                "cnnops.git_commit": git_commit(),
+                "cnnops.data_source": test_info["source"],
+            }
+        )
+        mlflow.log_params(
+            {
+                **flatten_config(config),
+                "import.file": file.name,
+                "import.scale": scale,
+                "import.classes": ",".join(spec.class_names),
+                "n_params": model.count_params(),
+            }
+        )
         record = save_model_folder(out_dir, model, spec, config, {}, run.info.run_id, experiment_id, name, None)
-    say(f"import: {file.name} as {spec.height}x{spec.width} {spec.mode}, classes {', '.join(spec.class_names)}, "
-        f"run {record['run_id']}")
+    say(
+        f"import: {file.name} as {spec.height}x{spec.width} {spec.mode}, classes {', '.join(spec.class_names)}, "
+        f"run {record['run_id']}"
+    )
     return record

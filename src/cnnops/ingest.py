@@ -76,12 +76,21 @@ def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
         if isinstance(result, str):
             quarantine.append({"path": str(path), "label": label, "reason": result})
         else:
-            rows.append({"path": str(path), "label": label, "origin": source.origin,
-                         "split": assigned_split(source, path), **result})
+            rows.append(
+                {
+                    "path": str(path),
+                    "label": label,
+                    "origin": source.origin,
+                    "split": assigned_split(source, path),
+                    **result,
+                }
+            )
     save_cache(cache)
     if cache.images:
-        say(f"ingest: {len(rows) - len(cache.learned_images)} images known from an earlier run, "
-            f"{len(cache.learned_images)} decoded")
+        say(
+            f"ingest: {len(rows) - len(cache.learned_images)} images known from an earlier run, "
+            f"{len(cache.learned_images)} decoded"
+        )
     if not rows:
         first = quarantine[0]["reason"] if quarantine else "no files"
         raise CnnopsError(
@@ -91,25 +100,32 @@ def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
     manifest, duplicates, conflicts = drop_duplicates(pd.DataFrame(rows))
     quarantine.extend(conflicts)
     info = describe_dataset(manifest, source, config)
-    info.update(n_files=len(jobs), n_quarantined=len(quarantine), n_duplicates=len(duplicates),
-                empty_classes=sorted(set(class_files) - set(info["classes"])))
+    info.update(
+        n_files=len(jobs),
+        n_quarantined=len(quarantine),
+        n_duplicates=len(duplicates),
+        empty_classes=sorted(set(class_files) - set(info["classes"])),
+    )
     write_dataset(out_dir, manifest, info)
     pd.DataFrame(quarantine, columns=["path", "label", "reason"]).to_csv(out_dir / "quarantine.csv", index=False)
     duplicates.to_csv(out_dir / "duplicates.csv", index=False)
-    say(f"ingest: {len(manifest)} images in {len(info['classes'])} classes, {len(quarantine)} quarantined, "
-        f"{len(duplicates)} exact duplicates dropped; fingerprint {info['fingerprint'][:12]}")
+    say(
+        f"ingest: {len(manifest)} images in {len(info['classes'])} classes, {len(quarantine)} quarantined, "
+        f"{len(duplicates)} exact duplicates dropped; fingerprint {info['fingerprint'][:12]}"
+    )
     for label in info["empty_classes"]:
         say(f"ingest: warning: class folder '{label}' has no usable image and is left out")
     store("ingest", memo_key, out_dir, INGEST_OUTPUTS)
     return info
 
 
-def listing_key(source: Source, jobs: list[tuple[str, Path]], unclassed: list[tuple[Path, str]],
-                config: Config) -> str:
+def listing_key(source: Source, jobs: list[tuple[str, Path]], unclassed: list[tuple[Path, str]], config: Config) -> str:
     """A digest of every listed file's path, label, size and mtime, and of the settings ingest
     uses: the same key means the same ingest output."""
     digest = new_digest("ingest")
-    digest.update(f"{source.spec}\0{source.origin}\0{config.data.max_image_pixels}\0{config.data.image_size}\n".encode())
+    digest.update(
+        f"{source.spec}\0{source.origin}\0{config.data.max_image_pixels}\0{config.data.image_size}\n".encode()
+    )
     for label, path in jobs:
         try:
             stat = os.stat(path)
@@ -131,9 +147,7 @@ def check_has_classes(source: Source, class_files: dict[str, list[Path]]) -> Non
     """Fail fast, before any decoding, on a folder that cannot make a classifier."""
     filled = [label for label, files in class_files.items() if files]
     if not filled:
-        raise CnnopsError(
-            f"data source {source.spec} is empty: it needs one subfolder per class, each holding images."
-        )
+        raise CnnopsError(f"data source {source.spec} is empty: it needs one subfolder per class, each holding images.")
     if len(filled) < 2:
         raise CnnopsError(
             f"data source {source.spec} has one class only ('{filled[0]}'); a classifier needs at least "
@@ -151,16 +165,20 @@ def drop_duplicates(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame,
     conflicted = set(labels_per_hash[labels_per_hash > 1].index)
     conflict_rows = manifest[manifest["sha256"].isin(conflicted)]
     conflicts = [
-        {"path": row.path, "label": row.label,
-         "reason": "label conflict: the same image is filed under "
-                   + ", ".join(sorted(conflict_rows.loc[conflict_rows.sha256 == row.sha256, "label"].unique()))}
+        {
+            "path": row.path,
+            "label": row.label,
+            "reason": "label conflict: the same image is filed under "
+            + ", ".join(sorted(conflict_rows.loc[conflict_rows.sha256 == row.sha256, "label"].unique())),
+        }
         for row in conflict_rows.itertuples()
     ]
     clean = manifest[~manifest["sha256"].isin(conflicted)]
     first = clean.groupby("sha256")["path"].transform("first")
     is_copy = clean["path"] != first
-    duplicates = pd.DataFrame({"path": clean.loc[is_copy, "path"], "label": clean.loc[is_copy, "label"],
-                               "duplicate_of": first[is_copy]})
+    duplicates = pd.DataFrame(
+        {"path": clean.loc[is_copy, "path"], "label": clean.loc[is_copy, "label"], "duplicate_of": first[is_copy]}
+    )
     return clean[~is_copy].reset_index(drop=True), duplicates.reset_index(drop=True), conflicts
 
 
@@ -214,7 +232,7 @@ FileOutcome = tuple[Path, "tuple[str, int, int] | None", str, "dict[str, Any] | 
 def read_files(paths: list[Path], max_pixels: int) -> Iterator[FileOutcome]:
     """Read, hash and decode files in parallel: in worker processes for a large set (decoding is
     Python-heavy and would otherwise share one core), in threads for a small one (no start-up)."""
-    chunks = [paths[i:i + READ_CHUNK] for i in range(0, len(paths), READ_CHUNK)]
+    chunks = [paths[i : i + READ_CHUNK] for i in range(0, len(paths), READ_CHUNK)]
     workers = os.cpu_count() or 1
     if len(paths) >= PROCESS_MIN_FILES and workers > 1:
         pool: Executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
@@ -242,8 +260,19 @@ def read_file(path: Path, max_pixels: int) -> tuple[tuple[str, int, int] | None,
         image = decode_image(data, max_pixels=max_pixels)
     except ImageDecodeError as err:
         if data.startswith(ARCHIVE_MAGIC) or data[257:262] == b"ustar":
-            return key, sha256, ("archive inside the source (not extracted): extract it into the tree, or pass it "
-                                 "as the source")
+            return (
+                key,
+                sha256,
+                ("archive inside the source (not extracted): extract it into the tree, or pass it as the source"),
+            )
         return key, sha256, str(err)
-    return key, sha256, {"width": image.width, "height": image.height, "mode": image.natural_mode,
-                         "phash": perceptual_hash(image.pixels)}
+    return (
+        key,
+        sha256,
+        {
+            "width": image.width,
+            "height": image.height,
+            "mode": image.natural_mode,
+            "phash": perceptual_hash(image.pixels),
+        },
+    )

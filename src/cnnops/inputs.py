@@ -52,7 +52,8 @@ def make_dataset(
         return tf.ensure_shape(pixels, shape), label
 
     ds = tf.data.Dataset.from_tensor_slices(
-        (manifest["path"].astype(str).to_numpy(), manifest["sha256"].astype(str).to_numpy(), labels))
+        (manifest["path"].astype(str).to_numpy(), manifest["sha256"].astype(str).to_numpy(), labels)
+    )
     ds = ds.map(load_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
     if shuffle:
         ds = ds.shuffle(len(manifest), seed=seed, reshuffle_each_iteration=True)

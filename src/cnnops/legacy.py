@@ -66,16 +66,20 @@ def _read_model_config(path: Path, handle: h5py.File) -> dict[str, Any]:
     """The parsed `model_config` attribute that `model.save` writes and `save_weights` does not."""
     raw = handle.attrs.get("model_config")
     if raw is None:
-        raise CnnopsError(f"{path}: the HDF5 file has no model_config (weights only, from save_weights?); "
-                          "expected a full model saved with model.save('x.h5').")
+        raise CnnopsError(
+            f"{path}: the HDF5 file has no model_config (weights only, from save_weights?); "
+            "expected a full model saved with model.save('x.h5')."
+        )
     try:
         config = json.loads(raw)
     except ValueError as err:
         raise CnnopsError(f"{path}: model_config is not valid JSON: {_shorten_reason(err)}") from None
     if not isinstance(config, dict) or config.get("class_name") not in _MODEL_CLASSES:
         kind = config.get("class_name") if isinstance(config, dict) else type(config).__name__
-        raise CnnopsError(f"{path}: model_config describes a '{kind}', not a Keras 2 functional Model or "
-                          "Sequential; only those can be rebuilt.")
+        raise CnnopsError(
+            f"{path}: model_config describes a '{kind}', not a Keras 2 functional Model or "
+            "Sequential; only those can be rebuilt."
+        )
     if not isinstance(config.get("config"), dict | list):
         raise CnnopsError(f"{path}: model_config has no layers to rebuild the model from.")
     return config
@@ -159,8 +163,11 @@ def _find_unbuildable_layer(layers: list[dict[str, Any]]) -> tuple[str, str] | N
 
 def _copy_weights(path: Path, model: keras.Model, weights: h5py.Group) -> None:
     """Give every layer of `model` exactly its stored arrays; all checks pass before any assignment."""
-    stored = {name: arrays for name in _read_string_list(weights, "layer_names")
-              if name in weights and (arrays := _read_layer_arrays(weights[name]))}
+    stored = {
+        name: arrays
+        for name in _read_string_list(weights, "layer_names")
+        if name in weights and (arrays := _read_layer_arrays(weights[name]))
+    }
     pairs: list[tuple[keras.Variable, np.ndarray]] = []
     for layer in model.layers:
         variables = layer.trainable_weights + layer.non_trainable_weights  # Keras 2's saving order
@@ -168,19 +175,24 @@ def _copy_weights(path: Path, model: keras.Model, weights: h5py.Group) -> None:
             continue
         arrays = stored.pop(layer.name, None)
         if arrays is None:
-            raise CnnopsError(f"{path}: layer '{layer.name}' ({type(layer).__name__}) holds weights the file "
-                              "does not have; the file does not match its own model_config.")
+            raise CnnopsError(
+                f"{path}: layer '{layer.name}' ({type(layer).__name__}) holds weights the file "
+                "does not have; the file does not match its own model_config."
+            )
         pairs += _pair_weights(path, layer, variables, arrays)
     if stored:
         name, arrays = next(iter(stored.items()))
-        raise CnnopsError(f"{path}: layer '{name}' in the file has {len(arrays)} weight arrays but the rebuilt "
-                          "model has no layer of that name holding weights.")
+        raise CnnopsError(
+            f"{path}: layer '{name}' in the file has {len(arrays)} weight arrays but the rebuilt "
+            "model has no layer of that name holding weights."
+        )
     for variable, array in pairs:
         variable.assign(array)
 
 
-def _pair_weights(path: Path, layer: keras.Layer, variables: list[keras.Variable],
-                  arrays: list[tuple[str, np.ndarray]]) -> list[tuple[keras.Variable, np.ndarray]]:
+def _pair_weights(
+    path: Path, layer: keras.Layer, variables: list[keras.Variable], arrays: list[tuple[str, np.ndarray]]
+) -> list[tuple[keras.Variable, np.ndarray]]:
     """Match one layer's stored arrays to its variables: by weight name when every name picks out a
     different variable, otherwise in Keras 2's saving order; shapes must agree either way."""
     where = f"{path}: layer '{layer.name}' ({type(layer).__name__})"
@@ -192,8 +204,10 @@ def _pair_weights(path: Path, layer: keras.Layer, variables: list[keras.Variable
         ordered = variables  # names differ between Keras 2 and 3 (e.g. depthwise_kernel vs kernel)
     for variable, (key, array) in zip(ordered, arrays, strict=True):
         if tuple(variable.shape) != array.shape:
-            raise CnnopsError(f"{where}: weight '{key}' has shape {array.shape} in the file, "
-                              f"the model expects {tuple(variable.shape)}.")
+            raise CnnopsError(
+                f"{where}: weight '{key}' has shape {array.shape} in the file, "
+                f"the model expects {tuple(variable.shape)}."
+            )
     return [(variable, array) for variable, (_, array) in zip(ordered, arrays, strict=True)]
 
 
@@ -210,8 +224,11 @@ def _read_string_list(group: h5py.Group, name: str) -> list[str]:
         chunks = []
         while f"{name}{len(chunks)}" in group.attrs:
             chunks.append(group.attrs[f"{name}{len(chunks)}"])
-    return [item.decode("utf-8") if isinstance(item, bytes) else str(item)
-            for chunk in chunks for item in np.atleast_1d(chunk)]
+    return [
+        item.decode("utf-8") if isinstance(item, bytes) else str(item)
+        for chunk in chunks
+        for item in np.atleast_1d(chunk)
+    ]
 
 
 def _shorten_reason(err: BaseException) -> str:

@@ -66,8 +66,9 @@ def build_simple_cnn(spec: ModelSpec, options: ModelOptions = ModelOptions()) ->
     return keras.Model(inputs, outputs, name="simple_cnn")
 
 
-def preprocess(inputs: keras.KerasTensor, size: tuple[int, int],
-               strengths: tuple[tuple[str, float], ...] = ()) -> keras.KerasTensor:
+def preprocess(
+    inputs: keras.KerasTensor, size: tuple[int, int], strengths: tuple[tuple[str, float], ...] = ()
+) -> keras.KerasTensor:
     """uint8 pixels in, floats in [0, 1] at the working resolution out (augmented in training):
     the model owns this step."""
     x = layers.Resizing(size[0], size[1], name="resize")(inputs)
@@ -131,9 +132,11 @@ def check_scratch_options(spec: ModelSpec, options: ModelOptions) -> None:
 def check_weights_fit(architecture: str, weights: str) -> None:
     """Pretrained weights only for backbones: a scratch net has none to load."""
     if weights != "none" and not is_backbone(architecture):
-        raise CnnopsError(f"{architecture} is trained from scratch and has no pretrained weights; leave "
-                          "train.weights at none, or choose a backbone (mobilenet_v2, vgg16, resnet50, "
-                          "efficientnet_b0).")
+        raise CnnopsError(
+            f"{architecture} is trained from scratch and has no pretrained weights; leave "
+            "train.weights at none, or choose a backbone (mobilenet_v2, vgg16, resnet50, "
+            "efficientnet_b0)."
+        )
 
 
 def compiles_with_xla(strengths: tuple[tuple[str, float], ...]) -> bool:
@@ -166,8 +169,7 @@ def backbone_builder(application: Callable[..., keras.Model], mode: str, name: s
         x = backbone(x, training=False)  # batchnorm statistics stay the pretrained ones
         x = layers.GlobalAveragePooling2D()(x)
         x = layers.Dropout(0.3)(x)
-        outputs = layers.Dense(len(spec.class_names), activation="softmax", dtype="float32",
-                               name="probabilities")(x)
+        outputs = layers.Dense(len(spec.class_names), activation="softmax", dtype="float32", name="probabilities")(x)
         return keras.Model(inputs, outputs, name=name)
 
     return build
@@ -187,8 +189,9 @@ def backbone_input(x: keras.KerasTensor, mode: str) -> keras.KerasTensor:
     return x  # EfficientNet rescales and normalises inside itself
 
 
-def load_backbone(application: Callable[..., keras.Model], name: str, shape: tuple[int, int, int],
-                  weights: str) -> keras.Model:
+def load_backbone(
+    application: Callable[..., keras.Model], name: str, shape: tuple[int, int, int], weights: str
+) -> keras.Model:
     """The backbone without its ImageNet head, with the weights asked for and no others."""
     if weights == "none":
         return application(include_top=False, weights=None, input_shape=shape)
@@ -196,8 +199,10 @@ def load_backbone(application: Callable[..., keras.Model], name: str, shape: tup
         try:
             return application(include_top=False, weights="imagenet", input_shape=shape)
         except Exception as err:  # noqa: BLE001 - keras raises several types for a failed download
-            raise CnnopsError(f"could not fetch the imagenet weights for {name} ({type(err).__name__}); this "
-                              "needs internet. Pass a local weights file as train.weights, or use none.") from None
+            raise CnnopsError(
+                f"could not fetch the imagenet weights for {name} ({type(err).__name__}); this "
+                "needs internet. Pass a local weights file as train.weights, or use none."
+            ) from None
     path = Path(weights).expanduser()
     if not path.is_file():
         raise CnnopsError(f"train.weights is {weights}: not 'none', 'imagenet' or an existing weights file.")
@@ -210,8 +215,10 @@ def load_backbone(application: Callable[..., keras.Model], name: str, shape: tup
         except Exception as err:  # noqa: BLE001 - mismatches surface as ValueError, KeyError or OSError
             problem = str(err)
     if problem is not None:  # Keras only warns when it skips part of a file: that is a mismatch too
-        raise CnnopsError(f"{path} does not hold weights for {name} without its top ({problem.splitlines()[0]}); "
-                          "pass the weights file of the same architecture.")
+        raise CnnopsError(
+            f"{path} does not hold weights for {name} without its top ({problem.splitlines()[0]}); "
+            "pass the weights file of the same architecture."
+        )
     return backbone
 
 

@@ -72,8 +72,10 @@ def export_version(name: str, reference: str, out_root: Path) -> ServedModel:
     version = resolve_version(client, name, reference, uri)
     spec = model_spec_of(f"models:/{name}/{version.version}")
     if spec is None:
-        raise CnnopsError(f"{name} v{version.version} carries no cnnops input spec in its model metadata (it was "
-                          "not trained by cnnops), so its classes and input size are unknown; it cannot be served.")
+        raise CnnopsError(
+            f"{name} v{version.version} carries no cnnops input spec in its model metadata (it was "
+            "not trained by cnnops), so its classes and input size are unknown; it cannot be served."
+        )
     aliases = sorted(a for a, v in client.get_registered_model(name).aliases.items() if int(v) == int(version.version))
     folder = out_root / f"{name}-v{version.version}"
     # No tracking URI here: /info is public, and a store URI can carry credentials.
@@ -105,8 +107,10 @@ def resolve_version(client: Any, name: str, reference: str, uri: str) -> Any:
             raise CnnopsError(f"{name} has no version {reference} in {uri}; see `cnnops status`.") from None
     version = find_alias(client, name, reference)
     if version is None:
-        raise CnnopsError(f"no {reference} registered for model '{name}' in {uri}; run `make run` (or "
-                          "`cnnops run`) to train and register one, or name another model with --model-name.")
+        raise CnnopsError(
+            f"no {reference} registered for model '{name}' in {uri}; run `make run` (or "
+            "`cnnops run`) to train and register one, or name another model with --model-name."
+        )
     return version
 
 
@@ -125,8 +129,9 @@ def write_model_file(model_uri: str, folder: Path) -> None:
 def read_served_model(folder: Path) -> ServedModel:
     """The spec and registry facts of an exported folder; no TensorFlow needed."""
     if not (folder / MODEL_FILE).is_file():
-        raise CnnopsError(f"{folder} holds no {MODEL_FILE}; export a registered version first "
-                          "(`cnnops serve` and `make bento` do).")
+        raise CnnopsError(
+            f"{folder} holds no {MODEL_FILE}; export a registered version first (`cnnops serve` and `make bento` do)."
+        )
     raw = read_json(folder / SERVED_FILE)
     return ServedModel(folder, ModelSpec.from_dict(raw["spec"]), raw["info"])
 
@@ -148,7 +153,7 @@ def decode_base64_image(text: str, max_bytes: int) -> bytes:
     text = text.strip()
     found = _DATA_URL.match(text)
     if found is not None:
-        text = text[found.end():]
+        text = text[found.end() :]
     elif text.startswith("data:"):
         raise ImageDecodeError("data URL is not base64-encoded (expected 'data:<type>;base64,<data>')")
     if len(text) * 3 // 4 > max_bytes:

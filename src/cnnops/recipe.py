@@ -49,20 +49,30 @@ def plan_recipe(n_train: int, train: TrainConfig, own_batchnorm: bool = True) ->
     batch_size = train.batch_size if train.batch_size is not None else auto_batch_size(n_train)
     check_batch_size(n_train, batch_size)
     steps = math.ceil(n_train / batch_size)
-    patience = train.patience if train.patience is not None else max(MIN_PATIENCE_EPOCHS,
-                                                                     math.ceil(PATIENCE_STEPS / steps))
-    recalibrate = own_batchnorm and {"auto": steps < BATCHNORM_SETTLE_STEPS, "always": True, "never": False}[
-        train.recalibrate_batchnorm]
-    return Recipe(batch_size=batch_size, steps_per_epoch=steps, patience=patience,
-                  plateau_patience=max(1, patience // 2), min_epochs=math.ceil(train.min_steps / steps),
-                  recalibrate_batchnorm=recalibrate)
+    patience = (
+        train.patience if train.patience is not None else max(MIN_PATIENCE_EPOCHS, math.ceil(PATIENCE_STEPS / steps))
+    )
+    recalibrate = (
+        own_batchnorm
+        and {"auto": steps < BATCHNORM_SETTLE_STEPS, "always": True, "never": False}[train.recalibrate_batchnorm]
+    )
+    return Recipe(
+        batch_size=batch_size,
+        steps_per_epoch=steps,
+        patience=patience,
+        plateau_patience=max(1, patience // 2),
+        min_epochs=math.ceil(train.min_steps / steps),
+        recalibrate_batchnorm=recalibrate,
+    )
 
 
 def describe_recipe(recipe: Recipe) -> str:
     """One line a person reads in a task log."""
-    return (f"batch {recipe.batch_size} ({recipe.steps_per_epoch} steps an epoch), patience {recipe.patience} "
-            f"epochs, no early stop before epoch {recipe.min_epochs}, batchnorm statistics "
-            + ("recalibrated before each validation" if recipe.recalibrate_batchnorm else "from moving averages"))
+    return (
+        f"batch {recipe.batch_size} ({recipe.steps_per_epoch} steps an epoch), patience {recipe.patience} "
+        f"epochs, no early stop before epoch {recipe.min_epochs}, batchnorm statistics "
+        + ("recalibrated before each validation" if recipe.recalibrate_batchnorm else "from moving averages")
+    )
 
 
 def auto_batch_size(n_train: int) -> int:
@@ -76,6 +86,8 @@ def auto_batch_size(n_train: int) -> int:
 def check_batch_size(n_train: int, batch_size: int) -> None:
     """A train split smaller than one batch would train on a single ragged step per epoch."""
     if n_train < batch_size:
-        raise CnnopsError(f"the train split has {n_train} images, fewer than one batch of train.batch_size "
-                          f"{batch_size}; lower it (--set train.batch_size={max(1, n_train // 2)}), leave it "
-                          "unset to size it automatically, or add images.")
+        raise CnnopsError(
+            f"the train split has {n_train} images, fewer than one batch of train.batch_size "
+            f"{batch_size}; lower it (--set train.batch_size={max(1, n_train // 2)}), leave it "
+            "unset to size it automatically, or add images."
+        )

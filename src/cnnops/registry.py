@@ -54,8 +54,9 @@ def model_name_for(config: Config, source: str | None = None) -> str:
     return config.registry.model_name or default_model_name(source or config.data.source)
 
 
-def decide_promotion(model_dir: Path, test_dir: Path, evaluation_dir: Path, config: Config,
-                     baselines_dir: Path | None = None) -> dict[str, Any]:
+def decide_promotion(
+    model_dir: Path, test_dir: Path, evaluation_dir: Path, config: Config, baselines_dir: Path | None = None
+) -> dict[str, Any]:
     """Decide champion or challenger for an evaluated candidate; writes nothing to the registry.
 
     The registered-model name comes from the model folder (fixed at training), the rules from
@@ -81,12 +82,26 @@ def decide_promotion(model_dir: Path, test_dir: Path, evaluation_dir: Path, conf
     score = float(metrics[gate.metric])
     chance = chance_score(gate.metric, test["label"].to_numpy(), spec.class_names)
     decision: dict[str, Any] = {
-        "registered_model": name, "metric": gate.metric, "margin": gate.margin, "floor": gate.floor,
-        "forced": gate.force_promote, "test": gate.test, "confidence": gate.confidence,
-        "candidate_score": score, "n_test": len(test), "chance_score": chance,
-        "min_over_chance": gate.min_over_chance, "baselines": None if baselines is None else baselines.scores,
-        "best_baseline": None, "best_baseline_score": None, "champion_version": None, "champion_score": None,
-        "candidate_score_compared": None, "compared_on": None, "champion_train_overlap": None, "evidence": None,
+        "registered_model": name,
+        "metric": gate.metric,
+        "margin": gate.margin,
+        "floor": gate.floor,
+        "forced": gate.force_promote,
+        "test": gate.test,
+        "confidence": gate.confidence,
+        "candidate_score": score,
+        "n_test": len(test),
+        "chance_score": chance,
+        "min_over_chance": gate.min_over_chance,
+        "baselines": None if baselines is None else baselines.scores,
+        "best_baseline": None,
+        "best_baseline_score": None,
+        "champion_version": None,
+        "champion_score": None,
+        "candidate_score_compared": None,
+        "compared_on": None,
+        "champion_train_overlap": None,
+        "evidence": None,
         "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if baselines is not None:
@@ -110,21 +125,29 @@ def judge_candidate(decision: dict[str, Any], gate: GateConfig, why_not: str | N
     metric, score, chance = METRIC_WORDS[gate.metric], decision["candidate_score"], decision["chance_score"]
     n_test, champion = decision["n_test"], decision["champion_version"]
     if score < chance + gate.min_over_chance - 1e-12:
-        return CHALLENGER, (f"The candidate's {metric} of {score:.4f} does not beat chance: always answering the "
-                            f"most common class scores {chance:.4f} on these {n_test} test images, and the gate "
-                            f"asks for {gate.min_over_chance:.4f} more.")
+        return CHALLENGER, (
+            f"The candidate's {metric} of {score:.4f} does not beat chance: always answering the "
+            f"most common class scores {chance:.4f} on these {n_test} test images, and the gate "
+            f"asks for {gate.min_over_chance:.4f} more."
+        )
     if score < gate.floor:
         return CHALLENGER, f"The candidate's {metric} of {score:.4f} is below the floor of {gate.floor:.4f}."
     best, best_score = decision["best_baseline"], decision["best_baseline_score"]
     held_to_baselines = gate.must_beat_baselines and best is not None
     if held_to_baselines and score < best_score - gate.baseline_tolerance - 1e-12:
-        return CHALLENGER, (f"The candidate's {metric} of {score:.4f} is below the {best} baseline's "
-                            f"{best_score:.4f} on the same {n_test} test images (tolerance "
-                            f"{gate.baseline_tolerance:.4f}), so a CNN is not yet worth serving here.")
+        return CHALLENGER, (
+            f"The candidate's {metric} of {score:.4f} is below the {best} baseline's "
+            f"{best_score:.4f} on the same {n_test} test images (tolerance "
+            f"{gate.baseline_tolerance:.4f}), so a CNN is not yet worth serving here."
+        )
     if champion is None:
         passed = f"it beats chance ({chance:.4f})" + (
-            f" and is not below the best baseline, {best} ({best_score:.4f})" if held_to_baselines else
-            " (no baseline scores were given, so none were checked)" if gate.must_beat_baselines else "")
+            f" and is not below the best baseline, {best} ({best_score:.4f})"
+            if held_to_baselines
+            else " (no baseline scores were given, so none were checked)"
+            if gate.must_beat_baselines
+            else ""
+        )
         return CHAMPION, f"There is no champion yet; the candidate's {metric} is {score:.4f} and {passed}."
     if why_not is not None:
         if gate.force_promote:
@@ -139,8 +162,10 @@ def judge_candidate(decision: dict[str, Any], gate: GateConfig, why_not: str | N
         return CHALLENGER, f"Not better by the margin of {gate.margin:.4f}: {versus}."
     if PairedEvidence(**decision["evidence"]).shows_better(gate.margin):
         return CHAMPION, f"Better than champion v{champion} with {gate.confidence:.0%} confidence: {versus}."
-    return CHALLENGER, (f"Not shown better than champion v{champion} with {gate.confidence:.0%} confidence and a "
-                        f"margin of {gate.margin:.4f}: {versus}.")
+    return CHALLENGER, (
+        f"Not shown better than champion v{champion} with {gate.confidence:.0%} confidence and a "
+        f"margin of {gate.margin:.4f}: {versus}."
+    )
 
 
 METRIC_WORDS = {"accuracy": "accuracy", "macro_f1": "macro F1"}
@@ -149,47 +174,65 @@ METRIC_WORDS = {"accuracy": "accuracy", "macro_f1": "macro F1"}
 def describe_comparison(decision: dict[str, Any], metric: str) -> str:
     """Both scores on the shared images and, for the paired test, the evidence, in one clause."""
     left_out = decision["champion_train_overlap"] or 0
-    text = (f"{metric} {decision['candidate_score_compared']:.4f} against {decision['champion_score']:.4f} for "
-            f"champion v{decision['champion_version']} on the same {decision['compared_on']} test images"
-            + (f" ({left_out} the champion trained on left out)" if left_out else ""))
+    text = (
+        f"{metric} {decision['candidate_score_compared']:.4f} against {decision['champion_score']:.4f} for "
+        f"champion v{decision['champion_version']} on the same {decision['compared_on']} test images"
+        + (f" ({left_out} the champion trained on left out)" if left_out else "")
+    )
     evidence = decision["evidence"]
     if evidence is None:
         return text
-    return (f"{text}; {evidence['only_candidate_right']} images only the candidate got right and "
-            f"{evidence['only_champion_right']} only the champion (McNemar p = {evidence['p_value']:.3f}), "
-            f"difference {evidence['difference']:+.4f} with a {evidence['confidence']:.0%} interval of "
-            f"[{evidence['interval_low']:+.4f}, {evidence['interval_high']:+.4f}]")
+    return (
+        f"{text}; {evidence['only_candidate_right']} images only the candidate got right and "
+        f"{evidence['only_champion_right']} only the champion (McNemar p = {evidence['p_value']:.3f}), "
+        f"difference {evidence['difference']:+.4f} with a {evidence['confidence']:.0%} interval of "
+        f"[{evidence['interval_low']:+.4f}, {evidence['interval_high']:+.4f}]"
+    )
 
 
 def check_same_model(metrics: dict[str, Any], run_id: str, evaluation_dir: Path) -> None:
     """Refuse an evaluation made of another model than the one being gated or registered."""
     if metrics.get("run_id") != run_id:
-        raise CnnopsError(f"{evaluation_dir} evaluates another model (run {metrics.get('run_id')}, not {run_id}); "
-                          "run `cnnops evaluate` on this model first.")
+        raise CnnopsError(
+            f"{evaluation_dir} evaluates another model (run {metrics.get('run_id')}, not {run_id}); "
+            "run `cnnops evaluate` on this model first."
+        )
 
 
 def check_same_test_set(fingerprint: str | None, test: pd.DataFrame, scored_dir: Path, test_dir: Path) -> None:
     """Refuse scores (an evaluation, the baselines) of other test images than the ones the gate
     scores the champion on."""
     if fingerprint != manifest_fingerprint(test):
-        raise CnnopsError(f"{scored_dir} was scored on other images than {test_dir}; score on the test "
-                          "folder you pass to the gate.")
+        raise CnnopsError(
+            f"{scored_dir} was scored on other images than {test_dir}; score on the test folder you pass to the gate."
+        )
 
 
 def incomparable_because(champion: ModelVersion, spec: ModelSpec) -> str | None:
     """Why the champion cannot be scored against this candidate, or None when it can."""
     champion_spec = version_spec(champion)
     if champion_spec is None:
-        return (f"champion v{champion.version} carries no cnnops input spec (it was not registered by cnnops), "
-                "so it was not compared")
+        return (
+            f"champion v{champion.version} carries no cnnops input spec (it was not registered by cnnops), "
+            "so it was not compared"
+        )
     if champion_spec.class_names != spec.class_names:
-        return f"class list differs from champion v{champion.version} " \
-               f"({describe_class_change(champion_spec.class_names, spec.class_names)}), so it was not compared"
+        return (
+            f"class list differs from champion v{champion.version} "
+            f"({describe_class_change(champion_spec.class_names, spec.class_names)}), so it was not compared"
+        )
     return None
 
 
-def compare_with_champion(client: MlflowClient, champion: ModelVersion, spec: ModelSpec, test: pd.DataFrame,
-                          predicted: list[str], config: Config, decision: dict[str, Any]) -> str | None:
+def compare_with_champion(
+    client: MlflowClient,
+    champion: ModelVersion,
+    spec: ModelSpec,
+    test: pd.DataFrame,
+    predicted: list[str],
+    config: Config,
+    decision: dict[str, Any],
+) -> str | None:
     """Score the champion on the test images it did not train on, paired with the candidate's
     predictions on the same images; records scores and evidence in `decision`. Returns why no
     comparison was possible, or None."""
@@ -204,10 +247,21 @@ def compare_with_champion(client: MlflowClient, champion: ModelVersion, spec: Mo
     champion_model = mlflow.keras.load_model(f"models:/{champion.name}/{champion.version}")
     probabilities = predict_manifest(champion_model, champion_spec, test[fair])
     champion_predicted = np.array(champion_spec.class_names)[probabilities.argmax(axis=1)]
-    evidence = compare_paired(config.gate.metric, test["label"].to_numpy()[fair], np.array(predicted)[fair],
-                              champion_predicted, config.gate.confidence, config.seed, spec.class_names)
-    decision.update(champion_score=evidence.champion_score, candidate_score_compared=evidence.candidate_score,
-                    compared_on=int(fair.sum()), evidence=evidence.to_dict())
+    evidence = compare_paired(
+        config.gate.metric,
+        test["label"].to_numpy()[fair],
+        np.array(predicted)[fair],
+        champion_predicted,
+        config.gate.confidence,
+        config.seed,
+        spec.class_names,
+    )
+    decision.update(
+        champion_score=evidence.champion_score,
+        candidate_score_compared=evidence.candidate_score,
+        compared_on=int(fair.sum()),
+        evidence=evidence.to_dict(),
+    )
     return None
 
 
@@ -246,17 +300,23 @@ def register_model(model_dir: Path, evaluation_dir: Path, decision: dict[str, An
         current_version = None if current is None else int(current.version)
         if current_version != decision["champion_version"]:
             alias = decision["alias"] = CHALLENGER
-            decision["reason"] = (f"The champion changed while this run was gated (v{decision['champion_version']}"
-                                  f" -> v{current_version}); re-run to compare against the new champion")
+            decision["reason"] = (
+                f"The champion changed while this run was gated (v{decision['champion_version']}"
+                f" -> v{current_version}); re-run to compare against the new champion"
+            )
     previous_tag = client.get_run(run["run_id"]).data.tags.get(DECISION_TAG)
     with sigterm_as_exit():
         created_model = ensure_registered_model(client, name)
         version: ModelVersion | None = None
         record: dict[str, Any] = {}
         try:
-            version = client.create_model_version(name, source=run["model_uri"], run_id=run["run_id"],
-                                                  tags=version_tags(spec, decision, metrics, run),
-                                                  model_id=run.get("model_id"))
+            version = client.create_model_version(
+                name,
+                source=run["model_uri"],
+                run_id=run["run_id"],
+                tags=version_tags(spec, decision, metrics, run),
+                model_id=run.get("model_id"),
+            )
             record = {**decision, "version": int(version.version)}
             client.log_dict(run["run_id"], record, decision_artifact(version))
             client.set_tag(run["run_id"], DECISION_TAG, alias)
@@ -265,8 +325,7 @@ def register_model(model_dir: Path, evaluation_dir: Path, decision: dict[str, An
             roll_back(client, name, run["run_id"], version, created_model, previous_tag, record)
             raise
     say(f"register: {name} v{version.version} is now @{alias}")
-    return {"registered_model": name, "version": int(version.version), "alias": alias,
-            "reason": decision["reason"]}
+    return {"registered_model": name, "version": int(version.version), "alias": alias, "reason": decision["reason"]}
 
 
 def decision_artifact(version: ModelVersion) -> str:
@@ -274,12 +333,24 @@ def decision_artifact(version: ModelVersion) -> str:
     return f"gate/decision-v{version.version}.json"
 
 
-def roll_back(client: MlflowClient, name: str, run_id: str, version: ModelVersion | None, created_model: bool,
-              previous_tag: str | None, record: dict[str, Any]) -> None:
+def roll_back(
+    client: MlflowClient,
+    name: str,
+    run_id: str,
+    version: ModelVersion | None,
+    created_model: bool,
+    previous_tag: str | None,
+    record: dict[str, Any],
+) -> None:
     """Undo a partial registration, restoring what an earlier registration of the same run wrote.
     A failing step is reported but never hides the error that caused the rollback."""
-    steps = [lambda: client.delete_tag(run_id, DECISION_TAG) if previous_tag is None
-             else client.set_tag(run_id, DECISION_TAG, previous_tag)]
+    steps = [
+        lambda: (
+            client.delete_tag(run_id, DECISION_TAG)
+            if previous_tag is None
+            else client.set_tag(run_id, DECISION_TAG, previous_tag)
+        )
+    ]
     if version is not None:
         # MLflow cannot delete a run artifact; mark the record so nobody takes it for a registration.
         if record:
@@ -311,8 +382,9 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def version_tags(spec: ModelSpec, decision: dict[str, Any], metrics: dict[str, Any],
-                 run: dict[str, Any]) -> dict[str, str]:
+def version_tags(
+    spec: ModelSpec, decision: dict[str, Any], metrics: dict[str, Any], run: dict[str, Any]
+) -> dict[str, str]:
     """What a registry reader needs without opening the run: scores, decision, input spec."""
     tags = {
         "cnnops.decision": decision["alias"],
@@ -338,14 +410,16 @@ def version_tags(spec: ModelSpec, decision: dict[str, Any], metrics: dict[str, A
         tags["cnnops.best_baseline_score"] = f"{decision['best_baseline_score']:.6f}"
     evidence = decision.get("evidence")
     if evidence is not None:
-        tags.update({
-            "cnnops.p_value": f"{evidence['p_value']:.6g}",
-            "cnnops.difference": f"{evidence['difference']:.6f}",
-            "cnnops.interval": f"[{evidence['interval_low']:.6f}, {evidence['interval_high']:.6f}]",
-            "cnnops.confidence": f"{evidence['confidence']:g}",
-            "cnnops.only_candidate_right": str(evidence["only_candidate_right"]),
-            "cnnops.only_champion_right": str(evidence["only_champion_right"]),
-        })
+        tags.update(
+            {
+                "cnnops.p_value": f"{evidence['p_value']:.6g}",
+                "cnnops.difference": f"{evidence['difference']:.6f}",
+                "cnnops.interval": f"[{evidence['interval_low']:.6f}, {evidence['interval_high']:.6f}]",
+                "cnnops.confidence": f"{evidence['confidence']:g}",
+                "cnnops.only_candidate_right": str(evidence["only_candidate_right"]),
+                "cnnops.only_champion_right": str(evidence["only_champion_right"]),
+            }
+        )
     return tags
 
 
@@ -357,8 +431,9 @@ def ensure_registered_model(client: MlflowClient, name: str) -> bool:
     except MlflowException as err:
         if err.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-    client.create_registered_model(name, tags={MANAGED_TAG: "true"},
-                                   description="Image classifier trained and gated by cnnops.")
+    client.create_registered_model(
+        name, tags={MANAGED_TAG: "true"}, description="Image classifier trained and gated by cnnops."
+    )
     return True
 
 
@@ -401,8 +476,12 @@ def describe_model(client: MlflowClient, name: str) -> dict[str, Any]:
     versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
     described = [describe_version(v, sorted(aliases.get(int(v.version), []))) for v in versions]
     by_alias = {alias: d for d in described for alias in d["aliases"]}
-    return {"name": name, "champion": by_alias.get(CHAMPION), "challenger": by_alias.get(CHALLENGER),
-            "versions": described}
+    return {
+        "name": name,
+        "champion": by_alias.get(CHAMPION),
+        "challenger": by_alias.get(CHALLENGER),
+        "versions": described,
+    }
 
 
 def describe_version(version: ModelVersion, aliases: list[str]) -> dict[str, Any]:
@@ -424,7 +503,8 @@ def describe_version(version: ModelVersion, aliases: list[str]) -> dict[str, Any
         "candidate_score_compared": number("cnnops.candidate_score_compared"),
         "compared_on": int(tags["cnnops.compared_on"]) if "cnnops.compared_on" in tags else None,
         "compared_with_version": int(tags["cnnops.compared_with_version"])
-        if "cnnops.compared_with_version" in tags else None,
+        if "cnnops.compared_with_version" in tags
+        else None,
         "chance_score": number("cnnops.chance_score"),
         "best_baseline": tags.get("cnnops.best_baseline"),
         "best_baseline_score": number("cnnops.best_baseline_score"),
@@ -437,7 +517,12 @@ def version_evidence(tags: dict[str, str]) -> dict[str, Any] | None:
     if "cnnops.p_value" not in tags:
         return None
     low, high = json.loads(tags["cnnops.interval"])
-    return {"p_value": float(tags["cnnops.p_value"]), "difference": float(tags["cnnops.difference"]),
-            "interval_low": low, "interval_high": high, "confidence": float(tags["cnnops.confidence"]),
-            "only_candidate_right": int(tags["cnnops.only_candidate_right"]),
-            "only_champion_right": int(tags["cnnops.only_champion_right"])}
+    return {
+        "p_value": float(tags["cnnops.p_value"]),
+        "difference": float(tags["cnnops.difference"]),
+        "interval_low": low,
+        "interval_high": high,
+        "confidence": float(tags["cnnops.confidence"]),
+        "only_candidate_right": int(tags["cnnops.only_candidate_right"]),
+        "only_champion_right": int(tags["cnnops.only_champion_right"]),
+    }

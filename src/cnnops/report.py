@@ -23,8 +23,9 @@ MAX_ROWS_SHOWN = 200
 COLOURS = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}
 
 
-def write_report(path: Path, validation: dict[str, Any], manifest: pd.DataFrame, quarantine: pd.DataFrame,
-                 duplicates: pd.DataFrame) -> Path:
+def write_report(
+    path: Path, validation: dict[str, Any], manifest: pd.DataFrame, quarantine: pd.DataFrame, duplicates: pd.DataFrame
+) -> Path:
     """Write the report and return its path."""
     verdict = validation["verdict"]
     sections = [
@@ -37,11 +38,14 @@ def write_report(path: Path, validation: dict[str, Any], manifest: pd.DataFrame,
         "<h2>Image sizes</h2>" + size_histograms(manifest) + size_summary(validation),
         "<h2>Quarantined files</h2>" + quarantine_table(quarantine),
         "<h2>Exact duplicates (dropped)</h2>" + duplicate_groups(duplicates),
-        "<h2>Near-duplicate groups (kept in one split)</h2>" + moved_note(validation)
+        "<h2>Near-duplicate groups (kept in one split)</h2>"
+        + moved_note(validation)
         + near_groups(validation["near_duplicate_groups"]),
     ]
-    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>cnnops dataset report</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")
+    page = (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>cnnops dataset report</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
@@ -60,8 +64,11 @@ object-fit:contain;image-rendering:pixelated;border:1px solid #d5dae0;background
 
 
 def checks_table(checks: list[dict[str, Any]]) -> str:
-    rows = "".join(f"<tr><td>{escape(c['name'])}</td><td style='color:{COLOURS[c['status']]};font-weight:600'>"
-                   f"{c['status']}</td><td>{escape(c['detail'])}</td></tr>" for c in checks)
+    rows = "".join(
+        f"<tr><td>{escape(c['name'])}</td><td style='color:{COLOURS[c['status']]};font-weight:600'>"
+        f"{c['status']}</td><td>{escape(c['detail'])}</td></tr>"
+        for c in checks
+    )
     return f"<table><tr><th>check</th><th>status</th><th>detail</th></tr>{rows}</table>"
 
 
@@ -74,12 +81,16 @@ def bar_chart(counts: dict[str, int], width: int = 720, height: int = 220) -> st
     for i, (label, n) in enumerate(shown):
         h = (height - 60) * n / top
         x = i * step
-        bars.append(f"<rect x='{x + 2:.1f}' y='{height - 50 - h:.1f}' width='{max(step - 4, 1):.1f}' "
-                    f"height='{h:.1f}' fill='#2463eb'><title>{escape(str(label))}: {n}</title></rect>"
-                    f"<text x='{x + step / 2:.1f}' y='{height - 36}' font-size='10' text-anchor='end' "
-                    f"transform='rotate(-45 {x + step / 2:.1f} {height - 36})'>{escape(str(label)[:18])}</text>")
-    return (f"<svg role='img' aria-label='images per class' width='{width}' height='{height}' "
-            f"viewBox='0 0 {width} {height}'><text x='0' y='12' font-size='11'>max {top}</text>{''.join(bars)}</svg>")
+        bars.append(
+            f"<rect x='{x + 2:.1f}' y='{height - 50 - h:.1f}' width='{max(step - 4, 1):.1f}' "
+            f"height='{h:.1f}' fill='#2463eb'><title>{escape(str(label))}: {n}</title></rect>"
+            f"<text x='{x + step / 2:.1f}' y='{height - 36}' font-size='10' text-anchor='end' "
+            f"transform='rotate(-45 {x + step / 2:.1f} {height - 36})'>{escape(str(label)[:18])}</text>"
+        )
+    return (
+        f"<svg role='img' aria-label='images per class' width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}'><text x='0' y='12' font-size='11'>max {top}</text>{''.join(bars)}</svg>"
+    )
 
 
 def histogram(values: pd.Series, label: str, bins: int = 30, width: int = 340, height: int = 160) -> str:
@@ -93,27 +104,37 @@ def histogram(values: pd.Series, label: str, bins: int = 30, width: int = 340, h
     counts, _ = np.histogram(finite, bins=bins, range=(low, high))
     top = max(int(counts.max()), 1)
     step = width / bins
-    bars = "".join(f"<rect x='{i * step:.1f}' y='{height - 30 - (height - 45) * c / top:.1f}' "
-                   f"width='{max(step - 1, 1):.1f}' height='{(height - 45) * c / top:.1f}' fill='#7c3aed'>"
-                   f"<title>{c}</title></rect>" for i, c in enumerate(counts))
-    return (f"<svg role='img' aria-label='{escape(label, quote=True)}' width='{width}' height='{height}'>{bars}"
-            f"<text x='0' y='{height - 12}' font-size='10'>{low:.3g}</text><text x='{width}' y='{height - 12}' "
-            f"font-size='10' text-anchor='end'>{high:.3g}</text><text x='{width / 2}' y='{height}' font-size='11' "
-            f"text-anchor='middle'>{escape(label)}</text></svg>")
+    bars = "".join(
+        f"<rect x='{i * step:.1f}' y='{height - 30 - (height - 45) * c / top:.1f}' "
+        f"width='{max(step - 1, 1):.1f}' height='{(height - 45) * c / top:.1f}' fill='#7c3aed'>"
+        f"<title>{c}</title></rect>"
+        for i, c in enumerate(counts)
+    )
+    return (
+        f"<svg role='img' aria-label='{escape(label, quote=True)}' width='{width}' height='{height}'>{bars}"
+        f"<text x='0' y='{height - 12}' font-size='10'>{low:.3g}</text><text x='{width}' y='{height - 12}' "
+        f"font-size='10' text-anchor='end'>{high:.3g}</text><text x='{width / 2}' y='{height}' font-size='11' "
+        f"text-anchor='middle'>{escape(label)}</text></svg>"
+    )
 
 
 def size_histograms(manifest: pd.DataFrame) -> str:
-    return (histogram(manifest["width"] * manifest["height"] / 1e6, "megapixels") + " "
-            + histogram(manifest["width"] / manifest["height"], "aspect ratio (width / height)"))
+    return (
+        histogram(manifest["width"] * manifest["height"] / 1e6, "megapixels")
+        + " "
+        + histogram(manifest["width"] / manifest["height"], "aspect ratio (width / height)")
+    )
 
 
 def size_summary(validation: dict[str, Any]) -> str:
     sizes, channels = validation["sizes"], validation["channels"]
     common = ", ".join(f"{s['size']} ({s['count']})" for s in sizes["most_common"])
     stats = ", ".join(f"{name} {channels['mean'][name]:.3f} ± {channels['std'][name]:.3f}" for name in channels["mean"])
-    return (f"<p>Most common sizes: {escape(common)}. Width {sizes['width']['min']:.0f}–{sizes['width']['max']:.0f}, "
-            f"height {sizes['height']['min']:.0f}–{sizes['height']['max']:.0f}. Channel mean ± std in [0, 1], from "
-            f"{channels['sampled_images']} images: {escape(stats)}.</p>")
+    return (
+        f"<p>Most common sizes: {escape(common)}. Width {sizes['width']['min']:.0f}–{sizes['width']['max']:.0f}, "
+        f"height {sizes['height']['min']:.0f}–{sizes['height']['max']:.0f}. Channel mean ± std in [0, 1], from "
+        f"{channels['sampled_images']} images: {escape(stats)}.</p>"
+    )
 
 
 def thumbnail(path: str) -> str:
@@ -126,8 +147,10 @@ def thumbnail(path: str) -> str:
     image.thumbnail((THUMB, THUMB))
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    return (f"<img title='{escape(path, quote=True)}' alt='{escape(Path(path).name, quote=True)}' "
-            f"src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>")
+    return (
+        f"<img title='{escape(path, quote=True)}' alt='{escape(Path(path).name, quote=True)}' "
+        f"src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
+    )
 
 
 def samples(manifest: pd.DataFrame) -> str:
@@ -141,10 +164,15 @@ def samples(manifest: pd.DataFrame) -> str:
 def quarantine_table(quarantine: pd.DataFrame) -> str:
     if quarantine.empty:
         return "<p>None.</p>"
-    rows = "".join(f"<tr><td>{escape(str(r.path))}</td><td>{escape(str(r.label))}</td><td>{escape(str(r.reason))}"
-                   f"</td></tr>" for r in quarantine.head(MAX_ROWS_SHOWN).itertuples())
-    more = f"<p class='muted'>… and {len(quarantine) - MAX_ROWS_SHOWN} more.</p>" \
-        if len(quarantine) > MAX_ROWS_SHOWN else ""
+    rows = "".join(
+        f"<tr><td>{escape(str(r.path))}</td><td>{escape(str(r.label))}</td><td>{escape(str(r.reason))}</td></tr>"
+        for r in quarantine.head(MAX_ROWS_SHOWN).itertuples()
+    )
+    more = (
+        f"<p class='muted'>… and {len(quarantine) - MAX_ROWS_SHOWN} more.</p>"
+        if len(quarantine) > MAX_ROWS_SHOWN
+        else ""
+    )
     return f"<table><tr><th>file</th><th>label</th><th>reason</th></tr>{rows}</table>{more}"
 
 
@@ -153,8 +181,10 @@ def duplicate_groups(duplicates: pd.DataFrame) -> str:
         return "<p>None.</p>"
     rows = []
     for kept, part in list(duplicates.groupby("duplicate_of", sort=True))[:MAX_GROUPS_SHOWN]:
-        rows.append(f"<div class='row thumbs'>{thumbnail(kept)}<span class='muted'>{escape(str(kept))} kept; "
-                    f"{len(part)} cop{'y' if len(part) == 1 else 'ies'} dropped</span></div>")
+        rows.append(
+            f"<div class='row thumbs'>{thumbnail(kept)}<span class='muted'>{escape(str(kept))} kept; "
+            f"{len(part)} cop{'y' if len(part) == 1 else 'ies'} dropped</span></div>"
+        )
     return "".join(rows)
 
 
@@ -162,15 +192,24 @@ def moved_note(validation: dict[str, Any]) -> str:
     moved = validation.get("near_duplicate_groups_moved")
     if moved is None:
         return ""
-    return (f"<p>{len(validation['near_duplicate_groups'])} groups; {moved} straddled train/val/test and are "
-            "moved whole into one split.</p>")
+    return (
+        f"<p>{len(validation['near_duplicate_groups'])} groups; {moved} straddled train/val/test and are "
+        "moved whole into one split.</p>"
+    )
 
 
 def near_groups(groups: list[dict[str, Any]]) -> str:
     if not groups:
         return "<p>None.</p>"
-    rows = [f"<div class='row thumbs'><span class='label'>{escape(', '.join(g['labels']))}</span>"
-            + "".join(thumbnail(p) for p in g["paths"][:10]) + "</div>" for g in groups[:MAX_GROUPS_SHOWN]]
-    more = f"<p class='muted'>… and {len(groups) - MAX_GROUPS_SHOWN} more groups.</p>" \
-        if len(groups) > MAX_GROUPS_SHOWN else ""
+    rows = [
+        f"<div class='row thumbs'><span class='label'>{escape(', '.join(g['labels']))}</span>"
+        + "".join(thumbnail(p) for p in g["paths"][:10])
+        + "</div>"
+        for g in groups[:MAX_GROUPS_SHOWN]
+    ]
+    more = (
+        f"<p class='muted'>… and {len(groups) - MAX_GROUPS_SHOWN} more groups.</p>"
+        if len(groups) > MAX_GROUPS_SHOWN
+        else ""
+    )
     return "".join(rows) + more

@@ -27,8 +27,7 @@ from cnnops.paths import data_cache
 
 DEMO_PREFIX = "demo:"
 ANIMAL_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
-FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                   "ankle-boot"]
+FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
 # Where Debian's dataset-fashion-mnist package puts the IDX files.
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -56,7 +55,7 @@ def resolve_source(spec: str, *, trust_pickle: bool = False, max_per_class: int 
     from cnnops import formats
 
     if spec.startswith(DEMO_PREFIX):
-        name = spec[len(DEMO_PREFIX):]
+        name = spec[len(DEMO_PREFIX) :]
         writer = DEMOS.get(name)
         if writer is None:
             raise CnnopsError(
@@ -86,8 +85,10 @@ def resolve_source(spec: str, *, trust_pickle: bool = False, max_per_class: int 
         return Source(str(path), path.parent, "manifest", table=path)
     if name.endswith(formats.DATAFRAME_SUFFIXES):
         frame = formats.read_dataframe(path, trust_pickle)
-        folder = materialize(f"dataframe-{formats.content_key(path, extra=cap)}",
-                             lambda out: formats.write_dataframe(frame, path, out, max_per_class))
+        folder = materialize(
+            f"dataframe-{formats.content_key(path, extra=cap)}",
+            lambda out: formats.write_dataframe(frame, path, out, max_per_class),
+        )
         return Source(str(path), folder, "dataframe")
     raise CnnopsError(
         f"data source {spec} is a file cnnops cannot read as data; pass a class-folder tree, a folder of .npy "
@@ -99,8 +100,11 @@ def resolve_source(spec: str, *, trust_pickle: bool = False, max_per_class: int 
 def is_pre_split(root: Path) -> bool:
     """train/ and test/ (and val/, valid/ or validation/) folders, and no other folders."""
     folders = {p.name.lower() for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    return {"train", "test"} <= folders and folders <= set(SPLIT_FOLDERS) and bool(folders & {"val", "valid",
-                                                                                              "validation"})
+    return (
+        {"train", "test"} <= folders
+        and folders <= set(SPLIT_FOLDERS)
+        and bool(folders & {"val", "valid", "validation"})
+    )
 
 
 def assigned_split(source: Source, path: Path) -> str:
@@ -177,14 +181,19 @@ def list_loose_files(root: Path) -> list[Path]:
 
 def read_path_table(table: Path) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
     """A CSV or parquet of (path or file URI, label); relative paths are relative to the table."""
-    frame = pd.read_csv(table, dtype=str, keep_default_na=False) if table.suffix.lower() == ".csv" \
+    frame = (
+        pd.read_csv(table, dtype=str, keep_default_na=False)
+        if table.suffix.lower() == ".csv"
         else pd.read_parquet(table)
+    )
     columns = {str(c).lower(): c for c in frame.columns}
     path_column = next((columns[c] for c in PATH_COLUMNS if c in columns), None)
     label_column = next((columns[c] for c in ("label", "labels", "class", "target") if c in columns), None)
     if path_column is None or label_column is None:
-        raise CnnopsError(f"{table} needs a path column ({', '.join(PATH_COLUMNS)}) and a label column; "
-                          f"it has {', '.join(map(str, frame.columns))}.")
+        raise CnnopsError(
+            f"{table} needs a path column ({', '.join(PATH_COLUMNS)}) and a label column; "
+            f"it has {', '.join(map(str, frame.columns))}."
+        )
     classes: dict[str, set[Path]] = {}
     problems: list[tuple[Path, str]] = []
     for raw, label in zip(frame[path_column].astype(str), frame[label_column].astype(str), strict=True):
@@ -206,7 +215,7 @@ def read_path_table(table: Path) -> tuple[dict[str, list[Path]], list[tuple[Path
 def default_model_name(spec: str) -> str:
     """A registered-model name unique to the data source: demo name, or folder name plus path hash."""
     if spec.startswith(DEMO_PREFIX):
-        return f"cnnops-{_slug(spec[len(DEMO_PREFIX):])}"
+        return f"cnnops-{_slug(spec[len(DEMO_PREFIX) :])}"
     path = Path(spec).expanduser().resolve()
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
     return f"cnnops-{_slug(path.name) or 'data'}-{digest}"
@@ -280,13 +289,19 @@ def write_faces(folder: Path) -> None:
 
 def write_fashion(folder: Path) -> None:
     """Fashion-MNIST from Debian's dataset-fashion-mnist: 70,000 28x28 grey images, 10 classes."""
-    names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-             "t10k-labels-idx1-ubyte.gz"]
+    names = [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
     missing = [name for name in names if not (FASHION_DIR / name).is_file()]
     if missing:
-        raise CnnopsError(f"demo:fashion reads Debian's Fashion-MNIST files from {FASHION_DIR}, and "
-                          f"{missing[0]} is not there; install them with `sudo apt-get install "
-                          "dataset-fashion-mnist`.")
+        raise CnnopsError(
+            f"demo:fashion reads Debian's Fashion-MNIST files from {FASHION_DIR}, and "
+            f"{missing[0]} is not there; install them with `sudo apt-get install "
+            "dataset-fashion-mnist`."
+        )
     images = np.concatenate([read_idx(FASHION_DIR / names[0]), read_idx(FASHION_DIR / names[2])])
     labels = np.concatenate([read_idx(FASHION_DIR / names[1]), read_idx(FASHION_DIR / names[3])])
     write_arrays(folder, images, [FASHION_CLASSES[i] for i in labels])
@@ -299,7 +314,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
         raise CnnopsError(f"{path} is not an IDX file of unsigned bytes.")
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise CnnopsError(f"{path} is truncated: {data.size} bytes for a {shape} array.")
@@ -307,7 +322,11 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 DEMOS: dict[str, Callable[[Path], None]] = {
-    "animals": write_animals, "digits": write_digits, "faces": write_faces, "fashion": write_fashion}
+    "animals": write_animals,
+    "digits": write_digits,
+    "faces": write_faces,
+    "fashion": write_fashion,
+}
 
 
 def _slug(text: str) -> str:

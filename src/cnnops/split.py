@@ -32,9 +32,18 @@ def split_dataset(dataset_dir: Path, out_dirs: dict[str, Path], config: Config) 
     for name in SPLITS:
         part = manifest[assignment == name].reset_index(drop=True)
         counts[name] = len(part)
-        write_dataset(out_dirs[name], part, {**info, "split": name, "seed": config.seed,
-                                             "n_images": len(part), "near_duplicate_groups_moved": moved,
-                                             "class_counts": part["label"].value_counts().sort_index().to_dict()})
+        write_dataset(
+            out_dirs[name],
+            part,
+            {
+                **info,
+                "split": name,
+                "seed": config.seed,
+                "n_images": len(part),
+                "near_duplicate_groups_moved": moved,
+                "class_counts": part["label"].value_counts().sort_index().to_dict(),
+            },
+        )
     say("split: " + ", ".join(f"{name} {counts[name]}" for name in SPLITS) + f" (seed {config.seed})")
     return counts
 
@@ -55,8 +64,7 @@ def keep_groups_together(manifest: pd.DataFrame, assignment: np.ndarray, seed: i
     if "group" not in manifest or not (manifest["group"] != "").any():
         return assignment, 0
     rank = manifest["sha256"].map(lambda sha: hashlib.sha256(f"{seed}:{sha}".encode()).hexdigest())
-    members = pd.DataFrame({"group": manifest["group"], "rank": rank, "split": assignment},
-                           index=manifest.index)
+    members = pd.DataFrame({"group": manifest["group"], "rank": rank, "split": assignment}, index=manifest.index)
     members = members[members["group"] != ""].sort_values(["group", "rank"], kind="stable")
     target = members.groupby("group", sort=False)["split"].transform("first")
     moved = int(members.loc[members["split"] != target, "group"].nunique())
@@ -75,8 +83,10 @@ def check_assigned_splits(manifest: pd.DataFrame) -> np.ndarray:
     assignment = manifest["split"].to_numpy(dtype=object)
     empty = [name for name in SPLITS if not (assignment == name).any()]
     if empty:
-        raise CnnopsError(f"the pre-split source has no usable image in {', '.join(empty)}/; every one of "
-                          "train/, val/ and test/ needs images.")
+        raise CnnopsError(
+            f"the pre-split source has no usable image in {', '.join(empty)}/; every one of "
+            "train/, val/ and test/ needs images."
+        )
     untrained = sorted(set(manifest["label"]) - set(manifest.loc[assignment == "train", "label"]))
     if untrained:
         raise CnnopsError(f"class {', '.join(untrained)} has no image in train/; the model cannot learn it.")
@@ -132,7 +142,6 @@ def assign_splits(manifest: pd.DataFrame, split: SplitConfig, seed: int) -> np.n
         index = group.sort_values("rank", kind="stable").index.to_numpy()
         _, n_val, n_test = split_counts(len(index), split)
         assignment[index[:n_test]] = "test"
-        assignment[index[n_test:n_test + n_val]] = "val"
-        assignment[index[n_test + n_val:]] = "train"
+        assignment[index[n_test : n_test + n_val]] = "val"
+        assignment[index[n_test + n_val :]] = "train"
     return assignment
-

@@ -28,11 +28,21 @@ WINNER_TAG = "cnnops.sweep.winner"
 def plan_candidates(config: Config) -> list[Config]:
     """One config per combination; an empty list in the sweep section keeps the train value."""
     sweep, train = config.sweep, config.train
-    grid = itertools.product(sweep.architecture or [train.architecture], sweep.learning_rate or [train.learning_rate],
-                             sweep.augmentation or [train.augmentation])
-    return [config.model_copy(update={"train": train.model_copy(update={
-        "architecture": architecture, "learning_rate": rate, "augmentation": augmentation})})
-        for architecture, rate, augmentation in grid]
+    grid = itertools.product(
+        sweep.architecture or [train.architecture],
+        sweep.learning_rate or [train.learning_rate],
+        sweep.augmentation or [train.augmentation],
+    )
+    return [
+        config.model_copy(
+            update={
+                "train": train.model_copy(
+                    update={"architecture": architecture, "learning_rate": rate, "augmentation": augmentation}
+                )
+            }
+        )
+        for architecture, rate, augmentation in grid
+    ]
 
 
 def check_candidates(config: Config) -> list[Config]:
@@ -58,16 +68,28 @@ def start_sweep(config: Config, train_dir: Path, pipeline_run: str = "manual") -
     use_tracking_store()
     client = MlflowClient()
     name = model_name_for(config, info["source"])
-    parent = client.create_run(ensure_experiment(name), run_name=f"sweep of {len(candidates)}", tags={
-        "cnnops.sweep": "parent", "cnnops.pipeline_run": pipeline_run, "cnnops.git_commit": git_commit(),
-        "cnnops.dataset_fingerprint": info["fingerprint"], "cnnops.registered_model": name})
+    parent = client.create_run(
+        ensure_experiment(name),
+        run_name=f"sweep of {len(candidates)}",
+        tags={
+            "cnnops.sweep": "parent",
+            "cnnops.pipeline_run": pipeline_run,
+            "cnnops.git_commit": git_commit(),
+            "cnnops.dataset_fingerprint": info["fingerprint"],
+            "cnnops.registered_model": name,
+        },
+    )
     run_id = parent.info.run_id
     client.log_param(run_id, "sweep.candidates", len(candidates))
     client.log_param(run_id, "sweep.metric", config.sweep.metric)
     client.log_dict(run_id, config.model_dump(mode="json"), "config.json")
     say(f"sweep: {len(candidates)} candidates under run {run_id}, best by {config.sweep.metric}")
-    return [to_pipeline_parameter(candidate.model_copy(update={
-        "sweep": candidate.sweep.model_copy(update={"parent_run": run_id})})) for candidate in candidates]
+    return [
+        to_pipeline_parameter(
+            candidate.model_copy(update={"sweep": candidate.sweep.model_copy(update={"parent_run": run_id})})
+        )
+        for candidate in candidates
+    ]
 
 
 def select_best(model_dirs: list[Path], config: Config, out_dir: Path) -> dict[str, Any]:
@@ -76,12 +98,21 @@ def select_best(model_dirs: list[Path], config: Config, out_dir: Path) -> dict[s
         raise CnnopsError("the sweep produced no trained candidate; nothing to select.")
     metric = config.sweep.metric
     parent_run_id = read_json(model_dirs[0] / "config.json")["sweep"].get("parent_run", "")
-    rows = [{"run_id": run["run_id"], "architecture": cfg["train"]["architecture"],
-             "learning_rate": cfg["train"]["learning_rate"], "augmentation": cfg["train"]["augmentation"],
-             "best_epoch": run["best_epoch"], "val_accuracy": run["val_accuracy"], "val_loss": run["val_loss"],
-             "folder": str(folder)}
-            for folder in model_dirs
-            for run, cfg in [(read_json(folder / "run.json"), read_json(folder / "config.json"))]]
+    rows = [
+        {
+            "run_id": run["run_id"],
+            "architecture": cfg["train"]["architecture"],
+            "learning_rate": cfg["train"]["learning_rate"],
+            "augmentation": cfg["train"]["augmentation"],
+            "best_epoch": run["best_epoch"],
+            "val_accuracy": run["val_accuracy"],
+            "val_loss": run["val_loss"],
+            "folder": str(folder),
+        }
+        for folder in model_dirs
+        for run, cfg in [(read_json(folder / "run.json"), read_json(folder / "config.json"))]
+    ]
+
     # Best first: higher accuracy or lower loss by the chosen metric, then the other as a tie-break;
     # a diverged candidate (NaN or infinite scores) ranks last whatever the metric.
     def rank(row: dict[str, Any]) -> tuple[bool, float, float]:
@@ -92,16 +123,20 @@ def select_best(model_dirs: list[Path], config: Config, out_dir: Path) -> dict[s
     rows.sort(key=rank)
     best = rows[0]
     if rank(best)[0]:
-        raise CnnopsError(f"every one of the {len(rows)} sweep candidates diverged (NaN or infinite val scores); "
-                          "lower the learning rates.")
+        raise CnnopsError(
+            f"every one of the {len(rows)} sweep candidates diverged (NaN or infinite val scores); "
+            "lower the learning rates."
+        )
     if out_dir.exists():
         shutil.rmtree(out_dir)
     shutil.copytree(best["folder"], out_dir)
     write_json(out_dir / "sweep.json", {"metric": metric, "parent_run_id": parent_run_id, "ranking": rows})
     if parent_run_id:
         record_ranking(parent_run_id, rows, metric)
-    say(f"sweep: best of {len(rows)} is {best['architecture']} lr={best['learning_rate']:g} "
-        f"aug={best['augmentation']} ({metric} {best[metric]:.4f}, run {best['run_id']})")
+    say(
+        f"sweep: best of {len(rows)} is {best['architecture']} lr={best['learning_rate']:g} "
+        f"aug={best['augmentation']} ({metric} {best[metric]:.4f}, run {best['run_id']})"
+    )
     return best
 
 
@@ -110,8 +145,9 @@ def record_ranking(parent_run_id: str, rows: list[dict[str, Any]], metric: str) 
     use_tracking_store()
     client = MlflowClient()
     best = rows[0]
-    client.log_table(parent_run_id, {key: [row[key] for row in rows] for key in rows[0] if key != "folder"},
-                     "sweep/ranking.json")
+    client.log_table(
+        parent_run_id, {key: [row[key] for row in rows] for key in rows[0] if key != "folder"}, "sweep/ranking.json"
+    )
     client.log_metric(parent_run_id, f"best_{metric}", best[metric])
     client.set_tag(parent_run_id, "cnnops.sweep.best_run", best["run_id"])
     client.set_tag(best["run_id"], WINNER_TAG, "true")

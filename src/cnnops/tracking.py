@@ -44,8 +44,12 @@ def git_commit() -> str:
         return os.environ["CNNOPS_GIT_COMMIT"]
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5, check=True,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -58,6 +62,10 @@ def log_dataset(manifest: pd.DataFrame, info: dict[str, Any], location: Path, co
     with warnings.catch_warnings():
         # MLflow registers its local-file source type twice and then warns that a path is ambiguous.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        dataset = mlflow.data.from_pandas(manifest[["path", "label", "sha256"]], source=str(location),
-                                          name=str(info["source"]), digest=info["fingerprint"][:32])
+        dataset = mlflow.data.from_pandas(
+            manifest[["path", "label", "sha256"]],
+            source=str(location),
+            name=str(info["source"]),
+            digest=info["fingerprint"][:32],
+        )
     mlflow.log_input(dataset, context=context)

@@ -30,8 +30,22 @@ def server_command(port: int, host: str = HOST) -> list[str]:
     Experiments created through it keep artifacts as `mlflow-artifacts:` URIs under the state
     folder's artifact root; clients upload and download them over HTTP.
     """
-    return [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1",
-            "--backend-store-uri", default_tracking_uri(), "--artifacts-destination", str(artifact_root())]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        default_tracking_uri(),
+        "--artifacts-destination",
+        str(artifact_root()),
+    ]
 
 
 def server_environment() -> dict[str, str]:
@@ -52,8 +66,9 @@ def running_server(port: int, log: Path) -> Iterator[str]:
     artifact_root().mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        proc = subprocess.Popen(server_command(port), env=server_environment(), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            server_command(port), env=server_environment(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     uri = f"http://{HOST}:{port}"
     try:
         wait_until_up(uri, proc, log)
@@ -66,8 +81,7 @@ def wait_until_up(uri: str, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise CnnopsError(f"the MLflow server exited with status {proc.returncode} before answering; "
-                              f"see {log}")
+            raise CnnopsError(f"the MLflow server exited with status {proc.returncode} before answering; see {log}")
         if answers(uri):
             return
         time.sleep(0.5)

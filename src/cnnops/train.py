@@ -72,7 +72,12 @@ class Phase:
 
 
 def train_model(
-    train_dir: Path, val_dir: Path, out_dir: Path, config: Config, pipeline_run: str = "manual", *,
+    train_dir: Path,
+    val_dir: Path,
+    out_dir: Path,
+    config: Config,
+    pipeline_run: str = "manual",
+    *,
     resume: str | None = None,
 ) -> dict[str, Any]:
     """Fit a model and write the model folder; returns the run record (run id, model URI).
@@ -81,8 +86,13 @@ def train_model(
     config names its parent run (`sweep.parent_run`); `distill.teacher` names a model to distil from.
     """
     info = read_dataset_info(train_dir)
-    spec = ModelSpec(class_names=list(info["classes"]), height=info["height"], width=info["width"],
-                     mode=info["mode"], architecture=config.train.architecture)
+    spec = ModelSpec(
+        class_names=list(info["classes"]),
+        height=info["height"],
+        width=info["width"],
+        mode=info["mode"],
+        architecture=config.train.architecture,
+    )
     recipe = plan_recipe(info["n_images"], config.train, own_batchnorm=not is_backbone(config.train.architecture))
     phases = plan_phases(config)
     # Both splits: a resumed run's early-stopping counters only mean something on the same val images.
@@ -92,14 +102,16 @@ def train_model(
         progress = read_progress(resume)
         check_resumable(progress, config.model_dump(mode="json"), fingerprint)
     xla = config.train.jit_compile and compiles_with_xla(
-        augmentation_strengths(config.train.augmentation, config.train.augment))
+        augmentation_strengths(config.train.augmentation, config.train.augment)
+    )
     if config.train.jit_compile and not xla:
         say("train: XLA is off: the rotation, zoom and translation augmentation layers do not compile with it")
     make_deterministic(config.seed, exact_kernels=not xla)
     with precision_policy(config.train.precision), distribution_scope() as replicas:
         teacher = load_teacher(resolve_teacher(config.distill.teacher), spec) if config.distill.teacher else None
-        job = TrainingJob(spec, info, config, phases, recipe, teacher=teacher, replicas=replicas, xla=xla,
-                          fingerprint=fingerprint)
+        job = TrainingJob(
+            spec, info, config, phases, recipe, teacher=teacher, replicas=replicas, xla=xla, fingerprint=fingerprint
+        )
         return job.run(train_dir, val_dir, out_dir, pipeline_run, progress)
 
 
@@ -108,42 +120,67 @@ def plan_phases(config: Config) -> list[Phase]:
     train = config.train
     if not is_backbone(train.architecture):
         if train.fine_tune_epochs:
-            raise CnnopsError(f"{train.architecture} is trained whole from the start, so it has no backbone to "
-                              "fine-tune; set train.fine_tune_epochs to 0 or choose a backbone architecture.")
+            raise CnnopsError(
+                f"{train.architecture} is trained whole from the start, so it has no backbone to "
+                "fine-tune; set train.fine_tune_epochs to 0 or choose a backbone architecture."
+            )
         return [Phase("train", train.epochs, train.learning_rate)]
     phases = [Phase("head", train.epochs, train.learning_rate)]
     if train.fine_tune_epochs:
-        phases.append(Phase("fine_tune", train.fine_tune_epochs, train.learning_rate * train.fine_tune_lr_factor,
-                            train.fine_tune_layers))
+        phases.append(
+            Phase(
+                "fine_tune",
+                train.fine_tune_epochs,
+                train.learning_rate * train.fine_tune_lr_factor,
+                train.fine_tune_layers,
+            )
+        )
     return phases
 
 
 class TrainingJob:
     """Everything one training run needs, so that a resumed run rebuilds exactly the same thing."""
 
-    def __init__(self, spec: ModelSpec, info: dict[str, Any], config: Config, phases: list[Phase], recipe: Recipe,
-                 *, fingerprint: str, teacher: keras.Model | None = None, replicas: int = 1,
-                 xla: bool = False) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        info: dict[str, Any],
+        config: Config,
+        phases: list[Phase],
+        recipe: Recipe,
+        *,
+        fingerprint: str,
+        teacher: keras.Model | None = None,
+        replicas: int = 1,
+        xla: bool = False,
+    ) -> None:
         self.spec, self.info, self.config, self.phases, self.recipe = spec, info, config, phases, recipe
         self.fingerprint, self.teacher, self.replicas, self.xla = fingerprint, teacher, replicas, xla
 
-    def run(self, train_dir: Path, val_dir: Path, out_dir: Path, pipeline_run: str,
-            progress: dict[str, Any] | None) -> dict[str, Any]:
+    def run(
+        self, train_dir: Path, val_dir: Path, out_dir: Path, pipeline_run: str, progress: dict[str, Any] | None
+    ) -> dict[str, Any]:
         """Build (or reload), fit every phase and save, inside one MLflow run."""
         config, spec, info = self.config, self.spec, self.info
         train_manifest, val_manifest = read_manifest(train_dir), read_manifest(val_dir)
         train_ds = self.dataset(train_manifest, shuffle=True)
         val_ds = self.dataset(val_manifest)
-        self.calibration = (calibration_batches(train_manifest, spec, self.recipe.batch_size, config.seed)
-                            if self.recipe.recalibrate_batchnorm else None)
+        self.calibration = (
+            calibration_batches(train_manifest, spec, self.recipe.batch_size, config.seed)
+            if self.recipe.recalibrate_batchnorm
+            else None
+        )
         use_tracking_store()
         name = model_name_for(config, info["source"])
         experiment_id = ensure_experiment(name)
         if progress is None:
             model = build_model(spec, self.model_options())
             parent = config.sweep.parent_run
-            opened = mlflow.start_run(experiment_id=experiment_id, run_name=candidate_label(config),
-                                      tags={"mlflow.parentRunId": parent} if parent else None)
+            opened = mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=candidate_label(config),
+                tags={"mlflow.parentRunId": parent} if parent else None,
+            )
         else:
             model = keras.saving.load_model(checkpoint_dir(progress["run_id"]) / MODEL_FILE)
             model.jit_compile = self.xla
@@ -154,9 +191,11 @@ class TrainingJob:
             else:
                 say(f"train: resuming run {run.info.run_id} after epoch {progress['epoch']}")
                 backfill_metrics(run.info.run_id, progress, self.phases)
-            say(f"train: {spec.architecture} on {info['n_images']} images of {spec.height}x{spec.width} "
+            say(
+                f"train: {spec.architecture} on {info['n_images']} images of {spec.height}x{spec.width} "
                 f"{spec.mode}, {len(spec.class_names)} classes, up to {sum(p.epochs for p in self.phases)} epochs; "
-                f"run {run.info.run_id} (resume with --resume {run.info.run_id})")
+                f"run {run.info.run_id} (resume with --resume {run.info.run_id})"
+            )
             say(f"train: recipe: {describe_recipe(self.recipe)}")
             started = time.monotonic()
             with input_errors_as_user_errors():
@@ -165,59 +204,94 @@ class TrainingJob:
             history = state["history"]
             best_epoch = state["phases"][-1]["best_epoch"]
             epochs_run = len(history["loss"])
-            mlflow.log_metrics({"train_seconds": seconds, "epochs_run": epochs_run, "best_epoch": best_epoch,
-                                "train_images_per_second": info["n_images"] * (epochs_run - state["resumed_at"])
-                                / seconds})
+            mlflow.log_metrics(
+                {
+                    "train_seconds": seconds,
+                    "epochs_run": epochs_run,
+                    "best_epoch": best_epoch,
+                    "train_images_per_second": info["n_images"] * (epochs_run - state["resumed_at"]) / seconds,
+                }
+            )
             mlflow.set_tag("cnnops.phases", json.dumps(state["phases"]))
             if self.teacher is not None:
                 log_distillation(self.teacher, model, self.spec, val_manifest, self.config)
-            record = save_model_folder(out_dir, model, spec, config, history, run.info.run_id, experiment_id, name,
-                                       best_epoch)
+            record = save_model_folder(
+                out_dir, model, spec, config, history, run.info.run_id, experiment_id, name, best_epoch
+            )
         shutil.rmtree(checkpoint_dir(run.info.run_id), ignore_errors=True)  # finished: nothing to resume
         say(f"train: {epochs_run} epochs in {seconds:.0f}s, best epoch {best_epoch}, run {record['run_id']}")
         return record
 
     def model_options(self) -> ModelOptions:
         train = self.config.train
-        return ModelOptions(weights=train.weights, trainable_layers=train.trainable_layers,
-                            working_size=train.working_size,
-                            augment=augmentation_strengths(train.augmentation, train.augment))
+        return ModelOptions(
+            weights=train.weights,
+            trainable_layers=train.trainable_layers,
+            working_size=train.working_size,
+            augment=augmentation_strengths(train.augmentation, train.augment),
+        )
 
     def dataset(self, manifest: pd.DataFrame, shuffle: bool = False) -> Any:
         """Batches of (image, label), or of (image, label + teacher probabilities) when distilling."""
         targets = None if self.teacher is None else teacher_targets(self.teacher, self.spec, manifest)
-        return make_dataset(manifest, self.spec, self.recipe.batch_size, shuffle=shuffle,
-                            seed=self.config.seed, targets=targets)
+        return make_dataset(
+            manifest, self.spec, self.recipe.batch_size, shuffle=shuffle, seed=self.config.seed, targets=targets
+        )
 
-    def log_start(self, model: keras.Model, train_manifest: pd.DataFrame, train_dir: Path,
-                  val_manifest: pd.DataFrame, pipeline_run: str, name: str) -> None:
+    def log_start(
+        self,
+        model: keras.Model,
+        train_manifest: pd.DataFrame,
+        train_dir: Path,
+        val_manifest: pd.DataFrame,
+        pipeline_run: str,
+        name: str,
+    ) -> None:
         """Params, config, provenance tags and the dataset: what a reader of the run needs first."""
         info, config = self.info, self.config
-        mlflow.set_tags({
-            "cnnops.dataset_fingerprint": info["fingerprint"],
-            "cnnops.data_source": info["source"],
-            "cnnops.git_commit": git_commit(),
-            "mlflow.source.git.commit": git_commit(),
-            "cnnops.pipeline_run": pipeline_run,
-            "cnnops.registered_model": name,
-            "cnnops.devices": ",".join(d.device_type for d in _devices()),
-            "cnnops.replicas": str(self.replicas),
-            "cnnops.distilled": str(self.teacher is not None).lower(),
-        })
-        mlflow.log_params({**flatten_config(config), **self.recipe.as_params(), "n_train": info["n_images"],
-                           "n_val": len(val_manifest), "n_params": model.count_params()})
+        mlflow.set_tags(
+            {
+                "cnnops.dataset_fingerprint": info["fingerprint"],
+                "cnnops.data_source": info["source"],
+                "cnnops.git_commit": git_commit(),
+                "mlflow.source.git.commit": git_commit(),
+                "cnnops.pipeline_run": pipeline_run,
+                "cnnops.registered_model": name,
+                "cnnops.devices": ",".join(d.device_type for d in _devices()),
+                "cnnops.replicas": str(self.replicas),
+                "cnnops.distilled": str(self.teacher is not None).lower(),
+            }
+        )
+        mlflow.log_params(
+            {
+                **flatten_config(config),
+                **self.recipe.as_params(),
+                "n_train": info["n_images"],
+                "n_val": len(val_manifest),
+                "n_params": model.count_params(),
+            }
+        )
         mlflow.log_dict(config.model_dump(mode="json"), "config.json")
         mlflow.log_text("\n".join(sorted(train_manifest["sha256"])) + "\n", TRAIN_HASHES_ARTIFACT)
         log_dataset(train_manifest, info, train_dir, context="training")
 
-    def fit_phases(self, model: keras.Model, train_ds: Any, val_ds: Any, run_id: str,
-                   progress: dict[str, Any] | None) -> dict[str, Any]:
+    def fit_phases(
+        self, model: keras.Model, train_ds: Any, val_ds: Any, run_id: str, progress: dict[str, Any] | None
+    ) -> dict[str, Any]:
         """Fit each phase from where `progress` left off, checkpointing after every epoch."""
         folder = checkpoint_dir(run_id)
         state = progress or {
-            "run_id": run_id, "config": self.config.model_dump(mode="json"), "fingerprint": self.fingerprint,
-            "phase": 0, "epoch": 0, "phase_start": 0, "history": {}, "phases": [],
-            "early_stopping": None, "plateau": None}
+            "run_id": run_id,
+            "config": self.config.model_dump(mode="json"),
+            "fingerprint": self.fingerprint,
+            "phase": 0,
+            "epoch": 0,
+            "phase_start": 0,
+            "history": {},
+            "phases": [],
+            "early_stopping": None,
+            "plateau": None,
+        }
         state["resumed_at"] = state["epoch"]
         total = sum(p.epochs for p in self.phases)
         for index in range(state["phase"], len(self.phases)):
@@ -230,29 +304,67 @@ class TrainingJob:
             if not mid_phase and state["phases"]:
                 # A later phase must beat the earlier phases' best, or their best weights stay.
                 best_epoch = state["phases"][-1]["best_epoch"]
-                stopping = {"wait": 0, "best": state["history"]["val_loss"][best_epoch - 1],
-                            "best_epoch": best_epoch - 1, "stopped": False}
+                stopping = {
+                    "wait": 0,
+                    "best": state["history"]["val_loss"][best_epoch - 1],
+                    "best_epoch": best_epoch - 1,
+                    "stopped": False,
+                }
                 best_weights = model.get_weights()
             recipe = self.recipe
-            early = ResumableEarlyStopping(stopping, best_weights, monitor="val_loss", patience=recipe.patience,
-                                           min_epochs=state["phase_start"] + recipe.min_epochs,
-                                           min_delta=MIN_DELTA, restore_best_weights=True)
-            plateau = [ResumablePlateau(state["plateau"] if mid_phase else None, monitor="val_loss", factor=0.5,
-                                        min_delta=MIN_DELTA, patience=recipe.plateau_patience)
-                       ] if train.lr_schedule == "plateau" else []
+            early = ResumableEarlyStopping(
+                stopping,
+                best_weights,
+                monitor="val_loss",
+                patience=recipe.patience,
+                min_epochs=state["phase_start"] + recipe.min_epochs,
+                min_delta=MIN_DELTA,
+                restore_best_weights=True,
+            )
+            plateau = (
+                [
+                    ResumablePlateau(
+                        state["plateau"] if mid_phase else None,
+                        monitor="val_loss",
+                        factor=0.5,
+                        min_delta=MIN_DELTA,
+                        patience=recipe.plateau_patience,
+                    )
+                ]
+                if train.lr_schedule == "plateau"
+                else []
+            )
             # First in the list: the statistics are recomputed before validation reads them.
             calibrate = [RecalibrateBatchNorm(self.calibration)] if recipe.recalibrate_batchnorm else []
             # A phase that had stopped early before the kill trains no further epoch (only its best
             # weights are restored).
             end = state["epoch"] if stopping and stopping.get("stopped") else state["phase_start"] + phase.epochs
-            model.fit(train_ds, validation_data=val_ds, initial_epoch=state["epoch"], epochs=end, verbose=0,
-                      shuffle=False,
-                      callbacks=[*calibrate, early, *plateau, Checkpointer(folder, state, early, plateau),
-                                 PhaseMetrics(phase.name), EpochLine(total)])
-            state["phases"].append({
-                "name": phase.name, "first_epoch": state["phase_start"] + 1, "last_epoch": state["epoch"],
-                "best_epoch": early.best_epoch + 1, "learning_rate": phase.learning_rate,
-                "trainable_weights": len(model.trainable_weights)})
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=state["epoch"],
+                epochs=end,
+                verbose=0,
+                shuffle=False,
+                callbacks=[
+                    *calibrate,
+                    early,
+                    *plateau,
+                    Checkpointer(folder, state, early, plateau),
+                    PhaseMetrics(phase.name),
+                    EpochLine(total),
+                ],
+            )
+            state["phases"].append(
+                {
+                    "name": phase.name,
+                    "first_epoch": state["phase_start"] + 1,
+                    "last_epoch": state["epoch"],
+                    "best_epoch": early.best_epoch + 1,
+                    "learning_rate": phase.learning_rate,
+                    "trainable_weights": len(model.trainable_weights),
+                }
+            )
             state.update(phase=index + 1, phase_start=state["epoch"], early_stopping=None, plateau=None)
             write_checkpoint(folder, model, state, None)
         return state
@@ -262,14 +374,20 @@ class TrainingJob:
         if phase.name == "fine_tune":
             backbone = find_backbone(model)
             freeze(backbone, phase.unfreeze if phase.unfreeze is not None else len(backbone.layers))
-        loss, metrics = (distillation_objective(self.config.distill) if self.teacher is not None
-                         else ("sparse_categorical_crossentropy", ["accuracy"]))
-        rate = learning_rate(self.config.train.lr_schedule, phase.learning_rate,
-                             phase.epochs * self.recipe.steps_per_epoch)
+        loss, metrics = (
+            distillation_objective(self.config.distill)
+            if self.teacher is not None
+            else ("sparse_categorical_crossentropy", ["accuracy"])
+        )
+        rate = learning_rate(
+            self.config.train.lr_schedule, phase.learning_rate, phase.epochs * self.recipe.steps_per_epoch
+        )
         model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics, jit_compile=self.xla)
         mlflow.set_tag("cnnops.xla", str(bool(model.jit_compile)).lower())  # Keras falls back when it must
-        say(f"train: phase {phase.name}: {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
-            f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable parameters")
+        say(
+            f"train: phase {phase.name}: {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
+            f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable parameters"
+        )
 
 
 def calibration_batches(manifest: pd.DataFrame, spec: ModelSpec, batch_size: int, seed: int) -> Any:
@@ -286,8 +404,10 @@ def reopen_run(run_id: str) -> Any:
     try:
         return mlflow.start_run(run_id=run_id)
     except MlflowException as err:
-        raise CnnopsError(f"cannot resume run {run_id}: the MLflow store at {mlflow.get_tracking_uri()} does not "
-                          f"have it open ({err.error_code}); resume against the store the run started in.") from None
+        raise CnnopsError(
+            f"cannot resume run {run_id}: the MLflow store at {mlflow.get_tracking_uri()} does not "
+            f"have it open ({err.error_code}); resume against the store the run started in."
+        ) from None
 
 
 def backfill_metrics(run_id: str, progress: dict[str, Any], phases: list[Phase]) -> None:
@@ -331,8 +451,15 @@ def distribution_scope() -> Iterator[int]:
 
 
 def save_model_folder(
-    out_dir: Path, model: keras.Model, spec: ModelSpec, config: Config, history: dict[str, list[float]],
-    run_id: str, experiment_id: str, registered_model: str, best_epoch: int | None,
+    out_dir: Path,
+    model: keras.Model,
+    spec: ModelSpec,
+    config: Config,
+    history: dict[str, list[float]],
+    run_id: str,
+    experiment_id: str,
+    registered_model: str,
+    best_epoch: int | None,
 ) -> dict[str, Any]:
     """Write the model folder and log the model to the active MLflow run."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -342,15 +469,26 @@ def save_model_folder(
     write_json(out_dir / "history.json", {k: [float(v) for v in vals] for k, vals in history.items()})
     example = np.zeros((1, spec.height, spec.width, spec.channels), dtype=np.uint8)
     signature = infer_signature(example, np.asarray(model(example, training=False)))
-    info = mlflow.keras.log_model(model, name="model", signature=signature,
-                                  metadata={"cnnops": spec.to_dict()}, pip_requirements=model_requirements())
+    info = mlflow.keras.log_model(
+        model,
+        name="model",
+        signature=signature,
+        metadata={"cnnops": spec.to_dict()},
+        pip_requirements=model_requirements(),
+    )
     mlflow.log_artifact(str(out_dir / "model_spec.json"))
     mlflow.log_artifact(str(out_dir / "history.json"))
-    record = {"run_id": run_id, "experiment_id": experiment_id, "model_uri": info.model_uri,
-              "model_id": info.model_id, "registered_model": registered_model}
+    record = {
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "model_uri": info.model_uri,
+        "model_id": info.model_id,
+        "registered_model": registered_model,
+    }
     if best_epoch is not None:  # an imported model has no training history
-        record.update(best_epoch=best_epoch,
-                      **{key: float(history[key][best_epoch - 1]) for key in ("val_loss", "val_accuracy")})
+        record.update(
+            best_epoch=best_epoch, **{key: float(history[key][best_epoch - 1]) for key in ("val_loss", "val_accuracy")}
+        )
     write_json(out_dir / "run.json", record)
     return record
 
@@ -367,8 +505,9 @@ class Checkpointer(keras.callbacks.Callback):
     """After every epoch: the history, the early-stopping and plateau counters and the model with its
     optimizer state, so a killed run loses at most the epoch it was in."""
 
-    def __init__(self, folder: Path, state: dict[str, Any], early: ResumableEarlyStopping,
-                 plateau: list[ResumablePlateau]) -> None:
+    def __init__(
+        self, folder: Path, state: dict[str, Any], early: ResumableEarlyStopping, plateau: list[ResumablePlateau]
+    ) -> None:
         super().__init__()
         self.folder, self.state, self.early, self.plateau = folder, state, early, plateau
 
@@ -408,9 +547,11 @@ class EpochLine(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
-        say(f"train: epoch {epoch + 1}/{self.epochs} loss {logs.get('loss', float('nan')):.4f} "
+        say(
+            f"train: epoch {epoch + 1}/{self.epochs} loss {logs.get('loss', float('nan')):.4f} "
             f"acc {logs.get('accuracy', float('nan')):.4f} val_loss {logs.get('val_loss', float('nan')):.4f} "
-            f"val_acc {logs.get('val_accuracy', float('nan')):.4f} ({time.monotonic() - self._start:.1f}s)")
+            f"val_acc {logs.get('val_accuracy', float('nan')):.4f} ({time.monotonic() - self._start:.1f}s)"
+        )
 
 
 def _devices() -> list[Any]:

@@ -28,8 +28,14 @@ STATS_SAMPLE = 2000  # images decoded for the per-channel mean and std
 VERDICTS = ("pass", "warn", "fail")
 
 
-VALIDATE_OUTPUTS = ["manifest.parquet", "dataset.json", "quarantine.csv", "duplicates.csv", "validation.json",
-                    "report.html"]
+VALIDATE_OUTPUTS = [
+    "manifest.parquet",
+    "dataset.json",
+    "quarantine.csv",
+    "duplicates.csv",
+    "validation.json",
+    "report.html",
+]
 
 
 def validate_dataset(dataset_dir: Path, out_dir: Path, config: Config, track: bool = True) -> dict[str, Any]:
@@ -84,10 +90,17 @@ def check_dataset(dataset_dir: Path, out_dir: Path, config: Config) -> dict[str,
     checks = run_checks(manifest, info, quarantine, duplicates, groups, config)
     verdict = max((c["status"] for c in checks), key=VERDICTS.index, default="pass")
     validation = {
-        "verdict": verdict, "checks": checks, "source": info["source"], "fingerprint": info["fingerprint"],
-        "n_images": len(manifest), "class_counts": info["class_counts"], "n_quarantined": len(quarantine),
-        "n_duplicates": len(duplicates), "near_duplicate_groups": groups,
-        "near_duplicate_groups_moved": groups_moved(manifest, config), "sizes": size_stats(manifest),
+        "verdict": verdict,
+        "checks": checks,
+        "source": info["source"],
+        "fingerprint": info["fingerprint"],
+        "n_images": len(manifest),
+        "class_counts": info["class_counts"],
+        "n_quarantined": len(quarantine),
+        "n_duplicates": len(duplicates),
+        "near_duplicate_groups": groups,
+        "near_duplicate_groups_moved": groups_moved(manifest, config),
+        "sizes": size_stats(manifest),
         "channels": channel_stats(manifest, info["mode"], config.seed),
     }
     write_dataset(out_dir, manifest, {**info, "verdict": verdict})
@@ -98,8 +111,14 @@ def check_dataset(dataset_dir: Path, out_dir: Path, config: Config) -> dict[str,
     return validation
 
 
-def log_validation(validation: dict[str, Any], manifest: pd.DataFrame, info: dict[str, Any], out_dir: Path,
-                   report: Path, config: Config) -> None:
+def log_validation(
+    validation: dict[str, Any],
+    manifest: pd.DataFrame,
+    info: dict[str, Any],
+    out_dir: Path,
+    report: Path,
+    config: Config,
+) -> None:
     """A `validate` run in the model's MLflow experiment: the verdict, the report, and the dataset."""
     import mlflow
 
@@ -109,11 +128,22 @@ def log_validation(validation: dict[str, Any], manifest: pd.DataFrame, info: dic
     use_tracking_store()
     experiment_id = ensure_experiment(model_name_for(config, info["source"]))
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"validate-{info['fingerprint'][:12]}"):
-        mlflow.set_tags({"cnnops.step": "validate", "cnnops.verdict": validation["verdict"],
-                         "cnnops.dataset_fingerprint": info["fingerprint"], "cnnops.data_source": info["source"]})
-        mlflow.log_metrics({"n_images": validation["n_images"], "n_quarantined": validation["n_quarantined"],
-                            "n_duplicates": validation["n_duplicates"],
-                            "n_near_duplicate_groups": len(validation["near_duplicate_groups"])})
+        mlflow.set_tags(
+            {
+                "cnnops.step": "validate",
+                "cnnops.verdict": validation["verdict"],
+                "cnnops.dataset_fingerprint": info["fingerprint"],
+                "cnnops.data_source": info["source"],
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "n_images": validation["n_images"],
+                "n_quarantined": validation["n_quarantined"],
+                "n_duplicates": validation["n_duplicates"],
+                "n_near_duplicate_groups": len(validation["near_duplicate_groups"]),
+            }
+        )
         log_dataset(manifest, info, out_dir, context="validation")
         mlflow.log_artifact(str(report), "validation")
         mlflow.log_dict(validation, "validation/validation.json")
@@ -174,8 +204,8 @@ def close_pairs(hashes: np.ndarray, max_bits: int, chunk: int = 512) -> dict[int
             members = np.sort(members)
             member_hashes = hashes[members]
             for start in range(0, len(members), chunk):
-                rows = members[start:start + chunk]
-                distance = np.bitwise_count(member_hashes[start:start + chunk, None] ^ member_hashes[None, :])
+                rows = members[start : start + chunk]
+                distance = np.bitwise_count(member_hashes[start : start + chunk, None] ^ member_hashes[None, :])
                 near = (distance <= max_bits) & (rows[:, None] > members[None, :])
                 for r, c in zip(*np.nonzero(near), strict=True):
                     found[int(rows[r])].add(int(members[c]))
@@ -186,12 +216,20 @@ def describe_groups(manifest: pd.DataFrame) -> list[dict[str, Any]]:
     """Each near-duplicate group's files and labels."""
     members = manifest.loc[manifest["group"] != "", ["group", "path", "label"]]
     grouped = members.groupby("group", sort=True).agg(paths=("path", list), labels=("label", set))
-    return [{"group": name, "paths": row.paths, "labels": sorted(row.labels)}
-            for name, row in zip(grouped.index, grouped.itertuples(), strict=True)]
+    return [
+        {"group": name, "paths": row.paths, "labels": sorted(row.labels)}
+        for name, row in zip(grouped.index, grouped.itertuples(), strict=True)
+    ]
 
 
-def run_checks(manifest: pd.DataFrame, info: dict[str, Any], quarantine: pd.DataFrame, duplicates: pd.DataFrame,
-               groups: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]:
+def run_checks(
+    manifest: pd.DataFrame,
+    info: dict[str, Any],
+    quarantine: pd.DataFrame,
+    duplicates: pd.DataFrame,
+    groups: list[dict[str, Any]],
+    config: Config,
+) -> list[dict[str, Any]]:
     """Each check's status (pass/warn/fail) and one line saying why."""
     rules = config.validation
     counts = manifest["label"].value_counts()
@@ -202,46 +240,73 @@ def run_checks(manifest: pd.DataFrame, info: dict[str, Any], quarantine: pd.Data
         checks.append({"name": name, "status": status, "detail": detail})
 
     small = counts[counts < rules.min_images_per_class]
-    check("class size", "fail" if len(small) else "pass",
-          f"{', '.join(f'{k} has {v}' for k, v in small.items())}; each class needs {rules.min_images_per_class}"
-          if len(small) else f"every class has at least {rules.min_images_per_class} images (smallest {counts.min()})")
+    check(
+        "class size",
+        "fail" if len(small) else "pass",
+        f"{', '.join(f'{k} has {v}' for k, v in small.items())}; each class needs {rules.min_images_per_class}"
+        if len(small)
+        else f"every class has at least {rules.min_images_per_class} images (smallest {counts.min()})",
+    )
     ratio = counts.max() / counts.min()
-    check("class balance", "warn" if ratio > rules.max_imbalance else "pass",
-          f"largest class '{counts.idxmax()}' has {counts.max()} images, smallest '{counts.idxmin()}' "
-          f"{counts.min()}: {ratio:.1f}x (warn above {rules.max_imbalance:g}x)")
+    check(
+        "class balance",
+        "warn" if ratio > rules.max_imbalance else "pass",
+        f"largest class '{counts.idxmax()}' has {counts.max()} images, smallest '{counts.idxmin()}' "
+        f"{counts.min()}: {ratio:.1f}x (warn above {rules.max_imbalance:g}x)",
+    )
     share = len(quarantine) / n_files if n_files else 0.0
     status = "fail" if share > rules.max_quarantined_fail else "warn" if share > rules.max_quarantined_warn else "pass"
     reasons = Counter(r.split(":")[0] for r in quarantine["reason"])
-    check("quarantine", status, f"{len(quarantine)} of {n_files} files ({share:.1%}) quarantined"
-          + (f": {', '.join(f'{n} {r}' for r, n in reasons.most_common(3))}" if len(quarantine) else ""))
+    check(
+        "quarantine",
+        status,
+        f"{len(quarantine)} of {n_files} files ({share:.1%}) quarantined"
+        + (f": {', '.join(f'{n} {r}' for r, n in reasons.most_common(3))}" if len(quarantine) else ""),
+    )
     conflicts = int(quarantine["reason"].str.startswith("label conflict").sum())
-    check("label conflicts", "warn" if conflicts else "pass",
-          f"{conflicts} files hold an image also filed under another label" if conflicts else "none")
+    check(
+        "label conflicts",
+        "warn" if conflicts else "pass",
+        f"{conflicts} files hold an image also filed under another label" if conflicts else "none",
+    )
     mixed = [g for g in groups if len(g["labels"]) > 1]
     near = sum(len(g["paths"]) for g in groups)
-    check("near duplicates", "warn" if mixed or near > rules.max_near_duplicate_share * len(manifest) else "pass",
-          f"{len(groups)} groups ({near} images) within {rules.near_duplicate_bits} bits of perceptual hash; "
-          f"{len(mixed)} mix labels; each group is kept in one split")
+    check(
+        "near duplicates",
+        "warn" if mixed or near > rules.max_near_duplicate_share * len(manifest) else "pass",
+        f"{len(groups)} groups ({near} images) within {rules.near_duplicate_bits} bits of perceptual hash; "
+        f"{len(mixed)} mix labels; each group is kept in one split",
+    )
     check("exact duplicates", "pass", f"{len(duplicates)} dropped before the split")
     empty = info.get("empty_classes", [])
-    check("empty classes", "warn" if empty else "pass",
-          f"class folders with no usable image, left out: {', '.join(empty)}" if empty else "none")
+    check(
+        "empty classes",
+        "warn" if empty else "pass",
+        f"class folders with no usable image, left out: {', '.join(empty)}" if empty else "none",
+    )
     return checks
 
 
 def size_stats(manifest: pd.DataFrame) -> dict[str, Any]:
     aspect = manifest["width"] / manifest["height"]
     return {
-        "width": describe_numbers(manifest["width"]), "height": describe_numbers(manifest["height"]),
+        "width": describe_numbers(manifest["width"]),
+        "height": describe_numbers(manifest["height"]),
         "aspect": describe_numbers(aspect),
-        "most_common": [{"size": f"{w}x{h}", "count": int(n)} for (w, h), n in
-                        Counter(zip(manifest["width"], manifest["height"], strict=True)).most_common(5)],
+        "most_common": [
+            {"size": f"{w}x{h}", "count": int(n)}
+            for (w, h), n in Counter(zip(manifest["width"], manifest["height"], strict=True)).most_common(5)
+        ],
     }
 
 
 def describe_numbers(values: pd.Series) -> dict[str, float]:
-    return {"min": float(values.min()), "median": float(values.median()), "max": float(values.max()),
-            "mean": float(values.mean())}
+    return {
+        "min": float(values.min()),
+        "median": float(values.median()),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+    }
 
 
 def channel_stats(manifest: pd.DataFrame, mode: str, seed: int) -> dict[str, Any]:
@@ -264,8 +329,11 @@ def channel_stats(manifest: pd.DataFrame, mode: str, seed: int) -> dict[str, Any
     mean = total / max(count, 1)
     std = np.sqrt(np.maximum(squares / max(count, 1) - mean**2, 0.0))
     names = ["grey"] if channels == 1 else ["red", "green", "blue"]
-    return {"sampled_images": len(sample), "mean": dict(zip(names, mean.round(4).tolist(), strict=True)),
-            "std": dict(zip(names, std.round(4).tolist(), strict=True))}
+    return {
+        "sampled_images": len(sample),
+        "mean": dict(zip(names, mean.round(4).tolist(), strict=True)),
+        "std": dict(zip(names, std.round(4).tolist(), strict=True)),
+    }
 
 
 def read_validation(folder: Path) -> dict[str, Any]:
