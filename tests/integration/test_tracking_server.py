@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import CNNOPS, free_port, stop_process_group, write_images
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(home: Path, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ from cnnops.artifacts import ModelSpec
 from cnnops.errors import CnnopsError
 from cnnops.model import ARCHITECTURES, ModelOptions, build_model
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "cnnops"
+SRC = Path(__file__).resolve().parents[2] / "src" / "cnnops"
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB"])

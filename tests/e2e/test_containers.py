@@ -22,7 +22,7 @@ from components import BASE_IMAGE
 
 pytestmark = pytest.mark.containers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 LOCAL_BASE = "cnnops-base:bookworm"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"

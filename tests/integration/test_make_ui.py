@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import free_port, stop_process_group
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def start_ui(home: Path) -> tuple[subprocess.Popen, int]:

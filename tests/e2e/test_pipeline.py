@@ -15,7 +15,7 @@ from components import BASE_IMAGE
 from pipelines.compile import compile_pipeline, load_pipeline_spec
 from pipelines.run import run_locally
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / "pipelines" / "cnnops-train.yaml"
 CNNOPS = Path(sys.executable).parent / "cnnops"
 

@@ -21,7 +21,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Run under KERAS_BACKEND=jax by tests/test_model.py: every builder builds, and two (a scratch net
+"""Run under KERAS_BACKEND=jax by tests/unit/test_model.py: every builder builds, and two (a scratch net
 and a backbone) predict and take a training step. Prints one JSON line of what it saw.
 
 Only two are compiled: XLA-compiling all six on a 2-core CI machine would take minutes."""
