@@ -32,7 +32,7 @@ EXTRAS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEBIAN_TOOLS := /usr/sbin/dockerd /usr/bin/podman /usr/bin/catatonit /usr/sbin/debootstrap
 
-.PHONY: install run test test-fast lint compile ui serve bento browser clean image base-image service-image \
+.PHONY: install run test test-fast lint compile docs ui serve bento browser clean image base-image service-image \
 	container-tools docker-start docker-stop
 
 $(UV):
@@ -103,6 +103,9 @@ lint: install ## Lint, format check and type check: what CI and the pre-commit h
 
 compile: install ## Write the pipeline's IR YAML.
 	$(BIN)/cnnops compile --out pipelines/cnnops-train.yaml
+
+docs: install ## Rewrite docs/configuration.md from the config model (a unit test fails when it is stale).
+	$(BIN)/python -m cnnops.reference docs/configuration.md
 
 ui: install ## MLflow UI and tracking server on 127.0.0.1 (one light worker, proxied artifacts).
 	$(BIN)/cnnops ui --port $(MLFLOW_PORT)

@@ -24,21 +24,35 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    source: str = "demo:animals"
-    # Square side the model takes; None picks the dataset's own size when all images share one.
-    image_size: int | None = Field(default=None, ge=8, le=1024)
-    # Decompression-bomb guard: images with more pixels than this are quarantined.
-    max_image_pixels: int = Field(default=40_000_000, ge=1)
-    # Keep at most this many images per class from a .npy or DataFrame source (None: all).
-    max_per_class: int | None = Field(default=None, ge=1)
-    # Unpickling runs code: a .pkl DataFrame is read only when this is set (--trust-pickle).
-    trust_pickle: bool = False
+    """Where the images come from and how they are read."""
+
+    source: str = Field(
+        default="demo:animals",
+        description="A `demo:` name, a class-folder tree, a labels table, a .npy folder, a DataFrame or an archive.",
+    )
+    image_size: int | None = Field(
+        default=None,
+        ge=8,
+        le=1024,
+        description="Square side the model takes; null: the images' own size when they share one (<=256), else 128.",
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=1, description="Images with more pixels than this are quarantined (decompression bombs)."
+    )
+    max_per_class: int | None = Field(
+        default=None, ge=1, description="Keep at most this many images per class of a .npy or DataFrame source."
+    )
+    trust_pickle: bool = Field(
+        default=False, description="Read a .pkl DataFrame (--trust-pickle): unpickling runs the file's code."
+    )
 
 
 class SplitConfig(_Section):
-    train: float = Field(default=0.8, gt=0, lt=1)
-    val: float = Field(default=0.1, gt=0, lt=1)
-    test: float = Field(default=0.1, gt=0, lt=1)
+    """Fractions of each class in train, val and test; they must sum to 1."""
+
+    train: float = Field(default=0.8, gt=0, lt=1, description="Share of each class that is trained on.")
+    val: float = Field(default=0.1, gt=0, lt=1, description="Share that early stopping and the sweep judge by.")
+    test: float = Field(default=0.1, gt=0, lt=1, description="Share that evaluation and the gate score on.")
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:
@@ -49,110 +63,177 @@ class SplitConfig(_Section):
 
 
 class ValidateConfig(_Section):
-    # Fewer images than this in a class fails validation.
-    min_images_per_class: int = Field(default=10, ge=1)
-    # Largest class over smallest class above this warns.
-    max_imbalance: float = Field(default=10.0, ge=1)
-    # Share of files quarantined: above the first warns, above the second fails.
-    max_quarantined_warn: float = Field(default=0.05, ge=0, le=1)
-    max_quarantined_fail: float = Field(default=0.5, ge=0, le=1)
-    # Perceptual hashes within this many bits (of 64) make a near-duplicate group.
-    near_duplicate_bits: int = Field(default=3, ge=0, le=16)
-    # Share of images in near-duplicate groups above this warns.
-    max_near_duplicate_share: float = Field(default=0.10, ge=0, le=1)
+    """The validate step's thresholds: its verdict is pass, warn (the run goes on) or fail (it stops)."""
+
+    min_images_per_class: int = Field(default=10, ge=1, description="Fewer images than this in a class fails.")
+    max_imbalance: float = Field(default=10.0, ge=1, description="Largest class over smallest class above this warns.")
+    max_quarantined_warn: float = Field(
+        default=0.05, ge=0, le=1, description="Share of files quarantined above which validation warns."
+    )
+    max_quarantined_fail: float = Field(
+        default=0.5, ge=0, le=1, description="Share of files quarantined above which validation fails."
+    )
+    near_duplicate_bits: int = Field(
+        default=3, ge=0, le=16, description="Perceptual hashes within this many bits (of 64) are near-duplicates."
+    )
+    max_near_duplicate_share: float = Field(
+        default=0.10, ge=0, le=1, description="Share of images in near-duplicate groups above which validation warns."
+    )
 
 
 class TrainConfig(_Section):
-    architecture: Architecture = "simple-cnn"
-    # Backbones only: "none", "imagenet" (downloads; needs internet) or a local weights file.
-    weights: str = "none"
-    # Backbones only: None freezes the whole backbone; N leaves its last N layers trainable.
-    trainable_layers: int | None = Field(default=None, ge=0)
-    # Side the model resizes its input to; None: the input size (scratch nets) or 224 (backbones).
-    working_size: int | None = Field(default=None, ge=8, le=1024)
-    # Random flips, rotations, zooms, shifts, contrast and brightness, active in training only.
-    augmentation: Augmentation = "none"
-    # Per-layer strength over the preset, e.g. {"rotation": 0.05, "flip": 0}; 0 turns a layer off.
-    augment: dict[Literal["flip", "rotation", "zoom", "translation", "contrast", "brightness"], float] = {}
-    # "plateau" halves the rate when val loss stalls; "cosine" decays it to zero over the epochs.
-    lr_schedule: Literal["plateau", "cosine"] = "plateau"
-    epochs: int = Field(default=20, ge=1)
-    # None sizes it to the train split (cnnops.recipe): up to 64, with 10 full batches an epoch.
-    batch_size: int | None = Field(default=None, ge=1)
-    learning_rate: float = Field(default=2e-3, gt=0)
-    # Epochs without a val-loss gain before early stopping; None: at least 4 epochs and 50 steps.
-    patience: int | None = Field(default=None, ge=1)
-    # Early stopping may not end training before this many optimizer steps.
-    min_steps: int = Field(default=100, ge=0)
-    # Recompute the scratch nets' batchnorm statistics from the train images before each
-    # validation: "auto" does it when an epoch has too few steps for the moving averages to settle.
-    recalibrate_batchnorm: Literal["auto", "always", "never"] = "auto"
-    # Backbones only: after the head is trained, unfreeze and go on for this many epochs (0: no phase 2)
-    fine_tune_epochs: int = Field(default=0, ge=0)
-    # Phase 2 unfreezes the backbone's last N layers (None: all of it) ...
-    fine_tune_layers: int | None = Field(default=None, ge=1)
-    # ... and trains at learning_rate times this.
-    fine_tune_lr_factor: float = Field(default=0.1, gt=0, le=1)
-    # mixed_* compute in 16 bits with float32 weights: faster on GPUs with tensor cores.
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
-    # Compile the train step with XLA.
-    jit_compile: bool = False
+    """The model, its recipe and its training phases."""
+
+    architecture: Architecture = Field(
+        default="simple-cnn", description="The model builder (cnnops.model): a scratch net or a keras backbone."
+    )
+    weights: str = Field(
+        default="none",
+        description="Backbones only: none, imagenet (downloads; needs internet) or a local weights file.",
+    )
+    trainable_layers: int | None = Field(
+        default=None,
+        ge=0,
+        description="Backbones only: null freezes the backbone; N leaves its last N layers trainable.",
+    )
+    working_size: int | None = Field(
+        default=None,
+        ge=8,
+        le=1024,
+        description="Side the model resizes its input to; null: the input size (scratch nets) or 224 (backbones).",
+    )
+    augmentation: Augmentation = Field(
+        default="none",
+        description="Preset of flips, rotations, zooms, shifts, contrast and brightness, active in training only.",
+    )
+    augment: dict[Literal["flip", "rotation", "zoom", "translation", "contrast", "brightness"], float] = Field(
+        default={},
+        description='Per-layer strength over the preset, e.g. {"rotation": 0.05, "flip": 0}; 0 turns a layer off.',
+    )
+    lr_schedule: Literal["plateau", "cosine"] = Field(
+        default="plateau",
+        description="plateau halves the rate when val loss stalls; cosine decays it to zero over the epochs.",
+    )
+    epochs: int = Field(default=20, ge=1, description="Most epochs of the first (or only) phase.")
+    batch_size: int | None = Field(
+        default=None, ge=1, description="null: sized to the train split, up to 64 with 10 full batches an epoch."
+    )
+    learning_rate: float = Field(default=2e-3, gt=0, description="The optimizer's starting rate.")
+    patience: int | None = Field(
+        default=None,
+        ge=1,
+        description="Epochs without a val-loss gain before early stopping (the rate halves after half of them); "
+        "null: at least 4 epochs and 50 steps.",
+    )
+    min_steps: int = Field(
+        default=100, ge=0, description="Early stopping may not end training before this many optimizer steps."
+    )
+    recalibrate_batchnorm: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Recompute the scratch nets' batchnorm statistics from train images before each validation; "
+        "auto: when an epoch has fewer than 100 steps.",
+    )
+    fine_tune_epochs: int = Field(
+        default=0, ge=0, description="Backbones only: epochs of a second phase with the backbone unfrozen (0: none)."
+    )
+    fine_tune_layers: int | None = Field(
+        default=None, ge=1, description="The second phase unfreezes the backbone's last N layers (null: all of it)."
+    )
+    fine_tune_lr_factor: float = Field(
+        default=0.1, gt=0, le=1, description="The second phase trains at learning_rate times this."
+    )
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        default="float32", description="mixed_* compute in 16 bits with float32 weights (GPUs with tensor cores)."
+    )
+    jit_compile: bool = Field(default=False, description="Compile the train step with XLA (seeded, not bit-for-bit).")
 
 
 class SweepConfig(_Section):
-    # Candidates are every combination of these lists; an empty list keeps the train section's value.
-    # With one candidate in all, there is no sweep: a single training run.
-    architecture: list[Architecture] = []
-    learning_rate: list[Annotated[float, Field(gt=0)]] = []
-    augmentation: list[Augmentation] = []
-    # The candidate with the best value of this on the val split wins the sweep.
-    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
-    # Set by the sweep on each candidate's config: the MLflow run the candidate logs under as a child.
-    parent_run: str = ""
+    """Candidates are every combination of these lists; an empty list keeps the train section's value.
+
+    With one candidate in all, there is no sweep: a single training run.
+    """
+
+    architecture: list[Architecture] = Field(default=[], description="Architectures to try.")
+    learning_rate: list[Annotated[float, Field(gt=0)]] = Field(default=[], description="Learning rates to try.")
+    augmentation: list[Augmentation] = Field(default=[], description="Augmentation presets to try.")
+    metric: Literal["val_accuracy", "val_loss"] = Field(
+        default="val_accuracy", description="The candidate with the best value of this on the val split wins."
+    )
+    parent_run: str = Field(
+        default="", description="Set by plan-sweep on each candidate: the MLflow parent run it logs under."
+    )
 
 
 class DistillConfig(_Section):
-    # Teacher to distil every trained model from: a model folder (e.g. a sweep's selected model),
-    # NAME@ALIAS or NAME:VERSION of a registered model. Empty: no distillation.
-    teacher: str = ""
-    # Weight of the true labels against the teacher's softened probabilities.
-    alpha: float = Field(default=0.3, ge=0, le=1)
-    # Softening of both distributions (1: none).
-    temperature: float = Field(default=4.0, gt=0)
+    """Knowledge distillation: every trained model learns from a teacher's softened probabilities too."""
+
+    teacher: str = Field(
+        default="",
+        description="A model folder (such as a sweep's selected model), NAME@ALIAS or NAME:VERSION; "
+        "empty: no distillation.",
+    )
+    alpha: float = Field(
+        default=0.3, ge=0, le=1, description="Weight of the true labels against the teacher's probabilities."
+    )
+    temperature: float = Field(default=4.0, gt=0, description="Softening of both distributions (1: none).")
 
 
 class GateConfig(_Section):
-    metric: Literal["accuracy", "macro_f1"] = "accuracy"
-    # The candidate must beat the champion by at least this much on the same test images.
-    margin: float = Field(default=0.005, ge=0, le=1)
-    # "paired": better than the champion only with `confidence` (exact McNemar test and a bootstrap
-    # interval on the same images); "none": a higher score by the margin is enough.
-    test: Literal["paired", "none"] = "paired"
-    confidence: float = Field(default=0.95, ge=0.5, lt=1)
-    # It must reach this absolute score to be champion at all ...
-    floor: float = Field(default=0.5, ge=0, le=1)
-    # ... beat always answering the test split's most common class by this much ...
-    min_over_chance: float = Field(default=0.05, ge=0, le=1)
-    # ... and not score below the best baseline on the same test split by more than the tolerance.
-    must_beat_baselines: bool = True
-    baseline_tolerance: float = Field(default=0.0, ge=0, le=1)
-    force_promote: bool = False
+    """What a candidate must show, on the test split, to become champion."""
+
+    metric: Literal["accuracy", "macro_f1"] = Field(default="accuracy", description="The score the gate compares.")
+    margin: float = Field(
+        default=0.005, ge=0, le=1, description="Beat the champion by at least this much on the same test images."
+    )
+    test: Literal["paired", "none"] = Field(
+        default="paired",
+        description="paired: shown better than the champion with `confidence` (exact McNemar test and a bootstrap "
+        "interval on the same images); none: a higher score by the margin is enough.",
+    )
+    confidence: float = Field(
+        default=0.95, ge=0.5, lt=1, description="McNemar p below 1 - this, and the interval at this level above zero."
+    )
+    floor: float = Field(default=0.5, ge=0, le=1, description="The least score a champion may have.")
+    min_over_chance: float = Field(
+        default=0.05, ge=0, le=1, description="Beat always answering the test split's most common class by this much."
+    )
+    must_beat_baselines: bool = Field(
+        default=True, description="Not below the best baseline on the same test split by more than the tolerance."
+    )
+    baseline_tolerance: float = Field(
+        default=0.0, ge=0, le=1, description="How far below the best baseline is allowed."
+    )
+    force_promote: bool = Field(
+        default=False, description="Skip the champion comparison (chance, the floor and the baselines still apply)."
+    )
 
 
 class RegistryConfig(_Section):
-    # None derives a name from the data source so two datasets never share a registered model.
-    model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    """The MLflow registered model the pipeline registers into."""
+
+    model_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="null: derived from the data source, so two datasets never share a registered model.",
+    )
 
 
 class ServeConfig(_Section):
-    # A request body over this is refused with 413 before it is parsed.
-    max_request_mb: float = Field(default=10, gt=0, le=1024)
-    # Decompression-bomb guard for served images: more pixels than this is a 400.
-    max_image_pixels: int = Field(default=25_000_000, ge=1)
-    # Most images one batch request may carry.
-    max_batch_images: int = Field(default=32, ge=1, le=1024)
-    # Classes returned per image unless the request asks for another number.
-    top_k: int = Field(default=5, ge=1)
+    """The service's limits, which `cnnops serve` passes to it."""
+
+    max_request_mb: float = Field(
+        default=10, gt=0, le=1024, description="A request body over this is refused with 413 before it is parsed."
+    )
+    max_image_pixels: int = Field(
+        default=25_000_000,
+        ge=1,
+        description="A served image with more pixels than this is a 400 (decompression bombs).",
+    )
+    max_batch_images: int = Field(default=32, ge=1, le=1024, description="Most images one batch request may carry.")
+    top_k: int = Field(
+        default=5, ge=1, description="Classes returned per image unless the request asks for another number."
+    )
 
     @property
     def max_request_bytes(self) -> int:
@@ -160,7 +241,11 @@ class ServeConfig(_Section):
 
 
 class Config(_Section):
-    seed: int = 42
+    """The whole configuration: defaults here, a YAML file (--config) on top, then --set and the named flags."""
+
+    seed: int = Field(
+        default=42, description="Seeds the split, training and the baselines: the same seed gives the same metrics."
+    )
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     validation: ValidateConfig = ValidateConfig()
