@@ -1,7 +1,8 @@
 # The service image: one Bento, served by `bentoml serve` on port 3000, on top of the project image
 # (which already holds every package the service imports). `cnnops bento --containerize` (or
 # `make service-image`) writes the build context: this file and the Bento as `bento/`.
-ARG PROJECT_IMAGE=cnnops:0.1.0
+# PROJECT_IMAGE is the project image's tag (components.BASE_IMAGE), passed by serving.bento.containerize.
+ARG PROJECT_IMAGE
 FROM ${PROJECT_IMAGE}
 ARG BENTO=unknown
 ARG REGISTERED_MODEL=unknown

@@ -1,3 +1,8 @@
-"""cnnops: an end-to-end MLOps pipeline for image-classification CNNs."""
+"""cnnops: an end-to-end MLOps pipeline for image-classification CNNs.
 
-__version__ = "0.1.0"
+The version is pyproject.toml's, read from the installed package's metadata, so it is written once.
+"""
+
+from importlib.metadata import version
+
+__version__ = version("cnnops")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import cnnops
 from cnnops.config import build_config, to_pipeline_parameter
 from cnnops.registry import describe_registry, model_name_for
 from components import BASE_IMAGE
@@ -48,13 +49,14 @@ def test_compiles_to_a_pipeline_spec_with_the_gate_branch(tmp_path):
     version = by_name["package"][1].inputs.parameters["version"].task_output_parameter
     assert version.producer_task == by_name["register-champion"][0]
     train = spec.deployment_spec["executors"]["exec-train"]["container"]
-    assert train["image"] == BASE_IMAGE == "cnnops:0.1.0"  # the image `make image` tags
+    assert train["image"] == BASE_IMAGE == f"cnnops:{cnnops.__version__}"  # the image `make image` tags
 
 
 def test_compiling_for_a_registry_names_the_pushed_image_in_every_task(tmp_path):
-    spec = load_pipeline_spec(compile_pipeline(tmp_path / "p.yaml", image="registry.example/ml/cnnops:0.1.0"))
+    pushed = f"registry.example/ml/{BASE_IMAGE}"
+    spec = load_pipeline_spec(compile_pipeline(tmp_path / "p.yaml", image=pushed))
     images = {executor["container"]["image"] for executor in spec.deployment_spec["executors"].values()}
-    assert images == {"registry.example/ml/cnnops:0.1.0"}
+    assert images == {pushed}
     assert len(spec.deployment_spec["executors"]) >= 10
 
 
