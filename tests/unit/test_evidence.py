@@ -89,7 +89,7 @@ def test_clearly_better_on_enough_images_is_shown_better():
 
 
 def test_a_small_gain_on_few_images_is_noise():
-    # One image better on 20: the old rule's "better by 0.005" would promote it.
+    # One image better on 20: the plain margin rule (gate.test: none, better by 0.005) would promote it.
     y, candidate, champion = paired(n_both=18, only_candidate=1, only_champion=0, n_neither=1)
     evidence = compare_paired("accuracy", y, candidate, champion, confidence=0.95, seed=0)
     assert evidence.difference == pytest.approx(0.05) and evidence.p_value == 1.0

@@ -14,10 +14,10 @@ def recipe(n_train: int, **overrides):
 @pytest.mark.parametrize(
     ("n_train", "batch", "steps", "patience", "min_epochs", "recalibrate"),
     [
-        (160, 16, 10, 5, 10, True),  # demo:faces: 3 steps an epoch under the old fixed batch of 64
+        (160, 16, 10, 5, 10, True),  # demo:faces: a fixed batch of 64 would give 3 steps an epoch
         (72, 8, 9, 6, 12, True),  # 30 images a class, 3 classes
         (20, 8, 3, 17, 34, True),  # fewer images than 8 batches: at least 8 a batch
-        (7594, 64, 119, 4, 1, False),  # demo:animals' train split: the recipe is the old fixed one
+        (7594, 64, 119, 4, 1, False),  # demo:animals' train split: batch 64 and 4 epochs' patience
         (56000, 64, 875, 4, 1, False),  # Fashion-MNIST
     ],
 )
