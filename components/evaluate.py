@@ -23,10 +23,10 @@ def evaluate(
 
     with exit_on_user_error():
         scores = evaluate_model(Path(model.path), Path(test_data.path), Path(evaluation.path))
-    metrics.log_metric("test_accuracy", scores["accuracy"])
-    metrics.log_metric("test_macro_f1", scores["macro_f1"])
-    metrics.log_metric("n_test", scores["n_test"])
-    classification.log_confusion_matrix(scores["class_names"], scores["confusion_matrix"])
+    metrics.log_metric("test_accuracy", scores.accuracy)
+    metrics.log_metric("test_macro_f1", scores.macro_f1)
+    metrics.log_metric("n_test", scores.n_test)
+    classification.log_confusion_matrix(scores.class_names, scores.confusion_matrix)
     Path(analysis.path).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(evaluation.path) / "analysis" / "analysis.html", analysis.path)
-    return scores["accuracy"]
+    return scores.accuracy

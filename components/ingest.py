@@ -16,6 +16,6 @@ def ingest(config: dict, dataset: Output[Dataset]) -> int:
     with exit_on_user_error():
         info = ingest_source(validate_config(config), Path(dataset.path))
     dataset.metadata.update(
-        {key: info[key] for key in ("fingerprint", "n_images", "n_quarantined", "n_duplicates", "classes", "mode")}
+        info.model_dump(include={"fingerprint", "n_images", "n_quarantined", "n_duplicates", "classes", "mode"})
     )
-    return info["n_images"]
+    return info.n_images

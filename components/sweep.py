@@ -31,5 +31,5 @@ def select_model(config: dict, models: Input[List[Model]], best: Output[Model]) 
 
     with exit_on_user_error():
         chosen = select_best([Path(model.path) for model in models], validate_config(config), Path(best.path))
-    best.metadata.update({key: chosen[key] for key in ("run_id", "architecture", "val_accuracy", "val_loss")})
-    return chosen["run_id"]
+    best.metadata.update(chosen.model_dump(include={"run_id", "architecture", "val_accuracy", "val_loss"}))
+    return chosen.run_id

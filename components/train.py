@@ -27,5 +27,5 @@ def train(
             validate_config(config),
             pipeline_run=pipeline_run,
         )
-    model.metadata.update(record)
-    return record["run_id"]
+    model.metadata.update(record.model_dump(exclude_none=True))
+    return record.run_id

@@ -91,8 +91,8 @@ def train_candidate(work: Path, source: Path, **overrides) -> dict:
         "model": work / "model",
         "test": work / "test",
         "evaluation": work / "evaluation",
-        "metrics": metrics,
-        **record,
+        "metrics": metrics.model_dump(mode="json", by_alias=True),
+        **record.model_dump(),
     }
 
 

@@ -1,11 +1,17 @@
 """The artifact contracts between steps, read and written in one place.
 
 A *dataset folder* (ingest output, and each split) holds `manifest.parquet` (a row per image:
-path, label, sha256, width, height, mode, origin, split, phash, group) and `dataset.json` (classes, colour mode, input
-size, fingerprint, counts). A *model folder* holds `model.keras`, `model_spec.json` (what a caller
-needs to feed the model), `config.json` (the resolved run config), `history.json` and `run.json`
-(the MLflow run and logged-model URI). An *evaluation folder* holds `metrics.json`,
-`predictions.csv` and plots. A *baselines folder* holds `baselines.json` (`BaselineScores`).
+path, label, sha256, width, height, mode, origin, split, phash, group) and `dataset.json`
+(`DatasetInfo`). A *model folder* holds `model.keras`, `model_spec.json` (what a caller needs to
+feed the model), `config.json` (the resolved run config), `history.json` and `run.json`
+(`RunRecord`: the MLflow run and logged-model URI); `write_model_folder` writes it whole. An
+*evaluation folder* holds `metrics.json` (`EvaluationScores`), `predictions.csv` and plots. A
+*baselines folder* holds `baselines.json` (`BaselineScores`). A training checkpoint holds
+`progress.json` (`TrainingState`).
+
+Every JSON record is a frozen pydantic model with a `schema_version`, written by one function and
+read by one function; a file that is missing, unparsable or of another version is a one-line
+error that names it and the step that writes it again.
 """
 
 from __future__ import annotations
@@ -14,12 +20,18 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cnnops.atomic import write_text_atomically
 from cnnops.errors import CnnopsError
 
 if TYPE_CHECKING:  # pandas is imported where a manifest is read: ModelSpec users (the model
-    import pandas as pd  # builders, a bare GPU benchmark machine) need only this module's dataclass
+    import keras  # builders, a bare GPU benchmark machine) need only this module's records
+    import pandas as pd
+
+    from cnnops.config import Config
 
 # `split` is the split the source itself assigned (a pre-split tree), or "" to let `split` decide.
 # `phash` is the image's perceptual hash; `group` names its near-duplicate group ("" when alone),
@@ -31,17 +43,26 @@ TRAIN_HASHES_ARTIFACT = "data/train_sha256.txt"
 # In an evaluation folder: sha256, label and predicted class of every test image.
 PREDICTIONS_FILE = "predictions.csv"
 BASELINE_SCHEMA = 1
+# The steps that write each record, named in the error when one cannot be read.
+INGEST_STEP, TRAIN_STEP, EVALUATE_STEP = "`cnnops ingest` (and validate, split)", "`cnnops train`", "`cnnops evaluate`"
+
+
+# The model spec's JSON, the same wherever it is kept: model_spec.json in a model or served-model
+# folder, and the `cnnops.spec` tag of a registered version. One without a version reads as 1.
+SPEC_SCHEMA = 1
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a caller must know to feed a model: saved beside the weights and in the registry."""
+    """What a caller must know to feed a model: saved beside the weights and in the registry,
+    always through `to_json` and `from_json`."""
 
     class_names: list[str]
     height: int
     width: int
     mode: str
     architecture: str
+    schema_version: int = SPEC_SCHEMA
 
     @property
     def channels(self) -> int:
@@ -56,39 +77,107 @@ class ModelSpec:
         """Class name to the model's output position."""
         return {name: i for i, name in enumerate(self.class_names)}
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> ModelSpec:
-        return cls(
-            class_names=list(raw["class_names"]),
-            height=int(raw["height"]),
-            width=int(raw["width"]),
-            mode=str(raw["mode"]),
-            architecture=str(raw["architecture"]),
-        )
+    def from_json(cls, text: str, source: str | Path) -> ModelSpec:
+        """The spec in `text`, or one line naming `source` (the file or tag it came from)."""
+        from pydantic import TypeAdapter
+
+        try:
+            spec = TypeAdapter(cls).validate_json(text)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "its fields"
+            raise CnnopsError(f"{source} does not hold a valid model spec ({where}: {first['msg']}).") from None
+        if spec.schema_version != SPEC_SCHEMA:
+            raise CnnopsError(
+                f"{source} holds a model spec of schema version {spec.schema_version}, this cnnops reads {SPEC_SCHEMA}."
+            )
+        return spec
+
+
+class Frozen(BaseModel):
+    """A part of a record: frozen, unknown keys refused, NaN kept as NaN (a diverged loss)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, ser_json_inf_nan="constants")
+
+
+class Record(Frozen):
+    """A record kept on disk, read only at the schema version this cnnops writes."""
+
+    SCHEMA: ClassVar[int] = 1
+    schema_version: int = 1
+
+
+RecordT = TypeVar("RecordT", bound=Record)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """Written aside and renamed, so a reader never finds half a record."""
+    write_text_atomically(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path, step: str = "the step that writes it") -> dict[str, Any]:
     if not path.is_file():
-        raise CnnopsError(f"{path} is missing; was the step that writes it run on this folder?")
+        raise CnnopsError(f"{path} is missing; run {step} on this folder first.")
     try:
-        return json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CnnopsError(f"{path} is not valid JSON ({err}); run the step that writes it again.") from None
+        raise CnnopsError(f"{path} is not valid JSON ({err}); run {step} again.") from None
+    if not isinstance(raw, dict):
+        raise CnnopsError(f"{path} holds a JSON {type(raw).__name__}, not an object; run {step} again.")
+    return raw
 
 
-def write_dataset(folder: Path, manifest: pd.DataFrame, info: dict[str, Any]) -> None:
+def write_record(path: Path, record: Record) -> None:
+    write_json(path, record.model_dump(mode="json", by_alias=True))
+
+
+def read_record(path: Path, kind: type[RecordT], step: str) -> RecordT:
+    """The record at `path`, or one line naming the file and the step that writes it again."""
+    raw = read_json(path, step)
+    version = raw.get("schema_version")
+    if version != kind.SCHEMA:
+        raise CnnopsError(f"{path} has schema version {version}, this cnnops reads {kind.SCHEMA}; run {step} again.")
+    try:
+        return kind.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "its fields"
+        raise CnnopsError(
+            f"{path} does not hold a valid {kind.__name__} ({where}: {first['msg']}); run {step} again."
+        ) from None
+
+
+class DatasetInfo(Record):
+    """A dataset folder's description: what ingest found, what validate and split added."""
+
+    source: str
+    origin: str
+    classes: list[str]
+    class_counts: dict[str, int]
+    mode: str
+    height: int
+    width: int
+    n_images: int
+    fingerprint: str
+    n_files: int | None = None  # ingest: files listed, quarantined, and exact duplicates dropped
+    n_quarantined: int | None = None
+    n_duplicates: int | None = None
+    empty_classes: list[str] = Field(default_factory=list)
+    verdict: str | None = None  # validate
+    split: str | None = None  # split: which one, its seed, and the near-duplicate groups moved
+    seed: int | None = None
+    near_duplicate_groups_moved: int | None = None
+
+
+def write_dataset(folder: Path, manifest: pd.DataFrame, info: DatasetInfo) -> None:
     """Write a dataset folder: the manifest table plus its description."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest[MANIFEST_COLUMNS].to_parquet(folder / "manifest.parquet", index=False)
-    write_json(folder / "dataset.json", info)
+    write_record(folder / "dataset.json", info)
 
 
 def read_manifest(folder: Path) -> pd.DataFrame:
@@ -106,17 +195,158 @@ def manifest_fingerprint(manifest: pd.DataFrame) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-def read_dataset_info(folder: Path) -> dict[str, Any]:
-    return read_json(folder / "dataset.json")
+def read_dataset_info(folder: Path) -> DatasetInfo:
+    return read_record(folder / "dataset.json", DatasetInfo, INGEST_STEP)
 
 
-def write_evaluation(folder: Path, scores: dict[str, Any]) -> None:
-    write_json(folder / "metrics.json", scores)
+class ClassScore(Frozen):
+    """One class's test scores (`class` in the JSON and per_class.csv)."""
+
+    class_name: str = Field(validation_alias="class", serialization_alias="class")
+    precision: float
+    recall: float
+    f1: float
+    support: int
 
 
-def read_evaluation(folder: Path) -> dict[str, Any]:
-    """The scores `evaluate` wrote: accuracy, macro_f1, n_test, per_class, confusion_matrix."""
-    return read_json(folder / "metrics.json")
+class EvaluationScores(Record):
+    """A model's scores on a test split, tied to the run scored (`run_id`, None for a model outside
+    MLflow) and the images it was scored on (`test_fingerprint`)."""
+
+    accuracy: float
+    macro_f1: float
+    n_test: int
+    class_names: list[str]
+    confusion_matrix: list[list[int]]
+    per_class: list[ClassScore]
+    test_fingerprint: str
+    run_id: str | None = None
+
+    def score(self, metric: str) -> float:
+        """The gate metric by its config name (`accuracy` or `macro_f1`)."""
+        if metric not in ("accuracy", "macro_f1"):
+            raise CnnopsError(f"{metric} is not a test score; use accuracy or macro_f1.")
+        return float(getattr(self, metric))
+
+
+def write_evaluation(folder: Path, scores: EvaluationScores) -> None:
+    write_record(folder / "metrics.json", scores)
+
+
+def read_evaluation(folder: Path) -> EvaluationScores:
+    """The scores `evaluate` wrote."""
+    return read_record(folder / "metrics.json", EvaluationScores, EVALUATE_STEP)
+
+
+class RunRecord(Record):
+    """A model folder's MLflow run, logged model and registered-model name; a trained model adds its
+    best epoch and that epoch's val scores (an imported model has no training history)."""
+
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    model_id: str | None
+    registered_model: str
+    best_epoch: int | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+
+
+def write_model_folder(
+    out_dir: Path,
+    model: keras.Model,
+    spec: ModelSpec,
+    config: Config,
+    history: dict[str, list[float]],
+    record: RunRecord,
+) -> None:
+    """The model folder whole: weights, spec, resolved config, history and run record."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / "model.keras")
+    write_model_spec(out_dir, spec)
+    write_json(out_dir / "config.json", config.model_dump(mode="json"))
+    write_json(out_dir / "history.json", {key: [float(v) for v in values] for key, values in history.items()})
+    write_record(out_dir / "run.json", record)
+
+
+def read_run_record(model_dir: Path) -> RunRecord:
+    return read_record(model_dir / "run.json", RunRecord, TRAIN_STEP)
+
+
+def read_history(model_dir: Path) -> dict[str, list[float]]:
+    """Each metric's value per epoch ({} for an imported model)."""
+    return {
+        key: [float(v) for v in values] for key, values in read_json(model_dir / "history.json", TRAIN_STEP).items()
+    }
+
+
+def read_model_config(model_dir: Path) -> Config:
+    """The resolved config the model was trained with."""
+    from cnnops.config import validate_config
+
+    return validate_config(read_json(model_dir / "config.json", TRAIN_STEP))
+
+
+def write_model_spec(folder: Path, spec: ModelSpec) -> None:
+    """`model_spec.json`, in a model folder or a served-model folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model_spec.json").write_text(spec.to_json())
+
+
+def read_model_spec(folder: Path) -> ModelSpec:
+    path = folder / "model_spec.json"
+    if not path.is_file():
+        raise CnnopsError(f"{path} is missing; run {TRAIN_STEP} on this folder first.")
+    return ModelSpec.from_json(path.read_text(), path)
+
+
+class EarlyStoppingState(Frozen):
+    wait: int
+    best: float | None
+    best_epoch: int
+    stopped: bool
+
+
+class PlateauState(Frozen):
+    wait: int
+    best: float | None
+    cooldown_counter: int
+
+
+class PhaseSummary(Frozen):
+    """A finished training phase: its epochs (1-based, run-wide), best epoch and optimizer."""
+
+    name: str
+    first_epoch: int
+    last_epoch: int
+    best_epoch: int
+    learning_rate: float
+    trainable_weights: int
+
+
+class TrainingState(Record):
+    """Where a training run stands after an epoch: what it started from (config, fingerprint of
+    its splits), the phase and epoch reached, the history so far, and the counters of the
+    current phase's early stopping and learning-rate plateau."""
+
+    run_id: str
+    config: dict[str, Any]  # the resolved config's JSON, compared key by key on resume
+    fingerprint: str
+    phase: int = 0
+    epoch: int = 0
+    phase_start: int = 0
+    history: dict[str, list[float]] = Field(default_factory=dict)
+    phases: list[PhaseSummary] = Field(default_factory=list)
+    early_stopping: EarlyStoppingState | None = None
+    plateau: PlateauState | None = None
+
+
+def write_training_state(path: Path, state: TrainingState) -> None:
+    write_record(path, state)
+
+
+def read_training_state(path: Path) -> TrainingState:
+    return read_record(path, TrainingState, "`cnnops train` afresh (this checkpoint cannot be resumed)")
 
 
 def write_predictions(folder: Path, manifest: pd.DataFrame, predicted: list[str]) -> None:
@@ -180,7 +410,3 @@ def read_baseline_scores(folder: Path) -> BaselineScores:
         raise CnnopsError(
             f"{folder}/baselines.json does not hold the baselines' scores; run the baselines step again."
         ) from None
-
-
-def read_model_spec(model_dir: Path) -> ModelSpec:
-    return ModelSpec.from_dict(read_json(model_dir / "model_spec.json"))

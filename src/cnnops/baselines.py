@@ -27,7 +27,7 @@ from cnnops.config import Config
 from cnnops.console import say
 from cnnops.errors import CnnopsError, ImageDecodeError
 from cnnops.images import decode_image
-from cnnops.registry import model_name_for
+from cnnops.naming import model_name_for
 from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
 
 # Images are shrunk to this side (or their own, if smaller) and flattened into features.
@@ -45,28 +45,28 @@ def train_baselines(train_dir: Path, test_dir: Path, config: Config, out_dir: Pa
     """Fit each baseline on the train split, score it on the test split, log both; returns the
     scores, also written to `out_dir` when given (the gate reads them there)."""
     info = read_dataset_info(train_dir)
-    side = min(BASELINE_SIDE, info["height"], info["width"])
+    side = min(BASELINE_SIDE, info.height, info.width)
     train, test = read_manifest(train_dir), read_manifest(test_dir)
-    x_train, y_train = features(train, info["mode"], side), train["label"].to_numpy()
-    x_test, y_test = features(test, info["mode"], side), test["label"].to_numpy()
+    x_train, y_train = features(train, info.mode, side), train["label"].to_numpy()
+    x_test, y_test = features(test, info.mode, side), test["label"].to_numpy()
     use_tracking_store()
-    experiment_id = ensure_experiment(model_name_for(config, info["source"]))
+    experiment_id = ensure_experiment(model_name_for(config, info.source))
     scores: dict[str, dict[str, float]] = {}
     for name, estimator in make_baselines(config.seed).items():
         estimator.fit(x_train, y_train)
         predicted = estimator.predict(x_test)
         scores[name] = {
             "accuracy": float(accuracy_score(y_test, predicted)),
-            "macro_f1": float(f1_score(y_test, predicted, labels=info["classes"], average="macro", zero_division=0)),
+            "macro_f1": float(f1_score(y_test, predicted, labels=info.classes, average="macro", zero_division=0)),
         }
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"baseline-{name}"):
             mlflow.set_tags(
-                {"cnnops.step": "baseline", "cnnops.baseline": name, "cnnops.dataset_fingerprint": info["fingerprint"]}
+                {"cnnops.step": "baseline", "cnnops.baseline": name, "cnnops.dataset_fingerprint": info.fingerprint}
             )
             mlflow.log_params(
                 {
                     "baseline": name,
-                    "pixels": f"{side}x{side} {info['mode']}",
+                    "pixels": f"{side}x{side} {info.mode}",
                     "n_train": len(train),
                     "seed": config.seed,
                 }

@@ -4,20 +4,26 @@ finished epoch under the same MLflow run instead of starting again.
 A checkpoint folder (`<state>/checkpoints/<run id>/`) holds the model with its optimizer state
 (`last.keras`), the best weights so far of the current phase (`best.npz`) and `progress.json`:
 the resolved config and data fingerprint the run started with, the phase and epoch reached, the
-history, and the early-stopping and learning-rate-plateau counters. Every file is written to a
+history, and the early-stopping and learning-rate-plateau counters (`TrainingState`). Every file is written to a
 temporary name and renamed, so a kill mid-write leaves the previous checkpoint whole.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
+from cnnops.artifacts import (
+    EarlyStoppingState,
+    PlateauState,
+    TrainingState,
+    read_training_state,
+    write_training_state,
+)
+from cnnops.atomic import replace_atomically
 from cnnops.config import flatten_config, validate_config
 from cnnops.errors import CnnopsError
 from cnnops.paths import state_home
@@ -29,7 +35,7 @@ def checkpoint_dir(run_id: str) -> Path:
     return state_home() / "checkpoints" / run_id
 
 
-def read_progress(run_id: str) -> dict[str, Any]:
+def read_progress(run_id: str) -> TrainingState:
     """The progress of an earlier run, or one line saying why it cannot be resumed."""
     folder = checkpoint_dir(run_id)
     path = folder / PROGRESS_FILE
@@ -39,38 +45,37 @@ def read_progress(run_id: str) -> dict[str, Any]:
             "an unfinished one is resumed on the machine, with the CNNOPS_HOME, it started with "
             "(its id is printed when training starts)."
         )
-    return json.loads(path.read_text())
+    return read_training_state(path)
 
 
-def check_resumable(progress: dict[str, Any], config_raw: dict[str, Any], fingerprint: str) -> None:
+def check_resumable(progress: TrainingState, config_raw: dict[str, Any], fingerprint: str) -> None:
     """A resumed run must train what it started training: same config, same training data."""
-    before = flatten_config(validate_config(progress["config"]))
+    before = flatten_config(validate_config(progress.config))
     now = flatten_config(validate_config(config_raw))
     changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
     if changed:
         shown = ", ".join(f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:3])
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         raise CnnopsError(
-            f"cannot resume run {progress['run_id']}: its config differs ({shown}{more}); "
+            f"cannot resume run {progress.run_id}: its config differs ({shown}{more}); "
             "resume with the config it started with, or start a new run."
         )
-    if progress["fingerprint"] != fingerprint:
+    if progress.fingerprint != fingerprint:
         raise CnnopsError(
-            f"cannot resume run {progress['run_id']}: the train or val split differs from the one it "
+            f"cannot resume run {progress.run_id}: the train or val split differs from the one it "
             "started on; resume on the same splits, or start a new run."
         )
 
 
 def write_checkpoint(
-    folder: Path, model: keras.Model, progress: dict[str, Any], best_weights: list[np.ndarray] | None
+    folder: Path, model: keras.Model, progress: TrainingState, best_weights: list[np.ndarray] | None
 ) -> None:
     """Model (with optimizer state) and best weights first, progress last: progress.json only ever
     names an epoch whose files are complete."""
-    folder.mkdir(parents=True, exist_ok=True)
     replace_atomically(folder / MODEL_FILE, lambda tmp: model.save(tmp))
     if best_weights is not None:
         replace_atomically(folder / BEST_FILE, lambda tmp: np.savez(tmp, *best_weights))
-    replace_atomically(folder / PROGRESS_FILE, lambda tmp: tmp.write_text(json.dumps(progress, indent=1)))
+    write_training_state(folder / PROGRESS_FILE, progress)
 
 
 def read_best_weights(folder: Path) -> list[np.ndarray] | None:
@@ -81,19 +86,14 @@ def read_best_weights(folder: Path) -> list[np.ndarray] | None:
         return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
-def replace_atomically(path: Path, write: Any) -> None:
-    # The temporary name keeps the suffix: Keras picks the save format from it.
-    tmp = path.with_name(f".tmp-{path.name}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """Early stopping whose counters and best weights carry over from a checkpoint."""
 
+    stopped_epoch: int  # set by Keras in on_train_begin
+
     def __init__(
         self,
-        state: dict[str, Any] | None = None,
+        state: EarlyStoppingState | None = None,
         best_weights: list[np.ndarray] | None = None,
         min_epochs: int = 0,
         **kwargs: Any,
@@ -105,9 +105,9 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
         if self._resume_state:
-            self.wait = self._resume_state["wait"]
-            self.best = self._resume_state["best"]
-            self.best_epoch = self._resume_state["best_epoch"]
+            self.wait = self._resume_state.wait
+            self.best = self._resume_state.best
+            self.best_epoch = self._resume_state.best_epoch
             self.best_weights = self._resume_weights
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -118,32 +118,29 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.stopped_epoch = 0
             self.model.stop_training = False
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "wait": self.wait,
-            "best": _plain(self.best),
-            "best_epoch": self.best_epoch,
-            "stopped": self.stopped_epoch > 0,
-        }
+    def state(self) -> EarlyStoppingState:
+        return EarlyStoppingState(
+            wait=self.wait, best=_plain(self.best), best_epoch=self.best_epoch, stopped=self.stopped_epoch > 0
+        )
 
 
 class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
     """Reduce-on-plateau whose counters carry over from a checkpoint (the rate itself lives in the
     saved optimizer)."""
 
-    def __init__(self, state: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, state: PlateauState | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._resume_state = state
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
         if self._resume_state:
-            self.wait = self._resume_state["wait"]
-            self.best = self._resume_state["best"]
-            self.cooldown_counter = self._resume_state["cooldown_counter"]
+            self.wait = self._resume_state.wait
+            self.best = self._resume_state.best
+            self.cooldown_counter = self._resume_state.cooldown_counter
 
-    def state(self) -> dict[str, Any]:
-        return {"wait": self.wait, "best": _plain(self.best), "cooldown_counter": self.cooldown_counter}
+    def state(self) -> PlateauState:
+        return PlateauState(wait=self.wait, best=_plain(self.best), cooldown_counter=self.cooldown_counter)
 
 
 def _plain(value: Any) -> float | None:

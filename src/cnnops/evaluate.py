@@ -6,7 +6,6 @@ the model's MLflow run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import keras
 import mlflow
@@ -16,11 +15,14 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from cnnops.analysis import pyplot, write_analysis
 from cnnops.artifacts import (
+    ClassScore,
+    EvaluationScores,
     ModelSpec,
     manifest_fingerprint,
-    read_json,
+    read_history,
     read_manifest,
     read_model_spec,
+    read_run_record,
     write_evaluation,
     write_predictions,
 )
@@ -32,7 +34,7 @@ from cnnops.tracking import use_tracking_store
 EVAL_BATCH = 256
 
 
-def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> dict[str, Any]:
+def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> EvaluationScores:
     """Score the model folder's model on the test folder; write and log the evaluation.
 
     The scores name the model's run and the test set's fingerprint, so the gate and registration
@@ -40,36 +42,31 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> dict[str, 
     same predictions, so the test images are scored once.
     """
     spec = read_model_spec(model_dir)
-    run = read_json(model_dir / "run.json")
+    run = read_run_record(model_dir)
     model = keras.saving.load_model(model_dir / "model.keras", compile=False)
     manifest = read_manifest(test_dir)
     check_known_classes(spec, manifest)
     probabilities = predict_manifest(model, spec, manifest)
-    scores = {
-        **score_probabilities(probabilities, spec, manifest),
-        "run_id": run["run_id"],
-        "test_fingerprint": manifest_fingerprint(manifest),
-    }
+    scores = score_probabilities(probabilities, spec, manifest).model_copy(update={"run_id": run.run_id})
     out_dir.mkdir(parents=True, exist_ok=True)
     write_evaluation(out_dir, scores)
     write_predictions(out_dir, manifest, [spec.class_names[i] for i in probabilities.argmax(axis=1)])
-    pd.DataFrame(scores["per_class"]).to_csv(out_dir / "per_class.csv", index=False)
-    plot_confusion_matrix(np.array(scores["confusion_matrix"]), spec.class_names, out_dir / "confusion_matrix.png")
-    plot_learning_curves(read_json(model_dir / "history.json"), out_dir / "learning_curves.png")
+    pd.DataFrame([row.model_dump(by_alias=True) for row in scores.per_class]).to_csv(
+        out_dir / "per_class.csv", index=False
+    )
+    plot_confusion_matrix(np.array(scores.confusion_matrix), spec.class_names, out_dir / "confusion_matrix.png")
+    plot_learning_curves(read_history(model_dir), out_dir / "learning_curves.png")
     write_analysis(model, spec, manifest, probabilities, out_dir / "analysis")
 
     use_tracking_store()
-    with mlflow.start_run(run_id=run["run_id"]):
-        mlflow.log_metrics({"test_accuracy": scores["accuracy"], "test_macro_f1": scores["macro_f1"]})
+    with mlflow.start_run(run_id=run.run_id):
+        mlflow.log_metrics({"test_accuracy": scores.accuracy, "test_macro_f1": scores.macro_f1})
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
-    say(
-        f"evaluate: test accuracy {scores['accuracy']:.4f}, macro F1 {scores['macro_f1']:.4f} "
-        f"on {scores['n_test']} images"
-    )
+    say(f"evaluate: test accuracy {scores.accuracy:.4f}, macro F1 {scores.macro_f1:.4f} on {scores.n_test} images")
     return scores
 
 
-def score_model(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> dict[str, Any]:
+def score_model(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> EvaluationScores:
     """Metrics of `model` on `manifest`, whose labels must be among the model's classes."""
     check_known_classes(spec, manifest)
     return score_probabilities(predict_manifest(model, spec, manifest), spec, manifest)
@@ -85,24 +82,25 @@ def check_known_classes(spec: ModelSpec, manifest: pd.DataFrame) -> None:
         )
 
 
-def score_probabilities(probabilities: np.ndarray, spec: ModelSpec, manifest: pd.DataFrame) -> dict[str, Any]:
-    """Metrics of the class probabilities `predict_manifest` gave for `manifest`."""
+def score_probabilities(probabilities: np.ndarray, spec: ModelSpec, manifest: pd.DataFrame) -> EvaluationScores:
+    """Metrics of the class probabilities `predict_manifest` gave for `manifest` (no run named)."""
     index = spec.class_index
     y_true = np.array([index[label] for label in manifest["label"]])
     y_pred = probabilities.argmax(axis=1)
     labels = list(range(len(spec.class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "n_test": len(manifest),
-        "class_names": spec.class_names,
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-        "per_class": [
-            {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+    return EvaluationScores(
+        accuracy=float(accuracy_score(y_true, y_pred)),
+        macro_f1=float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        n_test=len(manifest),
+        class_names=spec.class_names,
+        confusion_matrix=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        per_class=[
+            ClassScore(class_name=name, precision=float(p), recall=float(r), f1=float(f), support=int(s))
             for name, p, r, f, s in zip(spec.class_names, precision, recall, f1, support, strict=True)
         ],
-    }
+        test_fingerprint=manifest_fingerprint(manifest),
+    )
 
 
 def predict_manifest(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> np.ndarray:

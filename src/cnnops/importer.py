@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 from keras import layers
 
-from cnnops.artifacts import ModelSpec, read_dataset_info, read_json
+from cnnops.artifacts import DatasetInfo, ModelSpec, RunRecord, read_dataset_info, read_model_spec
 from cnnops.config import Config, flatten_config
 from cnnops.console import say
 from cnnops.errors import CnnopsError
@@ -42,7 +42,7 @@ def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, giv
 
     loaded = load_model_file(file)
     spec_beside = file.with_name("model_spec.json")
-    known = ModelSpec.from_dict(read_json(spec_beside)) if spec_beside.is_file() else None
+    known = read_model_spec(file.parent) if spec_beside.is_file() else None
     class_names = given.class_names or (known.class_names if known else None)
     if class_names is None:
         raise CnnopsError(f"{file.name} does not say its class names; pass them in output order with --classes.")
@@ -56,7 +56,7 @@ def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, giv
     record = log_imported(model, spec, file, scale, config, read_dataset_info(test_dir), work_dir / "model")
     evaluate_model(work_dir / "model", test_dir, work_dir / "evaluation")
     decision = decide_promotion(work_dir / "model", test_dir, work_dir / "evaluation", config)
-    return {**register_model(work_dir / "model", work_dir / "evaluation", decision), "run_id": record["run_id"]}
+    return {**register_model(work_dir / "model", work_dir / "evaluation", decision), "run_id": record.run_id}
 
 
 def prepare_test_set(test: Path, work_dir: Path, config: Config) -> Path:
@@ -146,7 +146,7 @@ def check_probabilities(model: keras.Model, shape: tuple[int, ...], file: Path) 
 
 def check_test_set(test_dir: Path, spec: ModelSpec) -> None:
     """Every test label must be one of the model's classes, or the scores would be meaningless."""
-    classes = set(read_dataset_info(test_dir)["classes"])
+    classes = set(read_dataset_info(test_dir).classes)
     unknown = sorted(classes - set(spec.class_names))
     if unknown:
         raise CnnopsError(
@@ -161,14 +161,14 @@ def log_imported(
     file: Path,
     scale: str,
     config: Config,
-    test_info: dict[str, Any],
+    test_info: DatasetInfo,
     out_dir: Path,
-) -> dict[str, Any]:
+) -> RunRecord:
     """One MLflow run for the import, in the registered model's experiment, and the model folder."""
     from cnnops.train import save_model_folder
 
     use_tracking_store()
-    name = model_name_for(config, test_info["source"])
+    name = model_name_for(config, test_info.source)
     experiment_id = ensure_experiment(name)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"import {file.name}") as run:
         mlflow.set_tags(
@@ -176,7 +176,7 @@ def log_imported(
                 "cnnops.imported_from": str(file.resolve()),
                 "cnnops.registered_model": name,
                 "cnnops.git_commit": git_commit(),
-                "cnnops.data_source": test_info["source"],
+                "cnnops.data_source": test_info.source,
             }
         )
         mlflow.log_params(
@@ -191,6 +191,6 @@ def log_imported(
         record = save_model_folder(out_dir, model, spec, config, {}, run.info.run_id, experiment_id, name, None)
     say(
         f"import: {file.name} as {spec.height}x{spec.width} {spec.mode}, classes {', '.join(spec.class_names)}, "
-        f"run {record['run_id']}"
+        f"run {record.run_id}"
     )
     return record

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from cnnops.artifacts import manifest_fingerprint, read_dataset_info, write_dataset
+from cnnops.artifacts import DatasetInfo, manifest_fingerprint, read_dataset_info, write_dataset
 from cnnops.config import Config
 from cnnops.console import Progress, say
 from cnnops.errors import CnnopsError, ImageDecodeError
@@ -36,7 +36,7 @@ READ_CHUNK = 128
 PROCESS_MIN_FILES = 4000
 
 
-def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
+def ingest_source(config: Config, out_dir: Path) -> DatasetInfo:
     """Ingest `config.data.source` into a dataset folder; returns the dataset description."""
     source = open_source(config)
     class_files, unclassed = list_source_files(source)
@@ -99,21 +99,22 @@ def ingest_source(config: Config, out_dir: Path) -> dict[str, Any]:
         )
     manifest, duplicates, conflicts = drop_duplicates(pd.DataFrame(rows))
     quarantine.extend(conflicts)
-    info = describe_dataset(manifest, source, config)
-    info.update(
-        n_files=len(jobs),
-        n_quarantined=len(quarantine),
-        n_duplicates=len(duplicates),
-        empty_classes=sorted(set(class_files) - set(info["classes"])),
+    info = describe_dataset(manifest, source, config).model_copy(
+        update={
+            "n_files": len(jobs),
+            "n_quarantined": len(quarantine),
+            "n_duplicates": len(duplicates),
+            "empty_classes": sorted(set(class_files) - set(manifest["label"])),
+        }
     )
     write_dataset(out_dir, manifest, info)
     pd.DataFrame(quarantine, columns=["path", "label", "reason"]).to_csv(out_dir / "quarantine.csv", index=False)
     duplicates.to_csv(out_dir / "duplicates.csv", index=False)
     say(
-        f"ingest: {len(manifest)} images in {len(info['classes'])} classes, {len(quarantine)} quarantined, "
-        f"{len(duplicates)} exact duplicates dropped; fingerprint {info['fingerprint'][:12]}"
+        f"ingest: {len(manifest)} images in {len(info.classes)} classes, {len(quarantine)} quarantined, "
+        f"{len(duplicates)} exact duplicates dropped; fingerprint {info.fingerprint[:12]}"
     )
-    for label in info["empty_classes"]:
+    for label in info.empty_classes:
         say(f"ingest: warning: class folder '{label}' has no usable image and is left out")
     store("ingest", memo_key, out_dir, INGEST_OUTPUTS)
     return info
@@ -182,22 +183,22 @@ def drop_duplicates(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame,
     return clean[~is_copy].reset_index(drop=True), duplicates.reset_index(drop=True), conflicts
 
 
-def describe_dataset(manifest: pd.DataFrame, source: Source, config: Config) -> dict[str, Any]:
+def describe_dataset(manifest: pd.DataFrame, source: Source, config: Config) -> DatasetInfo:
     """Classes, colour mode, model input size and fingerprint of a deduplicated manifest."""
     mode = "L" if (manifest["mode"] == "L").all() else "RGB"
     height, width = choose_input_size(manifest, config.data.image_size)
     counts = Counter(manifest["label"])
-    return {
-        "source": source.spec,
-        "origin": source.origin,
-        "classes": sorted(counts),
-        "class_counts": dict(sorted(counts.items())),
-        "mode": mode,
-        "height": height,
-        "width": width,
-        "n_images": len(manifest),
-        "fingerprint": manifest_fingerprint(manifest),
-    }
+    return DatasetInfo(
+        source=source.spec,
+        origin=source.origin,
+        classes=sorted(counts),
+        class_counts=dict(sorted(counts.items())),
+        mode=mode,
+        height=height,
+        width=width,
+        n_images=len(manifest),
+        fingerprint=manifest_fingerprint(manifest),
+    )
 
 
 def choose_input_size(manifest: pd.DataFrame, image_size: int | None) -> tuple[int, int]:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 from pathlib import Path
 
 import cnnops
+from cnnops.atomic import is_complete, write_folder_atomically
 from cnnops.paths import state_home
 
 # Bump when a step's outputs change meaning for the same inputs.
-MEMO_VERSION = 1
-COMPLETE = ".complete"
+MEMO_VERSION = 2
 
 
 def new_digest(step: str) -> hashlib._Hash:
@@ -32,7 +31,7 @@ def memo_dir(step: str, key: str) -> Path:
 def restore(step: str, key: str, out_dir: Path, names: list[str]) -> bool:
     """Copy a complete earlier output into `out_dir`; False when there is none."""
     entry = memo_dir(step, key)
-    if not (entry / COMPLETE).is_file():
+    if not is_complete(entry):
         return False
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -43,15 +42,11 @@ def restore(step: str, key: str, out_dir: Path, names: list[str]) -> bool:
 def store(step: str, key: str, out_dir: Path, names: list[str]) -> None:
     """Keep copies of this step's outputs under `key`."""
     entry = memo_dir(step, key)
-    if (entry / COMPLETE).is_file():
+    if is_complete(entry):
         return
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=entry.parent))
-    try:
+
+    def copy_outputs(staging: Path) -> None:
         for name in names:
             shutil.copyfile(out_dir / name, staging / name)
-        (staging / COMPLETE).write_text("ok\n")
-        shutil.rmtree(entry, ignore_errors=True)
-        staging.rename(entry)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    write_folder_atomically(entry, copy_outputs)

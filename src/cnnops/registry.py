@@ -25,14 +25,16 @@ from mlflow.tracking import MlflowClient
 
 from cnnops.artifacts import (
     TRAIN_HASHES_ARTIFACT,
+    EvaluationScores,
     ModelSpec,
+    RunRecord,
     manifest_fingerprint,
     read_baseline_scores,
     read_evaluation,
-    read_json,
     read_manifest,
     read_model_spec,
     read_predictions,
+    read_run_record,
 )
 from cnnops.config import Config, GateConfig
 from cnnops.console import say
@@ -68,18 +70,18 @@ def decide_promotion(
     use_tracking_store()
     client = MlflowClient()
     gate = config.gate
-    run = read_json(model_dir / "run.json")
-    name = run["registered_model"]
+    run = read_run_record(model_dir)
+    name = run.registered_model
     spec = read_model_spec(model_dir)
     test = read_manifest(test_dir)
     metrics = read_evaluation(evaluation_dir)
-    check_same_model(metrics, run["run_id"], evaluation_dir)
-    check_same_test_set(metrics.get("test_fingerprint"), test, evaluation_dir, test_dir)
+    check_same_model(metrics, run.run_id, evaluation_dir)
+    check_same_test_set(metrics.test_fingerprint, test, evaluation_dir, test_dir)
     predicted = read_predictions(evaluation_dir, test)
     baselines = None if baselines_dir is None else read_baseline_scores(baselines_dir)
     if baselines is not None:
         check_same_test_set(baselines.test_fingerprint, test, baselines_dir, test_dir)
-    score = float(metrics[gate.metric])
+    score = metrics.score(gate.metric)
     chance = chance_score(gate.metric, test["label"].to_numpy(), spec.class_names)
     decision: dict[str, Any] = {
         "registered_model": name,
@@ -190,11 +192,11 @@ def describe_comparison(decision: dict[str, Any], metric: str) -> str:
     )
 
 
-def check_same_model(metrics: dict[str, Any], run_id: str, evaluation_dir: Path) -> None:
+def check_same_model(metrics: EvaluationScores, run_id: str, evaluation_dir: Path) -> None:
     """Refuse an evaluation made of another model than the one being gated or registered."""
-    if metrics.get("run_id") != run_id:
+    if metrics.run_id != run_id:
         raise CnnopsError(
-            f"{evaluation_dir} evaluates another model (run {metrics.get('run_id')}, not {run_id}); "
+            f"{evaluation_dir} evaluates another model (run {metrics.run_id}, not {run_id}); "
             "run `cnnops evaluate` on this model first."
         )
 
@@ -290,8 +292,8 @@ def register_model(model_dir: Path, evaluation_dir: Path, decision: dict[str, An
     use_tracking_store()
     client = MlflowClient()
     metrics = read_evaluation(evaluation_dir)
-    run = read_json(model_dir / "run.json")
-    check_same_model(metrics, run["run_id"], evaluation_dir)
+    run = read_run_record(model_dir)
+    check_same_model(metrics, run.run_id, evaluation_dir)
     spec = read_model_spec(model_dir)
     name, alias = decision["registered_model"], decision["alias"]
     decision = dict(decision)
@@ -304,7 +306,7 @@ def register_model(model_dir: Path, evaluation_dir: Path, decision: dict[str, An
                 f"The champion changed while this run was gated (v{decision['champion_version']}"
                 f" -> v{current_version}); re-run to compare against the new champion"
             )
-    previous_tag = client.get_run(run["run_id"]).data.tags.get(DECISION_TAG)
+    previous_tag = client.get_run(run.run_id).data.tags.get(DECISION_TAG)
     with sigterm_as_exit():
         created_model = ensure_registered_model(client, name)
         version: ModelVersion | None = None
@@ -312,17 +314,17 @@ def register_model(model_dir: Path, evaluation_dir: Path, decision: dict[str, An
         try:
             version = client.create_model_version(
                 name,
-                source=run["model_uri"],
-                run_id=run["run_id"],
+                source=run.model_uri,
+                run_id=run.run_id,
                 tags=version_tags(spec, decision, metrics, run),
-                model_id=run.get("model_id"),
+                model_id=run.model_id,
             )
             record = {**decision, "version": int(version.version)}
-            client.log_dict(run["run_id"], record, decision_artifact(version))
-            client.set_tag(run["run_id"], DECISION_TAG, alias)
+            client.log_dict(run.run_id, record, decision_artifact(version))
+            client.set_tag(run.run_id, DECISION_TAG, alias)
             client.set_registered_model_alias(name, alias, version.version)
         except BaseException:
-            roll_back(client, name, run["run_id"], version, created_model, previous_tag, record)
+            roll_back(client, name, run.run_id, version, created_model, previous_tag, record)
             raise
     say(f"register: {name} v{version.version} is now @{alias}")
     return {"registered_model": name, "version": int(version.version), "alias": alias, "reason": decision["reason"]}
@@ -383,7 +385,7 @@ def sigterm_as_exit() -> Iterator[None]:
 
 
 def version_tags(
-    spec: ModelSpec, decision: dict[str, Any], metrics: dict[str, Any], run: dict[str, Any]
+    spec: ModelSpec, decision: dict[str, Any], metrics: EvaluationScores, run: RunRecord
 ) -> dict[str, str]:
     """What a registry reader needs without opening the run: scores, decision, input spec."""
     tags = {
@@ -391,11 +393,11 @@ def version_tags(
         "cnnops.reason": decision["reason"],
         "cnnops.gate_metric": decision["metric"],
         "cnnops.candidate_score": f"{decision['candidate_score']:.6f}",
-        "cnnops.test_accuracy": f"{metrics['accuracy']:.6f}",
-        "cnnops.test_macro_f1": f"{metrics['macro_f1']:.6f}",
-        "cnnops.n_test": str(metrics["n_test"]),
+        "cnnops.test_accuracy": f"{metrics.accuracy:.6f}",
+        "cnnops.test_macro_f1": f"{metrics.macro_f1:.6f}",
+        "cnnops.n_test": str(metrics.n_test),
         "cnnops.spec": json.dumps(spec.to_dict(), sort_keys=True),
-        "cnnops.run_id": run["run_id"],
+        "cnnops.run_id": run.run_id,
     }
     if decision["champion_version"] is not None:
         tags["cnnops.compared_with_version"] = str(decision["champion_version"])

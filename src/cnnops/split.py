@@ -24,7 +24,7 @@ def split_dataset(dataset_dir: Path, out_dirs: dict[str, Path], config: Config) 
     manifest = read_manifest(dataset_dir)
     info = read_dataset_info(dataset_dir)
     if not is_assigned(manifest):
-        check_class_counts(info["class_counts"], config.split)
+        check_class_counts(info.class_counts, config.split)
     assignment, moved = plan_splits(manifest, config)
     if moved:
         say(f"split: moved {moved} near-duplicate groups so that each sits in one split")
@@ -35,14 +35,15 @@ def split_dataset(dataset_dir: Path, out_dirs: dict[str, Path], config: Config) 
         write_dataset(
             out_dirs[name],
             part,
-            {
-                **info,
-                "split": name,
-                "seed": config.seed,
-                "n_images": len(part),
-                "near_duplicate_groups_moved": moved,
-                "class_counts": part["label"].value_counts().sort_index().to_dict(),
-            },
+            info.model_copy(
+                update={
+                    "split": name,
+                    "seed": config.seed,
+                    "n_images": len(part),
+                    "near_duplicate_groups_moved": moved,
+                    "class_counts": {str(k): int(v) for k, v in part["label"].value_counts().sort_index().items()},
+                }
+            ),
         )
     say("split: " + ", ".join(f"{name} {counts[name]}" for name in SPLITS) + f" (seed {config.seed})")
     return counts

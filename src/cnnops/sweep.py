@@ -15,11 +15,11 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from cnnops.artifacts import read_dataset_info, read_json, write_json
+from cnnops.artifacts import Frozen, read_dataset_info, read_model_config, read_run_record, write_json
 from cnnops.config import Config, to_pipeline_parameter
 from cnnops.console import say
 from cnnops.errors import CnnopsError
-from cnnops.registry import model_name_for
+from cnnops.naming import model_name_for
 from cnnops.tracking import ensure_experiment, git_commit, use_tracking_store
 
 WINNER_TAG = "cnnops.sweep.winner"
@@ -67,7 +67,7 @@ def start_sweep(config: Config, train_dir: Path, pipeline_run: str = "manual") -
     info = read_dataset_info(train_dir)
     use_tracking_store()
     client = MlflowClient()
-    name = model_name_for(config, info["source"])
+    name = model_name_for(config, info.source)
     parent = client.create_run(
         ensure_experiment(name),
         run_name=f"sweep of {len(candidates)}",
@@ -75,7 +75,7 @@ def start_sweep(config: Config, train_dir: Path, pipeline_run: str = "manual") -
             "cnnops.sweep": "parent",
             "cnnops.pipeline_run": pipeline_run,
             "cnnops.git_commit": git_commit(),
-            "cnnops.dataset_fingerprint": info["fingerprint"],
+            "cnnops.dataset_fingerprint": info.fingerprint,
             "cnnops.registered_model": name,
         },
     )
@@ -92,31 +92,48 @@ def start_sweep(config: Config, train_dir: Path, pipeline_run: str = "manual") -
     ]
 
 
-def select_best(model_dirs: list[Path], config: Config, out_dir: Path) -> dict[str, Any]:
+class RankedCandidate(Frozen):
+    """A trained sweep candidate as the ranking shows it: its run, what it tried, its val scores."""
+
+    run_id: str
+    architecture: str
+    learning_rate: float
+    augmentation: str
+    best_epoch: int | None
+    val_accuracy: float
+    val_loss: float
+    folder: str
+
+    def score(self, metric: str) -> float:
+        return self.val_accuracy if metric == "val_accuracy" else self.val_loss
+
+
+def rank_candidate(folder: Path) -> RankedCandidate:
+    run, cfg = read_run_record(folder), read_model_config(folder)
+    return RankedCandidate(
+        run_id=run.run_id,
+        architecture=cfg.train.architecture,
+        learning_rate=cfg.train.learning_rate,
+        augmentation=cfg.train.augmentation,
+        best_epoch=run.best_epoch,
+        val_accuracy=math.nan if run.val_accuracy is None else run.val_accuracy,
+        val_loss=math.nan if run.val_loss is None else run.val_loss,
+        folder=str(folder),
+    )
+
+
+def select_best(model_dirs: list[Path], config: Config, out_dir: Path) -> RankedCandidate:
     """Copy the best candidate's model folder to `out_dir`; record the ranking on the parent run."""
     if not model_dirs:
         raise CnnopsError("the sweep produced no trained candidate; nothing to select.")
     metric = config.sweep.metric
-    parent_run_id = read_json(model_dirs[0] / "config.json")["sweep"].get("parent_run", "")
-    rows = [
-        {
-            "run_id": run["run_id"],
-            "architecture": cfg["train"]["architecture"],
-            "learning_rate": cfg["train"]["learning_rate"],
-            "augmentation": cfg["train"]["augmentation"],
-            "best_epoch": run["best_epoch"],
-            "val_accuracy": run["val_accuracy"],
-            "val_loss": run["val_loss"],
-            "folder": str(folder),
-        }
-        for folder in model_dirs
-        for run, cfg in [(read_json(folder / "run.json"), read_json(folder / "config.json"))]
-    ]
+    parent_run_id = read_model_config(model_dirs[0]).sweep.parent_run
+    rows = [rank_candidate(folder) for folder in model_dirs]
 
     # Best first: higher accuracy or lower loss by the chosen metric, then the other as a tie-break;
     # a diverged candidate (NaN or infinite scores) ranks last whatever the metric.
-    def rank(row: dict[str, Any]) -> tuple[bool, float, float]:
-        accuracy, loss = row["val_accuracy"], row["val_loss"]
+    def rank(row: RankedCandidate) -> tuple[bool, float, float]:
+        accuracy, loss = row.val_accuracy, row.val_loss
         broken = not (math.isfinite(accuracy) and math.isfinite(loss))
         return (broken, -accuracy, loss) if metric == "val_accuracy" else (broken, loss, -accuracy)
 
@@ -129,26 +146,26 @@ def select_best(model_dirs: list[Path], config: Config, out_dir: Path) -> dict[s
         )
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    shutil.copytree(best["folder"], out_dir)
-    write_json(out_dir / "sweep.json", {"metric": metric, "parent_run_id": parent_run_id, "ranking": rows})
+    shutil.copytree(best.folder, out_dir)
+    ranking = [row.model_dump() for row in rows]
+    write_json(out_dir / "sweep.json", {"metric": metric, "parent_run_id": parent_run_id, "ranking": ranking})
     if parent_run_id:
         record_ranking(parent_run_id, rows, metric)
     say(
-        f"sweep: best of {len(rows)} is {best['architecture']} lr={best['learning_rate']:g} "
-        f"aug={best['augmentation']} ({metric} {best[metric]:.4f}, run {best['run_id']})"
+        f"sweep: best of {len(rows)} is {best.architecture} lr={best.learning_rate:g} "
+        f"aug={best.augmentation} ({metric} {best.score(metric):.4f}, run {best.run_id})"
     )
     return best
 
 
-def record_ranking(parent_run_id: str, rows: list[dict[str, Any]], metric: str) -> None:
+def record_ranking(parent_run_id: str, rows: list[RankedCandidate], metric: str) -> None:
     """The ranking table and the winner on the parent run, the winner's tag on its child run."""
     use_tracking_store()
     client = MlflowClient()
     best = rows[0]
-    client.log_table(
-        parent_run_id, {key: [row[key] for row in rows] for key in rows[0] if key != "folder"}, "sweep/ranking.json"
-    )
-    client.log_metric(parent_run_id, f"best_{metric}", best[metric])
-    client.set_tag(parent_run_id, "cnnops.sweep.best_run", best["run_id"])
-    client.set_tag(best["run_id"], WINNER_TAG, "true")
+    table = [row.model_dump(exclude={"folder"}) for row in rows]
+    client.log_table(parent_run_id, {key: [row[key] for row in table] for key in table[0]}, "sweep/ranking.json")
+    client.log_metric(parent_run_id, f"best_{metric}", best.score(metric))
+    client.set_tag(parent_run_id, "cnnops.sweep.best_run", best.run_id)
+    client.set_tag(best.run_id, WINNER_TAG, "true")
     client.set_terminated(parent_run_id, "FINISHED")

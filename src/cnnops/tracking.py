@@ -6,12 +6,12 @@ import os
 import subprocess
 import warnings
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import mlflow.data
 import pandas as pd
 
+from cnnops.artifacts import DatasetInfo
 from cnnops.paths import artifact_root, default_tracking_uri, tracking_uri
 
 
@@ -56,7 +56,7 @@ def git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def log_dataset(manifest: pd.DataFrame, info: dict[str, Any], location: Path, context: str) -> None:
+def log_dataset(manifest: pd.DataFrame, info: DatasetInfo, location: Path, context: str) -> None:
     """Log the manifest as the active run's MLflow dataset input, named by source and digested by
     the dataset fingerprint, so a run can be traced to the exact images (and a change noticed)."""
     with warnings.catch_warnings():
@@ -65,7 +65,7 @@ def log_dataset(manifest: pd.DataFrame, info: dict[str, Any], location: Path, co
         dataset = mlflow.data.from_pandas(
             manifest[["path", "label", "sha256"]],
             source=str(location),
-            name=str(info["source"]),
-            digest=info["fingerprint"][:32],
+            name=info.source,
+            digest=info.fingerprint[:32],
         )
     mlflow.log_input(dataset, context=context)

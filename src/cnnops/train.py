@@ -25,7 +25,18 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from cnnops.artifacts import TRAIN_HASHES_ARTIFACT, ModelSpec, read_dataset_info, read_manifest, write_json
+from cnnops.artifacts import (
+    TRAIN_HASHES_ARTIFACT,
+    DatasetInfo,
+    EarlyStoppingState,
+    ModelSpec,
+    PhaseSummary,
+    RunRecord,
+    TrainingState,
+    read_dataset_info,
+    read_manifest,
+    write_model_folder,
+)
 from cnnops.batchnorm import RECALIBRATION_IMAGES, RecalibrateBatchNorm
 from cnnops.checkpoints import (
     MODEL_FILE,
@@ -52,9 +63,10 @@ from cnnops.model import (
     is_backbone,
     precision_policy,
 )
+from cnnops.naming import model_name_for
 from cnnops.recipe import Recipe, describe_recipe, plan_recipe
-from cnnops.registry import model_name_for
 from cnnops.tracking import ensure_experiment, git_commit, log_dataset, use_tracking_store
+from cnnops.train_progress import StepProgress
 
 # A val-loss gain smaller than this is noise: it neither resets early stopping nor delays an LR cut.
 MIN_DELTA = 1e-3
@@ -79,7 +91,7 @@ def train_model(
     pipeline_run: str = "manual",
     *,
     resume: str | None = None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """Fit a model and write the model folder; returns the run record (run id, model URI).
 
     `resume` names an interrupted run to continue from its last checkpoint. A sweep candidate's
@@ -87,16 +99,16 @@ def train_model(
     """
     info = read_dataset_info(train_dir)
     spec = ModelSpec(
-        class_names=list(info["classes"]),
-        height=info["height"],
-        width=info["width"],
-        mode=info["mode"],
+        class_names=list(info.classes),
+        height=info.height,
+        width=info.width,
+        mode=info.mode,
         architecture=config.train.architecture,
     )
-    recipe = plan_recipe(info["n_images"], config.train, own_batchnorm=not is_backbone(config.train.architecture))
+    recipe = plan_recipe(info.n_images, config.train, own_batchnorm=not is_backbone(config.train.architecture))
     phases = plan_phases(config)
     # Both splits: a resumed run's early-stopping counters only mean something on the same val images.
-    fingerprint = f"{info['fingerprint']}+{read_dataset_info(val_dir)['fingerprint']}"
+    fingerprint = f"{info.fingerprint}+{read_dataset_info(val_dir).fingerprint}"
     progress = None
     if resume is not None:
         progress = read_progress(resume)
@@ -144,7 +156,7 @@ class TrainingJob:
     def __init__(
         self,
         spec: ModelSpec,
-        info: dict[str, Any],
+        info: DatasetInfo,
         config: Config,
         phases: list[Phase],
         recipe: Recipe,
@@ -158,8 +170,8 @@ class TrainingJob:
         self.fingerprint, self.teacher, self.replicas, self.xla = fingerprint, teacher, replicas, xla
 
     def run(
-        self, train_dir: Path, val_dir: Path, out_dir: Path, pipeline_run: str, progress: dict[str, Any] | None
-    ) -> dict[str, Any]:
+        self, train_dir: Path, val_dir: Path, out_dir: Path, pipeline_run: str, progress: TrainingState | None
+    ) -> RunRecord:
         """Build (or reload), fit every phase and save, inside one MLflow run."""
         config, spec, info = self.config, self.spec, self.info
         train_manifest, val_manifest = read_manifest(train_dir), read_manifest(val_dir)
@@ -171,7 +183,7 @@ class TrainingJob:
             else None
         )
         use_tracking_store()
-        name = model_name_for(config, info["source"])
+        name = model_name_for(config, info.source)
         experiment_id = ensure_experiment(name)
         if progress is None:
             model = build_model(spec, self.model_options())
@@ -182,17 +194,17 @@ class TrainingJob:
                 tags={"mlflow.parentRunId": parent} if parent else None,
             )
         else:
-            model = keras.saving.load_model(checkpoint_dir(progress["run_id"]) / MODEL_FILE)
+            model = keras.saving.load_model(checkpoint_dir(progress.run_id) / MODEL_FILE)
             model.jit_compile = self.xla
-            opened = reopen_run(progress["run_id"])
+            opened = reopen_run(progress.run_id)
         with opened as run:
             if progress is None:
                 self.log_start(model, train_manifest, train_dir, val_manifest, pipeline_run, name)
             else:
-                say(f"train: resuming run {run.info.run_id} after epoch {progress['epoch']}")
+                say(f"train: resuming run {run.info.run_id} after epoch {progress.epoch}")
                 backfill_metrics(run.info.run_id, progress, self.phases)
             say(
-                f"train: {spec.architecture} on {info['n_images']} images of {spec.height}x{spec.width} "
+                f"train: {spec.architecture} on {info.n_images} images of {spec.height}x{spec.width} "
                 f"{spec.mode}, {len(spec.class_names)} classes, up to {sum(p.epochs for p in self.phases)} epochs; "
                 f"run {run.info.run_id} (resume with --resume {run.info.run_id})"
             )
@@ -201,25 +213,26 @@ class TrainingJob:
             with input_errors_as_user_errors():
                 state = self.fit_phases(model, train_ds, val_ds, run.info.run_id, progress)
             seconds = time.monotonic() - started
-            history = state["history"]
-            best_epoch = state["phases"][-1]["best_epoch"]
+            history = state.history
+            best_epoch = state.phases[-1].best_epoch
             epochs_run = len(history["loss"])
+            resumed_at = 0 if progress is None else progress.epoch
             mlflow.log_metrics(
                 {
                     "train_seconds": seconds,
                     "epochs_run": epochs_run,
                     "best_epoch": best_epoch,
-                    "train_images_per_second": info["n_images"] * (epochs_run - state["resumed_at"]) / seconds,
+                    "train_images_per_second": info.n_images * (epochs_run - resumed_at) / seconds,
                 }
             )
-            mlflow.set_tag("cnnops.phases", json.dumps(state["phases"]))
+            mlflow.set_tag("cnnops.phases", json.dumps([phase.model_dump() for phase in state.phases]))
             if self.teacher is not None:
                 log_distillation(self.teacher, model, self.spec, val_manifest, self.config)
             record = save_model_folder(
                 out_dir, model, spec, config, history, run.info.run_id, experiment_id, name, best_epoch
             )
         shutil.rmtree(checkpoint_dir(run.info.run_id), ignore_errors=True)  # finished: nothing to resume
-        say(f"train: {epochs_run} epochs in {seconds:.0f}s, best epoch {best_epoch}, run {record['run_id']}")
+        say(f"train: {epochs_run} epochs in {seconds:.0f}s, best epoch {best_epoch}, run {record.run_id}")
         return record
 
     def model_options(self) -> ModelOptions:
@@ -251,8 +264,8 @@ class TrainingJob:
         info, config = self.info, self.config
         mlflow.set_tags(
             {
-                "cnnops.dataset_fingerprint": info["fingerprint"],
-                "cnnops.data_source": info["source"],
+                "cnnops.dataset_fingerprint": info.fingerprint,
+                "cnnops.data_source": info.source,
                 "cnnops.git_commit": git_commit(),
                 "mlflow.source.git.commit": git_commit(),
                 "cnnops.pipeline_run": pipeline_run,
@@ -266,7 +279,7 @@ class TrainingJob:
             {
                 **flatten_config(config),
                 **self.recipe.as_params(),
-                "n_train": info["n_images"],
+                "n_train": info.n_images,
                 "n_val": len(val_manifest),
                 "n_params": model.count_params(),
             }
@@ -276,40 +289,27 @@ class TrainingJob:
         log_dataset(train_manifest, info, train_dir, context="training")
 
     def fit_phases(
-        self, model: keras.Model, train_ds: Any, val_ds: Any, run_id: str, progress: dict[str, Any] | None
-    ) -> dict[str, Any]:
+        self, model: keras.Model, train_ds: Any, val_ds: Any, run_id: str, progress: TrainingState | None
+    ) -> TrainingState:
         """Fit each phase from where `progress` left off, checkpointing after every epoch."""
         folder = checkpoint_dir(run_id)
-        state = progress or {
-            "run_id": run_id,
-            "config": self.config.model_dump(mode="json"),
-            "fingerprint": self.fingerprint,
-            "phase": 0,
-            "epoch": 0,
-            "phase_start": 0,
-            "history": {},
-            "phases": [],
-            "early_stopping": None,
-            "plateau": None,
-        }
-        state["resumed_at"] = state["epoch"]
+        state = progress or TrainingState(
+            run_id=run_id, config=self.config.model_dump(mode="json"), fingerprint=self.fingerprint
+        )
         total = sum(p.epochs for p in self.phases)
-        for index in range(state["phase"], len(self.phases)):
+        for index in range(state.phase, len(self.phases)):
             phase = self.phases[index]
-            mid_phase = progress is not None and index == progress["phase"] and state["epoch"] > state["phase_start"]
+            mid_phase = progress is not None and index == progress.phase and state.epoch > state.phase_start
             if not mid_phase:
                 self.prepare_phase(model, phase)
             train = self.config.train
-            stopping, best_weights = (state["early_stopping"], read_best_weights(folder)) if mid_phase else (None, None)
-            if not mid_phase and state["phases"]:
+            stopping, best_weights = (state.early_stopping, read_best_weights(folder)) if mid_phase else (None, None)
+            if not mid_phase and state.phases:
                 # A later phase must beat the earlier phases' best, or their best weights stay.
-                best_epoch = state["phases"][-1]["best_epoch"]
-                stopping = {
-                    "wait": 0,
-                    "best": state["history"]["val_loss"][best_epoch - 1],
-                    "best_epoch": best_epoch - 1,
-                    "stopped": False,
-                }
+                best_epoch = state.phases[-1].best_epoch
+                stopping = EarlyStoppingState(
+                    wait=0, best=state.history["val_loss"][best_epoch - 1], best_epoch=best_epoch - 1, stopped=False
+                )
                 best_weights = model.get_weights()
             recipe = self.recipe
             early = ResumableEarlyStopping(
@@ -317,14 +317,14 @@ class TrainingJob:
                 best_weights,
                 monitor="val_loss",
                 patience=recipe.patience,
-                min_epochs=state["phase_start"] + recipe.min_epochs,
+                min_epochs=state.phase_start + recipe.min_epochs,
                 min_delta=MIN_DELTA,
                 restore_best_weights=True,
             )
             plateau = (
                 [
                     ResumablePlateau(
-                        state["plateau"] if mid_phase else None,
+                        state.plateau if mid_phase else None,
                         monitor="val_loss",
                         factor=0.5,
                         min_delta=MIN_DELTA,
@@ -338,11 +338,12 @@ class TrainingJob:
             calibrate = [RecalibrateBatchNorm(self.calibration)] if recipe.recalibrate_batchnorm else []
             # A phase that had stopped early before the kill trains no further epoch (only its best
             # weights are restored).
-            end = state["epoch"] if stopping and stopping.get("stopped") else state["phase_start"] + phase.epochs
+            end = state.epoch if stopping and stopping.stopped else state.phase_start + phase.epochs
+            checkpointer = Checkpointer(folder, state, early, plateau)
             model.fit(
                 train_ds,
                 validation_data=val_ds,
-                initial_epoch=state["epoch"],
+                initial_epoch=state.epoch,
                 epochs=end,
                 verbose=0,
                 shuffle=False,
@@ -350,22 +351,30 @@ class TrainingJob:
                     *calibrate,
                     early,
                     *plateau,
-                    Checkpointer(folder, state, early, plateau),
+                    checkpointer,
                     PhaseMetrics(phase.name),
                     EpochLine(total),
+                    StepProgress(total),
                 ],
             )
-            state["phases"].append(
-                {
-                    "name": phase.name,
-                    "first_epoch": state["phase_start"] + 1,
-                    "last_epoch": state["epoch"],
-                    "best_epoch": early.best_epoch + 1,
-                    "learning_rate": phase.learning_rate,
-                    "trainable_weights": len(model.trainable_weights),
+            state = checkpointer.state
+            finished = PhaseSummary(
+                name=phase.name,
+                first_epoch=state.phase_start + 1,
+                last_epoch=state.epoch,
+                best_epoch=early.best_epoch + 1,
+                learning_rate=phase.learning_rate,
+                trainable_weights=len(model.trainable_weights),
+            )
+            state = state.model_copy(
+                update={
+                    "phases": [*state.phases, finished],
+                    "phase": index + 1,
+                    "phase_start": state.epoch,
+                    "early_stopping": None,
+                    "plateau": None,
                 }
             )
-            state.update(phase=index + 1, phase_start=state["epoch"], early_stopping=None, plateau=None)
             write_checkpoint(folder, model, state, None)
         return state
 
@@ -410,16 +419,16 @@ def reopen_run(run_id: str) -> Any:
         ) from None
 
 
-def backfill_metrics(run_id: str, progress: dict[str, Any], phases: list[Phase]) -> None:
+def backfill_metrics(run_id: str, progress: TrainingState, phases: list[Phase]) -> None:
     """Log the checkpointed epochs a kill kept from reaching MLflow (the checkpoint is written
     before an epoch's metrics are logged), so the resumed run's curves have every epoch once."""
     logged = {metric.step for metric in mlflow.MlflowClient().get_metric_history(run_id, "loss")}
-    bounds = [(p["first_epoch"] - 1, p["last_epoch"], p["name"]) for p in progress["phases"]]
-    bounds.append((progress["phase_start"], progress["epoch"], phases[min(progress["phase"], len(phases) - 1)].name))
+    bounds = [(p.first_epoch - 1, p.last_epoch, p.name) for p in progress.phases]
+    bounds.append((progress.phase_start, progress.epoch, phases[min(progress.phase, len(phases) - 1)].name))
     for first, last, name in bounds:
         for step in range(first, last):
             if step not in logged:
-                values = {key: series[step] for key, series in progress["history"].items()}
+                values = {key: series[step] for key, series in progress.history.items()}
                 mlflow.log_metrics({**values, **{f"{name}.{key}": v for key, v in values.items()}}, step=step)
 
 
@@ -460,36 +469,30 @@ def save_model_folder(
     experiment_id: str,
     registered_model: str,
     best_epoch: int | None,
-) -> dict[str, Any]:
-    """Write the model folder and log the model to the active MLflow run."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(out_dir / "model.keras")
-    write_json(out_dir / "model_spec.json", spec.to_dict())
-    write_json(out_dir / "config.json", config.model_dump(mode="json"))
-    write_json(out_dir / "history.json", {k: [float(v) for v in vals] for k, vals in history.items()})
+) -> RunRecord:
+    """Log the model to the active MLflow run, then write the model folder with its run record."""
     example = np.zeros((1, spec.height, spec.width, spec.channels), dtype=np.uint8)
     signature = infer_signature(example, np.asarray(model(example, training=False)))
-    info = mlflow.keras.log_model(
+    logged = mlflow.keras.log_model(
         model,
         name="model",
         signature=signature,
-        metadata={"cnnops": spec.to_dict()},
         pip_requirements=model_requirements(),
     )
+    # best_epoch is None for an imported model: it has no training history.
+    record = RunRecord(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        model_uri=logged.model_uri,
+        model_id=logged.model_id,
+        registered_model=registered_model,
+        best_epoch=best_epoch,
+        val_loss=None if best_epoch is None else float(history["val_loss"][best_epoch - 1]),
+        val_accuracy=None if best_epoch is None else float(history["val_accuracy"][best_epoch - 1]),
+    )
+    write_model_folder(out_dir, model, spec, config, history, record)
     mlflow.log_artifact(str(out_dir / "model_spec.json"))
     mlflow.log_artifact(str(out_dir / "history.json"))
-    record = {
-        "run_id": run_id,
-        "experiment_id": experiment_id,
-        "model_uri": info.model_uri,
-        "model_id": info.model_id,
-        "registered_model": registered_model,
-    }
-    if best_epoch is not None:  # an imported model has no training history
-        record.update(
-            best_epoch=best_epoch, **{key: float(history[key][best_epoch - 1]) for key in ("val_loss", "val_accuracy")}
-        )
-    write_json(out_dir / "run.json", record)
     return record
 
 
@@ -506,17 +509,23 @@ class Checkpointer(keras.callbacks.Callback):
     optimizer state, so a killed run loses at most the epoch it was in."""
 
     def __init__(
-        self, folder: Path, state: dict[str, Any], early: ResumableEarlyStopping, plateau: list[ResumablePlateau]
+        self, folder: Path, state: TrainingState, early: ResumableEarlyStopping, plateau: list[ResumablePlateau]
     ) -> None:
         super().__init__()
         self.folder, self.state, self.early, self.plateau = folder, state, early, plateau
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        history = dict(self.state.history)
         for key, value in (logs or {}).items():
-            self.state["history"].setdefault(key, []).append(float(value))
-        self.state["epoch"] = epoch + 1
-        self.state["early_stopping"] = self.early.state()
-        self.state["plateau"] = self.plateau[0].state() if self.plateau else None
+            history[key] = [*history.get(key, []), float(value)]
+        self.state = self.state.model_copy(
+            update={
+                "history": history,
+                "epoch": epoch + 1,
+                "early_stopping": self.early.state(),
+                "plateau": self.plateau[0].state() if self.plateau else None,
+            }
+        )
         improved = self.early.best_epoch == epoch
         write_checkpoint(self.folder, self.model, self.state, self.early.best_weights if improved else None)
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cnnops.artifacts import read_dataset_info, read_json, read_manifest, write_dataset, write_json
+from cnnops.artifacts import DatasetInfo, read_dataset_info, read_json, read_manifest, write_dataset, write_json
 from cnnops.config import Config
 from cnnops.console import say
 from cnnops.errors import CnnopsError, ImageDecodeError
@@ -92,18 +92,18 @@ def check_dataset(dataset_dir: Path, out_dir: Path, config: Config) -> dict[str,
     validation = {
         "verdict": verdict,
         "checks": checks,
-        "source": info["source"],
-        "fingerprint": info["fingerprint"],
+        "source": info.source,
+        "fingerprint": info.fingerprint,
         "n_images": len(manifest),
-        "class_counts": info["class_counts"],
+        "class_counts": info.class_counts,
         "n_quarantined": len(quarantine),
         "n_duplicates": len(duplicates),
         "near_duplicate_groups": groups,
         "near_duplicate_groups_moved": groups_moved(manifest, config),
         "sizes": size_stats(manifest),
-        "channels": channel_stats(manifest, info["mode"], config.seed),
+        "channels": channel_stats(manifest, info.mode, config.seed),
     }
-    write_dataset(out_dir, manifest, {**info, "verdict": verdict})
+    write_dataset(out_dir, manifest, info.model_copy(update={"verdict": verdict}))
     quarantine.to_csv(out_dir / "quarantine.csv", index=False)
     duplicates.to_csv(out_dir / "duplicates.csv", index=False)
     write_json(out_dir / "validation.json", validation)
@@ -114,7 +114,7 @@ def check_dataset(dataset_dir: Path, out_dir: Path, config: Config) -> dict[str,
 def log_validation(
     validation: dict[str, Any],
     manifest: pd.DataFrame,
-    info: dict[str, Any],
+    info: DatasetInfo,
     out_dir: Path,
     report: Path,
     config: Config,
@@ -122,18 +122,18 @@ def log_validation(
     """A `validate` run in the model's MLflow experiment: the verdict, the report, and the dataset."""
     import mlflow
 
-    from cnnops.registry import model_name_for
+    from cnnops.naming import model_name_for
     from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
 
     use_tracking_store()
-    experiment_id = ensure_experiment(model_name_for(config, info["source"]))
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"validate-{info['fingerprint'][:12]}"):
+    experiment_id = ensure_experiment(model_name_for(config, info.source))
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"validate-{info.fingerprint[:12]}"):
         mlflow.set_tags(
             {
                 "cnnops.step": "validate",
                 "cnnops.verdict": validation["verdict"],
-                "cnnops.dataset_fingerprint": info["fingerprint"],
-                "cnnops.data_source": info["source"],
+                "cnnops.dataset_fingerprint": info.fingerprint,
+                "cnnops.data_source": info.source,
             }
         )
         mlflow.log_metrics(
@@ -224,7 +224,7 @@ def describe_groups(manifest: pd.DataFrame) -> list[dict[str, Any]]:
 
 def run_checks(
     manifest: pd.DataFrame,
-    info: dict[str, Any],
+    info: DatasetInfo,
     quarantine: pd.DataFrame,
     duplicates: pd.DataFrame,
     groups: list[dict[str, Any]],
@@ -278,7 +278,7 @@ def run_checks(
         f"{len(mixed)} mix labels; each group is kept in one split",
     )
     check("exact duplicates", "pass", f"{len(duplicates)} dropped before the split")
-    empty = info.get("empty_classes", [])
+    empty = info.empty_classes
     check(
         "empty classes",
         "warn" if empty else "pass",

@@ -9,7 +9,7 @@ import pytest
 from conftest import first_champion, train_candidate, write_images
 from mlflow.tracking import MlflowClient
 
-from cnnops.artifacts import write_evaluation
+from cnnops.artifacts import EvaluationScores, write_evaluation
 from cnnops.config import build_config
 from cnnops.errors import CnnopsError
 from cnnops.registry import decide_promotion, describe_registry, register_model
@@ -99,7 +99,7 @@ def test_candidate_below_floor_is_challenger(registry):
     # The gate reads the score the evaluate step wrote; a copy of that folder with a low score.
     scored_low = registry["work"] / "scored-low"
     shutil.copytree(strong["evaluation"], scored_low)
-    write_evaluation(scored_low, {**strong["metrics"], "accuracy": 0.5})
+    write_evaluation(scored_low, EvaluationScores.model_validate({**strong["metrics"], "accuracy": 0.5}))
     decision = decide_promotion(strong["model"], strong["test"], scored_low, strict)
     assert decision["alias"] == "challenger" and "below the floor" in decision["reason"]
     # Both scores are on record even when the floor alone decides.

@@ -38,7 +38,7 @@ def test_class_folders_nested_at_any_depth(state_home, tmp_path):
     deep.mkdir(parents=True)
     Image.fromarray(draw("disc", np.random.default_rng(9))).save(deep / "deep.png")
     info, manifest = ingest(root, tmp_path)
-    assert info["class_counts"] == {"cross": 4, "disc": 5, "stripes": 4}
+    assert info.class_counts == {"cross": 4, "disc": 5, "stripes": 4}
     assert any(path.endswith("batch 1/deep.png") for path in manifest["path"])
 
 
@@ -58,7 +58,7 @@ def test_path_table_relative_to_itself(state_home, tmp_path, suffix):
     frame.to_csv(table, index=False) if suffix == ".csv" else frame.to_parquet(table)
     before = snapshot(tmp_path / "store")
     info, manifest = ingest(table, tmp_path)
-    assert info["origin"] == "manifest" and info["classes"] == sorted(TINY_CLASSES)
+    assert info.origin == "manifest" and info.classes == sorted(TINY_CLASSES)
     assert len(manifest) == 9  # the file:// row names a file already listed: read once
     reasons = dict(
         zip(quarantined(tmp_path)["path"].map(lambda p: Path(p).name), quarantined(tmp_path)["reason"], strict=True)
@@ -75,8 +75,8 @@ def test_quickdraw_npy_files_with_a_per_class_cap(state_home, tmp_path):
     for name in ("full_numpy_bitmap_cat", "dog"):
         np.save(folder / f"{name}.npy", rng.integers(0, 256, (15, 784), dtype=np.uint8))
     info, manifest = ingest(folder, tmp_path, **{"data.max_per_class": "10"})
-    assert info["origin"] == "npy" and info["class_counts"] == {"cat": 10, "dog": 10}
-    assert (info["height"], info["width"], info["mode"]) == (28, 28, "L")
+    assert info.origin == "npy" and info.class_counts == {"cat": 10, "dog": 10}
+    assert (info.height, info.width, info.mode) == (28, 28, "L")
     # Written out once: the same files and cap reuse it; another cap is another copy.
     (written,) = (state_home / "data").glob("npy-*")
     stamp = (written / ".complete").stat().st_mtime_ns
@@ -116,8 +116,8 @@ def test_dataframe_parquet_needs_no_flag(state_home, tmp_path):
     path = tmp_path / "frame.parquet"
     pd.DataFrame({"pixels": grey, "class": labels}).to_parquet(path)
     info, _ = ingest(path, tmp_path)
-    assert info["origin"] == "dataframe" and info["class_counts"] == {"cross": 4, "disc": 4, "stripes": 4}
-    assert (info["height"], info["width"], info["mode"]) == (16, 16, "L")
+    assert info.origin == "dataframe" and info.class_counts == {"cross": 4, "disc": 4, "stripes": 4}
+    assert (info.height, info.width, info.mode) == (16, 16, "L")
 
 
 def test_dataframe_pickle_is_refused_without_trust_and_read_with_it(state_home, tmp_path):
@@ -127,8 +127,8 @@ def test_dataframe_pickle_is_refused_without_trust_and_read_with_it(state_home, 
         ingest(path, tmp_path)
     assert not (state_home / "data").exists() or not list((state_home / "data").glob("dataframe-*"))
     info, manifest = ingest(path, tmp_path, **{"data.trust_pickle": "true"})
-    assert info["class_counts"] == {"cross": 5, "disc": 5, "stripes": 4}
-    assert info["mode"] == "RGB"  # the arrays are RGB; the float one and the JPEG join them
+    assert info.class_counts == {"cross": 5, "disc": 5, "stripes": 4}
+    assert info.mode == "RGB"  # the arrays are RGB; the float one and the JPEG join them
 
 
 def test_pickle_of_something_else_is_refused(state_home, tmp_path):
@@ -154,7 +154,7 @@ def test_archives_of_a_tree(state_home, tmp_path, kind):
         with tarfile.open(archive, "w:gz" if kind == "tar.gz" else "w") as t:
             t.add(root, arcname="images")
     info, manifest = ingest(archive, tmp_path)
-    assert info["origin"] == "archive" and info["class_counts"] == {"cross": 3, "disc": 3, "stripes": 3}
+    assert info.origin == "archive" and info.class_counts == {"cross": 3, "disc": 3, "stripes": 3}
     assert all(str(state_home) in path for path in manifest["path"])
 
 
@@ -203,7 +203,7 @@ def test_pre_split_tree_keeps_its_split(state_home, tmp_path):
         write_images(root / folder, per_class=count, seed=seed)
     (root / "train" / "README.txt").write_text("not an image")
     info, manifest = ingest(root, tmp_path)
-    assert info["origin"] == "pre-split"
+    assert info.origin == "pre-split"
     assert manifest.groupby("split").size().to_dict() == {"test": 9, "train": 18, "val": 6}
     config = build_config(overrides={"data.source": str(root)})
     counts = split_dataset(tmp_path / "dataset", {name: tmp_path / name for name in SPLITS}, config)
@@ -238,5 +238,5 @@ def test_archive_of_a_pre_split_tree_keeps_its_split(state_home, tmp_path):
     with tarfile.open(archive, "w:gz") as t:
         t.add(root, arcname="data")
     info, manifest = ingest(archive, tmp_path)
-    assert info["origin"] == "pre-split"
+    assert info.origin == "pre-split"
     assert manifest.groupby("split").size().to_dict() == {"test": 3, "train": 12, "val": 3}

@@ -10,7 +10,7 @@ from cnnops.artifacts import read_dataset_info, read_manifest
 from cnnops.config import build_config
 from cnnops.errors import CnnopsError
 from cnnops.ingest import ingest_source
-from cnnops.sources import default_model_name
+from cnnops.naming import default_model_name
 
 
 def test_manifest_and_fingerprint(make_images, state_home, tmp_path):
@@ -30,11 +30,11 @@ def test_manifest_and_fingerprint(make_images, state_home, tmp_path):
         "group",
     ]
     assert set(manifest["split"]) == {""}  # a plain class-folder tree: the split step decides
-    assert len(manifest) == 36 and info["classes"] == ["cross", "disc", "stripes"]
-    assert (info["mode"], info["height"], info["width"]) == ("RGB", 16, 16)
-    assert read_dataset_info(tmp_path / "ds")["fingerprint"] == info["fingerprint"]
+    assert len(manifest) == 36 and info.classes == ["cross", "disc", "stripes"]
+    assert (info.mode, info.height, info.width) == ("RGB", 16, 16)
+    assert read_dataset_info(tmp_path / "ds").fingerprint == info.fingerprint
     again = ingest_source(build_config(overrides={"data.source": str(root)}), tmp_path / "ds2")
-    assert again["fingerprint"] == info["fingerprint"]
+    assert again.fingerprint == info.fingerprint
 
 
 def test_bad_files_are_quarantined_and_source_untouched(make_images, state_home, tmp_path):
@@ -47,7 +47,7 @@ def test_bad_files_are_quarantined_and_source_untouched(make_images, state_home,
     before = snapshot(root)
     info = ingest_source(build_config(overrides={"data.source": str(root)}), tmp_path / "ds")
     quarantine = pd.read_csv(tmp_path / "ds" / "quarantine.csv")
-    assert info["n_quarantined"] == 4
+    assert info.n_quarantined == 4
     reasons = dict(zip(quarantine["path"].map(lambda p: p.rsplit("/", 1)[-1]), quarantine["reason"], strict=True))
     assert reasons["notes.txt"] == "not an image"
     assert reasons["empty.png"] == "empty file"
@@ -63,7 +63,7 @@ def test_exact_duplicates_dropped_and_conflicts_quarantined(make_images, state_h
     info = ingest_source(build_config(overrides={"data.source": str(root)}), tmp_path / "ds")
     manifest = read_manifest(tmp_path / "ds")
     assert manifest["sha256"].is_unique
-    assert info["n_duplicates"] == 1
+    assert info.n_duplicates == 1
     assert len(manifest) == 36 - 1  # the conflicting original left too
     quarantine = pd.read_csv(tmp_path / "ds" / "quarantine.csv")
     assert quarantine["reason"].str.startswith("label conflict").sum() == 2
@@ -133,21 +133,21 @@ def test_second_ingest_decodes_nothing_unchanged_and_rereads_what_changed(
     monkeypatch.setattr(ingest_module, "decode_image", counting_decode)
     # Nothing changed: the earlier output is reused whole.
     second = ingest_source(config, tmp_path / "second")
-    assert decoded == [] and second["fingerprint"] == first["fingerprint"]
+    assert decoded == [] and second.fingerprint == first.fingerprint
     assert read_manifest(tmp_path / "second").equals(read_manifest(tmp_path / "first"))
 
     # One new file: only it is decoded; the others are known by content.
     Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(source / "disc" / "new.png")
     third = ingest_source(config, tmp_path / "third")
-    assert len(decoded) == 1 and third["n_images"] == first["n_images"] + 1
+    assert len(decoded) == 1 and third.n_images == first.n_images + 1
 
     # A file rewritten with other bytes is read and decoded again; its new hash is in the manifest.
     changed = sorted((source / "disc").iterdir())[0]
     changed.write_bytes(sorted((source / "cross").iterdir())[0].read_bytes())  # now a copy of a cross image
     os.utime(changed, ns=(1, 1))
     fourth = ingest_source(config, tmp_path / "fourth")
-    assert fourth["fingerprint"] != third["fingerprint"]
-    assert fourth["n_quarantined"] == 2  # both copies, filed under disc and cross: a label conflict
+    assert fourth.fingerprint != third.fingerprint
+    assert fourth.n_quarantined == 2  # both copies, filed under disc and cross: a label conflict
 
 
 def test_worker_processes_give_the_same_manifest_as_threads(state_home, make_images, tmp_path, monkeypatch):
@@ -166,6 +166,6 @@ def test_worker_processes_give_the_same_manifest_as_threads(state_home, make_ima
     monkeypatch.setattr(ingest_module, "PROCESS_MIN_FILES", 1)
     monkeypatch.setattr(ingest_module.os, "cpu_count", lambda: 2)
     processes = ingest_module.ingest_source(config, tmp_path / "processes")
-    assert processes["fingerprint"] == threads["fingerprint"]
+    assert processes.fingerprint == threads.fingerprint
     assert read_manifest(tmp_path / "processes").equals(read_manifest(tmp_path / "threads"))
-    assert processes["n_quarantined"] == threads["n_quarantined"] == 1
+    assert processes.n_quarantined == threads.n_quarantined == 1

@@ -56,7 +56,7 @@ def test_split_folders_partition_the_dataset(make_images, state_home, tmp_path):
     assert counts == {"train": 48, "val": 6, "test": 6}
     hashes = [set(read_manifest(dirs[name])["sha256"]) for name in SPLITS]
     assert not (hashes[0] & hashes[1] or hashes[0] & hashes[2] or hashes[1] & hashes[2])
-    assert read_dataset_info(dirs["test"])["split"] == "test"
+    assert read_dataset_info(dirs["test"]).split == "test"
 
 
 def test_class_too_small_for_split(make_images, state_home, tmp_path):

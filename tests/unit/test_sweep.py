@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cnnops.artifacts import RunRecord, write_record
 from cnnops.config import build_config
 from cnnops.errors import CnnopsError
 from cnnops.sweep import check_candidates, plan_candidates, select_best
@@ -56,8 +57,18 @@ def test_a_zero_learning_rate_in_a_sweep_is_a_config_error():
 
 def write_candidate(folder: Path, run_id: str, val_accuracy: float, val_loss: float) -> Path:
     folder.mkdir(parents=True)
-    (folder / "run.json").write_text(
-        json.dumps({"run_id": run_id, "best_epoch": 3, "val_accuracy": val_accuracy, "val_loss": val_loss})
+    write_record(
+        folder / "run.json",
+        RunRecord(
+            run_id=run_id,
+            experiment_id="0",
+            model_uri=f"models:/{run_id}",
+            model_id=None,
+            registered_model="cnnops-test",
+            best_epoch=3,
+            val_accuracy=val_accuracy,
+            val_loss=val_loss,
+        ),
     )
     (folder / "config.json").write_text(json.dumps(build_config().model_dump(mode="json")))
     return folder
@@ -72,7 +83,7 @@ def test_a_diverged_candidate_ranks_last_whatever_the_metric(tmp_path, metric):
         write_candidate(tmp_path / "b", "better", 0.95, 0.2),
     ]
     best = select_best(folders, config, tmp_path / "best")
-    assert best["run_id"] == "better"
+    assert best.run_id == "better"
     ranking = json.loads((tmp_path / "best" / "sweep.json").read_text())["ranking"]
     assert [row["run_id"] for row in ranking] == ["better", "good", "diverged"]
     with pytest.raises(CnnopsError, match=r"^every one of the 1 sweep candidates diverged"):

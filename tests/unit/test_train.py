@@ -37,13 +37,13 @@ def test_input_changed_after_ingest_is_a_one_line_error(make_images, state_home,
 
 
 def test_evaluating_on_unknown_classes_is_a_one_line_error(make_images, state_home, tmp_path):
-    from cnnops.artifacts import read_manifest, write_dataset
+    from cnnops.artifacts import read_dataset_info, read_manifest, write_dataset
     from cnnops.errors import CnnopsError
     from cnnops.evaluate import evaluate_model
 
     result = train_candidate(tmp_path / "m", make_images(per_class=10), **{"train.epochs": 1})
     test = read_manifest(result["test"]).assign(label="zebra")
-    write_dataset(tmp_path / "odd", test, {})
+    write_dataset(tmp_path / "odd", test, read_dataset_info(result["test"]).model_copy(update={"classes": ["zebra"]}))
     with pytest.raises(CnnopsError, match=r"classes the model was not trained on \(zebra\)"):
         evaluate_model(result["model"], tmp_path / "odd", tmp_path / "eval")
 

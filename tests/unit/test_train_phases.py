@@ -146,7 +146,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_without_repeating_epochs(state
 
 
 def test_resuming_with_a_different_config_is_refused_before_training(state_home, tmp_path):
-    from cnnops.artifacts import read_dataset_info
+    from cnnops.artifacts import TrainingState, read_dataset_info
     from cnnops.checkpoints import checkpoint_dir, write_checkpoint
     from cnnops.errors import CnnopsError
     from cnnops.train import train_model
@@ -154,18 +154,18 @@ def test_resuming_with_a_different_config_is_refused_before_training(state_home,
     splits, config = prepare_splits(tmp_path, write_images(tmp_path / "images", per_class=10))
     folder = checkpoint_dir("abc123")
 
-    progress = {
-        "run_id": "abc123",
-        "config": config.model_dump(mode="json"),
-        "epoch": 2,
-        "phase": 0,
-        "phase_start": 0,
-        "fingerprint": read_dataset_info(splits / "train")["fingerprint"],
-        "history": {},
-        "phases": [],
-        "early_stopping": None,
-        "plateau": None,
-    }
+    progress = TrainingState(
+        run_id="abc123",
+        config=config.model_dump(mode="json"),
+        epoch=2,
+        phase=0,
+        phase_start=0,
+        fingerprint=read_dataset_info(splits / "train").fingerprint,
+        history={},
+        phases=[],
+        early_stopping=None,
+        plateau=None,
+    )
     write_checkpoint(folder, keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), progress, None)
     changed = config.model_copy(update={"train": config.train.model_copy(update={"learning_rate": 0.1})})
     with pytest.raises(
