@@ -13,7 +13,6 @@ import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-import annotated_types
 import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -41,14 +40,12 @@ model.
 def render_reference(model: type[BaseModel] = Config) -> str:
     """The whole reference page as Markdown: the top-level keys, one table per section, the defaults."""
     defaults = model().model_dump(mode="json")
-    sections = {name: field for name, field in model.model_fields.items() if _section_model(field) is not None}
+    sections = {name: section for name, field in model.model_fields.items() if (section := _section_model(field))}
     plain = {name: field for name, field in model.model_fields.items() if name not in sections}
     parts = [_INTRO.format(regenerate=REGENERATE)]
     if plain:
         parts.append(_render_table("Top-level keys", None, plain, defaults, prefix=""))
-    for name, field in sections.items():
-        section = _section_model(field)
-        assert section is not None
+    for name, section in sections.items():
         parts.append(_render_table(f"`{name}`", section.__doc__, section.model_fields, defaults[name], f"{name}."))
     parts.append(_render_defaults(defaults))
     return "\n".join(parts)
@@ -123,15 +120,13 @@ def _literals(annotation: Any) -> list[Any]:
     return [value for arg in get_args(annotation) for value in _literals(arg)]
 
 
+# pydantic keeps a Field's constraints as metadata objects, one per bound, named like Field's arguments.
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
 def _describe_bound(item: Any) -> str:
-    bounds = {
-        annotated_types.Ge: (">=", "ge"),
-        annotated_types.Gt: (">", "gt"),
-        annotated_types.Le: ("<=", "le"),
-        annotated_types.Lt: ("<", "lt"),
-    }
-    for kind, (sign, attr) in bounds.items():
-        if isinstance(item, kind):
+    for attr, sign in _BOUNDS.items():
+        if getattr(item, attr, None) is not None:
             return f"{sign} {getattr(item, attr)}"
     pattern = getattr(item, "pattern", None)
     return f"matches `{pattern}`" if pattern else ""
