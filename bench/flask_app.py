@@ -19,7 +19,7 @@ from PIL import Image
 
 def create_app(model_dir: Path) -> Flask:
     model = keras.saving.load_model(model_dir / "model.keras", compile=False)
-    spec = json.loads((model_dir / "served.json").read_text())["spec"]
+    spec = json.loads((model_dir / "model_spec.json").read_text())
     app = Flask(__name__)
 
     @app.route("/predict", methods=["POST"])

@@ -122,7 +122,8 @@ def measure_server(
 
 def measure_ceiling(model_dir: Path, images: list[bytes], seconds: float = 10.0) -> float:
     """Images/s for decode + model call in-process, on batches of 32: no HTTP at all."""
-    from cnnops.predict import decode_for_model, load_keras_model, predict_pixels, read_served_model
+    from cnnops.export import read_served_model
+    from cnnops.predict import decode_for_model, load_keras_model, predict_pixels
 
     served = read_served_model(model_dir)
     model = load_keras_model(model_dir)
@@ -146,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnops.paths import data_cache, keep_tool_state_inside
-    from cnnops.predict import export_registered
+    from cnnops.export import export_registered
 
     keep_tool_state_inside()
     served = export_registered(args.model_name)
@@ -156,7 +157,7 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CNNOPS_MODEL_DIR": str(served.folder)}
     print(
-        f"model {args.model_name} v{served.info['version']}, {len(images)} distinct images, "
+        f"model {args.model_name} v{served.info.version}, {len(images)} distinct images, "
         f"{args.requests} requests per level, {os.cpu_count()} CPUs",
         flush=True,
     )
@@ -201,8 +202,8 @@ def main() -> None:
     args.out.write_text(
         json.dumps(
             {
-                "model": served.info["registered_model"],
-                "version": served.info["version"],
+                "model": served.info.registered_model,
+                "version": served.info.version,
                 "cpus": os.cpu_count(),
                 "cnnops": cnnops,
                 "flask": flask,

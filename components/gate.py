@@ -19,15 +19,16 @@ def gate(
     """
     from pathlib import Path
 
-    from cnnops.artifacts import write_json
     from cnnops.config import validate_config
     from cnnops.errors import exit_on_user_error
-    from cnnops.registry import decide_promotion
+    from cnnops.gate import decide_promotion, write_decision
 
     with exit_on_user_error():
         verdict = decide_promotion(
             Path(model.path), Path(test_data.path), Path(evaluation.path), validate_config(config), Path(baselines.path)
         )
-    write_json(Path(decision.path), verdict)
-    decision.metadata.update({k: verdict[k] for k in ("alias", "reason", "candidate_score")})
-    return verdict["alias"]
+    write_decision(Path(decision.path), verdict)
+    decision.metadata.update(
+        {"alias": verdict.alias, "reason": verdict.reason, "candidate_score": verdict.candidate_score}
+    )
+    return verdict.alias

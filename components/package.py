@@ -10,12 +10,12 @@ def package(model: Input[Model], version: int, bento: Output[Artifact]) -> str:
     is the task's output, so a cluster run keeps the Bento after the pod is gone."""
     from pathlib import Path
 
-    from cnnops.artifacts import read_json
+    from cnnops.artifacts import read_run_record
     from cnnops.errors import exit_on_user_error
     from serving.bento import package_version
 
     with exit_on_user_error():
-        name = read_json(Path(model.path) / "run.json")["registered_model"]
+        name = read_run_record(Path(model.path)).registered_model
         built = package_version(name, str(version), export_to=Path(bento.path) / "cnnops.bento")
     bento.metadata.update({key: built[key] for key in ("bento", "registered_model", "version")})
     return built["bento"]

@@ -9,10 +9,10 @@ def register(model: Input[Model], evaluation: Input[Artifact], decision: Input[A
     """Register the candidate as a new version under the alias the gate decided; returns the version."""
     from pathlib import Path
 
-    from cnnops.artifacts import read_json
     from cnnops.errors import exit_on_user_error
-    from cnnops.registry import register_model
+    from cnnops.gate import read_decision
+    from cnnops.registration import register_model
 
     with exit_on_user_error():
-        result = register_model(Path(model.path), Path(evaluation.path), read_json(Path(decision.path)))
-    return result["version"]
+        result = register_model(Path(model.path), Path(evaluation.path), read_decision(Path(decision.path)))
+    return result.version

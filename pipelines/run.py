@@ -48,7 +48,7 @@ def run_locally(config: dict[str, Any], runner: str = "subprocess") -> None:
 def task_runner(runner: str, config: dict[str, Any], root: Path, errors: Path) -> Iterator[Any]:
     if runner == "subprocess":
         from cnnops.config import validate_config
-        from cnnops.registry import model_name_for
+        from cnnops.naming import model_name_for
         from cnnops.tracking_server import proxied_artifacts_reachable
 
         os.environ[ERROR_FILE_ENV] = str(errors)
@@ -104,7 +104,7 @@ def check_artifacts_reachable(uri: str, config: dict[str, Any]) -> None:
     from mlflow.tracking import MlflowClient
 
     from cnnops.config import validate_config
-    from cnnops.registry import model_name_for
+    from cnnops.naming import model_name_for
 
     name = model_name_for(validate_config(config))
     experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)

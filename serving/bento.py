@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import cnnops
-from cnnops.predict import ServedModel, export_registered
+from cnnops.export import ServedModel, export_registered
 
 SERVING = Path(__file__).resolve().parent
 # The service image: its repository (the kustomize image name in infra/k8s) and its Dockerfile.
@@ -44,7 +44,7 @@ def build_bento(served: ServedModel) -> dict[str, Any]:
     from bentoml.exceptions import NotFound
 
     info = served.info
-    version = f"{info['registered_model']}-v{info['version']}-{source_digest()}".lower()
+    version = f"{info.registered_model}-v{info.version}-{source_digest()}".lower()
     try:
         bento = bentoml.bentos.get(f"cnnops:{version}")
     except NotFound:
@@ -52,8 +52,8 @@ def build_bento(served: ServedModel) -> dict[str, Any]:
     return {
         "bento": str(bento.tag),
         "path": bento.path,
-        "registered_model": info["registered_model"],
-        "version": info["version"],
+        "registered_model": info.registered_model,
+        "version": info.version,
     }
 
 
@@ -84,7 +84,8 @@ def make_bento(served: ServedModel, version: str) -> Any:
     with tempfile.TemporaryDirectory(prefix="cnnops-bento-") as scratch:
         context = Path(scratch)
         copy_service(context / "serving")
-        shutil.copytree(served.folder, context / "serving" / "model", ignore=shutil.ignore_patterns(".export-*"))
+        # Hidden entries are writes in progress (`cnnops.atomic`), never part of the model.
+        shutil.copytree(served.folder, context / "serving" / "model", ignore=shutil.ignore_patterns(".*"))
         shutil.copytree(LIBRARY, context / "cnnops", ignore=shutil.ignore_patterns("__pycache__"))
         bento = bentoml.bentos.build(
             "serving.service:Classifier",
@@ -92,12 +93,12 @@ def make_bento(served: ServedModel, version: str) -> Any:
             build_ctx=str(context),
             include=["serving/**", "cnnops/**"],
             labels={
-                "registered_model": info["registered_model"],
-                "model_version": str(info["version"]),
-                "run_id": str(info["run_id"]),
+                "registered_model": info.registered_model,
+                "model_version": str(info.version),
+                "run_id": str(info.run_id),
             },
-            description=f"cnnops image classifier: {info['registered_model']} v{info['version']} "
-            f"(test accuracy {info['test_accuracy']}).",
+            description=f"cnnops image classifier: {info.registered_model} v{info.version} "
+            f"(test accuracy {info.test_accuracy}).",
             python={
                 "packages": [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES],
                 "lock_packages": False,

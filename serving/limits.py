@@ -54,7 +54,7 @@ class RequestGuard:
         if body is None:
             await refuse(send, 413, f"request body is over the limit of {self.limit} bytes")
             return
-        problem = check_multipart(content_type, body, fields) if checked else None
+        problem = check_multipart(content_type, body, fields) if checked and fields is not None else None
         if problem is not None:
             await refuse(send, 400, problem)
             return

@@ -11,7 +11,7 @@ other calls are still using it, which turns concurrent load into 500s. One proce
 serialisation hop per request. Access logs are off: at these request rates they cost more CPU
 than the model (`/metrics` counts every request).
 
-The model comes from a served-model folder (`cnnops.predict`): `$CNNOPS_MODEL_DIR`, else the
+The model comes from a served-model folder (`cnnops.export`): `$CNNOPS_MODEL_DIR`, else the
 copy packed beside this file when a bento is built.
 """
 
@@ -21,7 +21,7 @@ import gc
 import os
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import anyio
 import bentoml
@@ -36,15 +36,14 @@ from starlette.routing import Route
 from cnnops.batching import AdaptiveBatcher
 from cnnops.config import ServeConfig
 from cnnops.errors import CnnopsError, ImageDecodeError
+from cnnops.export import ServedModel, read_served_model
 from cnnops.predict import (
-    ServedModel,
     batch_buckets,
     decode_base64_image,
     decode_for_model,
     load_keras_model,
     predict_bucketed,
     predict_pixels,
-    read_served_model,
     top_k,
 )
 from serving.limits import RequestGuard
@@ -132,7 +131,7 @@ class Classifier:
     def info(self) -> dict[str, Any]:
         """Model facts for clients and the page: name, version, aliases, test metrics, classes."""
         return {
-            **self.served.info,
+            **self.served.info.model_dump(mode="json", exclude={"schema_version"}),
             "class_names": self.served.spec.class_names,
             "input": {
                 "height": self.served.spec.height,
@@ -205,6 +204,7 @@ class Classifier:
 
 
 MULTIPART_FIELDS = {"/classify": {"image", "top_k"}, "/classify_batch": {"images", "top_k"}}
-Classifier.add_asgi_middleware(
+# The decorators made Classifier a bentoml Service; mypy does not apply class decorators.
+cast("bentoml.Service[Classifier]", Classifier).add_asgi_middleware(
     RequestGuard, limit=lambda: serve_config().max_request_bytes, multipart_fields=MULTIPART_FIELDS
 )

@@ -109,7 +109,8 @@ def own_store(work: Path) -> Iterator[None]:
 def first_champion(work: Path, **overrides) -> Iterator[dict]:
     """In its own state folder under `work`: tiny images, a model trained on them for 12 epochs,
     gated and registered as the first champion."""
-    from cnnops.registry import decide_promotion, register_model
+    from cnnops.gate import decide_promotion
+    from cnnops.registration import register_model
 
     with own_store(work):
         source = write_images(work / "images", per_class=30, seed=1)
@@ -122,18 +123,18 @@ def first_champion(work: Path, **overrides) -> Iterator[dict]:
 @pytest.fixture(scope="session")
 def served(tmp_path_factory):
     """A tiny real model, registered as champion in its own store and exported for serving."""
-    from cnnops.predict import export_registered
+    from cnnops.export import export_registered
 
     work = tmp_path_factory.mktemp("served")
     with first_champion(work, **{"gate.floor": 0.0}) as champion:
         trained, decision, source = champion["strong"], champion["decision"], champion["source"]
-        model = export_registered(decision["registered_model"])
+        model = export_registered(decision.registered_model)
         yield {
             "home": work / "state",
             "model": model,
             "source": source,
             "test": trained["test"],
-            "name": decision["registered_model"],
+            "name": decision.registered_model,
         }
 
 

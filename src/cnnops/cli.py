@@ -99,7 +99,8 @@ def run(
         started = time.monotonic()
         run_locally(to_pipeline_parameter(cfg), runner=runner)
         typer.echo(f"cnnops: pipeline finished in {time.monotonic() - started:.0f}s")
-        from cnnops.registry import describe_registry, model_name_for
+        from cnnops.naming import model_name_for
+        from cnnops.status import describe_registry, format_status
 
         typer.echo(format_status(describe_registry(model_name_for(cfg))))
 
@@ -257,7 +258,8 @@ def register(
 ) -> None:
     """Gate the model (chance, baselines, the champion on the same images) and register it as
     champion or challenger."""
-    from cnnops.registry import decide_promotion, register_model
+    from cnnops.gate import decide_promotion
+    from cnnops.registration import register_model
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"gate.force_promote": force_promote})
@@ -350,11 +352,11 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (keys in README).")] = False,
 ) -> None:
     """Show registered models, their champion and challenger, and each version's test metrics."""
-    from cnnops.registry import describe_registry
+    from cnnops.status import describe_registry, format_status
 
     with exit_on_user_error():
         described = describe_registry(model_name)
-    typer.echo(json.dumps(described, indent=2) if as_json else format_status(described))
+    typer.echo(described.model_dump_json(indent=2) if as_json else format_status(described))
 
 
 ModelName = Annotated[
@@ -378,14 +380,14 @@ def serve(
     import os
     import sys
 
-    from cnnops.predict import export_registered
-    from cnnops.registry import model_name_for
+    from cnnops.export import export_registered
+    from cnnops.naming import model_name_for
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
         served = export_registered(model_name_for(cfg), version)
     typer.echo(
-        f"cnnops: serving {served.info['registered_model']} v{served.info['version']} on http://{host}:{port}", err=True
+        f"cnnops: serving {served.info.registered_model} v{served.info.version} on http://{host}:{port}", err=True
     )
     env = {**os.environ, "CNNOPS_MODEL_DIR": str(served.folder), "CNNOPS_SERVE_CONFIG": cfg.serve.model_dump_json()}
     # exec: the server keeps this process's PID, so stopping `cnnops serve` stops the server.
@@ -408,8 +410,9 @@ def predict(
 ) -> None:
     """Classify image files with a registered model, by the service's own decode and model call.
     Exits 1 when any file could not be classified."""
-    from cnnops.predict import classify_files, export_registered
-    from cnnops.registry import model_name_for
+    from cnnops.export import export_registered
+    from cnnops.naming import model_name_for
+    from cnnops.predict import classify_files
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name, "serve.top_k": top_k})
@@ -418,7 +421,7 @@ def predict(
     if as_json:
         typer.echo(
             json.dumps(
-                {"model": served.info["registered_model"], "version": served.info["version"], "results": results},
+                {"model": served.info.registered_model, "version": served.info.version, "results": results},
                 indent=2,
             )
         )
@@ -447,7 +450,7 @@ def bento(
     sets: Sets = None,
 ) -> None:
     """Build a Bento pinned to one registered version (the champion by default)."""
-    from cnnops.registry import model_name_for
+    from cnnops.naming import model_name_for
     from serving.bento import package_version
 
     with exit_on_user_error():
@@ -488,47 +491,3 @@ def preflight(config: Config) -> Config:
     if source.spec == config.data.source:
         return config
     return config.model_copy(update={"data": config.data.model_copy(update={"source": source.spec})})
-
-
-def format_status(described: dict[str, Any]) -> str:
-    lines = [f"MLflow store: {described['tracking_uri']}"]
-    if not described["models"]:
-        lines.append("no registered models yet; run `cnnops run`.")
-    for model in described["models"]:
-        lines.append(f"{model['name']}: {len(model['versions'])} version(s)")
-        for alias in ("champion", "challenger"):
-            version = model[alias]
-            lines.append(f"  {alias:<10} " + ("none" if version is None else f"v{version['version']}"))
-        lines.append(f"  {'version':>7}  {'aliases':<20} {'test acc':>8} {'macro F1':>8}  gate decision")
-        for version in model["versions"]:
-            lines.append(
-                f"  {'v' + str(version['version']):>7}  {','.join(version['aliases']) or '-':<20} "
-                f"{_fmt(version['test_accuracy']):>8} {_fmt(version['test_macro_f1']):>8}  "
-                f"{version['decision']}: {version['reason']}"
-            )
-            lines.extend(f"  {'':>7}  {'':<20} {'':>8} {'':>8}  {line}" for line in format_evidence(version))
-    return "\n".join(lines)
-
-
-def format_evidence(version: dict[str, Any]) -> list[str]:
-    """The numbers behind a version's gate decision, a line each."""
-    lines = []
-    if version.get("chance_score") is not None:
-        floors = f"chance {version['chance_score']:.4f}"
-        if version.get("best_baseline") is not None:
-            floors += f", best baseline {version['best_baseline']} {version['best_baseline_score']:.4f}"
-        lines.append(floors)
-    evidence = version.get("evidence")
-    if evidence is not None:
-        lines.append(
-            f"vs v{version['compared_with_version']} on {version['compared_on']} images: only this right "
-            f"{evidence['only_candidate_right']}, only the champion right {evidence['only_champion_right']}, "
-            f"McNemar p {evidence['p_value']:.3g}, difference {evidence['difference']:+.4f}, "
-            f"{evidence['confidence']:.0%} interval [{evidence['interval_low']:+.4f}, "
-            f"{evidence['interval_high']:+.4f}]"
-        )
-    return lines
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

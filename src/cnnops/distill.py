@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from cnnops.artifacts import ModelSpec, read_json
+from cnnops.artifacts import ModelSpec, read_model_spec
 from cnnops.config import DistillConfig
 from cnnops.console import say
 from cnnops.errors import CnnopsError
@@ -43,18 +43,16 @@ def resolve_teacher(reference: str) -> Path:
         raise CnnopsError(
             f"--distill-from {reference}: not a model folder, and not NAME@ALIAS or NAME:VERSION of a registered model."
         )
-    from cnnops.predict import export_registered
+    from cnnops.export import export_registered
 
     return export_registered(name, ref).folder
 
 
 def load_teacher(folder: Path, spec: ModelSpec) -> keras.Model:
     """The teacher's model, refused unless it reads the same images into the same classes."""
-    spec_file = folder / "model_spec.json"
     if not (folder / "model.keras").is_file():
         raise CnnopsError(f"{folder} holds no model.keras; distil from a model folder or a registered version.")
-    raw = read_json(spec_file) if spec_file.is_file() else read_json(folder / "served.json")["spec"]
-    teacher = ModelSpec.from_dict(raw)
+    teacher = read_model_spec(folder)
     if teacher.class_names != spec.class_names:
         raise CnnopsError(
             f"the teacher in {folder} predicts {', '.join(teacher.class_names)}; the data has "

@@ -8,19 +8,17 @@ one of them got right, and a bootstrap interval of the metric's difference over 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import numpy as np
 from scipy.stats import binom
 from sklearn.metrics import f1_score
+
+from cnnops.artifacts import Frozen
 
 # Paired resamples of the test images behind each interval.
 BOOTSTRAP_ROUNDS = 2000
 
 
-@dataclass(frozen=True)
-class PairedEvidence:
+class PairedEvidence(Frozen):
     """Candidate against champion on the same images; recorded on the version and in the decision."""
 
     n_images: int
@@ -45,9 +43,6 @@ class PairedEvidence:
             and self.interval_low > 0
             and self.difference >= margin - 1e-12
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def chance_score(metric: str, y_true: np.ndarray, labels: list[str] | None = None) -> float:

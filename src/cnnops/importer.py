@@ -18,8 +18,10 @@ from cnnops.artifacts import DatasetInfo, ModelSpec, RunRecord, read_dataset_inf
 from cnnops.config import Config, flatten_config
 from cnnops.console import say
 from cnnops.errors import CnnopsError
+from cnnops.gate import decide_promotion
 from cnnops.model import backbone_input
-from cnnops.registry import decide_promotion, model_name_for, register_model
+from cnnops.naming import model_name_for
+from cnnops.registration import register_model
 from cnnops.tracking import ensure_experiment, git_commit, use_tracking_store
 
 # How an imported model expects its pixels, as a backbone input mode (cnnops.model.backbone_input)
@@ -56,7 +58,8 @@ def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, giv
     record = log_imported(model, spec, file, scale, config, read_dataset_info(test_dir), work_dir / "model")
     evaluate_model(work_dir / "model", test_dir, work_dir / "evaluation")
     decision = decide_promotion(work_dir / "model", test_dir, work_dir / "evaluation", config)
-    return {**register_model(work_dir / "model", work_dir / "evaluation", decision), "run_id": record.run_id}
+    registered = register_model(work_dir / "model", work_dir / "evaluation", decision)
+    return {**registered.model_dump(), "run_id": record.run_id}
 
 
 def prepare_test_set(test: Path, work_dir: Path, config: Config) -> Path:

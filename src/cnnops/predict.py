@@ -1,12 +1,11 @@
 """Prediction on raw image bytes, shared by the HTTP service, `cnnops predict` and the benchmarks.
 
-A *served-model folder* holds one registered version, pinned: `model.keras` plus `served.json`
-(the input spec from the registry, and the version's name, number, alias and test metrics).
-Serving decodes with the one decode function into the exact uint8 array training saw; every
-other step (resize, rescale) is inside the model, so there is no train/serve skew to drift.
+The model comes from a served-model folder (`cnnops.export`). Serving decodes with the one decode
+function into the exact uint8 array training saw; every other step (resize, rescale) is inside
+the model, so there is no train/serve skew to drift.
 
-TensorFlow, Keras and MLflow are imported only where a model is loaded or exported, so the
-HTTP front end that only decodes stays light.
+TensorFlow and Keras are imported only where a model is loaded, so the HTTP front end that only
+decodes stays light.
 """
 
 from __future__ import annotations
@@ -14,126 +13,20 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import shutil
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnops.artifacts import ModelSpec, read_json, write_json
-from cnnops.errors import CnnopsError, ImageDecodeError
+from cnnops.artifacts import ModelSpec
+from cnnops.errors import ImageDecodeError
+from cnnops.export import MODEL_FILE, ServedModel
 from cnnops.images import decode_image
-from cnnops.paths import state_home
 
 if TYPE_CHECKING:
     import keras
 
-SERVED_FILE = "served.json"
-MODEL_FILE = "model.keras"
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """What the service says about its model and needs to feed it: the spec and the registry facts."""
-
-    folder: Path
-    spec: ModelSpec
-    info: dict[str, Any]
-
-
-def served_models_home() -> Path:
-    """Where exported versions are kept, one folder per registered version."""
-    return state_home() / "serving"
-
-
-def export_registered(name: str, reference: str = "champion", out_root: Path | None = None) -> ServedModel:
-    """Pin one registered version (an alias or a version number) into a served-model folder.
-
-    The folder is named by version, so re-exporting the same version reuses it, and a new
-    champion never changes what an already exported folder serves.
-    """
-    from cnnops.tracking_server import proxied_artifacts_reachable
-
-    with proxied_artifacts_reachable(name):
-        return export_version(name, reference, out_root or served_models_home())
-
-
-def export_version(name: str, reference: str, out_root: Path) -> ServedModel:
-    from mlflow.tracking import MlflowClient
-
-    from cnnops.registry import describe_version
-    from cnnops.tracking import use_tracking_store
-
-    uri = use_tracking_store()
-    client = MlflowClient()
-    version = resolve_version(client, name, reference, uri)
-    spec = model_spec_of(f"models:/{name}/{version.version}")
-    if spec is None:
-        raise CnnopsError(
-            f"{name} v{version.version} carries no cnnops input spec in its model metadata (it was "
-            "not trained by cnnops), so its classes and input size are unknown; it cannot be served."
-        )
-    aliases = sorted(a for a, v in client.get_registered_model(name).aliases.items() if int(v) == int(version.version))
-    folder = out_root / f"{name}-v{version.version}"
-    # No tracking URI here: /info is public, and a store URI can carry credentials.
-    info = {"registered_model": name, "requested": reference, **describe_version(version, aliases)}
-    if not (folder / MODEL_FILE).is_file():
-        write_model_file(f"models:/{name}/{version.version}", folder)
-    write_json(folder / SERVED_FILE, {"spec": spec.to_dict(), "info": info})
-    return ServedModel(folder, spec, info)
-
-
-def model_spec_of(model_uri: str) -> ModelSpec | None:
-    """The class names and input size and mode the model was saved with (its MLflow metadata)."""
-    from mlflow.models import get_model_info
-
-    raw = (get_model_info(model_uri).metadata or {}).get("cnnops")
-    return None if raw is None else ModelSpec.from_dict(raw)
-
-
-def resolve_version(client: Any, name: str, reference: str, uri: str) -> Any:
-    """The model version an alias or a version number names, or one line saying why there is none."""
-    from cnnops.registry import find_alias
-
-    if reference.isdigit():
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return client.get_model_version(name, reference)
-        except MlflowException:
-            raise CnnopsError(f"{name} has no version {reference} in {uri}; see `cnnops status`.") from None
-    version = find_alias(client, name, reference)
-    if version is None:
-        raise CnnopsError(
-            f"no {reference} registered for model '{name}' in {uri}; run `make run` (or "
-            "`cnnops run`) to train and register one, or name another model with --model-name."
-        )
-    return version
-
-
-def write_model_file(model_uri: str, folder: Path) -> None:
-    """Save a registered model as one `.keras` file, written aside and moved in whole."""
-    import mlflow
-
-    model = mlflow.keras.load_model(model_uri)
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as scratch:
-        path = Path(scratch) / MODEL_FILE
-        model.save(path)
-        shutil.move(path, folder / MODEL_FILE)
-
-
-def read_served_model(folder: Path) -> ServedModel:
-    """The spec and registry facts of an exported folder; no TensorFlow needed."""
-    if not (folder / MODEL_FILE).is_file():
-        raise CnnopsError(
-            f"{folder} holds no {MODEL_FILE}; export a registered version first (`cnnops serve` and `make bento` do)."
-        )
-    raw = read_json(folder / SERVED_FILE)
-    return ServedModel(folder, ModelSpec.from_dict(raw["spec"]), raw["info"])
 
 
 def load_keras_model(folder: Path) -> keras.Model:

@@ -5,10 +5,8 @@ once as class folders (Quick, Draw! `.npy` files, a DataFrame of image arrays, a
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import pickle
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -212,15 +210,6 @@ def read_path_table(table: Path) -> tuple[dict[str, list[Path]], list[tuple[Path
     return {label: sorted(files) for label, files in sorted(classes.items())}, problems
 
 
-def default_model_name(spec: str) -> str:
-    """A registered-model name unique to the data source: demo name, or folder name plus path hash."""
-    if spec.startswith(DEMO_PREFIX):
-        return f"cnnops-{_slug(spec[len(DEMO_PREFIX) :])}"
-    path = Path(spec).expanduser().resolve()
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
-    return f"cnnops-{_slug(path.name) or 'data'}-{digest}"
-
-
 def materialize_demo(name: str, writer: Callable[[Path], None]) -> Path:
     """Write a demo dataset as PNG class folders once."""
     return materialize(f"demo-{name}", writer)
@@ -327,7 +316,3 @@ DEMOS: dict[str, Callable[[Path], None]] = {
     "faces": write_faces,
     "fashion": write_fashion,
 }
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]

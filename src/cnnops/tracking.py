@@ -1,18 +1,38 @@
-"""MLflow wiring: which store, which experiment, and the provenance tags every run carries."""
+"""MLflow wiring: which store, which experiment, the provenance tags every run carries, and the
+one rule that tells a thing the store does not hold from a store that is failing.
+
+Only MLflow's "not found" is an absence. Anything else a store raises (unreachable, locked, not
+a database) is a fault: one line that names the store and says it is not a missing model.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
-import mlflow.data
+import mlflow.data.pandas_dataset
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from cnnops.artifacts import DatasetInfo
+from cnnops.errors import CnnopsError
 from cnnops.paths import artifact_root, default_tracking_uri, tracking_uri
+
+# MLflow's error code for a model, version or run that does not exist.
+NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST"})
+# A lookup by alias: MLflow answers a missing alias with INVALID_PARAMETER_VALUE.
+ALIAS_NOT_FOUND = NOT_FOUND | {"INVALID_PARAMETER_VALUE"}
+# MLflow logs a failing database query with its traceback before raising; the raised error says it all.
+STORE_LOGGERS = ("mlflow.store.db.utils",)
+T = TypeVar("T")
 
 
 def use_tracking_store() -> str:
@@ -62,10 +82,84 @@ def log_dataset(manifest: pd.DataFrame, info: DatasetInfo, location: Path, conte
     with warnings.catch_warnings():
         # MLflow registers its local-file source type twice and then warns that a path is ambiguous.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        dataset = mlflow.data.from_pandas(
+        dataset = mlflow.data.pandas_dataset.from_pandas(
             manifest[["path", "label", "sha256"]],
             source=str(location),
             name=info.source,
             digest=info.fingerprint[:32],
         )
     mlflow.log_input(dataset, context=context)
+
+
+def lookup(read: Callable[[], T], absent: frozenset[str] = NOT_FOUND) -> T | None:
+    """What `read` finds in the registry, or None when MLflow says it does not exist (`absent`:
+    the error codes that mean so). A failing store raises a one-line CnnopsError naming it."""
+    with store_faults():
+        try:
+            return read()
+        except Exception as err:
+            if is_absence(err, absent):
+                return None
+            raise
+
+
+def is_absence(err: Exception, absent: frozenset[str] = NOT_FOUND) -> bool:
+    """MLflow's "not found": its error codes, a 404 from a tracking server's artifact proxy, or a
+    missing file in a local artifact store."""
+    import requests
+
+    if isinstance(err, MlflowException):
+        return err.error_code in absent
+    if isinstance(err, requests.HTTPError):
+        return err.response is not None and err.response.status_code == 404
+    return isinstance(err, FileNotFoundError)
+
+
+@contextmanager
+def store_faults() -> Iterator[None]:
+    """Registry reads inside this block that fail for the store's sake (unreachable, locked, not a
+    database) become one line naming the store. Errors cnnops raises itself pass through."""
+    quieted = [logging.getLogger(name) for name in STORE_LOGGERS]
+    levels = [logger.level for logger in quieted]
+    for logger in quieted:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except CnnopsError:
+        raise
+    except Exception as err:
+        if not is_store_fault(err):
+            raise
+        raise store_fault(mlflow.get_tracking_uri(), err) from None
+    finally:
+        for logger, level in zip(quieted, levels, strict=True):
+            logger.setLevel(level)
+
+
+def is_store_fault(err: Exception) -> bool:
+    """An error of the store itself: any MlflowException (a "not found" reaching here was not
+    expected by the caller, so it is not an absence either), a database error, a failed request."""
+    import requests
+    import sqlalchemy.exc
+
+    return isinstance(err, MlflowException | sqlalchemy.exc.SQLAlchemyError | requests.RequestException)
+
+
+def store_fault(uri: str, err: Exception) -> CnnopsError:
+    """The one line for a store that failed: which store, its first line of error, and what to check."""
+    lines = str(err).strip().splitlines()
+    reason = lines[0] if lines else type(err).__name__
+    if len(reason) > 240:
+        reason = reason[:237] + "..."
+    return CnnopsError(
+        f"the MLflow store {shown_uri(uri)} failed ({reason}); this is a fault of the store, not a "
+        "missing model: check that it is reachable and not locked by another process, then try again."
+    )
+
+
+def shown_uri(uri: str) -> str:
+    """A store URI fit for a message: any user name and password in it are left out."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))

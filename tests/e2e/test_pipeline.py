@@ -11,7 +11,8 @@ import yaml
 
 import cnnops
 from cnnops.config import build_config, to_pipeline_parameter
-from cnnops.registry import describe_registry, model_name_for
+from cnnops.naming import model_name_for
+from cnnops.status import describe_registry
 from components import BASE_IMAGE
 from pipelines.compile import compile_pipeline, load_pipeline_spec
 from pipelines.run import run_locally
@@ -115,12 +116,12 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
     # The winner, and no other candidate, went through the gate to become champion v1.
     champion = client.get_model_version_by_alias(name, "champion")
     assert (str(champion.version), champion.run_id) == ("1", winner.info.run_id)
-    first = describe_registry(name)["models"][0]
-    assert first["champion"]["version"] == 1
-    assert first["champion"]["test_accuracy"] >= 0.8
+    first = describe_registry(name).models[0].champion
+    assert first is not None and first.version == 1
+    assert first.test_accuracy >= 0.8
     # The baselines task ran before the gate, on the same test split, and the gate held v1 to them.
-    assert first["champion"]["best_baseline"] in {"logistic-regression", "random-forest"}
-    assert first["champion"]["test_accuracy"] >= first["champion"]["best_baseline_score"]
+    assert first.best_baseline in {"logistic-regression", "random-forest"}
+    assert first.test_accuracy >= first.best_baseline_score
     assert os.listdir(state_home / "pipeline-root")
     (report,) = (state_home / "pipeline-root").rglob("validate/report")  # the KFP HTML output
     assert "Dataset report" in report.read_text()

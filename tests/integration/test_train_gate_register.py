@@ -6,20 +6,22 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import first_champion, train_candidate, write_images
+from conftest import champion_copy, train_candidate, write_images
 from mlflow.tracking import MlflowClient
 
-from cnnops.artifacts import EvaluationScores, write_evaluation
+from cnnops.artifacts import EvaluationScores, ModelSpec, read_model_spec, write_evaluation
 from cnnops.config import build_config
 from cnnops.errors import CnnopsError
-from cnnops.registry import decide_promotion, describe_registry, register_model
+from cnnops.gate import decide_promotion
+from cnnops.registration import register_model, version_spec
+from cnnops.status import describe_registry
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """One store shared by the tests of this module, holding a strong first champion."""
-    with first_champion(tmp_path_factory.mktemp("registry")) as champion:
-        yield champion
+def registry(champion, tmp_path_factory):
+    """A copy of the session's strong first champion and its store, for this module's tests to change."""
+    with champion_copy(champion, tmp_path_factory.mktemp("registry")) as copy:
+        yield copy
 
 
 def test_training_logs_run_with_model_and_provenance(registry):
@@ -33,15 +35,22 @@ def test_training_logs_run_with_model_and_provenance(registry):
     artifacts = {a.path for a in MlflowClient().list_artifacts(strong["run_id"], "evaluation")}
     assert {"evaluation/confusion_matrix.png", "evaluation/learning_curves.png", "evaluation/metrics.json"} <= artifacts
     info = mlflow.models.get_model_info(strong["model_uri"])
-    assert info.metadata["cnnops"]["class_names"] == ["cross", "disc", "stripes"]
     assert info.signature is not None
+    # The input spec travels as one JSON: the model folder's file, logged with the run, and the
+    # registered version's tag, all read by the one parser.
+    spec = read_model_spec(strong["model"])
+    assert spec.class_names == ["cross", "disc", "stripes"] and spec.schema_version == 1
+    logged = mlflow.artifacts.load_text(f"runs:/{strong['run_id']}/model_spec.json")
+    assert ModelSpec.from_json(logged, "the run's model_spec.json") == spec
+    version = MlflowClient().get_model_version(registry["first"].registered_model, str(registry["first"].version))
+    assert version_spec(version) == spec
 
 
 def test_first_model_above_floor_becomes_champion(registry):
     assert registry["strong"]["metrics"]["accuracy"] >= 0.8
-    assert registry["first"]["alias"] == "champion"
-    assert registry["decision"]["reason"].startswith("There is no champion yet")
-    assert "beats chance (0.3333)" in registry["decision"]["reason"]
+    assert registry["first"].alias == "champion"
+    assert registry["decision"].reason.startswith("There is no champion yet")
+    assert "beats chance (0.3333)" in registry["decision"].reason
 
 
 def test_same_seed_gives_same_metrics(registry):
@@ -57,40 +66,40 @@ def test_weaker_candidate_stays_challenger(registry):
         **{"train.epochs": 1, "train.learning_rate": 1e-5, "gate.floor": 0.0, "gate.min_over_chance": 0.0},
     )
     decision = decide_promotion(weak["model"], weak["test"], weak["evaluation"], weak["config"])
-    assert decision["alias"] == "challenger"
-    assert decision["champion_version"] == registry["first"]["version"]
-    assert decision["champion_score"] == pytest.approx(registry["strong"]["metrics"]["accuracy"])
-    evidence = decision["evidence"]
-    assert evidence["only_champion_right"] > evidence["only_candidate_right"]
-    assert evidence["n_images"] == weak["metrics"]["n_test"] and evidence["interval_high"] < 0
+    assert decision.alias == "challenger"
+    assert decision.champion_version == registry["first"].version
+    assert decision.champion_score == pytest.approx(registry["strong"]["metrics"]["accuracy"])
+    evidence = decision.evidence
+    assert evidence.only_champion_right > evidence.only_candidate_right
+    assert evidence.n_images == weak["metrics"]["n_test"] and evidence.interval_high < 0
     result = register_model(weak["model"], weak["evaluation"], decision)
-    status = describe_registry(registry["first"]["registered_model"])["models"][0]
-    assert status["champion"]["version"] == registry["first"]["version"]
-    assert status["challenger"]["version"] == result["version"]
-    assert status["challenger"]["reason"].startswith("Not shown better than champion v1 with 95% confidence")
-    assert status["challenger"]["evidence"]["p_value"] == pytest.approx(evidence["p_value"], rel=1e-5)
-    assert status["challenger"]["evidence"]["only_champion_right"] == evidence["only_champion_right"]
+    status = describe_registry(registry["first"].registered_model).models[0]
+    assert status.champion.version == registry["first"].version
+    assert status.challenger.version == result.version
+    assert status.challenger.reason.startswith("Not shown better than champion v1 with 95% confidence")
+    assert status.challenger.evidence.p_value == pytest.approx(evidence.p_value, rel=1e-5)
+    assert status.challenger.evidence.only_champion_right == evidence.only_champion_right
     local = MlflowClient().download_artifacts(
-        weak["run_id"], f"gate/decision-v{result['version']}.json", str(registry["work"])
+        weak["run_id"], f"gate/decision-v{result.version}.json", str(registry["work"])
     )
     stored = json.loads(Path(local).read_text())
-    assert stored["alias"] == "challenger" and stored["version"] == result["version"]
+    assert stored["alias"] == "challenger" and stored["version"] == result.version
 
 
 def test_different_class_list_is_never_compared(registry):
     two = write_images(registry["work"] / "two-classes", per_class=20, classes=("disc", "cross"), seed=1)
     # Same registered model on purpose: a relabelled dataset for the same use case.
-    name = registry["first"]["registered_model"]
+    name = registry["first"].registered_model
     other = train_candidate(
         registry["work"] / "other",
         two,
         **{"train.epochs": 3, "registry.model_name": name, "gate.floor": 0.0, "gate.min_over_chance": 0.0},
     )
     decision = decide_promotion(other["model"], other["test"], other["evaluation"], other["config"])
-    assert decision["alias"] == "challenger" and decision["champion_score"] is None
-    assert "Class list differs" in decision["reason"] and "--force-promote" in decision["reason"]
+    assert decision.alias == "challenger" and decision.champion_score is None
+    assert "Class list differs" in decision.reason and "--force-promote" in decision.reason
     forced = build_config(overrides={"gate.force_promote": True, "gate.floor": 0.0, "gate.min_over_chance": 0.0})
-    assert decide_promotion(other["model"], other["test"], other["evaluation"], forced)["alias"] == "champion"
+    assert decide_promotion(other["model"], other["test"], other["evaluation"], forced).alias == "champion"
 
 
 def test_candidate_below_floor_is_challenger(registry):
@@ -101,18 +110,18 @@ def test_candidate_below_floor_is_challenger(registry):
     shutil.copytree(strong["evaluation"], scored_low)
     write_evaluation(scored_low, EvaluationScores.model_validate({**strong["metrics"], "accuracy": 0.5}))
     decision = decide_promotion(strong["model"], strong["test"], scored_low, strict)
-    assert decision["alias"] == "challenger" and "below the floor" in decision["reason"]
+    assert decision.alias == "challenger" and "below the floor" in decision.reason
     # Both scores are on record even when the floor alone decides.
-    assert decision["champion_score"] == pytest.approx(registry["strong"]["metrics"]["accuracy"])
+    assert decision.champion_score == pytest.approx(registry["strong"]["metrics"]["accuracy"])
 
 
 def test_failed_registration_leaves_nothing_behind(registry, monkeypatch):
     strong = registry["strong"]
-    name = registry["first"]["registered_model"]
+    name = registry["first"].registered_model
     client = MlflowClient()
     before = len(client.search_model_versions(f"name = '{name}'"))
     tag_before = client.get_run(strong["run_id"]).data.tags.get("cnnops.gate_decision")
-    decision = {**registry["decision"], "alias": "challenger", "reason": "test"}
+    decision = registry["decision"].model_copy(update={"alias": "challenger", "reason": "test"})
 
     def fail(*args, **kwargs):
         raise KeyboardInterrupt  # an interrupt must roll back too, not only an Exception
@@ -140,7 +149,7 @@ def test_failed_first_registration_removes_the_new_registered_model(registry, mo
     monkeypatch.setattr(MlflowClient, "log_dict", fail)
     with pytest.raises(RuntimeError, match="store went away"):
         register_model(fresh["model"], fresh["evaluation"], decision)
-    assert describe_registry()["models"] == [m for m in describe_registry()["models"] if m["name"] != "fresh-model"]
+    assert describe_registry().models == [m for m in describe_registry().models if m.name != "fresh-model"]
     assert "cnnops.gate_decision" not in MlflowClient().get_run(fresh["run_id"]).data.tags
 
 
@@ -158,9 +167,9 @@ def test_first_candidate_below_the_floor_is_not_crowned(registry):
     )
     decision = decide_promotion(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"])
     register_model(fresh["model"], fresh["evaluation"], decision)
-    model = describe_registry("low-model")["models"][0]
-    assert model["champion"] is None and model["challenger"]["version"] == 1
-    assert "below the floor" in model["challenger"]["reason"]
+    model = describe_registry("low-model").models[0]
+    assert model.champion is None and model.challenger.version == 1
+    assert "below the floor" in model.challenger.reason
 
 
 def test_evaluation_of_another_model_or_test_set_is_refused(registry):
@@ -182,9 +191,9 @@ def test_champion_is_scored_without_its_own_training_images(registry):
         **{"train.epochs": 2, "seed": 7, "gate.floor": 0.0, "gate.min_over_chance": 0.0},
     )
     decision = decide_promotion(other["model"], other["test"], other["evaluation"], other["config"])
-    assert decision["champion_train_overlap"] > 0
-    assert decision["compared_on"] == other["metrics"]["n_test"] - decision["champion_train_overlap"]
-    assert f"({decision['champion_train_overlap']} the champion trained on left out)" in decision["reason"]
+    assert decision.champion_train_overlap > 0
+    assert decision.compared_on == other["metrics"]["n_test"] - decision.champion_train_overlap
+    assert f"({decision.champion_train_overlap} the champion trained on left out)" in decision.reason
 
 
 def test_gate_and_register_components(registry):
@@ -219,54 +228,55 @@ def test_gate_and_register_components(registry):
     version = register.python_func(
         model=Model(uri=str(strong["model"])), evaluation=Artifact(uri=str(strong["evaluation"])), decision=decision
     )
-    assert describe_registry(registry["first"]["registered_model"])["models"][0]["challenger"]["version"] == version
+    assert describe_registry(registry["first"].registered_model).models[0].challenger.version == version
 
 
 def test_champion_changed_during_the_run_downgrades_to_challenger(registry):
     strong = registry["strong"]
-    name = registry["first"]["registered_model"]
+    name = registry["first"].registered_model
     client = MlflowClient()
     # Gated against the current champion...
-    decision = {
-        **registry["decision"],
-        "alias": "champion",
-        "reason": "test",
-        "champion_version": int(client.get_model_version_by_alias(name, "champion").version),
-    }
+    decision = registry["decision"].model_copy(
+        update={
+            "alias": "champion",
+            "reason": "test",
+            "champion_version": int(client.get_model_version_by_alias(name, "champion").version),
+        }
+    )
     # ...but another run crowns a new champion before this one registers.
     challenger = client.get_model_version_by_alias(name, "challenger")
     client.set_registered_model_alias(name, "champion", challenger.version)
     result = register_model(strong["model"], strong["evaluation"], decision)
-    assert result["alias"] == "challenger" and "champion changed" in result["reason"]
+    assert result.alias == "challenger" and "champion changed" in result.reason
     assert client.get_model_version_by_alias(name, "champion").version == challenger.version
 
 
 def test_same_predictions_are_never_promoted_and_force_promote_registers_champion(registry):
     # The champion against itself: the same predictions on the same images.
     strong = registry["strong"]
-    name = registry["first"]["registered_model"]
+    name = registry["first"].registered_model
     client = MlflowClient()
-    client.set_registered_model_alias(name, "champion", registry["first"]["version"])
+    client.set_registered_model_alias(name, "champion", registry["first"].version)
     for margin in (0.0, 0.005):
         tie = decide_promotion(
             strong["model"], strong["test"], strong["evaluation"], build_config(overrides={"gate.margin": margin})
         )
-        assert tie["champion_score"] == tie["candidate_score_compared"] and tie["alias"] == "challenger"
-        assert tie["evidence"]["p_value"] == 1.0 and "0 images only the candidate got right" in tie["reason"]
+        assert tie.champion_score == tie.candidate_score_compared and tie.alias == "challenger"
+        assert tie.evidence.p_value == 1.0 and "0 images only the candidate got right" in tie.reason
     # The plain rule (gate.test none): a tie passes a zero margin, and no other.
     plain = build_config(overrides={"gate.margin": 0.0, "gate.test": "none"})
-    assert decide_promotion(strong["model"], strong["test"], strong["evaluation"], plain)["alias"] == "champion"
+    assert decide_promotion(strong["model"], strong["test"], strong["evaluation"], plain).alias == "champion"
     strict = build_config(overrides={"gate.margin": 0.001, "gate.test": "none"})
-    assert decide_promotion(strong["model"], strong["test"], strong["evaluation"], strict)["alias"] == "challenger"
+    assert decide_promotion(strong["model"], strong["test"], strong["evaluation"], strict).alias == "challenger"
     forced = decide_promotion(
         strong["model"],
         strong["test"],
         strong["evaluation"],
         build_config(overrides={"gate.margin": 0.5, "gate.force_promote": True}),
     )
-    assert forced["alias"] == "champion" and forced["reason"].startswith("Forced by --force-promote")
+    assert forced.alias == "champion" and forced.reason.startswith("Forced by --force-promote")
     result = register_model(strong["model"], strong["evaluation"], forced)
-    assert int(client.get_model_version_by_alias(name, "champion").version) == result["version"]
+    assert int(client.get_model_version_by_alias(name, "champion").version) == result.version
 
 
 def test_status_of_unknown_model(registry):

@@ -7,12 +7,17 @@ import os
 import subprocess
 
 import mlflow
+import numpy as np
 import pytest
 from conftest import CNNOPS, own_store, train_candidate, write_images
 
 from cnnops.baselines import train_baselines
 from cnnops.config import build_config
-from cnnops.registry import decide_promotion, describe_registry, register_model
+from cnnops.errors import CnnopsError
+from cnnops.evidence import compare_paired
+from cnnops.gate import GateDecision, GateFacts, decide_promotion, judge_candidate, read_decision, write_decision
+from cnnops.registration import register_model
+from cnnops.status import describe_registry
 
 NAME = "gate-test"
 # 60 images per class, 3 classes: 108 train, 18 val, 54 test images.
@@ -40,7 +45,7 @@ def small(tmp_path_factory):
         yield {"work": work, "default": default, "chance": chance, "weak": weak, "baselines": floors}
 
 
-def gate(candidate: dict, floors, **overrides) -> dict:
+def gate(candidate: dict, floors, **overrides) -> GateDecision:
     config = build_config(overrides={**SMALL, **overrides})
     return decide_promotion(candidate["model"], candidate["test"], candidate["evaluation"], config, floors)
 
@@ -63,43 +68,43 @@ def test_the_gate_holds_candidates_to_chance_the_baselines_and_evidence(small):
     # No champion yet, and a candidate at chance: it stays challenger, and the reason says why.
     first = gate(chance, floors)
     assert chance["metrics"]["accuracy"] < 0.38
-    assert first["alias"] == "challenger" and first["champion_version"] is None
-    assert "does not beat chance" in first["reason"] and "0.3333" in first["reason"]
-    assert register_model(chance["model"], chance["evaluation"], first)["alias"] == "challenger"
+    assert first.alias == "challenger" and first.champion_version is None
+    assert "does not beat chance" in first.reason and "0.3333" in first.reason
+    assert register_model(chance["model"], chance["evaluation"], first).alias == "challenger"
 
     # Above chance and the floor, but below the baselines on the same split: not worth serving.
     weak = small["weak"]
     below = gate(weak, floors)
-    best, best_score = below["best_baseline"], below["best_baseline_score"]
+    best, best_score = below.best_baseline, below.best_baseline_score
     assert best in {"logistic-regression", "random-forest"}
     assert 0.5 <= weak["metrics"]["accuracy"] < best_score
-    assert below["alias"] == "challenger"
-    assert f"below the {best} baseline's {best_score:.4f} on the same 54 test images" in below["reason"]
+    assert below.alias == "challenger"
+    assert f"below the {best} baseline's {best_score:.4f} on the same 54 test images" in below.reason
 
     # The weak model, crowned on purpose with the baseline rule off ...
     crowned_weak = gate(weak, floors, **{"gate.must_beat_baselines": False})
-    assert crowned_weak["alias"] == "champion"
-    weak_version = register_model(weak["model"], weak["evaluation"], crowned_weak)["version"]
+    assert crowned_weak.alias == "champion"
+    weak_version = register_model(weak["model"], weak["evaluation"], crowned_weak).version
 
     # ... is replaced by a clearly better candidate, on paired evidence over the same 54 images.
     better = gate(default, floors)
-    evidence = better["evidence"]
-    assert better["alias"] == "champion", better["reason"]
-    assert better["reason"].startswith(f"Better than champion v{weak_version} with 95% confidence")
-    assert evidence["n_images"] == 54 and evidence["only_candidate_right"] > 12 > evidence["only_champion_right"]
-    assert evidence["p_value"] < 1e-3 and evidence["interval_low"] > 0.1
-    crowned = register_model(default["model"], default["evaluation"], better)["version"]
+    evidence = better.evidence
+    assert better.alias == "champion", better.reason
+    assert better.reason.startswith(f"Better than champion v{weak_version} with 95% confidence")
+    assert evidence.n_images == 54 and evidence.only_candidate_right > 12 > evidence.only_champion_right
+    assert evidence.p_value < 1e-3 and evidence.interval_low > 0.1
+    crowned = register_model(default["model"], default["evaluation"], better).version
 
     # With a real champion in place, a chance-level candidate still never takes its place.
     again = gate(chance, floors)
-    assert again["alias"] == "challenger" and again["champion_version"] == crowned
-    assert "does not beat chance" in again["reason"]
+    assert again.alias == "challenger" and again.champion_version == crowned
+    assert "does not beat chance" in again.reason
 
     # The evidence is on the version, and `cnnops status` shows it.
-    (model,) = describe_registry(NAME)["models"]
-    assert model["champion"]["version"] == crowned
-    assert model["champion"]["evidence"]["only_candidate_right"] == evidence["only_candidate_right"]
-    assert model["champion"]["best_baseline"] == best
+    (model,) = describe_registry(NAME).models
+    assert model.champion.version == crowned
+    assert model.champion.evidence.only_candidate_right == evidence.only_candidate_right
+    assert model.champion.best_baseline == best
     status = subprocess.run(
         [str(CNNOPS), "status", "--model-name", NAME],
         capture_output=True,
@@ -109,15 +114,24 @@ def test_the_gate_holds_candidates_to_chance_the_baselines_and_evidence(small):
         check=True,
     )
     line = next(text for text in status.stdout.splitlines() if f"vs v{weak_version} on 54 images" in text)
-    assert f"only this right {evidence['only_candidate_right']}" in line and "McNemar p" in line
+    assert f"only this right {evidence.only_candidate_right}" in line and "McNemar p" in line
     assert f"best baseline {best} {best_score:.4f}" in status.stdout
     recorded = json.loads(mlflow.artifacts.load_text(f"runs:/{default['run_id']}/gate/decision-v{crowned}.json"))
-    assert recorded["evidence"] == evidence and recorded["chance_score"] == pytest.approx(1 / 3)
+    assert recorded["evidence"] == evidence.model_dump() and recorded["chance_score"] == pytest.approx(1 / 3)
 
 
-def facts(**values) -> dict:
+def facts(**values) -> GateFacts:
     """What `decide_promotion` gathers, for a candidate at 0.80 on 20 images, 2 classes."""
-    return {
+    gathered = {
+        "registered_model": NAME,
+        "metric": "accuracy",
+        "margin": 0.005,
+        "floor": 0.5,
+        "forced": False,
+        "test": "paired",
+        "confidence": 0.95,
+        "min_over_chance": 0.05,
+        "decided_at": "2026-01-01T00:00:00+00:00",
         "candidate_score": 0.8,
         "chance_score": 0.5,
         "n_test": 20,
@@ -129,8 +143,8 @@ def facts(**values) -> dict:
         "compared_on": None,
         "champion_train_overlap": None,
         "evidence": None,
-        **values,
     }
+    return GateFacts(**{**gathered, **values})
 
 
 @pytest.mark.parametrize(
@@ -172,8 +186,28 @@ def facts(**values) -> dict:
     ],
 )
 def test_the_rules_apply_in_order(values, overrides, alias, phrase):
-    from cnnops.registry import judge_candidate
-
     got, reason = judge_candidate(facts(**values), build_config(overrides=overrides).gate, None)
     assert got == alias and phrase in reason
     assert reason.endswith(".") and "\n" not in reason
+
+
+def test_a_decision_file_reads_back_whole_and_a_broken_one_is_one_line(tmp_path):
+    evidence = compare_paired(
+        "accuracy", np.array([0, 1, 1, 0]), np.array([0, 1, 1, 1]), np.array([0, 0, 1, 1]), 0.95, 0
+    )
+    decided = GateDecision(
+        **dict(facts(champion_version=2, champion_score=0.5, candidate_score_compared=0.75, evidence=evidence)),
+        alias="challenger",
+        reason="Not shown better.",
+    )
+    path = tmp_path / "decision"
+    write_decision(path, decided)
+    assert read_decision(path) == decided
+    assert json.loads(path.read_text())["schema_version"] == 1
+    path.write_text('{"schema_version": 1, "alias": "champion"}')
+    with pytest.raises(CnnopsError, match=r"decision does not hold a valid GateDecision \(") as raised:
+        read_decision(path)
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+    path.write_text("not json")
+    with pytest.raises(CnnopsError, match=rf"^{path} is not valid JSON"):
+        read_decision(path)

@@ -67,14 +67,15 @@ def test_the_legacy_face_mask_h5_is_imported_evaluated_and_crowned(state_home, t
     assert result.returncode == 0, result.stderr
     assert "imported face_mask_detector.h5 as face-mask v1 @champion" in result.stdout
 
-    from cnnops.predict import export_registered, load_keras_model, predict_pixels
-    from cnnops.registry import describe_registry
+    from cnnops.export import export_registered
+    from cnnops.predict import load_keras_model, predict_pixels
+    from cnnops.status import describe_registry
     from cnnops.tracking import use_tracking_store
 
     use_tracking_store()
-    (described,) = describe_registry("face-mask")["models"]
-    assert described["champion"]["version"] == 1
-    assert described["champion"]["test_accuracy"] >= 0.9  # the real classifier, on real faces
+    (described,) = describe_registry("face-mask").models
+    assert described.champion is not None and described.champion.version == 1
+    assert described.champion.test_accuracy >= 0.9  # the real classifier, on real faces
     served = export_registered("face-mask")
     assert served.spec.class_names == ["mask", "no_mask"] and served.spec.size == (224, 224)
     from skimage import data

@@ -13,10 +13,10 @@ import pytest
 
 from cnnops.batching import AdaptiveBatcher
 from cnnops.errors import CnnopsError, ImageDecodeError
+from cnnops.export import export_registered, read_served_model
 from cnnops.predict import (
     batch_buckets,
     decode_base64_image,
-    export_registered,
     load_keras_model,
     predict_bucketed,
     predict_pixels,
@@ -132,7 +132,10 @@ def test_export_by_version_number_and_refusals(served, monkeypatch):
     monkeypatch.setenv("CNNOPS_HOME", str(served["home"]))
     pinned = export_registered(served["name"], "1")
     assert pinned.folder == served["model"].folder  # one folder per version, reused
-    assert pinned.info["version"] == 1 and pinned.info["requested"] == "1"
+    assert pinned.info.version == 1 and pinned.info.requested == "1"
+    # The folder holds the model, its spec (the model folder's file) and the version's facts.
+    assert read_served_model(pinned.folder) == pinned
+    assert sorted(p.name for p in pinned.folder.iterdir()) == ["model.keras", "model_spec.json", "served.json"]
     with pytest.raises(CnnopsError, match="has no version 7"):
         export_registered(served["name"], "7")
     with pytest.raises(CnnopsError, match="no challenger registered"):
@@ -154,5 +157,5 @@ def test_a_version_without_cnnops_metadata_is_not_served(state_home):
     client.create_registered_model("foreign")
     version = client.create_model_version("foreign", logged.model_uri, run_id=run.info.run_id)
     client.set_registered_model_alias("foreign", "champion", version.version)
-    with pytest.raises(CnnopsError, match="carries no cnnops input spec in its model metadata"):
+    with pytest.raises(CnnopsError, match="carries no cnnops input spec in its registry tags"):
         export_registered("foreign")

@@ -1,0 +1,221 @@
+"""Register a gated candidate as a new version under `champion` or `challenger`, with the decision
+recorded on the version's tags and in its run; and the registry reads the gate and serving share
+(an alias's version, a version's input spec).
+
+A registration either completes (version, tags, decision artifact, alias) or is rolled back.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
+
+from cnnops.artifacts import (
+    EvaluationScores,
+    Frozen,
+    ModelSpec,
+    RunRecord,
+    read_evaluation,
+    read_model_spec,
+    read_run_record,
+)
+from cnnops.console import say
+from cnnops.errors import CnnopsError
+from cnnops.naming import CHALLENGER, CHAMPION
+from cnnops.tracking import ALIAS_NOT_FOUND, lookup, use_tracking_store
+
+if TYPE_CHECKING:
+    from cnnops.gate import GateDecision
+
+MANAGED_TAG = "cnnops.managed"
+DECISION_TAG = "cnnops.gate_decision"
+SPEC_TAG = "cnnops.spec"
+
+
+class Registration(Frozen):
+    """What `register_model` did: the new version and the alias it holds, and why."""
+
+    registered_model: str
+    version: int
+    alias: str
+    reason: str
+
+
+def register_model(model_dir: Path, evaluation_dir: Path, decision: GateDecision) -> Registration:
+    """Register the candidate as a new version and point the decided alias at it, all or nothing.
+
+    The alias is set last, after the version's tags and the run's decision record; any failure
+    (an interrupt or SIGTERM included) removes what this call wrote.
+    """
+    use_tracking_store()
+    client = MlflowClient()
+    metrics = read_evaluation(evaluation_dir)
+    run = read_run_record(model_dir)
+    check_same_model(metrics, run.run_id, evaluation_dir)
+    spec = read_model_spec(model_dir)
+    name = decision.registered_model
+    if decision.alias == CHAMPION:
+        current = find_alias(client, name, CHAMPION)
+        current_version = None if current is None else int(current.version)
+        if current_version != decision.champion_version:
+            decision = decision.model_copy(
+                update={
+                    "alias": CHALLENGER,
+                    "reason": f"The champion changed while this run was gated (v{decision.champion_version}"
+                    f" -> v{current_version}); re-run to compare against the new champion",
+                }
+            )
+    alias = decision.alias
+    previous_tag = client.get_run(run.run_id).data.tags.get(DECISION_TAG)
+    with sigterm_as_exit():
+        created_model = ensure_registered_model(client, name)
+        version: ModelVersion | None = None
+        record: dict[str, Any] = {}
+        try:
+            version = client.create_model_version(
+                name,
+                source=run.model_uri,
+                run_id=run.run_id,
+                tags=version_tags(spec, decision, metrics, run),
+                model_id=run.model_id,
+            )
+            record = {**decision.model_dump(mode="json"), "version": int(version.version)}
+            client.log_dict(run.run_id, record, decision_artifact(version))
+            client.set_tag(run.run_id, DECISION_TAG, alias)
+            client.set_registered_model_alias(name, alias, version.version)
+        except BaseException:
+            roll_back(client, name, run.run_id, version, created_model, previous_tag, record)
+            raise
+    say(f"register: {name} v{version.version} is now @{alias}")
+    return Registration(registered_model=name, version=int(version.version), alias=alias, reason=decision.reason)
+
+
+def check_same_model(metrics: EvaluationScores, run_id: str, evaluation_dir: Path) -> None:
+    """Refuse an evaluation made of another model than the one being gated or registered."""
+    if metrics.run_id != run_id:
+        raise CnnopsError(
+            f"{evaluation_dir} evaluates another model (run {metrics.run_id}, not {run_id}); "
+            "run `cnnops evaluate` on this model first."
+        )
+
+
+def decision_artifact(version: ModelVersion) -> str:
+    """Run artifact holding the gate's decision for one registered version."""
+    return f"gate/decision-v{version.version}.json"
+
+
+def roll_back(
+    client: MlflowClient,
+    name: str,
+    run_id: str,
+    version: ModelVersion | None,
+    created_model: bool,
+    previous_tag: str | None,
+    record: dict[str, Any],
+) -> None:
+    """Undo a partial registration, restoring what an earlier registration of the same run wrote.
+    A failing step is reported but never hides the error that caused the rollback."""
+    steps = [
+        lambda: (
+            client.delete_tag(run_id, DECISION_TAG)
+            if previous_tag is None
+            else client.set_tag(run_id, DECISION_TAG, previous_tag)
+        )
+    ]
+    if version is not None:
+        # MLflow cannot delete a run artifact; mark the record so nobody takes it for a registration.
+        if record:
+            steps.append(lambda: client.log_dict(run_id, {**record, "rolled_back": True}, decision_artifact(version)))
+        steps.append(lambda: client.delete_model_version(name, version.version))
+    if created_model:
+        steps.append(lambda: client.delete_registered_model(name))
+    for step in steps:
+        try:
+            step()
+        except Exception as err:  # noqa: BLE001 - keep undoing the rest
+            say(f"register: warning: rollback step failed: {err}")
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """While registering, turn SIGTERM (a cancelled pipeline task) into SystemExit so the rollback runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def version_tags(spec: ModelSpec, decision: GateDecision, metrics: EvaluationScores, run: RunRecord) -> dict[str, str]:
+    """What a registry reader needs without opening the run: scores, decision, input spec."""
+    tags = {
+        "cnnops.decision": decision.alias,
+        "cnnops.reason": decision.reason,
+        "cnnops.gate_metric": decision.metric,
+        "cnnops.candidate_score": f"{decision.candidate_score:.6f}",
+        "cnnops.test_accuracy": f"{metrics.accuracy:.6f}",
+        "cnnops.test_macro_f1": f"{metrics.macro_f1:.6f}",
+        "cnnops.n_test": str(metrics.n_test),
+        SPEC_TAG: spec.to_json(),
+        "cnnops.run_id": run.run_id,
+    }
+    if decision.champion_version is not None:
+        tags["cnnops.compared_with_version"] = str(decision.champion_version)
+    if decision.champion_score is not None and decision.candidate_score_compared is not None:
+        tags["cnnops.champion_score"] = f"{decision.champion_score:.6f}"
+        tags["cnnops.candidate_score_compared"] = f"{decision.candidate_score_compared:.6f}"
+        tags["cnnops.compared_on"] = str(decision.compared_on)
+    tags["cnnops.chance_score"] = f"{decision.chance_score:.6f}"
+    if decision.best_baseline is not None and decision.best_baseline_score is not None:
+        tags["cnnops.best_baseline"] = decision.best_baseline
+        tags["cnnops.best_baseline_score"] = f"{decision.best_baseline_score:.6f}"
+    evidence = decision.evidence
+    if evidence is not None:
+        tags.update(
+            {
+                "cnnops.p_value": f"{evidence.p_value:.6g}",
+                "cnnops.difference": f"{evidence.difference:.6f}",
+                "cnnops.interval": f"[{evidence.interval_low:.6f}, {evidence.interval_high:.6f}]",
+                "cnnops.confidence": f"{evidence.confidence:g}",
+                "cnnops.only_candidate_right": str(evidence.only_candidate_right),
+                "cnnops.only_champion_right": str(evidence.only_champion_right),
+            }
+        )
+    return tags
+
+
+def ensure_registered_model(client: MlflowClient, name: str) -> bool:
+    """Create the registered model if needed; True when this call created it."""
+    if lookup(lambda: client.get_registered_model(name)) is not None:
+        return False
+    client.create_registered_model(
+        name, tags={MANAGED_TAG: "true"}, description="Image classifier trained and gated by cnnops."
+    )
+    return True
+
+
+def find_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at, or None when the model or the alias does not exist; a
+    failing store is a one-line error naming it, never "none"."""
+    return lookup(lambda: client.get_model_version_by_alias(name, alias), ALIAS_NOT_FOUND)
+
+
+def version_spec(version: ModelVersion) -> ModelSpec | None:
+    """A registered version's input spec, from its tags; None for a version cnnops did not register."""
+    raw = version.tags.get(SPEC_TAG)
+    source = f"the {SPEC_TAG} tag of {version.name} v{version.version}"
+    return None if raw is None else ModelSpec.from_json(raw, source)

@@ -1,0 +1,100 @@
+"""Faults are not absences: a store that is unreachable, locked or not a database is one line that
+names it and says it is a fault of the store, never "no such model"; only MLflow's "not found"
+reads as absent. Real stores throughout: a port nothing listens on, a sqlite file another process
+holds locked, a file that is not a database."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+
+import pytest
+from conftest import CNNOPS
+from mlflow.tracking import MlflowClient
+
+from cnnops.errors import CnnopsError
+from cnnops.export import export_registered
+from cnnops.processes import free_port
+from cnnops.registration import find_alias
+from cnnops.status import describe_registry
+from cnnops.tracking import shown_uri, use_tracking_store
+
+FAULT = "this is a fault of the store, not a missing model"
+
+
+@pytest.fixture
+def quick_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's HTTP client tries once and gives up soon, so an unreachable server fails fast."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+def assert_store_fault(raised: pytest.ExceptionInfo[CnnopsError], store: str) -> None:
+    message = str(raised.value)
+    assert store in message and FAULT in message, message
+    assert "\n" not in message
+    assert "no registered model" not in message and "registered for model" not in message
+
+
+def test_an_unreachable_server_is_a_fault_not_a_missing_model(state_home, quick_requests, monkeypatch):
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for read in (lambda: describe_registry("cnnops-animals"), describe_registry, lambda: export_registered("x")):
+        with pytest.raises(CnnopsError) as raised:
+            read()
+        assert_store_fault(raised, uri)
+    use_tracking_store()
+    with pytest.raises(CnnopsError) as raised:
+        find_alias(MlflowClient(), "cnnops-animals", "champion")
+    assert_store_fault(raised, uri)
+
+
+def test_cnnops_status_names_an_unreachable_store_in_one_line(state_home, tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "CNNOPS_HOME": str(state_home),
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    }
+    done = subprocess.run(
+        [str(CNNOPS), "status", "--model-name", "cnnops-animals"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 2
+    (line,) = [text for text in done.stderr.splitlines() if text.strip()]
+    assert line.startswith(f"cnnops: error: the MLflow store {uri} failed") and FAULT in line
+
+
+def test_a_file_that_is_not_a_database_is_a_fault(state_home, tmp_path, monkeypatch):
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(b"these bytes are not a sqlite database " * 200)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    with pytest.raises(CnnopsError) as raised:
+        describe_registry("cnnops-animals")
+    assert_store_fault(raised, str(store))
+    assert "file is not a database" in str(raised.value)
+
+
+def test_a_locked_store_is_a_fault_and_a_missing_model_is_not(state_home):
+    """The embedded store, held by another process's exclusive lock: MLflow waits out its busy
+    timeout (20 s), then the read is a fault. Unlocked, the same read finds no such model."""
+    uri = use_tracking_store()
+    with pytest.raises(CnnopsError, match=r"^no registered model named 'cnnops-animals' in sqlite:///"):
+        describe_registry("cnnops-animals")  # creates the store's tables; the model is absent
+    holder = sqlite3.connect(uri.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(CnnopsError) as raised:
+            describe_registry("cnnops-animals")
+        assert_store_fault(raised, uri)
+        assert "database is locked" in str(raised.value)
+    finally:
+        holder.close()
+    assert describe_registry().models == []
+
+
+def test_credentials_in_a_store_uri_are_not_shown():
+    assert shown_uri("https://alice:s3cret@mlflow.example:5000/x") == "https://***@mlflow.example:5000/x"
+    assert shown_uri("sqlite:////tmp/state/mlflow.db") == "sqlite:////tmp/state/mlflow.db"
