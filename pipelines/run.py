@@ -1,20 +1,35 @@
 """Run the pipeline on this machine with kfp.local: every task a subprocess of this venv, or every
-task a container of the project image."""
+task a container of the project image.
+
+A run changes the environment only for its own length, and keeps everything its tasks and kfp print
+in a log file of its own (cnnops.runlog), so the terminal shows a line per task and cnnops's own.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kfp import local
 
 from cnnops.errors import ERROR_FILE_ENV, CnnopsError
-from cnnops.paths import STATE_ENV, keep_tool_state_inside, pipeline_root, state_home, tracking_uri
+from cnnops.paths import (
+    STATE_ENV,
+    environment_restored,
+    keep_tool_state_inside,
+    new_run_log,
+    pipeline_root,
+    state_home,
+    tracking_uri,
+)
+from cnnops.runlog import ANSI, RunLog, TaskFailure, announce, captured
 from components import BASE_IMAGE
 from pipelines.pipeline import PIPELINE_NAME, build_pipeline
 
@@ -22,26 +37,46 @@ RUNNERS = ("subprocess", "docker")
 EXECUTOR_OUTPUT = "executor_output.json"
 
 
-def run_locally(config: dict[str, Any], runner: str = "subprocess") -> None:
-    """Run the pipeline with kfp.local.
+@dataclass(frozen=True)
+class PipelineRun:
+    """A finished local run: its folder under the pipeline root, its log file and its length."""
 
-    A task that stops on a user error, or one that wrote no outputs, raises CnnopsError with that
-    task's one-line reason; any other task failure is kfp's RuntimeError.
+    folder: Path
+    log: Path
+    seconds: float
+
+
+def run_locally(config: dict[str, Any], runner: str = "subprocess", log: RunLog | None = None) -> PipelineRun:
+    """Run the pipeline with kfp.local, its output kept in `log` (a new one in the state folder by
+    default); every variable it sets for its tasks is restored after.
+
+    A task that stops on a user error raises CnnopsError with that task's one-line reason; a task
+    that fails otherwise (a bug, a crash, no outputs written) raises TaskFailure, one line naming
+    the task, its last error line and the log.
     """
-    # Tasks are separate processes: pin the state folder so they all agree on it.
-    os.environ[STATE_ENV] = str(state_home())
-    keep_tool_state_inside()
-    root = pipeline_root()
-    root.mkdir(parents=True, exist_ok=True)
-    errors = root / ".errors" / f"{secrets.token_hex(6)}.txt"
-    errors.parent.mkdir(exist_ok=True)
-    errors.touch()
+    log = log or RunLog(new_run_log())
+    announce(log, f"run: full log in {log.path}" + ("" if log.verbose else " (--verbose shows it here)"))
+    started = time.monotonic()
     try:
-        with task_runner(runner, config, root, errors) as chosen:
-            local.init(runner=chosen, pipeline_root=str(root))
-            run_pipeline(config, root, errors)
-    finally:
-        errors.unlink(missing_ok=True)
+        with environment_restored():
+            # Tasks are separate processes: pin the state folder so they all agree on it.
+            os.environ[STATE_ENV] = str(state_home())
+            keep_tool_state_inside()
+            root = pipeline_root()
+            root.mkdir(parents=True, exist_ok=True)
+            errors = root / ".errors" / f"{secrets.token_hex(6)}.txt"
+            errors.parent.mkdir(exist_ok=True)
+            errors.touch()
+            try:
+                with captured(log), task_runner(runner, config, root, errors) as chosen:
+                    local.init(runner=chosen, pipeline_root=str(root))
+                    folder = run_pipeline(config, root, errors, log)
+            finally:
+                errors.unlink(missing_ok=True)
+    except CnnopsError:
+        announce(log, f"run: stopped; full log in {log.path}")
+        raise
+    return PipelineRun(folder, log.path, time.monotonic() - started)
 
 
 @contextmanager
@@ -51,13 +86,11 @@ def task_runner(runner: str, config: dict[str, Any], root: Path, errors: Path) -
         from cnnops.naming import model_name_for
         from cnnops.tracking_server import proxied_artifacts_reachable
 
-        os.environ[ERROR_FILE_ENV] = str(errors)
-        try:
+        with environment_restored():
+            os.environ[ERROR_FILE_ENV] = str(errors)
             # A model first trained in containers logs through a server; so do these tasks then.
             with proxied_artifacts_reachable(model_name_for(validate_config(config))):
                 yield local.SubprocessRunner(use_venv=False)
-        finally:
-            os.environ.pop(ERROR_FILE_ENV, None)
     elif runner == "docker":
         from cnnops.config import validate_config
         from cnnops.ingest import open_source
@@ -116,9 +149,8 @@ def check_artifacts_reachable(uri: str, config: dict[str, Any]) -> None:
         )
 
 
-def run_pipeline(config: dict[str, Any], root: Path, errors: Path) -> None:
-    """Run the pipeline, then make sure every task really finished; a failure is reported as the
-    first task's one-line reason."""
+def run_pipeline(config: dict[str, Any], root: Path, errors: Path, log: RunLog) -> Path:
+    """Run the pipeline, then make sure every task really finished; returns the run's folder."""
     before = set(root.glob(f"{PIPELINE_NAME}-*"))
     try:
         with warnings.catch_warnings():
@@ -129,18 +161,15 @@ def run_pipeline(config: dict[str, Any], root: Path, errors: Path) -> None:
             build_pipeline()(config=config)
     except Exception as err:
         # A task that failed silently can make a later one fail inside kfp with any error; the
-        # first reason is the cause.
-        reason = describe_failure(root, before, errors)
-        if reason:
-            raise CnnopsError(reason) from None
-        raise err from None
-    reason = describe_failure(root, before, errors)
-    if reason:
-        raise CnnopsError(reason)
+        # first failure is the cause.
+        check_finished(root, before, errors, log)
+        raise TaskFailure(f"the pipeline failed: {one_line(err)}", log.path) from None
+    return check_finished(root, before, errors, log)
 
 
-def describe_failure(root: Path, before: set[Path], errors: Path) -> str | None:
-    """The first failure of this run, or None when every task finished.
+def check_finished(root: Path, before: set[Path], errors: Path, log: RunLog) -> Path:
+    """The run's folder when every task finished; else the first failure: CnnopsError for a user
+    error a task reported, TaskFailure for any other.
 
     kfp.local can report a container that exited fast as SUCCESS with no outputs
     (kubeflow/pipelines#13332); every cnnops task writes an executor output, so one without it failed.
@@ -148,17 +177,31 @@ def describe_failure(root: Path, before: set[Path], errors: Path) -> str | None:
     reasons = errors.read_text().splitlines()
     runs = sorted(set(root.glob(f"{PIPELINE_NAME}-*")) - before)
     tasks = [] if not runs else task_folders(runs[-1])
-    failed = [task.name for task in tasks if not (task / EXECUTOR_OUTPUT).is_file()]
-    if not reasons and not failed:
-        return None
-    reason = reasons[0] if reasons else f"task {failed[0]} failed without writing its outputs; see its log above"
     registered = any(task.name.startswith("register") and (task / EXECUTOR_OUTPUT).is_file() for task in tasks)
-    return f"{reason} ({'the candidate was registered before the failure' if registered else 'nothing was registered'})"
+    outcome = "the candidate was registered before the failure" if registered else "nothing was registered"
+    if reasons:
+        raise CnnopsError(f"{reasons[0]} ({outcome})")
+    crashed = log.failed_task()
+    if crashed is not None:
+        last = crashed.last_line or "it printed nothing"
+        raise TaskFailure(f"task {crashed.name} failed: {last} ({outcome})", log.path)
+    silent = [task.name for task in tasks if not (task / EXECUTOR_OUTPUT).is_file()]
+    if silent:
+        raise TaskFailure(f"task {silent[0]} failed without writing its outputs ({outcome})", log.path)
+    if not runs:
+        raise TaskFailure(f"the pipeline left no run folder under {root}", log.path)
+    return runs[-1]
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one line without kfp's colours: its type and its message's last line."""
+    lines = ANSI.sub("", str(err)).strip().splitlines()
+    return f"{type(err).__name__}: {lines[-1]}" if lines else type(err).__name__
 
 
 def task_folders(run: Path) -> list[Path]:
     """A run's task folders in the order they were made; a ParallelFor's iterations nest theirs."""
-    tasks = []
+    tasks: list[Path] = []
     for folder in (path for path in run.iterdir() if path.is_dir()):
         if folder.name.startswith("for-loop-"):
             tasks.extend(path for path in folder.iterdir() if path.is_dir())

@@ -77,8 +77,16 @@ def run(
             "logging to an MLflow server."
         ),
     ] = "subprocess",
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Stream the run's whole log (kfp, TensorFlow, every task) here too.")
+    ] = False,
 ) -> None:
-    """Run the whole pipeline with kfp.local: ingest, split, train, evaluate, gate and register."""
+    """Run the whole pipeline with kfp.local: ingest, split, train, evaluate, gate and register.
+    Shows a line per task and cnnops's progress, and ends with a summary; the rest is in the run's log."""
+    from cnnops.paths import new_run_log
+    from cnnops.runlog import RunLog, TaskFailure, append_to_log, captured
+
+    log = RunLog(new_run_log(), verbose)
     with exit_on_user_error():
         cfg = resolve_config(
             config,
@@ -93,16 +101,20 @@ def run(
                 "gate.force_promote": force_promote,
             },
         )
-        cfg = preflight(cfg)
+        with captured(log):  # TensorFlow's start-up notices, from the checks that build models
+            cfg = preflight(cfg)
         from pipelines.run import run_locally
+        from pipelines.summary import format_summary, summarize_run
 
-        started = time.monotonic()
-        run_locally(to_pipeline_parameter(cfg), runner=runner)
-        typer.echo(f"cnnops: pipeline finished in {time.monotonic() - started:.0f}s")
-        from cnnops.naming import model_name_for
-        from cnnops.status import describe_registry, format_status
-
-        typer.echo(format_status(describe_registry(model_name_for(cfg))))
+        try:
+            finished = run_locally(to_pipeline_parameter(cfg), runner=runner, log=log)
+        except TaskFailure as err:  # not the user's doing: one line, the log has the rest
+            typer.echo(f"cnnops: {err}", err=True)
+            append_to_log(err.log, [f"cnnops: {err}"])
+            raise typer.Exit(1) from None
+        lines = format_summary(summarize_run(finished))
+        append_to_log(finished.log, lines)
+        typer.echo("\n".join(lines))
 
 
 @app.command()
@@ -349,7 +361,7 @@ def ui(port: Annotated[int, typer.Option(help="Loopback port.")] = 5000) -> None
 @app.command()
 def status(
     model_name: Annotated[str | None, typer.Option(help="One registered model (default: all of cnnops').")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (keys in README).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (docs/guide/gate.md).")] = False,
 ) -> None:
     """Show registered models, their champion and challenger, and each version's test metrics."""
     from cnnops.status import describe_registry, format_status

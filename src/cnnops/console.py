@@ -1,26 +1,44 @@
-"""Progress lines for long steps: plain lines, so they read the same in a terminal and in kfp logs."""
+"""Progress lines for long steps: plain lines, so they read the same in a terminal and in kfp logs.
+
+Every line starts with `cnnops: `; that prefix is what `cnnops run` keeps on the terminal
+(cnnops.runlog).
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 
+PREFIX = "cnnops: "
+
 
 def say(message: str) -> None:
-    print(f"cnnops: {message}", file=sys.stderr, flush=True)
+    print(f"{PREFIX}{message}", file=sys.stderr, flush=True)
 
 
 class Progress:
-    """Prints `label: done/total` at most every `interval` seconds, and once at the end."""
+    """Prints `label: done/total (rate/s)` at most every `interval` seconds, and once at the end
+    unless `final` is False (when another line reports the end)."""
 
-    def __init__(self, label: str, total: int, interval: float = 5.0) -> None:
-        self.label, self.total, self.interval = label, total, interval
+    def __init__(self, label: str, total: int, interval: float = 5.0, final: bool = True) -> None:
+        self.label, self.total, self.interval, self.final = label, total, interval, final
         self.done = 0
-        self._last = time.monotonic()
+        self._start = self._last = time.monotonic()
 
     def advance(self, count: int = 1) -> None:
         self.done += count
         now = time.monotonic()
-        if self.done >= self.total or now - self._last >= self.interval:
+        finished = self.total > 0 and self.done >= self.total
+        if (finished and self.final) or (not finished and now - self._last >= self.interval):
             self._last = now
-            say(f"{self.label}: {self.done}/{self.total}")
+            say(f"{self.label}: {self.describe(now)}")
+
+    def describe(self, now: float) -> str:
+        """`done/total (rate/s)`, or `done (rate/s)` when the total is unknown; a slow step reads
+        as seconds each instead."""
+        counted = f"{self.done}/{self.total}" if self.total > 0 else str(self.done)
+        elapsed = now - self._start
+        if elapsed <= 0 or self.done <= 0:
+            return counted
+        rate = self.done / elapsed
+        return f"{counted} ({rate:.1f}/s)" if rate >= 1 else f"{counted} ({1 / rate:.1f}s each)"

@@ -6,6 +6,10 @@ Nothing here touches the disk at import time; callers create folders when they w
 from __future__ import annotations
 
 import os
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 STATE_ENV = "CNNOPS_HOME"
@@ -39,6 +43,16 @@ def pipeline_root() -> Path:
     return state_home() / "pipeline-root"
 
 
+def logs_folder() -> Path:
+    """Logs of the runs and servers cnnops starts."""
+    return state_home() / "logs"
+
+
+def new_run_log() -> Path:
+    """A fresh name for one `cnnops run`'s full log, sortable by start time; nothing is created."""
+    return logs_folder() / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.log"
+
+
 def data_cache() -> Path:
     """Where demo datasets, archives and arrays are written out as image files, once:
     `$CNNOPS_DATA_CACHE`, else `data/` in the state folder."""
@@ -56,3 +70,18 @@ def keep_tool_state_inside() -> None:
     os.environ.setdefault("KERAS_HOME", str(state_home() / "keras"))
     os.environ.setdefault("MPLCONFIGDIR", str(state_home() / "matplotlib"))
     os.environ.setdefault("BENTOML_HOME", str(state_home() / "bentoml"))
+
+
+@contextmanager
+def environment_restored() -> Iterator[None]:
+    """Undo every change the block makes to os.environ, on return, on error and on interrupt, so a
+    run's settings for its tasks never outlive it."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        for name, value in saved.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value

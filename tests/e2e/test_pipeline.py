@@ -87,7 +87,10 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
             "sweep.learning_rate": [0.003, 0.001, 0.00001],
         }
     )
-    run_locally(to_pipeline_parameter(config))
+    before = dict(os.environ)
+    finished = run_locally(to_pipeline_parameter(config))
+    assert dict(os.environ) == before  # the run set variables for its tasks, and only for them
+    assert finished.log.parent == state_home / "logs" and "Got executor_input:" in finished.log.read_text()
     name = model_name_for(config)
 
     # Three candidates fanned out as child runs of one parent, and fanned back in at select.
@@ -152,6 +155,23 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
         env={**os.environ, "CNNOPS_HOME": str(state_home)},
     )
     assert weaker.returncode == 0, weaker.stderr[-3000:]
+    # A line per task, cnnops's own lines and the summary; the rest is in the run's log.
+    shown = weaker.stderr.splitlines() + weaker.stdout.splitlines()
+    assert len(shown) <= 80, "\n".join(shown)
+    assert "cnnops: train: started" in shown and any(line.startswith("cnnops: gate: finished in ") for line in shown)
+    summary = weaker.stdout.splitlines()
+    assert summary[0].startswith("cnnops: pipeline finished in ")
+    assert summary[1].startswith(f"  decision    {name} v2 is challenger: ")
+    assert summary[2].startswith("  accuracy    candidate ") and ", champion v1 " in summary[2]
+    assert summary[3].endswith("validate/validated/report.html") and summary[4].endswith("evaluate/evaluation")
+    assert summary[5].startswith("  MLflow run  ") and "http://127.0.0.1:5000/#/experiments/" in summary[5]
+    assert summary[-1].startswith("  next        make serve") and "make ui" in summary[-1]
+    (log_line,) = [line for line in summary if line.startswith("  log         ")]
+    log = Path(log_line.split()[-1])
+    assert log.parent == state_home / "logs" and f"full log in {log}" in weaker.stderr
+    logged = log.read_text().splitlines()
+    assert all(line in logged for line in shown)  # nothing the terminal showed is missing from the log
+    assert "Got executor_input:" in "\n".join(logged) and not any("executor_input" in line for line in shown)
     status = subprocess.run(
         [str(CNNOPS), "status", "--json", "--model-name", name],
         capture_output=True,

@@ -141,6 +141,8 @@ def test_run_writes_only_inside_the_state_folder(make_images, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in work.iterdir()) == [".cnnops"]
     assert list(home.iterdir()) == []
+    (log,) = (work / ".cnnops" / "logs").glob("run-*.log")  # the run's full log, in the state folder too
+    assert f"full log in {log}" in result.stderr and result.stdout.splitlines()[-1].startswith("  next ")
     assert snapshot(source) == before
 
 

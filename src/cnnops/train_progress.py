@@ -1,0 +1,31 @@
+"""Training's step counter: a Keras callback that reports through cnnops.console, in place of
+Keras's own progress bar (which `fit(verbose=0)` turns off, since it floods kfp logs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from cnnops.console import Progress
+
+# Seconds between step lines within an epoch; the epoch's own line reports its end.
+STEP_INTERVAL = 15.0
+
+
+class StepProgress(keras.callbacks.Callback):
+    """`train: epoch E/N, steps S/T (rate/s)` every STEP_INTERVAL seconds of a long epoch."""
+
+    def __init__(self, epochs: int, interval: float = STEP_INTERVAL) -> None:
+        super().__init__()
+        self.epochs, self.interval = epochs, interval
+        self.progress: Progress | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        steps = int(self.params.get("steps") or 0)
+        label = f"train: epoch {epoch + 1}/{self.epochs}, steps"
+        self.progress = Progress(label, steps, interval=self.interval, final=False)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.progress is not None:
+            self.progress.advance()
