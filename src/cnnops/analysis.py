@@ -12,16 +12,17 @@ import base64
 import html
 import shutil
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
-import matplotlib
 import numpy as np
 import pandas as pd
 
 from cnnops.artifacts import ModelSpec
 from cnnops.images import decode_image
+from cnnops.plots import DPI, plot_activation_maps, plot_misclassified, plot_top_losses
 
 # Keras' own epsilon: a probability of exactly 0 gives this loss instead of infinity.
 EPSILON = 1e-7
@@ -35,7 +36,16 @@ _ACTIVATIONS = (
     keras.layers.ELU,
     keras.layers.PReLU,
 )
-_DPI = 80
+
+
+@dataclass(frozen=True)
+class AnalysisSummary:
+    """What an error analysis wrote: the misclassified count per class, the activation layers
+    shown, and why there is no model diagram (None when there is one)."""
+
+    misclassified: dict[str, int]
+    activation_layers: list[str]
+    no_diagram: str | None
 
 
 def write_analysis(
@@ -48,12 +58,8 @@ def write_analysis(
     per_class: int = 6,
     activation_images: int = 3,
     max_classes: int = 40,
-) -> dict[str, Any]:
-    """Write the whole error analysis of `probabilities` (the model's, in manifest order) to `out_dir`.
-
-    Returns what was written: the misclassified count per class, the activation layers shown, and
-    why there is no model diagram (None when there is one).
-    """
+) -> AnalysisSummary:
+    """Write the whole error analysis of `probabilities` (the model's, in manifest order) to `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ranked = rank_losses(manifest, probabilities, spec.class_names)
     top = ranked.head(top_n)
@@ -63,12 +69,14 @@ def write_analysis(
     plot_top_losses(top, pixels, out_dir / "top_losses.png")
     plot_misclassified(shown, ranked, pixels, out_dir / "misclassified.png", len(spec.class_names))
     samples = [(path, pixels[path]) for path in top["path"].head(activation_images)]
-    layers = plot_activation_maps(model, samples, out_dir / "activation_maps.png")
+    activations = compute_activations(model, np.stack([image for _, image in samples]), 3) if samples else []
+    plot_activation_maps(samples, activations, out_dir / "activation_maps.png")
+    layers = [name for name, _ in activations]
     diagram = draw_model_diagram(model, out_dir / "model.png")
     write_model_summary(model, diagram, layers, out_dir / "model_summary.txt")
     misclassified = {name: int(((ranked["label"] == name) & ~ranked["correct"]).sum()) for name in spec.class_names}
     write_html(out_dir, top, misclassified)
-    return {"misclassified": misclassified, "activation_layers": layers, "no_diagram": diagram}
+    return AnalysisSummary(misclassified=misclassified, activation_layers=layers, no_diagram=diagram)
 
 
 def rank_losses(manifest: pd.DataFrame, probabilities: np.ndarray, class_names: list[str]) -> pd.DataFrame:
@@ -112,54 +120,6 @@ def select_misclassified(
 def load_pixels(paths: Iterable[str], spec: ModelSpec) -> dict[str, np.ndarray]:
     """The uint8 pixels the model saw for each path: the one decode function, at the model's input."""
     return {str(path): decode_image(Path(path).read_bytes(), spec.mode, spec.size).pixels for path in paths}
-
-
-def plot_top_losses(top: pd.DataFrame, pixels: dict[str, np.ndarray], path: Path, columns: int = 4) -> None:
-    """A tile per image: what it is, what the model said, and how sure it was of each."""
-    plt = pyplot()
-    rows = max(1, -(-len(top) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.1 * rows), squeeze=False, layout="constrained")
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, row in zip(axes.ravel(), top.itertuples(), strict=False):
-        show_image(ax, pixels[row.path])
-        ax.set_title(
-            f"true {row.label} ({row.true_probability:.2f})\npred {row.predicted} ({row.probability:.2f})"
-            f"\nloss {row.loss:.2f}",
-            fontsize=8,
-            color="tab:green" if row.correct else "tab:red",
-        )
-    if top.empty:
-        axes[0, 0].text(0, 0.5, "no test images", fontsize=10)
-    fig.suptitle(f"Top {len(top)} losses (test split)")
-    fig.savefig(path, dpi=_DPI)
-    plt.close(fig)
-
-
-def plot_misclassified(
-    shown: dict[str, pd.DataFrame], ranked: pd.DataFrame, pixels: dict[str, np.ndarray], path: Path, n_classes: int
-) -> None:
-    """One row per true class with its highest-loss mistakes, titled with what the model said."""
-    plt = pyplot()
-    columns = max([1, *(len(rows) for rows in shown.values())])
-    fig, axes = plt.subplots(
-        len(shown), columns + 1, figsize=(1.9 * (columns + 1), 2.1 * len(shown)), squeeze=False, layout="constrained"
-    )
-    for ax in axes.ravel():
-        ax.axis("off")
-    for axes_row, (name, rows) in zip(axes, shown.items(), strict=True):
-        total = int((ranked["label"] == name).sum())
-        wrong = int(((ranked["label"] == name) & ~ranked["correct"]).sum())
-        axes_row[0].text(0.0, 0.5, f"{name}\n{wrong} of {total} wrong", fontsize=9, va="center")
-        if rows.empty:
-            axes_row[1].text(0.0, 0.5, "no misclassified images", fontsize=8, va="center", color="tab:green")
-        for ax, row in zip(axes_row[1:], rows.itertuples(), strict=False):
-            show_image(ax, pixels[row.path])
-            ax.set_title(f"pred {row.predicted}\n({row.probability:.2f})", fontsize=8, color="tab:red")
-    kept = "" if len(shown) == n_classes else f" ({len(shown)} of {n_classes} classes: the most mistaken)"
-    fig.suptitle(f"Misclassified test images per true class{kept}")
-    fig.savefig(path, dpi=_DPI)
-    plt.close(fig)
 
 
 def find_feature_layers(model: keras.Model, count: int = 3) -> tuple[list[keras.Model], list[keras.layers.Layer]]:
@@ -211,53 +171,6 @@ def compute_activations(model: keras.Model, images: np.ndarray, count: int = 3) 
     ]
 
 
-def plot_activation_maps(
-    model: keras.Model, samples: list[tuple[str, np.ndarray]], path: Path, layers: int = 3, channels: int = 8
-) -> list[str]:
-    """For each sample image, the first `channels` maps of each of the first conv blocks side by side,
-    each map scaled to its own range. Returns the layer names shown."""
-    plt = pyplot()
-    batch = np.stack([pixels for _, pixels in samples]) if samples else None
-    activations = compute_activations(model, batch, layers) if batch is not None else []
-    rows = max(1, len(samples) * len(activations))
-    # One strip of maps per row rather than an axes per map: the figure draws in a fraction of the time.
-    fig, axes = plt.subplots(
-        rows,
-        2,
-        figsize=(1.4 * (channels + 1), 1.6 * rows),
-        squeeze=False,
-        width_ratios=[1, channels],
-        layout="constrained",
-    )
-    for ax in axes.ravel():
-        ax.axis("off")
-    if not activations:
-        axes[0, 0].text(0.0, 0.5, "no Conv2D layers or no test images: nothing to show", fontsize=9)
-    for i, (sample_path, pixels) in enumerate(samples if activations else []):
-        show_image(axes[i * len(activations), 0], pixels)
-        axes[i * len(activations), 0].set_title(Path(sample_path).name, fontsize=7)
-        for j, (name, values) in enumerate(activations):
-            ax = axes[i * len(activations) + j, 1]
-            ax.imshow(tile_channels(values[i], channels), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
-            ax.set_title(f"{name} {values.shape[1]}x{values.shape[2]}x{values.shape[3]}", fontsize=7, loc="left")
-    fig.suptitle("Activation maps of the first conv blocks (first channels)")
-    fig.savefig(path, dpi=_DPI)
-    plt.close(fig)
-    return [name for name, _ in activations]
-
-
-def tile_channels(maps: np.ndarray, channels: int) -> np.ndarray:
-    """HxWxC activations to one HxN strip of the first `channels` maps, each scaled to [0, 1] on its
-    own (a dead channel stays 0) and a blank (NaN) column between neighbours."""
-    height = maps.shape[0]
-    strips = []
-    for c in range(min(channels, maps.shape[-1])):
-        values = maps[:, :, c].astype(np.float32)
-        low, span = float(values.min()), float(values.max() - values.min())
-        strips += [(values - low) / span if span > 0 else np.zeros_like(values), np.full((height, 1), np.nan)]
-    return np.concatenate(strips[:-1], axis=1)
-
-
 def summarise_model(model: keras.Model) -> str:
     """`model.summary()` as text, nested models expanded, wide enough not to truncate names."""
     lines: list[str] = []
@@ -272,7 +185,7 @@ def draw_model_diagram(model: keras.Model, path: Path) -> str | None:
     if shutil.which("dot") is None:
         return "graphviz's `dot` is not installed (apt-get install graphviz)"
     try:
-        keras.utils.plot_model(model, to_file=str(path), show_shapes=True, expand_nested=True, dpi=_DPI)
+        keras.utils.plot_model(model, to_file=str(path), show_shapes=True, expand_nested=True, dpi=DPI)
     except Exception as err:  # noqa: BLE001 - plot_model raises ImportError, OSError or pydot's own errors
         path.unlink(missing_ok=True)
         return f"plot_model failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
@@ -332,20 +245,3 @@ def top_losses_table(top: pd.DataFrame) -> str:
         cells += [f"<td class='n'>{value:.4f}</td>" for value in (row.probability, row.true_probability, row.loss)]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
-
-
-def show_image(ax: Any, pixels: np.ndarray) -> None:
-    """Draw uint8 pixels as the model saw them: grey images in grey, not in a colour map."""
-    if pixels.shape[-1] == 1:
-        ax.imshow(pixels[:, :, 0], cmap="gray", vmin=0, vmax=255)
-    else:
-        ax.imshow(pixels)
-    ax.axis("off")
-
-
-def pyplot() -> Any:
-    """pyplot on the file-only backend: no display is needed, and none is touched at import time."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

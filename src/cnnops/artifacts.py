@@ -42,6 +42,8 @@ MANIFEST_COLUMNS = ["path", "label", "sha256", "width", "height", "mode", "origi
 TRAIN_HASHES_ARTIFACT = "data/train_sha256.txt"
 # In an evaluation folder: sha256, label and predicted class of every test image.
 PREDICTIONS_FILE = "predictions.csv"
+# In a validated dataset folder: the split plan validation checked, which `split` applies.
+SPLIT_PLAN_FILE = "split_plan.json"
 BASELINE_SCHEMA = 1
 # The steps that write each record, named in the error when one cannot be read.
 INGEST_STEP, TRAIN_STEP, EVALUATE_STEP = "`cnnops ingest` (and validate, split)", "`cnnops train`", "`cnnops evaluate`"
@@ -347,6 +349,28 @@ def write_training_state(path: Path, state: TrainingState) -> None:
 
 def read_training_state(path: Path) -> TrainingState:
     return read_record(path, TrainingState, "`cnnops train` afresh (this checkpoint cannot be resumed)")
+
+
+class SplitPlan(Record):
+    """Which split each image goes to (by sha256), for a manifest (`fingerprint`) under a seed and
+    split fractions; `moved` counts the near-duplicate groups moved to keep each in one split.
+    `validate` plans it and keeps it beside its dataset; `split` applies it."""
+
+    fingerprint: str
+    seed: int
+    fractions: tuple[float, float, float]  # train, val, test
+    assignment: dict[str, str]
+    moved: int
+
+
+def write_split_plan(folder: Path, plan: SplitPlan) -> None:
+    write_record(folder / SPLIT_PLAN_FILE, plan)
+
+
+def read_split_plan(folder: Path) -> SplitPlan | None:
+    """The plan `validate` kept in a dataset folder; None for a folder without one (ingest output)."""
+    path = folder / SPLIT_PLAN_FILE
+    return read_record(path, SplitPlan, "`cnnops validate`") if path.is_file() else None
 
 
 def write_predictions(folder: Path, manifest: pd.DataFrame, predicted: list[str]) -> None:

@@ -28,6 +28,7 @@ from cnnops.console import say
 from cnnops.errors import CnnopsError, ImageDecodeError
 from cnnops.images import decode_image
 from cnnops.naming import model_name_for
+from cnnops.provenance import provenance_tags
 from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
 
 # Images are shrunk to this side (or their own, if smaller) and flattened into features.
@@ -50,7 +51,8 @@ def train_baselines(train_dir: Path, test_dir: Path, config: Config, out_dir: Pa
     x_train, y_train = features(train, info.mode, side), train["label"].to_numpy()
     x_test, y_test = features(test, info.mode, side), test["label"].to_numpy()
     use_tracking_store()
-    experiment_id = ensure_experiment(model_name_for(config, info.source))
+    registered_model = model_name_for(config, info.source)
+    experiment_id = ensure_experiment(registered_model)
     scores: dict[str, dict[str, float]] = {}
     for name, estimator in make_baselines(config.seed).items():
         estimator.fit(x_train, y_train)
@@ -61,7 +63,7 @@ def train_baselines(train_dir: Path, test_dir: Path, config: Config, out_dir: Pa
         }
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"baseline-{name}"):
             mlflow.set_tags(
-                {"cnnops.step": "baseline", "cnnops.baseline": name, "cnnops.dataset_fingerprint": info.fingerprint}
+                {"cnnops.step": "baseline", "cnnops.baseline": name, **provenance_tags(info, config, registered_model)}
             )
             mlflow.log_params(
                 {

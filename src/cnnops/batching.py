@@ -45,16 +45,19 @@ class AdaptiveBatcher:
         if len(items) > self.max_batch_size:
             parts = [items[i : i + self.max_batch_size] for i in range(0, len(items), self.max_batch_size)]
             return np.concatenate([await self.predict(part) for part in parts])
-        self._ensure_worker()
+        queue = self._ensure_worker()
         pending = _Pending(items)
-        await self._queue.put(pending)
+        await queue.put(pending)
         return await pending.done
 
-    def _ensure_worker(self) -> None:
-        """Start the batching loop in the running event loop, on first use (never at import)."""
-        if self._worker is None or self._worker.done():
-            self._queue = asyncio.Queue()
+    def _ensure_worker(self) -> asyncio.Queue[_Pending]:
+        """Start the batching loop in the running event loop, on first use (never at import);
+        returns the queue it takes requests from."""
+        queue = self._queue
+        if queue is None or self._worker is None or self._worker.done():
+            queue = self._queue = asyncio.Queue()
             self._worker = asyncio.get_running_loop().create_task(self._run())
+        return queue
 
     async def _run(self) -> None:
         assert self._queue is not None

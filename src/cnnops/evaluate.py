@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from cnnops.analysis import pyplot, write_analysis
+from cnnops.analysis import write_analysis
 from cnnops.artifacts import (
     ClassScore,
     EvaluationScores,
@@ -29,6 +29,7 @@ from cnnops.artifacts import (
 from cnnops.console import say
 from cnnops.errors import CnnopsError
 from cnnops.inputs import input_errors_as_user_errors, make_dataset
+from cnnops.plots import plot_confusion_matrix, plot_learning_curves
 from cnnops.tracking import use_tracking_store
 
 EVAL_BATCH = 256
@@ -108,42 +109,3 @@ def predict_manifest(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame
     batches = make_dataset(manifest, spec, EVAL_BATCH).map(lambda image, label: image)
     with input_errors_as_user_errors():
         return np.concatenate([np.asarray(model(batch, training=False)) for batch in batches])
-
-
-def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path) -> None:
-    plt = pyplot()
-    size = max(4.0, 0.6 * len(class_names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for (row, col), value in np.ndenumerate(matrix):
-        ax.text(
-            col, row, str(value), ha="center", va="center", color="white" if value > threshold else "black", fontsize=8
-        )
-    ax.set_title("Confusion matrix (test split)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
-    """Loss and accuracy per epoch; nothing for a model with no training history (an import)."""
-    if not history.get("loss"):
-        return
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        for prefix in ("", "val_"):
-            values = history.get(prefix + metric)
-            if values:
-                ax.plot(range(1, len(values) + 1), values, marker="o", label=prefix + metric)
-        ax.set_xlabel("epoch")
-        ax.set_title(metric)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

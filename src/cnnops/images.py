@@ -57,15 +57,15 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                if img.format not in ACCEPTED_FORMATS:
-                    raise ImageDecodeError(f"unsupported image format {img.format}")
-                width, height = img.size
+            with Image.open(io.BytesIO(data)) as opened:
+                if opened.format not in ACCEPTED_FORMATS:
+                    raise ImageDecodeError(f"unsupported image format {opened.format}")
+                width, height = opened.size
                 if width * height > max_pixels:
                     raise ImageDecodeError(f"{width}x{height} pixels is over the limit of {max_pixels}")
-                img.load()
-                source_mode, fmt = img.mode, img.format
-                img = ImageOps.exif_transpose(img)
+                opened.load()
+                source_mode, fmt = opened.mode, opened.format
+                img = ImageOps.exif_transpose(opened)
                 width, height = img.size
                 target = mode or ("L" if source_mode in _GREY_MODES else "RGB")
                 img = _convert(img, target)

@@ -21,8 +21,9 @@ from cnnops.errors import CnnopsError
 from cnnops.gate import decide_promotion
 from cnnops.model import backbone_input
 from cnnops.naming import model_name_for
+from cnnops.provenance import provenance_tags
 from cnnops.registration import register_model
-from cnnops.tracking import ensure_experiment, git_commit, use_tracking_store
+from cnnops.tracking import ensure_experiment, use_tracking_store
 
 # How an imported model expects its pixels, as a backbone input mode (cnnops.model.backbone_input)
 # or a plain rescale: raw 0-255 values, /255, [-1, 1] (MobileNet, Inception), caffe (VGG, ResNet).
@@ -177,9 +178,7 @@ def log_imported(
         mlflow.set_tags(
             {
                 "cnnops.imported_from": str(file.resolve()),
-                "cnnops.registered_model": name,
-                "cnnops.git_commit": git_commit(),
-                "cnnops.data_source": test_info.source,
+                **provenance_tags(test_info, config, name),
             }
         )
         mlflow.log_params(

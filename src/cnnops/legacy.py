@@ -33,6 +33,10 @@ _MODEL_CLASSES = {"Model": keras.Model, "Functional": keras.Model, "Sequential":
 # Keras exception text often embeds a whole layer config; a user's line keeps only this much of it.
 _REASON_CHARS = 200
 
+# What Keras 3 raises for a file or config it refuses: an h5py open error, a layer argument it
+# does not take, a value it rejects, a key it misses. Anything else is a bug and is not caught.
+_KERAS_REFUSALS = (OSError, TypeError, ValueError, KeyError)
+
 
 def load_legacy_h5(path: Path) -> keras.Model:
     """The float model exactly as saved in a Keras 2 `.h5` file, uncompiled.
@@ -46,7 +50,7 @@ def load_legacy_h5(path: Path) -> keras.Model:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # Keras 3 deprecation notes the user cannot act on
             return keras.saving.load_model(path, compile=False)
-    except Exception:  # any refusal falls back to the rebuild, whose errors name the cause
+    except _KERAS_REFUSALS:  # a refusal falls back to the rebuild, whose errors name the cause
         pass
     if not path.is_file():
         raise CnnopsError(f"{path}: no such file.")
@@ -92,7 +96,7 @@ def _rebuild_model(path: Path, config: dict[str, Any]) -> keras.Model:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # Keras 3 deprecation notes the user cannot act on
             return _MODEL_CLASSES[config["class_name"]].from_config(copy.deepcopy(config["config"]))
-    except Exception as err:  # Keras raises many exception types for a config it cannot build
+    except _KERAS_REFUSALS as err:  # what Keras raises for a config it cannot build
         culprit = _find_unbuildable_layer(config["config"].get("layers", []))
         where = f"layer '{culprit[0]}' ({culprit[1]})" if culprit else "the model config"
         raise CnnopsError(f"{path}: {where} cannot be rebuilt in Keras 3: {_shorten_reason(err)}") from None
@@ -156,7 +160,7 @@ def _find_unbuildable_layer(layers: list[dict[str, Any]]) -> tuple[str, str] | N
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 layer_class.from_config(dict(config or {}))
-        except Exception:  # any failure to instantiate names this layer
+        except _KERAS_REFUSALS:  # a layer Keras refuses to instantiate is the one named
             return name, class_name
     return None
 
@@ -173,13 +177,12 @@ def _copy_weights(path: Path, model: keras.Model, weights: h5py.Group) -> None:
         variables = layer.trainable_weights + layer.non_trainable_weights  # Keras 2's saving order
         if not variables:
             continue
-        arrays = stored.pop(layer.name, None)
-        if arrays is None:
+        if layer.name not in stored:
             raise CnnopsError(
                 f"{path}: layer '{layer.name}' ({type(layer).__name__}) holds weights the file "
                 "does not have; the file does not match its own model_config."
             )
-        pairs += _pair_weights(path, layer, variables, arrays)
+        pairs += _pair_weights(path, layer, variables, stored.pop(layer.name))
     if stored:
         name, arrays = next(iter(stored.items()))
         raise CnnopsError(

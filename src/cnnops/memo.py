@@ -29,24 +29,29 @@ def memo_dir(step: str, key: str) -> Path:
 
 
 def restore(step: str, key: str, out_dir: Path, names: list[str]) -> bool:
-    """Copy a complete earlier output into `out_dir`; False when there is none."""
+    """Copy a complete earlier output into `out_dir`; False when there is none. An output the
+    earlier run did not write (a step may leave one out) is removed from `out_dir` too."""
     entry = memo_dir(step, key)
     if not is_complete(entry):
         return False
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
-        shutil.copyfile(entry / name, out_dir / name)
+        if (entry / name).is_file():
+            shutil.copyfile(entry / name, out_dir / name)
+        else:
+            (out_dir / name).unlink(missing_ok=True)
     return True
 
 
 def store(step: str, key: str, out_dir: Path, names: list[str]) -> None:
-    """Keep copies of this step's outputs under `key`."""
+    """Keep copies of this step's outputs under `key` (those of `names` it wrote)."""
     entry = memo_dir(step, key)
     if is_complete(entry):
         return
 
     def copy_outputs(staging: Path) -> None:
         for name in names:
-            shutil.copyfile(out_dir / name, staging / name)
+            if (out_dir / name).is_file():
+                shutil.copyfile(out_dir / name, staging / name)
 
     write_folder_atomically(entry, copy_outputs)

@@ -7,7 +7,7 @@ Every model takes decoded uint8 images of its input shape and does all further p
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +100,7 @@ def build_deep_cnn(spec: ModelSpec, options: ModelOptions = ModelOptions()) -> k
     return keras.Model(inputs, outputs, name="deep_cnn")
 
 
-def augmentation_strengths(preset: str, overrides: dict[str, float]) -> tuple[tuple[str, float], ...]:
+def augmentation_strengths(preset: str, overrides: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
     """The preset's layer strengths with the per-layer overrides on top; zero-strength layers dropped."""
     merged = {**AUGMENTATION_PRESETS[preset], **overrides}
     return tuple(sorted((name, float(value)) for name, value in merged.items() if value))
@@ -225,7 +225,7 @@ def load_backbone(
 def freeze(backbone: keras.Model, trainable_layers: int | None) -> None:
     """Freeze the whole backbone, or all but its last `trainable_layers` layers."""
     backbone.trainable = trainable_layers is not None and trainable_layers > 0
-    if backbone.trainable:
+    if trainable_layers is not None and backbone.trainable:
         for layer in backbone.layers[: max(len(backbone.layers) - trainable_layers, 0)]:
             layer.trainable = False
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -19,6 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cnnops.atomic import is_complete, write_folder_atomically
 from cnnops.console import say
 from cnnops.errors import CnnopsError
 from cnnops.paths import data_cache
@@ -219,21 +218,10 @@ def materialize(key: str, writer: Callable[[Path], None]) -> Path:
     """Write a class-folder tree into the data cache once, under `key`; a crash mid-write leaves
     nothing half-made, and a second call finds the finished tree."""
     target = data_cache() / key
-    if (target / ".complete").is_file():
+    if is_complete(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     say(f"writing {key} out as image files under {target} (once)")
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-    try:
-        writer(staging)
-        (staging / ".complete").write_text("ok\n")
-        # mkdtemp makes the folder private; a pipeline task in a container runs as another user.
-        staging.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    write_folder_atomically(target, writer)
     return target
 
 

@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cnnops.artifacts import read_dataset_info, read_manifest, write_dataset
+from cnnops.artifacts import (
+    SplitPlan,
+    manifest_fingerprint,
+    read_dataset_info,
+    read_manifest,
+    read_split_plan,
+    write_dataset,
+)
 from cnnops.config import Config, SplitConfig
 from cnnops.console import say
 from cnnops.errors import CnnopsError
@@ -20,12 +27,15 @@ SPLITS = ("train", "val", "test")
 
 
 def split_dataset(dataset_dir: Path, out_dirs: dict[str, Path], config: Config) -> dict[str, int]:
-    """Write one dataset folder per split; returns the image count of each."""
+    """Write one dataset folder per split, by the plan `validate` kept when it fits this manifest
+    and config, else planned here; returns the image count of each."""
     manifest = read_manifest(dataset_dir)
     info = read_dataset_info(dataset_dir)
     if not is_assigned(manifest):
         check_class_counts(info.class_counts, config.split)
-    assignment, moved = plan_splits(manifest, config)
+    kept = read_split_plan(dataset_dir)
+    plan = kept if kept is not None and plan_fits(kept, manifest, config) else plan_splits(manifest, config)
+    assignment, moved = manifest["sha256"].map(plan.assignment).to_numpy(dtype=object), plan.moved
     if moved:
         say(f"split: moved {moved} near-duplicate groups so that each sits in one split")
     counts: dict[str, int] = {}
@@ -49,14 +59,35 @@ def split_dataset(dataset_dir: Path, out_dirs: dict[str, Path], config: Config) 
     return counts
 
 
-def plan_splits(manifest: pd.DataFrame, config: Config) -> tuple[np.ndarray, int]:
+def plan_splits(manifest: pd.DataFrame, config: Config) -> SplitPlan:
     """Each image's split (the source's own, or seeded and stratified), with near-duplicate groups
-    then moved whole; returns the assignment and how many groups had to move."""
+    then moved whole, and how many groups had to move."""
     if is_assigned(manifest):
         assignment = check_assigned_splits(manifest)
     else:
         assignment = assign_splits(manifest, config.split, config.seed)
-    return keep_groups_together(manifest, assignment, config.seed)
+    assignment, moved = keep_groups_together(manifest, assignment, config.seed)
+    return SplitPlan(
+        fingerprint=manifest_fingerprint(manifest),
+        seed=config.seed,
+        fractions=fractions(config.split),
+        assignment=dict(zip(manifest["sha256"], (str(name) for name in assignment), strict=True)),
+        moved=moved,
+    )
+
+
+def plan_fits(plan: SplitPlan, manifest: pd.DataFrame, config: Config) -> bool:
+    """True when `plan` was made for these images under this seed and these fractions."""
+    return (
+        plan.seed == config.seed
+        and plan.fractions == fractions(config.split)
+        and plan.fingerprint == manifest_fingerprint(manifest)
+        and set(plan.assignment) == set(manifest["sha256"])
+    )
+
+
+def fractions(split: SplitConfig) -> tuple[float, float, float]:
+    return (split.train, split.val, split.test)
 
 
 def keep_groups_together(manifest: pd.DataFrame, assignment: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
@@ -64,8 +95,9 @@ def keep_groups_together(manifest: pd.DataFrame, assignment: np.ndarray, seed: i
     content hash, so no near-copy of a test image is trained on. Returns how many groups moved."""
     if "group" not in manifest or not (manifest["group"] != "").any():
         return assignment, 0
-    rank = manifest["sha256"].map(lambda sha: hashlib.sha256(f"{seed}:{sha}".encode()).hexdigest())
-    members = pd.DataFrame({"group": manifest["group"], "rank": rank, "split": assignment}, index=manifest.index)
+    members = pd.DataFrame(
+        {"group": manifest["group"], "rank": seeded_rank(manifest, seed), "split": assignment}, index=manifest.index
+    )
     members = members[members["group"] != ""].sort_values(["group", "rank"], kind="stable")
     target = members.groupby("group", sort=False)["split"].transform("first")
     moved = int(members.loc[members["split"] != target, "group"].nunique())
@@ -137,12 +169,17 @@ def assign_splits(manifest: pd.DataFrame, split: SplitConfig, seed: int) -> np.n
     grows: adding images moves only those near the cut points, so a later champion comparison
     is not scored on images the champion trained on.
     """
-    rank = manifest["sha256"].map(lambda sha: hashlib.sha256(f"{seed}:{sha}".encode()).hexdigest())
     assignment = np.empty(len(manifest), dtype=object)
-    for _, group in manifest.assign(rank=rank).groupby("label", sort=True):
+    for _, group in manifest.assign(rank=seeded_rank(manifest, seed)).groupby("label", sort=True):
         index = group.sort_values("rank", kind="stable").index.to_numpy()
         _, n_val, n_test = split_counts(len(index), split)
         assignment[index[:n_test]] = "test"
         assignment[index[n_test : n_test + n_val]] = "val"
         assignment[index[n_test + n_val :]] = "train"
     return assignment
+
+
+def seeded_rank(manifest: pd.DataFrame, seed: int) -> pd.Series:
+    """Each image's place in a seeded order by content: the same image ranks the same under the
+    same seed, whatever else is in the dataset."""
+    return manifest["sha256"].map(lambda sha: hashlib.sha256(f"{seed}:{sha}".encode()).hexdigest())

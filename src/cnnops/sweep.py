@@ -20,7 +20,8 @@ from cnnops.config import Config, to_pipeline_parameter
 from cnnops.console import say
 from cnnops.errors import CnnopsError
 from cnnops.naming import model_name_for
-from cnnops.tracking import ensure_experiment, git_commit, use_tracking_store
+from cnnops.provenance import provenance_tags
+from cnnops.tracking import ensure_experiment, use_tracking_store
 
 WINNER_TAG = "cnnops.sweep.winner"
 
@@ -71,13 +72,7 @@ def start_sweep(config: Config, train_dir: Path, pipeline_run: str = "manual") -
     parent = client.create_run(
         ensure_experiment(name),
         run_name=f"sweep of {len(candidates)}",
-        tags={
-            "cnnops.sweep": "parent",
-            "cnnops.pipeline_run": pipeline_run,
-            "cnnops.git_commit": git_commit(),
-            "cnnops.dataset_fingerprint": info.fingerprint,
-            "cnnops.registered_model": name,
-        },
+        tags={"cnnops.sweep": "parent", **provenance_tags(info, config, name, pipeline_run)},
     )
     run_id = parent.info.run_id
     client.log_param(run_id, "sweep.candidates", len(candidates))

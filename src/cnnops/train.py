@@ -48,7 +48,7 @@ from cnnops.checkpoints import (
     read_progress,
     write_checkpoint,
 )
-from cnnops.config import Config, flatten_config
+from cnnops.config import Config, TrainConfig, flatten_config
 from cnnops.console import say
 from cnnops.distill import distillation_objective, load_teacher, log_distillation, resolve_teacher, teacher_targets
 from cnnops.errors import CnnopsError
@@ -64,8 +64,9 @@ from cnnops.model import (
     precision_policy,
 )
 from cnnops.naming import model_name_for
+from cnnops.provenance import provenance_tags
 from cnnops.recipe import Recipe, describe_recipe, plan_recipe
-from cnnops.tracking import ensure_experiment, git_commit, log_dataset, use_tracking_store
+from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
 from cnnops.train_progress import StepProgress
 
 # A val-loss gain smaller than this is noise: it neither resets early stopping nor delays an LR cut.
@@ -113,9 +114,7 @@ def train_model(
     if resume is not None:
         progress = read_progress(resume)
         check_resumable(progress, config.model_dump(mode="json"), fingerprint)
-    xla = config.train.jit_compile and compiles_with_xla(
-        augmentation_strengths(config.train.augmentation, config.train.augment)
-    )
+    xla = config.train.jit_compile and compiles_with_xla(configured_augmentation(config.train))
     if config.train.jit_compile and not xla:
         say("train: XLA is off: the rotation, zoom and translation augmentation layers do not compile with it")
     make_deterministic(config.seed, exact_kernels=not xla)
@@ -241,7 +240,7 @@ class TrainingJob:
             weights=train.weights,
             trainable_layers=train.trainable_layers,
             working_size=train.working_size,
-            augment=augmentation_strengths(train.augmentation, train.augment),
+            augment=configured_augmentation(train),
         )
 
     def dataset(self, manifest: pd.DataFrame, shuffle: bool = False) -> Any:
@@ -264,12 +263,7 @@ class TrainingJob:
         info, config = self.info, self.config
         mlflow.set_tags(
             {
-                "cnnops.dataset_fingerprint": info.fingerprint,
-                "cnnops.data_source": info.source,
-                "cnnops.git_commit": git_commit(),
-                "mlflow.source.git.commit": git_commit(),
-                "cnnops.pipeline_run": pipeline_run,
-                "cnnops.registered_model": name,
+                **provenance_tags(info, config, name, pipeline_run),
                 "cnnops.devices": ",".join(d.device_type for d in _devices()),
                 "cnnops.replicas": str(self.replicas),
                 "cnnops.distilled": str(self.teacher is not None).lower(),
@@ -430,6 +424,11 @@ def backfill_metrics(run_id: str, progress: TrainingState, phases: list[Phase]) 
             if step not in logged:
                 values = {key: series[step] for key, series in progress.history.items()}
                 mlflow.log_metrics({**values, **{f"{name}.{key}": v for key, v in values.items()}}, step=step)
+
+
+def configured_augmentation(train: TrainConfig) -> tuple[tuple[str, float], ...]:
+    """The augmentation layers and strengths the train config asks for."""
+    return augmentation_strengths(train.augmentation, dict(train.augment.items()))
 
 
 def candidate_label(config: Config) -> str:

@@ -17,7 +17,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cnnops.artifacts import DatasetInfo, read_dataset_info, read_json, read_manifest, write_dataset, write_json
+from cnnops.artifacts import (
+    SPLIT_PLAN_FILE,
+    DatasetInfo,
+    SplitPlan,
+    read_dataset_info,
+    read_json,
+    read_manifest,
+    write_dataset,
+    write_json,
+    write_split_plan,
+)
 from cnnops.config import Config
 from cnnops.console import say
 from cnnops.errors import CnnopsError, ImageDecodeError
@@ -35,6 +45,7 @@ VALIDATE_OUTPUTS = [
     "duplicates.csv",
     "validation.json",
     "report.html",
+    SPLIT_PLAN_FILE,
 ]
 
 
@@ -88,6 +99,7 @@ def check_dataset(dataset_dir: Path, out_dir: Path, config: Config) -> dict[str,
     manifest = manifest.assign(group=group_near_duplicates(manifest, config.validation.near_duplicate_bits))
     groups = describe_groups(manifest)
     checks = run_checks(manifest, info, quarantine, duplicates, groups, config)
+    plan = plan_split(manifest, config)
     verdict = max((c["status"] for c in checks), key=VERDICTS.index, default="pass")
     validation = {
         "verdict": verdict,
@@ -99,7 +111,7 @@ def check_dataset(dataset_dir: Path, out_dir: Path, config: Config) -> dict[str,
         "n_quarantined": len(quarantine),
         "n_duplicates": len(duplicates),
         "near_duplicate_groups": groups,
-        "near_duplicate_groups_moved": groups_moved(manifest, config),
+        "near_duplicate_groups_moved": None if plan is None else plan.moved,
         "sizes": size_stats(manifest),
         "channels": channel_stats(manifest, info.mode, config.seed),
     }
@@ -107,6 +119,9 @@ def check_dataset(dataset_dir: Path, out_dir: Path, config: Config) -> dict[str,
     quarantine.to_csv(out_dir / "quarantine.csv", index=False)
     duplicates.to_csv(out_dir / "duplicates.csv", index=False)
     write_json(out_dir / "validation.json", validation)
+    (out_dir / SPLIT_PLAN_FILE).unlink(missing_ok=True)
+    if plan is not None:
+        write_split_plan(out_dir, plan)
     write_report(out_dir / "report.html", validation, manifest, quarantine, duplicates)
     return validation
 
@@ -123,17 +138,18 @@ def log_validation(
     import mlflow
 
     from cnnops.naming import model_name_for
+    from cnnops.provenance import provenance_tags
     from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
 
     use_tracking_store()
-    experiment_id = ensure_experiment(model_name_for(config, info.source))
+    name = model_name_for(config, info.source)
+    experiment_id = ensure_experiment(name)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"validate-{info.fingerprint[:12]}"):
         mlflow.set_tags(
             {
                 "cnnops.step": "validate",
                 "cnnops.verdict": validation["verdict"],
-                "cnnops.dataset_fingerprint": info.fingerprint,
-                "cnnops.data_source": info.source,
+                **provenance_tags(info, config, name),
             }
         )
         mlflow.log_metrics(
@@ -149,13 +165,13 @@ def log_validation(
         mlflow.log_dict(validation, "validation/validation.json")
 
 
-def groups_moved(manifest: pd.DataFrame, config: Config) -> int | None:
-    """How many near-duplicate groups the split will move to keep each in one split; None when the
-    split cannot be planned yet (the split step then says why)."""
+def plan_split(manifest: pd.DataFrame, config: Config) -> SplitPlan | None:
+    """The split `split` will apply (its near-duplicate groups moved whole); None when it cannot
+    be planned yet (the split step then says why)."""
     from cnnops.split import plan_splits
 
     try:
-        return plan_splits(manifest, config)[1]
+        return plan_splits(manifest, config)
     except CnnopsError:
         return None
 

@@ -97,7 +97,7 @@ def test_misclassified_counts_match_the_confusion_matrix(trained, tmp_path):
     probabilities = predict_manifest(trained["keras"], trained["spec"], trained["manifest"])
     summary = write_analysis(trained["keras"], trained["spec"], trained["manifest"], probabilities, tmp_path)
     wrong = {name: int(matrix[i].sum() - matrix[i, i]) for i, name in enumerate(metrics["class_names"])}
-    assert summary["misclassified"] == wrong
+    assert summary.misclassified == wrong
 
 
 def test_misclassified_grid_rows_and_empty_class(trained, tmp_path):
@@ -115,7 +115,7 @@ def test_misclassified_grid_rows_and_empty_class(trained, tmp_path):
     summary = write_analysis(trained["keras"], spec, manifest, probabilities, tmp_path, top_n=5, per_class=2)
     ranked = rank_losses(manifest, probabilities, names)
     expected = {name: int(((ranked["label"] == name) & ~ranked["correct"]).sum()) for name in names}
-    assert summary["misclassified"] == expected and expected["cross"] == 0
+    assert summary.misclassified == expected and expected["cross"] == 0
     assert expected["disc"] >= 2 and expected["stripes"] >= 2
     shown = analysis.select_misclassified(ranked, names, per_class=2)
     assert [len(rows) for rows in shown.values()] == [min(2, expected[name]) for name in names]
@@ -162,8 +162,8 @@ def test_grey_images_and_an_untrained_model(tmp_path):
     pixels = np.stack([np.asarray(Image.open(r["path"]).resize((12, 12)))[:, :, None] for r in rows])
     probabilities = np.asarray(model(pixels, training=False))
     summary = write_analysis(model, spec, manifest, probabilities, tmp_path / "out")
-    assert sum(summary["misclassified"].values()) == int((probabilities.argmax(1) != [0, 1, 0, 1, 0]).sum())
-    assert len(summary["activation_layers"]) == 3
+    assert sum(summary.misclassified.values()) == int((probabilities.argmax(1) != [0, 1, 0, 1, 0]).sum())
+    assert len(summary.activation_layers) == 3
     for name in PNGS:
         assert_png(tmp_path / "out" / name)
 
