@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cnnops.artifacts import read_run_record
 from cnnops.errors import CnnopsError
-from cnnops.gate import read_decision
+from cnnops.gate import GateDecision, read_decision
 from cnnops.paths import tracking_uri
 from cnnops.runlog import format_seconds
 from pipelines.run import EXECUTOR_OUTPUT, PipelineRun, task_folders
@@ -27,16 +27,7 @@ UI_PORT, SERVE_PORT = 5000, 3000
 class RunSummary:
     """What one finished run decided and where its outputs are."""
 
-    alias: str
-    reason: str
-    metric: str
-    candidate_score: float
-    champion_version: int | None
-    champion_score: float | None
-    chance_score: float
-    best_baseline: str | None
-    best_baseline_score: float | None
-    registered_model: str
+    decision: GateDecision
     version: int | None
     report: Path | None
     evaluation: Path | None
@@ -52,23 +43,13 @@ def summarize_run(run: PipelineRun) -> RunSummary:
     for needed in ("gate", "select-model"):
         if needed not in tasks:
             raise CnnopsError(f"{run.folder} has no {needed} output; the run ended before it")
-    decision = read_decision(tasks["gate"] / "decision")
     record = read_run_record(tasks["select-model"] / "best")
     # Either branch's register task; kfp.local names its folder after the component.
     registered = next((task for name, task in tasks.items() if name.startswith("register")), None)
     report = run.folder / "validate" / "validated" / "report.html"
     evaluation = run.folder / "evaluate" / "evaluation"
     return RunSummary(
-        alias=decision.alias,
-        reason=decision.reason,
-        metric=decision.metric,
-        candidate_score=decision.candidate_score,
-        champion_version=decision.champion_version,
-        champion_score=decision.champion_score,
-        chance_score=decision.chance_score,
-        best_baseline=decision.best_baseline,
-        best_baseline_score=decision.best_baseline_score,
-        registered_model=record.registered_model,
+        decision=read_decision(tasks["gate"] / "decision"),
         version=None if registered is None else read_output(registered),
         report=report if report.is_file() else None,
         evaluation=evaluation if evaluation.is_dir() else None,
@@ -100,27 +81,27 @@ def ui_address() -> str:
 
 def format_summary(summary: RunSummary) -> list[str]:
     """The summary as the terminal shows it, a fact a line."""
-    metric = summary.metric.replace("_", " ")
-    if summary.champion_score is not None:
-        against = f"champion v{summary.champion_version} {summary.champion_score:.4f}"
+    decision = summary.decision
+    if decision.champion_score is not None:
+        against = f"champion v{decision.champion_version} {decision.champion_score:.4f}"
     else:
-        champion = summary.champion_version
+        champion = decision.champion_version
         held = "no champion" if champion is None else f"champion v{champion} not compared"
-        against = f"{held}; chance {summary.chance_score:.4f}"
-        if summary.best_baseline is not None and summary.best_baseline_score is not None:
-            against += f", best baseline {summary.best_baseline} {summary.best_baseline_score:.4f}"
+        against = f"{held}; chance {decision.chance_score:.4f}"
+        if decision.best_baseline is not None and decision.best_baseline_score is not None:
+            against += f", best baseline {decision.best_baseline} {decision.best_baseline_score:.4f}"
     version = "" if summary.version is None else f" v{summary.version}"
     lines = [
         f"cnnops: pipeline finished in {format_seconds(summary.seconds)}",
-        f"  decision    {summary.registered_model}{version} is {summary.alias}: {summary.reason}",
-        f"  {metric:<11} candidate {summary.candidate_score:.4f}, {against}",
+        f"  decision    {decision.registered_model}{version} is {decision.alias}: {decision.reason}",
+        f"  {decision.metric.replace('_', ' '):<11} candidate {decision.candidate_score:.4f}, {against}",
         f"  dataset     {summary.report or 'no report written'}",
         f"  evaluation  {summary.evaluation or 'no evaluation written'}",
         f"  MLflow run  {summary.run_id}: {summary.run_url}",
         f"  log         {summary.log}",
     ]
     serve = os.environ.get("PORT") or SERVE_PORT
-    if summary.alias == "champion" or summary.champion_version is not None:
+    if decision.alias == "champion" or decision.champion_version is not None:
         lines.append(f"  next        make serve (the champion on http://127.0.0.1:{serve}), make ui (the MLflow UI)")
     else:
         lines.append("  next        make ui (the MLflow UI); there is no champion to serve yet")

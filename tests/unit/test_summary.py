@@ -2,30 +2,41 @@
 
 from pathlib import Path
 
+from cnnops.gate import GateDecision
 from pipelines.summary import RunSummary, format_summary
 
 
-def summary(**changes):
+def summary(**decided):
     facts = {
-        "alias": "challenger",
-        "reason": "The candidate is not shown better than the champion.",
+        "registered_model": "cnnops-animals",
         "metric": "macro_f1",
+        "margin": 0.005,
+        "floor": 0.0,
+        "forced": False,
+        "test": "paired",
+        "confidence": 0.95,
         "candidate_score": 0.81234,
-        "champion_version": 3,
-        "champion_score": 0.9,
+        "n_test": 40,
         "chance_score": 0.25,
+        "min_over_chance": 0.05,
         "best_baseline": "random-forest",
         "best_baseline_score": 0.5,
-        "registered_model": "cnnops-animals",
-        "version": 4,
-        "report": Path("/s/validate/validated/report.html"),
-        "evaluation": Path("/s/evaluate/evaluation"),
-        "run_id": "abc",
-        "run_url": "http://127.0.0.1:5000/#/experiments/1/runs/abc",
-        "log": Path("/s/logs/run.log"),
-        "seconds": 125.0,
+        "champion_version": 3,
+        "champion_score": 0.9,
+        "decided_at": "2026-01-01T00:00:00+00:00",
+        "alias": "challenger",
+        "reason": "The candidate is not shown better than the champion.",
     }
-    return RunSummary(**{**facts, **changes})
+    return RunSummary(
+        decision=GateDecision(**{**facts, **decided}),
+        version=4,
+        report=Path("/s/validate/validated/report.html"),
+        evaluation=Path("/s/evaluate/evaluation"),
+        run_id="abc",
+        run_url="http://127.0.0.1:5000/#/experiments/1/runs/abc",
+        log=Path("/s/logs/run.log"),
+        seconds=125.0,
+    )
 
 
 def test_a_challenger_against_its_champion():
