@@ -38,28 +38,33 @@ from cnnops.errors import CnnopsError
 from cnnops.evidence import PairedEvidence, chance_score, compare_paired
 from cnnops.naming import CHALLENGER, CHAMPION, Alias
 from cnnops.registration import check_same_model, find_alias, version_spec
-from cnnops.tracking import lookup, use_tracking_store
+from cnnops.tracking import lookup, store_faults, use_tracking_store
 
 GATE_STEP = "the gate (`cnnops gate`)"
 METRIC_WORDS = {"accuracy": "accuracy", "macro_f1": "macro F1"}
 
 
-class ChampionComparison(Frozen):
-    """The champion scored on the test images it did not train on, paired with the candidate; or
-    why it could not be (`why_not`). `champion_train_overlap` is None when the champion's
-    training images are not on record."""
+class ChampionScores(Frozen):
+    """The champion scored on the test images it did not train on, paired with the candidate.
+    `champion_train_overlap` is None when the champion's training images are not on record."""
 
-    champion_train_overlap: int | None = None
     champion_score: float | None = None
     candidate_score_compared: float | None = None
     compared_on: int | None = None
+    champion_train_overlap: int | None = None
     evidence: PairedEvidence | None = None
+
+
+class ChampionComparison(Frozen):
+    """What comparing with the champion gave: the scores, or why it could not be compared."""
+
+    scores: ChampionScores = ChampionScores()
     why_not: str | None = None
 
 
-class GateFacts(Frozen):
+class GateFacts(ChampionScores):
     """What the gate gathered about a candidate, before it judged: the rules, its scores, chance,
-    the baselines and the champion comparison."""
+    the baselines and the champion comparison (`ChampionScores`)."""
 
     registered_model: str
     metric: Literal["accuracy", "macro_f1"]
@@ -76,11 +81,6 @@ class GateFacts(Frozen):
     best_baseline: str | None = None
     best_baseline_score: float | None = None
     champion_version: int | None = None
-    champion_score: float | None = None
-    candidate_score_compared: float | None = None
-    compared_on: int | None = None
-    champion_train_overlap: int | None = None
-    evidence: PairedEvidence | None = None
     decided_at: str
 
 
@@ -147,11 +147,7 @@ def decide_promotion(
         best_baseline=best_baseline,
         best_baseline_score=best_baseline_score,
         champion_version=None if champion is None else int(champion.version),
-        champion_score=comparison.champion_score,
-        candidate_score_compared=comparison.candidate_score_compared,
-        compared_on=comparison.compared_on,
-        champion_train_overlap=comparison.champion_train_overlap,
-        evidence=comparison.evidence,
+        **dict(comparison.scores),
         decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     alias, reason = judge_candidate(facts, gate, comparison.why_not)
@@ -272,11 +268,12 @@ def compare_with_champion(
     overlap = None if seen is None else int((~fair).sum())
     if not fair.any():
         return ChampionComparison(
-            champion_train_overlap=overlap,
+            scores=ChampionScores(champion_train_overlap=overlap),
             why_not=f"every test image was in champion v{champion.version}'s training data, so it was not compared",
         )
     champion_spec = version_spec(champion) or spec  # incomparable_because has checked it is there
-    champion_model = mlflow.keras.load_model(f"models:/{champion.name}/{champion.version}")
+    with store_faults():
+        champion_model = mlflow.keras.load_model(f"models:/{champion.name}/{champion.version}")
     probabilities = predict_manifest(champion_model, champion_spec, test[fair])
     champion_predicted = np.array(champion_spec.class_names)[probabilities.argmax(axis=1)]
     evidence = compare_paired(
@@ -288,13 +285,14 @@ def compare_with_champion(
         config.seed,
         spec.class_names,
     )
-    return ChampionComparison(
-        champion_train_overlap=overlap,
+    scores = ChampionScores(
         champion_score=evidence.champion_score,
         candidate_score_compared=evidence.candidate_score,
         compared_on=int(fair.sum()),
+        champion_train_overlap=overlap,
         evidence=evidence,
     )
+    return ChampionComparison(scores=scores)
 
 
 def champion_training_hashes(client: MlflowClient, champion: ModelVersion) -> set[str] | None:

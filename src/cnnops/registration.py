@@ -29,7 +29,7 @@ from cnnops.artifacts import (
 from cnnops.console import say
 from cnnops.errors import CnnopsError
 from cnnops.naming import CHALLENGER, CHAMPION
-from cnnops.tracking import ALIAS_NOT_FOUND, lookup, use_tracking_store
+from cnnops.tracking import ALIAS_NOT_FOUND, lookup, store_faults, use_tracking_store
 
 if TYPE_CHECKING:
     from cnnops.gate import GateDecision
@@ -52,7 +52,8 @@ def register_model(model_dir: Path, evaluation_dir: Path, decision: GateDecision
     """Register the candidate as a new version and point the decided alias at it, all or nothing.
 
     The alias is set last, after the version's tags and the run's decision record; any failure
-    (an interrupt or SIGTERM included) removes what this call wrote.
+    (an interrupt or SIGTERM included) removes what this call wrote. A failing store is then a
+    one-line error naming it.
     """
     use_tracking_store()
     client = MlflowClient()
@@ -73,8 +74,8 @@ def register_model(model_dir: Path, evaluation_dir: Path, decision: GateDecision
                 }
             )
     alias = decision.alias
-    previous_tag = client.get_run(run.run_id).data.tags.get(DECISION_TAG)
-    with sigterm_as_exit():
+    with store_faults(), sigterm_as_exit():
+        previous_tag = client.get_run(run.run_id).data.tags.get(DECISION_TAG)
         created_model = ensure_registered_model(client, name)
         version: ModelVersion | None = None
         record: dict[str, Any] = {}
