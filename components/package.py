@@ -17,5 +17,5 @@ def package(model: Input[Model], version: int, bento: Output[Artifact]) -> str:
     with exit_on_user_error():
         name = read_run_record(Path(model.path)).registered_model
         built = package_version(name, str(version), export_to=Path(bento.path) / "cnnops.bento")
-    bento.metadata.update({key: built[key] for key in ("bento", "registered_model", "version")})
-    return built["bento"]
+    bento.metadata.update({"bento": built.bento, "registered_model": built.registered_model, "version": built.version})
+    return built.bento

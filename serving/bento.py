@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,19 @@ SERVICE_FILES = ("__init__.py", "service.py", "limits.py", "static")
 RUNTIME_PACKAGES = ("bentoml", "tensorflow", "keras", "numpy", "pandas", "pyarrow", "pillow", "pydantic", "pyyaml")
 
 
-def package_version(name: str, reference: str = "champion", export_to: Path | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BuiltBento:
+    """A Bento in the BentoML store: its tag and folder, the version it serves, and the archive
+    it was also written to, if any."""
+
+    bento: str
+    path: str
+    registered_model: str
+    version: int
+    archive: str | None = None
+
+
+def package_version(name: str, reference: str = "champion", export_to: Path | None = None) -> BuiltBento:
     """Export a registered version (alias or number) and build its Bento; optionally also write
     the Bento as one portable archive (`bentoml import` reads it on another machine)."""
     import bentoml
@@ -33,11 +46,11 @@ def package_version(name: str, reference: str = "champion", export_to: Path | No
     built = build_bento(export_registered(name, reference))
     if export_to is not None:
         export_to.parent.mkdir(parents=True, exist_ok=True)
-        built["archive"] = bentoml.export_bento(built["bento"], str(export_to))
+        built = replace(built, archive=bentoml.export_bento(built.bento, str(export_to)))
     return built
 
 
-def build_bento(served: ServedModel) -> dict[str, Any]:
+def build_bento(served: ServedModel) -> BuiltBento:
     """Build `cnnops:<model>-v<N>-<source digest>` into the BentoML store ($BENTOML_HOME), once per
     version and source: a registered version never changes, so neither does its Bento."""
     import bentoml
@@ -49,12 +62,9 @@ def build_bento(served: ServedModel) -> dict[str, Any]:
         bento = bentoml.bentos.get(f"cnnops:{version}")
     except NotFound:
         bento = make_bento(served, version)
-    return {
-        "bento": str(bento.tag),
-        "path": bento.path,
-        "registered_model": info.registered_model,
-        "version": info.version,
-    }
+    return BuiltBento(
+        bento=str(bento.tag), path=bento.path, registered_model=info.registered_model, version=info.version
+    )
 
 
 def source_digest() -> str:
@@ -108,7 +118,7 @@ def make_bento(served: ServedModel, version: str) -> Any:
     return bento
 
 
-def containerize(built: dict[str, Any], project_image: str, repository: str = SERVICE_IMAGE) -> list[str]:
+def containerize(built: BuiltBento, project_image: str, repository: str = SERVICE_IMAGE) -> list[str]:
     """Build the service image of a built Bento on the project image; returns its tags
     (`REPOSITORY:<bento version>` and `REPOSITORY:latest`).
 
@@ -117,7 +127,7 @@ def containerize(built: dict[str, Any], project_image: str, repository: str = SE
     """
     from cnnops.containers import find_image, open_docker
 
-    version = built["bento"].split(":", 1)[1]
+    version = built.bento.split(":", 1)[1]
     tags = [f"{repository}:{version}", f"{repository}:latest"]
     client = open_docker()
     try:
@@ -125,7 +135,7 @@ def containerize(built: dict[str, Any], project_image: str, repository: str = SE
         with tempfile.TemporaryDirectory(prefix="cnnops-service-image-") as scratch:
             context = Path(scratch)
             shutil.copy2(SERVICE_DOCKERFILE, context / "Dockerfile")
-            shutil.copytree(built["path"], context / "bento")
+            shutil.copytree(built.path, context / "bento")
             image, _ = client.images.build(
                 path=str(context),
                 tag=tags[0],
@@ -133,9 +143,9 @@ def containerize(built: dict[str, Any], project_image: str, repository: str = SE
                 pull=False,
                 buildargs={
                     "PROJECT_IMAGE": project_image,
-                    "BENTO": built["bento"],
-                    "REGISTERED_MODEL": built["registered_model"],
-                    "MODEL_VERSION": str(built["version"]),
+                    "BENTO": built.bento,
+                    "REGISTERED_MODEL": built.registered_model,
+                    "MODEL_VERSION": str(built.version),
                 },
             )
         image.tag(repository, "latest")

@@ -469,8 +469,8 @@ def bento(
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
         built = package_version(model_name_for(cfg), version, export_to=out)
         typer.echo(
-            f"cnnops: built Bento {built['bento']} ({built['registered_model']} v{built['version']}) "
-            f"at {built['path']}" + (f"; archive {built['archive']}" if "archive" in built else "")
+            f"cnnops: built Bento {built.bento} ({built.registered_model} v{built.version}) "
+            f"at {built.path}" + (f"; archive {built.archive}" if built.archive else "")
         )
         if containerize:
             from components import BASE_IMAGE
