@@ -18,7 +18,5 @@ def validate(config: dict, dataset: Input[Dataset], validated: Output[Dataset], 
     with exit_on_user_error():
         result = validate_dataset(Path(dataset.path), Path(validated.path), validate_config(config))
     shutil.copyfile(Path(validated.path) / "report.html", report.path)
-    validated.metadata.update(
-        {"verdict": result["verdict"], "near_duplicate_groups": len(result["near_duplicate_groups"])}
-    )
-    return result["verdict"]
+    validated.metadata.update({"verdict": result.verdict, "near_duplicate_groups": len(result.near_duplicate_groups)})
+    return result.verdict

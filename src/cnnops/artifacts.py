@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -44,6 +44,7 @@ TRAIN_HASHES_ARTIFACT = "data/train_sha256.txt"
 PREDICTIONS_FILE = "predictions.csv"
 # In a validated dataset folder: the split plan validation checked, which `split` applies.
 SPLIT_PLAN_FILE = "split_plan.json"
+VALIDATION_FILE = "validation.json"
 BASELINE_SCHEMA = 1
 # The steps that write each record, named in the error when one cannot be read.
 INGEST_STEP, TRAIN_STEP, EVALUATE_STEP = "`cnnops ingest` (and validate, split)", "`cnnops train`", "`cnnops evaluate`"
@@ -349,6 +350,76 @@ def write_training_state(path: Path, state: TrainingState) -> None:
 
 def read_training_state(path: Path) -> TrainingState:
     return read_record(path, TrainingState, "`cnnops train` afresh (this checkpoint cannot be resumed)")
+
+
+Verdict = Literal["pass", "warn", "fail"]
+
+
+class Check(Frozen):
+    """One validation check: pass, warn or fail, and one line saying why."""
+
+    name: str
+    status: Verdict
+    detail: str
+
+
+class NearDuplicateGroup(Frozen):
+    group: str
+    paths: list[str]
+    labels: list[str]
+
+
+class NumberSummary(Frozen):
+    min: float
+    median: float
+    max: float
+    mean: float
+
+
+class SizeCount(Frozen):
+    size: str  # "WxH"
+    count: int
+
+
+class SizeStats(Frozen):
+    width: NumberSummary
+    height: NumberSummary
+    aspect: NumberSummary
+    most_common: list[SizeCount]
+
+
+class ChannelStats(Frozen):
+    """Per-channel mean and std of pixel values in [0, 1], by channel name."""
+
+    sampled_images: int
+    mean: dict[str, float]
+    std: dict[str, float]
+
+
+class ValidationReport(Record):
+    """What `validate` found: the verdict and each check behind it, with the statistics the report
+    shows. Kept as `validation.json` beside the validated dataset."""
+
+    verdict: Verdict
+    checks: list[Check]
+    source: str
+    fingerprint: str
+    n_images: int
+    class_counts: dict[str, int]
+    n_quarantined: int
+    n_duplicates: int
+    near_duplicate_groups: list[NearDuplicateGroup]
+    near_duplicate_groups_moved: int | None  # None: the split could not be planned (split says why)
+    sizes: SizeStats
+    channels: ChannelStats
+
+
+def write_validation(folder: Path, report: ValidationReport) -> None:
+    write_record(folder / VALIDATION_FILE, report)
+
+
+def read_validation(folder: Path) -> ValidationReport:
+    return read_record(folder / VALIDATION_FILE, ValidationReport, "`cnnops validate`")
 
 
 class SplitPlan(Record):

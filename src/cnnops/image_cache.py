@@ -16,13 +16,11 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cnnops.paths import state_home
 
 # Bump when what is stored changes meaning (the perceptual hash, the natural mode rule).
 VERSION = 1
-FIELDS = ("width", "height", "mode", "phash")
 
 
 def cache_path() -> Path:
@@ -32,13 +30,23 @@ def cache_path() -> Path:
 FileKey = tuple[str, int, int]  # path, byte size, mtime in ns
 
 
+@dataclass(frozen=True)
+class ImageFields:
+    """What decoding an image once tells its manifest row: size, natural colour mode, perceptual hash."""
+
+    width: int
+    height: int
+    mode: str
+    phash: str
+
+
 @dataclass
 class ImageCache:
     """Images by sha256, files by (path, size, mtime); `learned_*` is what to save at the end."""
 
-    images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    images: dict[str, ImageFields] = field(default_factory=dict)
     files: dict[FileKey, str] = field(default_factory=dict)
-    learned_images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    learned_images: dict[str, ImageFields] = field(default_factory=dict)
     learned_files: dict[FileKey, str] = field(default_factory=dict)
 
 
@@ -50,7 +58,7 @@ def load_cache(path: Path | None = None) -> ImageCache:
     with closing(sqlite3.connect(path)) as db:
         try:
             rows = db.execute("SELECT sha256, width, height, mode, phash FROM images WHERE version = ?", (VERSION,))
-            images = {row[0]: dict(zip(FIELDS, row[1:], strict=True)) for row in rows}
+            images = {sha: ImageFields(width, height, mode, phash) for sha, width, height, mode, phash in rows}
             files = {
                 (p, size, mtime): sha
                 for p, size, mtime, sha in db.execute("SELECT path, size, mtime_ns, sha256 FROM files")
@@ -76,7 +84,7 @@ def save_cache(cache: ImageCache, path: Path | None = None) -> None:
         )
         db.executemany(
             "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?)",
-            [(sha, VERSION, *(entry[f] for f in FIELDS)) for sha, entry in cache.learned_images.items()],
+            [(sha, VERSION, f.width, f.height, f.mode, f.phash) for sha, f in cache.learned_images.items()],
         )
         db.executemany(
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",

@@ -9,6 +9,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from cnnops.artifacts import DatasetInfo, manifest_fingerprint, read_dataset_inf
 from cnnops.config import Config
 from cnnops.console import Progress, say
 from cnnops.errors import CnnopsError, ImageDecodeError
-from cnnops.image_cache import ImageCache, load_cache, save_cache
+from cnnops.image_cache import ImageCache, ImageFields, load_cache, save_cache
 from cnnops.images import decode_image, perceptual_hash, sha256_bytes
 from cnnops.memo import new_digest, restore, store
 from cnnops.sources import Source, assigned_split, list_source_files, resolve_source
@@ -53,7 +54,7 @@ def ingest_source(config: Config, out_dir: Path) -> DatasetInfo:
     progress = Progress("ingest", len(jobs))
     cache = load_cache()
     max_pixels = config.data.max_image_pixels
-    outcomes: dict[Path, dict[str, Any] | str] = {}
+    outcomes: dict[Path, tuple[str, ImageFields] | str] = {}
     pending: list[Path] = []
     for _, path in jobs:
         known = cached_fields(path, cache, max_pixels)
@@ -66,9 +67,9 @@ def ingest_source(config: Config, out_dir: Path) -> DatasetInfo:
         progress.advance()
         if key is not None:
             cache.learned_files[key] = sha256
-        if isinstance(fields, dict):
+        if isinstance(fields, ImageFields):
             cache.learned_images[sha256] = fields
-            outcomes[path] = {"sha256": sha256, **fields, "group": ""}
+            outcomes[path] = (sha256, fields)
         else:
             outcomes[path] = fields
     for label, path in jobs:
@@ -76,13 +77,16 @@ def ingest_source(config: Config, out_dir: Path) -> DatasetInfo:
         if isinstance(result, str):
             quarantine.append({"path": str(path), "label": label, "reason": result})
         else:
+            sha256, fields = result
             rows.append(
                 {
                     "path": str(path),
                     "label": label,
                     "origin": source.origin,
                     "split": assigned_split(source, path),
-                    **result,
+                    "sha256": sha256,
+                    **asdict(fields),
+                    "group": "",
                 }
             )
     save_cache(cache)
@@ -213,21 +217,21 @@ def choose_input_size(manifest: pd.DataFrame, image_size: int | None) -> tuple[i
     return FALLBACK_SIDE, FALLBACK_SIDE
 
 
-def cached_fields(path: Path, cache: ImageCache, max_pixels: int) -> dict[str, Any] | None:
-    """A file's manifest fields from the cache when it is unchanged since an earlier ingest (same
-    path, size and mtime) and its image is known and within today's pixel limit; else None."""
+def cached_fields(path: Path, cache: ImageCache, max_pixels: int) -> tuple[str, ImageFields] | None:
+    """A file's sha256 and image fields from the cache when it is unchanged since an earlier ingest
+    (same path, size and mtime) and its image is known and within today's pixel limit; else None."""
     try:
         stat = path.stat()
     except OSError:
         return None  # read_file reports why
     sha256 = cache.files.get((str(path), stat.st_size, stat.st_mtime_ns))
     known = cache.images.get(sha256) if sha256 is not None else None
-    if known is None or known["width"] * known["height"] > max_pixels:
+    if sha256 is None or known is None or known.width * known.height > max_pixels:
         return None
-    return {"sha256": sha256, **known, "group": ""}
+    return sha256, known
 
 
-FileOutcome = tuple[Path, "tuple[str, int, int] | None", str, "dict[str, Any] | str"]
+FileOutcome = tuple[Path, "tuple[str, int, int] | None", str, "ImageFields | str"]
 
 
 def read_files(paths: list[Path], max_pixels: int) -> Iterator[FileOutcome]:
@@ -248,7 +252,7 @@ def read_chunk(paths: list[Path], max_pixels: int) -> list[FileOutcome]:
     return [(path, *read_file(path, max_pixels)) for path in paths]
 
 
-def read_file(path: Path, max_pixels: int) -> tuple[tuple[str, int, int] | None, str, dict[str, Any] | str]:
+def read_file(path: Path, max_pixels: int) -> tuple[tuple[str, int, int] | None, str, ImageFields | str]:
     """One file's cache key, sha256 and decoded fields, or the reason it is quarantined."""
     try:
         stat = path.stat()
@@ -267,13 +271,4 @@ def read_file(path: Path, max_pixels: int) -> tuple[tuple[str, int, int] | None,
                 ("archive inside the source (not extracted): extract it into the tree, or pass it as the source"),
             )
         return key, sha256, str(err)
-    return (
-        key,
-        sha256,
-        {
-            "width": image.width,
-            "height": image.height,
-            "mode": image.natural_mode,
-            "phash": perceptual_hash(image.pixels),
-        },
-    )
+    return key, sha256, ImageFields(image.width, image.height, image.natural_mode, perceptual_hash(image.pixels))

@@ -7,11 +7,11 @@ import base64
 import io
 from html import escape
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from PIL import Image
 
+from cnnops.artifacts import Check, NearDuplicateGroup, ValidationReport
 from cnnops.errors import ImageDecodeError
 from cnnops.images import decode_image
 
@@ -24,23 +24,27 @@ COLOURS = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}
 
 
 def write_report(
-    path: Path, validation: dict[str, Any], manifest: pd.DataFrame, quarantine: pd.DataFrame, duplicates: pd.DataFrame
+    path: Path,
+    validation: ValidationReport,
+    manifest: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    duplicates: pd.DataFrame,
 ) -> Path:
     """Write the report and return its path."""
-    verdict = validation["verdict"]
+    verdict = validation.verdict
     sections = [
         f"<h1>Dataset report <span class='verdict' style='background:{COLOURS[verdict]}'>{verdict}</span></h1>",
-        f"<p class='muted'>{escape(str(validation['source']))} · {validation['n_images']} images in "
-        f"{len(validation['class_counts'])} classes · fingerprint {validation['fingerprint'][:12]}</p>",
-        checks_table(validation["checks"]),
-        "<h2>Class balance</h2>" + bar_chart(validation["class_counts"]),
+        f"<p class='muted'>{escape(validation.source)} · {validation.n_images} images in "
+        f"{len(validation.class_counts)} classes · fingerprint {validation.fingerprint[:12]}</p>",
+        checks_table(validation.checks),
+        "<h2>Class balance</h2>" + bar_chart(validation.class_counts),
         "<h2>Samples</h2>" + samples(manifest),
         "<h2>Image sizes</h2>" + size_histograms(manifest) + size_summary(validation),
         "<h2>Quarantined files</h2>" + quarantine_table(quarantine),
         "<h2>Exact duplicates (dropped)</h2>" + duplicate_groups(duplicates),
         "<h2>Near-duplicate groups (kept in one split)</h2>"
         + moved_note(validation)
-        + near_groups(validation["near_duplicate_groups"]),
+        + near_groups(validation.near_duplicate_groups),
     ]
     page = (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>cnnops dataset report</title>"
@@ -63,10 +67,10 @@ object-fit:contain;image-rendering:pixelated;border:1px solid #d5dae0;background
 """
 
 
-def checks_table(checks: list[dict[str, Any]]) -> str:
+def checks_table(checks: list[Check]) -> str:
     rows = "".join(
-        f"<tr><td>{escape(c['name'])}</td><td style='color:{COLOURS[c['status']]};font-weight:600'>"
-        f"{c['status']}</td><td>{escape(c['detail'])}</td></tr>"
+        f"<tr><td>{escape(c.name)}</td><td style='color:{COLOURS[c.status]};font-weight:600'>"
+        f"{c.status}</td><td>{escape(c.detail)}</td></tr>"
         for c in checks
     )
     return f"<table><tr><th>check</th><th>status</th><th>detail</th></tr>{rows}</table>"
@@ -126,14 +130,14 @@ def size_histograms(manifest: pd.DataFrame) -> str:
     )
 
 
-def size_summary(validation: dict[str, Any]) -> str:
-    sizes, channels = validation["sizes"], validation["channels"]
-    common = ", ".join(f"{s['size']} ({s['count']})" for s in sizes["most_common"])
-    stats = ", ".join(f"{name} {channels['mean'][name]:.3f} ± {channels['std'][name]:.3f}" for name in channels["mean"])
+def size_summary(validation: ValidationReport) -> str:
+    sizes, channels = validation.sizes, validation.channels
+    common = ", ".join(f"{s.size} ({s.count})" for s in sizes.most_common)
+    stats = ", ".join(f"{name} {channels.mean[name]:.3f} ± {channels.std[name]:.3f}" for name in channels.mean)
     return (
-        f"<p>Most common sizes: {escape(common)}. Width {sizes['width']['min']:.0f}–{sizes['width']['max']:.0f}, "
-        f"height {sizes['height']['min']:.0f}–{sizes['height']['max']:.0f}. Channel mean ± std in [0, 1], from "
-        f"{channels['sampled_images']} images: {escape(stats)}.</p>"
+        f"<p>Most common sizes: {escape(common)}. Width {sizes.width.min:.0f}–{sizes.width.max:.0f}, "
+        f"height {sizes.height.min:.0f}–{sizes.height.max:.0f}. Channel mean ± std in [0, 1], from "
+        f"{channels.sampled_images} images: {escape(stats)}.</p>"
     )
 
 
@@ -188,22 +192,22 @@ def duplicate_groups(duplicates: pd.DataFrame) -> str:
     return "".join(rows)
 
 
-def moved_note(validation: dict[str, Any]) -> str:
-    moved = validation.get("near_duplicate_groups_moved")
+def moved_note(validation: ValidationReport) -> str:
+    moved = validation.near_duplicate_groups_moved
     if moved is None:
         return ""
     return (
-        f"<p>{len(validation['near_duplicate_groups'])} groups; {moved} straddled train/val/test and are "
+        f"<p>{len(validation.near_duplicate_groups)} groups; {moved} straddled train/val/test and are "
         "moved whole into one split.</p>"
     )
 
 
-def near_groups(groups: list[dict[str, Any]]) -> str:
+def near_groups(groups: list[NearDuplicateGroup]) -> str:
     if not groups:
         return "<p>None.</p>"
     rows = [
-        f"<div class='row thumbs'><span class='label'>{escape(', '.join(g['labels']))}</span>"
-        + "".join(thumbnail(p) for p in g["paths"][:10])
+        f"<div class='row thumbs'><span class='label'>{escape(', '.join(g.labels))}</span>"
+        + "".join(thumbnail(p) for p in g.paths[:10])
         + "</div>"
         for g in groups[:MAX_GROUPS_SHOWN]
     ]

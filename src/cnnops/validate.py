@@ -12,21 +12,29 @@ import json
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cnnops.artifacts import (
     SPLIT_PLAN_FILE,
+    VALIDATION_FILE,
+    ChannelStats,
+    Check,
     DatasetInfo,
+    NearDuplicateGroup,
+    NumberSummary,
+    SizeCount,
+    SizeStats,
     SplitPlan,
+    ValidationReport,
+    Verdict,
     read_dataset_info,
-    read_json,
     read_manifest,
+    read_validation,
     write_dataset,
-    write_json,
     write_split_plan,
+    write_validation,
 )
 from cnnops.config import Config
 from cnnops.console import say
@@ -35,7 +43,7 @@ from cnnops.images import decode_image
 from cnnops.memo import new_digest, restore, store
 
 STATS_SAMPLE = 2000  # images decoded for the per-channel mean and std
-VERDICTS = ("pass", "warn", "fail")
+VERDICTS: tuple[Verdict, ...] = ("pass", "warn", "fail")
 
 
 VALIDATE_OUTPUTS = [
@@ -43,13 +51,13 @@ VALIDATE_OUTPUTS = [
     "dataset.json",
     "quarantine.csv",
     "duplicates.csv",
-    "validation.json",
+    VALIDATION_FILE,
     "report.html",
     SPLIT_PLAN_FILE,
 ]
 
 
-def validate_dataset(dataset_dir: Path, out_dir: Path, config: Config, track: bool = True) -> dict[str, Any]:
+def validate_dataset(dataset_dir: Path, out_dir: Path, config: Config, track: bool = True) -> ValidationReport:
     """Check an ingested dataset; write the grouped dataset, `validation.json` and `report.html`,
     and (with `track`) log them with the dataset to a `validate` MLflow run. The same ingest
     output under the same settings reuses an earlier validation's files.
@@ -64,14 +72,14 @@ def validate_dataset(dataset_dir: Path, out_dir: Path, config: Config, track: bo
         validation = check_dataset(dataset_dir, out_dir, config)
         store("validate", key, out_dir, VALIDATE_OUTPUTS)
     report = out_dir / "report.html"
-    for check in validation["checks"]:
-        if check["status"] != "pass":
-            say(f"validate: {check['status']}: {check['name']}: {check['detail']}")
+    for check in validation.checks:
+        if check.status != "pass":
+            say(f"validate: {check.status}: {check.name}: {check.detail}")
     if track:
         log_validation(validation, read_manifest(out_dir), read_dataset_info(out_dir), out_dir, report, config)
-    say(f"validate: verdict {validation['verdict']}; report {report}")
-    if validation["verdict"] == "fail":
-        failed = "; ".join(c["detail"] for c in validation["checks"] if c["status"] == "fail")
+    say(f"validate: verdict {validation.verdict}; report {report}")
+    if validation.verdict == "fail":
+        failed = "; ".join(c.detail for c in validation.checks if c.status == "fail")
         raise CnnopsError(f"the dataset failed validation ({failed}); see {report}")
     return validation
 
@@ -88,7 +96,7 @@ def validation_key(dataset_dir: Path, config: Config) -> str:
     return digest.hexdigest()
 
 
-def check_dataset(dataset_dir: Path, out_dir: Path, config: Config) -> dict[str, Any]:
+def check_dataset(dataset_dir: Path, out_dir: Path, config: Config) -> ValidationReport:
     """Run the checks and write the validated dataset, `validation.json` and `report.html`."""
     from cnnops.report import write_report
 
@@ -99,26 +107,26 @@ def check_dataset(dataset_dir: Path, out_dir: Path, config: Config) -> dict[str,
     manifest = manifest.assign(group=group_near_duplicates(manifest, config.validation.near_duplicate_bits))
     groups = describe_groups(manifest)
     checks = run_checks(manifest, info, quarantine, duplicates, groups, config)
+    verdict: Verdict = max((c.status for c in checks), key=VERDICTS.index, default="pass")
     plan = plan_split(manifest, config)
-    verdict = max((c["status"] for c in checks), key=VERDICTS.index, default="pass")
-    validation = {
-        "verdict": verdict,
-        "checks": checks,
-        "source": info.source,
-        "fingerprint": info.fingerprint,
-        "n_images": len(manifest),
-        "class_counts": info.class_counts,
-        "n_quarantined": len(quarantine),
-        "n_duplicates": len(duplicates),
-        "near_duplicate_groups": groups,
-        "near_duplicate_groups_moved": None if plan is None else plan.moved,
-        "sizes": size_stats(manifest),
-        "channels": channel_stats(manifest, info.mode, config.seed),
-    }
+    validation = ValidationReport(
+        verdict=verdict,
+        checks=checks,
+        source=info.source,
+        fingerprint=info.fingerprint,
+        n_images=len(manifest),
+        class_counts=info.class_counts,
+        n_quarantined=len(quarantine),
+        n_duplicates=len(duplicates),
+        near_duplicate_groups=groups,
+        near_duplicate_groups_moved=None if plan is None else plan.moved,
+        sizes=size_stats(manifest),
+        channels=channel_stats(manifest, info.mode, config.seed),
+    )
     write_dataset(out_dir, manifest, info.model_copy(update={"verdict": verdict}))
     quarantine.to_csv(out_dir / "quarantine.csv", index=False)
     duplicates.to_csv(out_dir / "duplicates.csv", index=False)
-    write_json(out_dir / "validation.json", validation)
+    write_validation(out_dir, validation)
     (out_dir / SPLIT_PLAN_FILE).unlink(missing_ok=True)
     if plan is not None:
         write_split_plan(out_dir, plan)
@@ -127,7 +135,7 @@ def check_dataset(dataset_dir: Path, out_dir: Path, config: Config) -> dict[str,
 
 
 def log_validation(
-    validation: dict[str, Any],
+    validation: ValidationReport,
     manifest: pd.DataFrame,
     info: DatasetInfo,
     out_dir: Path,
@@ -148,21 +156,21 @@ def log_validation(
         mlflow.set_tags(
             {
                 "cnnops.step": "validate",
-                "cnnops.verdict": validation["verdict"],
+                "cnnops.verdict": validation.verdict,
                 **provenance_tags(info, config, name),
             }
         )
         mlflow.log_metrics(
             {
-                "n_images": validation["n_images"],
-                "n_quarantined": validation["n_quarantined"],
-                "n_duplicates": validation["n_duplicates"],
-                "n_near_duplicate_groups": len(validation["near_duplicate_groups"]),
+                "n_images": validation.n_images,
+                "n_quarantined": validation.n_quarantined,
+                "n_duplicates": validation.n_duplicates,
+                "n_near_duplicate_groups": len(validation.near_duplicate_groups),
             }
         )
         log_dataset(manifest, info, out_dir, context="validation")
         mlflow.log_artifact(str(report), "validation")
-        mlflow.log_dict(validation, "validation/validation.json")
+        mlflow.log_dict(validation.model_dump(mode="json"), "validation/validation.json")
 
 
 def plan_split(manifest: pd.DataFrame, config: Config) -> SplitPlan | None:
@@ -228,12 +236,12 @@ def close_pairs(hashes: np.ndarray, max_bits: int, chunk: int = 512) -> dict[int
     return {j: sorted(earlier) for j, earlier in found.items()}
 
 
-def describe_groups(manifest: pd.DataFrame) -> list[dict[str, Any]]:
+def describe_groups(manifest: pd.DataFrame) -> list[NearDuplicateGroup]:
     """Each near-duplicate group's files and labels."""
     members = manifest.loc[manifest["group"] != "", ["group", "path", "label"]]
     grouped = members.groupby("group", sort=True).agg(paths=("path", list), labels=("label", set))
     return [
-        {"group": name, "paths": row.paths, "labels": sorted(row.labels)}
+        NearDuplicateGroup(group=str(name), paths=list(row.paths), labels=sorted(row.labels))
         for name, row in zip(grouped.index, grouped.itertuples(), strict=True)
     ]
 
@@ -243,17 +251,17 @@ def run_checks(
     info: DatasetInfo,
     quarantine: pd.DataFrame,
     duplicates: pd.DataFrame,
-    groups: list[dict[str, Any]],
+    groups: list[NearDuplicateGroup],
     config: Config,
-) -> list[dict[str, Any]]:
+) -> list[Check]:
     """Each check's status (pass/warn/fail) and one line saying why."""
     rules = config.validation
     counts = manifest["label"].value_counts()
     n_files = len(manifest) + len(quarantine) + len(duplicates)
-    checks = []
+    checks: list[Check] = []
 
-    def check(name: str, status: str, detail: str) -> None:
-        checks.append({"name": name, "status": status, "detail": detail})
+    def check(name: str, status: Verdict, detail: str) -> None:
+        checks.append(Check(name=name, status=status, detail=detail))
 
     small = counts[counts < rules.min_images_per_class]
     check(
@@ -271,7 +279,9 @@ def run_checks(
         f"{counts.min()}: {ratio:.1f}x (warn above {rules.max_imbalance:g}x)",
     )
     share = len(quarantine) / n_files if n_files else 0.0
-    status = "fail" if share > rules.max_quarantined_fail else "warn" if share > rules.max_quarantined_warn else "pass"
+    status: Verdict = (
+        "fail" if share > rules.max_quarantined_fail else "warn" if share > rules.max_quarantined_warn else "pass"
+    )
     reasons = Counter(r.split(":")[0] for r in quarantine["reason"])
     check(
         "quarantine",
@@ -285,8 +295,8 @@ def run_checks(
         "warn" if conflicts else "pass",
         f"{conflicts} files hold an image also filed under another label" if conflicts else "none",
     )
-    mixed = [g for g in groups if len(g["labels"]) > 1]
-    near = sum(len(g["paths"]) for g in groups)
+    mixed = [g for g in groups if len(g.labels) > 1]
+    near = sum(len(g.paths) for g in groups)
     check(
         "near duplicates",
         "warn" if mixed or near > rules.max_near_duplicate_share * len(manifest) else "pass",
@@ -303,29 +313,26 @@ def run_checks(
     return checks
 
 
-def size_stats(manifest: pd.DataFrame) -> dict[str, Any]:
+def size_stats(manifest: pd.DataFrame) -> SizeStats:
     aspect = manifest["width"] / manifest["height"]
-    return {
-        "width": describe_numbers(manifest["width"]),
-        "height": describe_numbers(manifest["height"]),
-        "aspect": describe_numbers(aspect),
-        "most_common": [
-            {"size": f"{w}x{h}", "count": int(n)}
+    return SizeStats(
+        width=describe_numbers(manifest["width"]),
+        height=describe_numbers(manifest["height"]),
+        aspect=describe_numbers(aspect),
+        most_common=[
+            SizeCount(size=f"{w}x{h}", count=int(n))
             for (w, h), n in Counter(zip(manifest["width"], manifest["height"], strict=True)).most_common(5)
         ],
-    }
+    )
 
 
-def describe_numbers(values: pd.Series) -> dict[str, float]:
-    return {
-        "min": float(values.min()),
-        "median": float(values.median()),
-        "max": float(values.max()),
-        "mean": float(values.mean()),
-    }
+def describe_numbers(values: pd.Series) -> NumberSummary:
+    return NumberSummary(
+        min=float(values.min()), median=float(values.median()), max=float(values.max()), mean=float(values.mean())
+    )
 
 
-def channel_stats(manifest: pd.DataFrame, mode: str, seed: int) -> dict[str, Any]:
+def channel_stats(manifest: pd.DataFrame, mode: str, seed: int) -> ChannelStats:
     """Per-channel mean and std of pixel values in [0, 1], from up to STATS_SAMPLE images decoded
     in the dataset's mode (streamed: one image in memory at a time)."""
     sample = manifest.sample(n=min(STATS_SAMPLE, len(manifest)), random_state=seed)
@@ -345,12 +352,8 @@ def channel_stats(manifest: pd.DataFrame, mode: str, seed: int) -> dict[str, Any
     mean = total / max(count, 1)
     std = np.sqrt(np.maximum(squares / max(count, 1) - mean**2, 0.0))
     names = ["grey"] if channels == 1 else ["red", "green", "blue"]
-    return {
-        "sampled_images": len(sample),
-        "mean": dict(zip(names, mean.round(4).tolist(), strict=True)),
-        "std": dict(zip(names, std.round(4).tolist(), strict=True)),
-    }
-
-
-def read_validation(folder: Path) -> dict[str, Any]:
-    return read_json(folder / "validation.json")
+    return ChannelStats(
+        sampled_images=len(sample),
+        mean=dict(zip(names, mean.round(4).tolist(), strict=True)),
+        std=dict(zip(names, std.round(4).tolist(), strict=True)),
+    )

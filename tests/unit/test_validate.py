@@ -16,7 +16,7 @@ import pytest
 from conftest import draw, snapshot, write_images
 from PIL import Image
 
-from cnnops.artifacts import read_manifest
+from cnnops.artifacts import ValidationReport, read_manifest, read_split_plan
 from cnnops.config import build_config
 from cnnops.errors import CnnopsError
 from cnnops.images import perceptual_hash
@@ -25,7 +25,7 @@ from cnnops.split import SPLITS, split_dataset
 from cnnops.validate import group_near_duplicates, validate_dataset
 
 
-def run(source: Path, tmp_path: Path, **overrides) -> tuple[dict, Path]:
+def run(source: Path, tmp_path: Path, **overrides) -> tuple[ValidationReport, Path]:
     config = build_config(overrides={"data.source": str(source), **overrides})
     ingest_source(config, tmp_path / "dataset")
     return validate_dataset(tmp_path / "dataset", tmp_path / "validated", config), tmp_path / "validated"
@@ -70,25 +70,30 @@ def test_near_duplicate_groups_never_straddle_splits(state_home, tmp_path):
     source = tmp_path / "images"
     write_near_duplicates(source, pairs=20)
     validation, validated = run(source, tmp_path)
-    groups = validation["near_duplicate_groups"]
+    groups = validation.near_duplicate_groups
     assert len(groups) >= 50  # most of the 60 image/copy pairs are found
-    assert validation["near_duplicate_groups_moved"] > 0  # a plain split would have leaked some
+    assert validation.near_duplicate_groups_moved > 0  # a plain split would have leaked some
     config = build_config(overrides={"data.source": str(source)})
     split_dataset(validated, {name: tmp_path / name for name in SPLITS}, config)
     where = {path: name for name in SPLITS for path in read_manifest(tmp_path / name)["path"]}
     for group in groups:
-        assert len({where[path] for path in group["paths"]}) == 1, group
+        assert len({where[path] for path in group.paths}) == 1, group
+    # The split applied the plan validation checked, image by image.
+    plan = read_split_plan(validated)
+    assert plan is not None and plan.moved == validation.near_duplicate_groups_moved
+    by_hash = {sha: name for name in SPLITS for sha in read_manifest(tmp_path / name)["sha256"]}
+    assert by_hash == plan.assignment
     assert (
         json.loads((tmp_path / "test" / "dataset.json").read_text())["near_duplicate_groups_moved"]
-        == validation["near_duplicate_groups_moved"]
+        == validation.near_duplicate_groups_moved
     )
 
 
 def test_a_clean_dataset_passes_and_is_logged_to_mlflow(state_home, tmp_path):
     source = write_images(tmp_path / "images", per_class=12)
     validation, validated = run(source, tmp_path)
-    assert validation["verdict"] == "pass", validation["checks"]
-    assert validation["channels"]["mean"].keys() == {"red", "green", "blue"}
+    assert validation.verdict == "pass", validation.checks
+    assert validation.channels.mean.keys() == {"red", "green", "blue"}
     report = (validated / "report.html").read_text()
     for section in ("Class balance", "Samples", "Image sizes", "Quarantined files", "Near-duplicate groups"):
         assert section in report
@@ -97,7 +102,7 @@ def test_a_clean_dataset_passes_and_is_logged_to_mlflow(state_home, tmp_path):
         search_all_experiments=True, output_format="list", filter_string="tags.`cnnops.step` = 'validate'"
     )
     assert run_record.data.tags["cnnops.verdict"] == "pass"
-    assert run_record.inputs.dataset_inputs[0].dataset.digest == validation["fingerprint"][:32]
+    assert run_record.inputs.dataset_inputs[0].dataset.digest == validation.fingerprint[:32]
 
 
 def test_imbalance_warns_and_a_small_class_fails_with_the_report(state_home, tmp_path):
@@ -105,8 +110,8 @@ def test_imbalance_warns_and_a_small_class_fails_with_the_report(state_home, tmp
     for extra in range(12, 140):
         Image.fromarray(draw("disc", np.random.default_rng(extra))).save(source / "disc" / f"more-{extra}.png")
     validation, _ = run(source, tmp_path)
-    assert validation["verdict"] == "warn"
-    assert next(c for c in validation["checks"] if c["name"] == "class balance")["status"] == "warn"
+    assert validation.verdict == "warn"
+    assert next(c for c in validation.checks if c.name == "class balance").status == "warn"
 
     failed = "failed validation .cross has 12, stripes has 12; each class needs 20.*report.html"
     with pytest.raises(CnnopsError, match=failed):
@@ -119,7 +124,7 @@ def test_quarantine_share_decides_warn_and_fail(state_home, tmp_path):
     for index in range(3):
         (source / "cross" / f"broken-{index}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     validation, _ = run(source, tmp_path)
-    assert next(c for c in validation["checks"] if c["name"] == "quarantine")["status"] == "warn"
+    assert next(c for c in validation.checks if c.name == "quarantine").status == "warn"
     with pytest.raises(CnnopsError, match="quarantined"):
         run(source, tmp_path / "strict", **{"validation.max_quarantined_fail": "0.05"})
 
@@ -197,4 +202,4 @@ def test_unchanged_dataset_and_settings_reuse_the_validation(state_home, tmp_pat
         again, validated = run(source, tmp_path / "again")
     assert again == first and (validated / "report.html").is_file()
     stricter, _ = run(source, tmp_path / "stricter", **{"validation.max_imbalance": "1.0"})
-    assert stricter["checks"] != first["checks"]  # another setting: checked anew
+    assert stricter.checks != first.checks  # another setting: checked anew
