@@ -20,7 +20,7 @@ class Progress:
     """Prints `label: done/total (rate/s)` at most every `interval` seconds, and once at the end
     unless `final` is False (when another line reports the end)."""
 
-    def __init__(self, label: str, total: int, interval: float = 5.0, final: bool = True) -> None:
+    def __init__(self, label: str, total: int, interval: float = 10.0, final: bool = True) -> None:
         self.label, self.total, self.interval, self.final = label, total, interval, final
         self.done = 0
         self._start = self._last = time.monotonic()

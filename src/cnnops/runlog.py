@@ -101,8 +101,8 @@ class RunLog:
             task = TaskRecord(ended["task"], time.monotonic())
             self.tasks.append(task)
         task.seconds, task.status = time.monotonic() - task.started, ended["status"]
-        verb = "finished" if task.status == SUCCESS else "FAILED"
-        return f"{PREFIX}{task.name}: {verb} in {format_seconds(task.seconds)}"
+        verb = "finished in" if task.status == SUCCESS else "failed after"
+        return f"{PREFIX}{task.name}: {verb} {format_seconds(task.seconds)}"
 
 
 def append_to_log(path: Path, lines: list[str]) -> None:

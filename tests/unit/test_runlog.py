@@ -40,7 +40,7 @@ def test_a_failed_task_keeps_its_last_line_and_its_error_is_left_to_the_runner(t
     log.sort_line("    Traceback (most recent call last):")
     log.sort_line("    ZeroDivisionError: division by zero")
     log.sort_line("")
-    assert log.sort_line(FAILED)[1][0].startswith("cnnops: split: FAILED in ")
+    assert log.sort_line(FAILED)[1][0].startswith("cnnops: split: failed after ")
     failed = log.failed_task()
     assert failed is not None and (failed.name, failed.status) == ("split", FAILURE)
     assert failed.last_line == "ZeroDivisionError: division by zero"
