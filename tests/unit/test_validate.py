@@ -16,11 +16,13 @@ import pytest
 from conftest import draw, snapshot, write_images
 from PIL import Image
 
+import cnnops
 from cnnops.artifacts import ValidationReport, read_manifest, read_split_plan
 from cnnops.config import build_config
 from cnnops.errors import CnnopsError
 from cnnops.images import perceptual_hash
 from cnnops.ingest import ingest_source
+from cnnops.provenance import config_hash
 from cnnops.split import SPLITS, split_dataset
 from cnnops.validate import group_near_duplicates, validate_dataset
 
@@ -103,6 +105,12 @@ def test_a_clean_dataset_passes_and_is_logged_to_mlflow(state_home, tmp_path):
     )
     assert run_record.data.tags["cnnops.verdict"] == "pass"
     assert run_record.inputs.dataset_inputs[0].dataset.digest == validation.fingerprint[:32]
+    # The same provenance as every other cnnops run: data, code, version, settings.
+    tags = run_record.data.tags
+    assert tags["cnnops.dataset_fingerprint"] == validation.fingerprint and tags["cnnops.data_source"] == str(source)
+    assert tags["cnnops.config_hash"] == config_hash(build_config(overrides={"data.source": str(source)}))
+    assert tags["cnnops.version"] == cnnops.__version__ and tags["cnnops.git_commit"]
+    assert tags["cnnops.pipeline_run"] == "manual" and tags["cnnops.registered_model"]
 
 
 def test_imbalance_warns_and_a_small_class_fails_with_the_report(state_home, tmp_path):
