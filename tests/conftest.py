@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -96,17 +98,111 @@ def train_candidate(work: Path, source: Path, **overrides) -> dict:
     }
 
 
+def component_config(source: Path, **overrides) -> dict:
+    """A component's `config` parameter: the resolved config as the pipeline passes it."""
+    from cnnops.config import build_config, to_pipeline_parameter
+
+    return to_pipeline_parameter(build_config(overrides={"data.source": str(source), **overrides}))
+
+
+def component_splits(config: dict, work: Path) -> dict:
+    """ingest -> split through the components' `python_func` under `work`: the train, val and test
+    Dataset artifacts, as the next components receive them."""
+    from kfp.dsl import Dataset
+
+    from components.ingest import ingest
+    from components.split import split
+
+    dataset = Dataset(uri=str(work / "dataset"))
+    ingest.python_func(config=config, dataset=dataset)
+    splits = {name: Dataset(uri=str(work / name)) for name in ("train", "val", "test")}
+    split.python_func(
+        config=config, dataset=dataset, train_data=splits["train"], val_data=splits["val"], test_data=splits["test"]
+    )
+    return splits
+
+
+def gate_the_champion_against_itself(copy: dict, work: Path, config: dict) -> tuple[str, Any]:
+    """baselines -> gate through the components' `python_func`, the copied champion as the
+    candidate on its own splits: the alias it earns, and the decision artifact."""
+    from kfp.dsl import Artifact, Dataset, Metrics, Model
+
+    from components.baselines import baselines
+    from components.gate import gate
+
+    strong = copy["strong"]
+    scores = Artifact(uri=str(work / "baselines"))
+    baselines.python_func(
+        config={},
+        train_data=Dataset(uri=str(copy["work"] / "strong" / "train")),
+        test_data=Dataset(uri=str(strong["test"])),
+        scores=scores,
+        metrics=Metrics(uri=str(work / "baseline-metrics")),
+    )
+    decision = Artifact(uri=str(work / "decision.json"))
+    alias = gate.python_func(
+        config=config,
+        model=Model(uri=str(strong["model"])),
+        test_data=Dataset(uri=str(strong["test"])),
+        evaluation=Artifact(uri=str(strong["evaluation"])),
+        baselines=scores,
+        decision=decision,
+    )
+    return alias, decision
+
+
+@contextmanager
+def restored_environ() -> Iterator[None]:
+    """os.environ as it was before the block, whatever the block set or removed. (MonkeyPatch's
+    `delenv(raising=False)` of an absent variable records nothing, so a variable the code sets
+    afterwards would outlive it.)"""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        restore_environ(before)
+
+
+def restore_environ(before: dict[str, str]) -> list[str]:
+    """Put os.environ back to `before`; returns the names that had changed."""
+    changed = sorted(name for name in {*before, *os.environ} if os.environ.get(name) != before.get(name))
+    for name in changed:
+        if name in before:
+            os.environ[name] = before[name]
+        else:
+            del os.environ[name]
+    return changed
+
+
+# Variables cnnops sets for the processes it starts (the state folder and the tool caches kept
+# inside it): code that sets them in the test process must put them back.
+OWN_VARIABLES = ("KERAS_HOME", "MPLCONFIGDIR", "BENTOML_HOME")
+
+
+@pytest.fixture(autouse=True)
+def environment_is_restored() -> Iterator[None]:
+    """Every test starts from the same environment. Whatever a test leaves changed is put back
+    (MLflow itself exports MLFLOW_TRACKING_URI whenever its store changes); a cnnops variable
+    left changed also fails the test, naming it."""
+    before = dict(os.environ)
+    yield
+    leaked = [name for name in restore_environ(before) if name in OWN_VARIABLES or name.startswith("CNNOPS_")]
+    if leaked:
+        pytest.fail(f"the test left {', '.join(leaked)} changed in os.environ (restored now); the code must restore it")
+
+
 @contextmanager
 def own_store(work: Path) -> Iterator[None]:
-    """A state folder (and so an MLflow store) of its own under `work`, for a module's fixture."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CNNOPS_HOME", str(work / "state"))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    """A state folder (and so an MLflow store) of its own under `work`, for a module's fixture;
+    the environment is restored when the block ends."""
+    with restored_environ():
+        os.environ["CNNOPS_HOME"] = str(work / "state")
+        for variable in ("MLFLOW_TRACKING_URI", "BENTOML_HOME", "KERAS_HOME", "MPLCONFIGDIR"):
+            os.environ.pop(variable, None)
         yield
 
 
-@contextmanager
-def first_champion(work: Path, **overrides) -> Iterator[dict]:
+def train_first_champion(work: Path) -> dict:
     """In its own state folder under `work`: tiny images, a model trained on them for 12 epochs,
     gated and registered as the first champion."""
     from cnnops.gate import decide_promotion
@@ -114,28 +210,79 @@ def first_champion(work: Path, **overrides) -> Iterator[dict]:
 
     with own_store(work):
         source = write_images(work / "images", per_class=30, seed=1)
-        trained = train_candidate(work / "strong", source, **{"train.epochs": 12, **overrides})
+        trained = train_candidate(work / "strong", source, **{"train.epochs": 12})
         decision = decide_promotion(trained["model"], trained["test"], trained["evaluation"], trained["config"])
         result = register_model(trained["model"], trained["evaluation"], decision)
-        yield {"work": work, "source": source, "strong": trained, "first": result, "decision": decision}
+    return {"work": work, "source": source, "strong": trained, "first": result, "decision": decision}
 
 
 @pytest.fixture(scope="session")
-def served(tmp_path_factory):
-    """A tiny real model, registered as champion in its own store and exported for serving."""
+def champion(tmp_path_factory) -> dict:
+    """The first champion, trained once per session and shared by every test that needs one. Its
+    store is read, never changed: a test that registers versions, moves aliases or logs runs takes
+    `champion_copy` instead."""
+    return train_first_champion(tmp_path_factory.mktemp("champion"))
+
+
+@contextmanager
+def champion_copy(champion: dict, work: Path) -> Iterator[dict]:
+    """The shared champion's store and training outputs copied under `work`, with MLflow pointed at
+    the copy for the block. The images stay shared and read-only: the registered model's name
+    comes from their path."""
+    from cnnops.tracking import use_tracking_store
+
+    origin = champion["work"]
+    for folder in ("state", "strong"):
+        shutil.copytree(origin / folder, work / folder)
+    rebase_store(work / "state", origin / "state")
+    strong = {key: rebased(value, origin, work) for key, value in champion["strong"].items()}
+    with own_store(work):
+        use_tracking_store()
+        yield {**champion, "work": work, "strong": strong}
+
+
+def rebase_store(state: Path, origin: Path) -> None:
+    """MLflow records absolute artifact locations; point the copied store's at its own copies."""
+    import sqlite3
+    from contextlib import closing
+
+    old, new = str(origin), str(state)
+    with closing(sqlite3.connect(state / "mlflow" / "mlflow.db")) as db, db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in [row[1] for row in db.execute(f"PRAGMA table_info('{table}')")]:
+                quoted = f'"{column}"'
+                db.execute(
+                    f"UPDATE '{table}' SET {quoted} = replace({quoted}, ?, ?) "
+                    f"WHERE typeof({quoted}) = 'text' AND instr({quoted}, ?) > 0",
+                    (old, new, old),
+                )
+    for path in (state / "mlflow" / "artifacts").rglob("MLmodel"):
+        path.write_text(path.read_text().replace(old, new))
+
+
+def rebased(value: object, origin: Path, work: Path) -> object:
+    """A path under `origin` moved under `work`; anything else as it is."""
+    if isinstance(value, Path) and value.is_relative_to(origin):
+        return work / value.relative_to(origin)
+    return value
+
+
+@pytest.fixture(scope="session")
+def served(champion) -> dict:
+    """The shared champion exported for serving."""
     from cnnops.export import export_registered
 
-    work = tmp_path_factory.mktemp("served")
-    with first_champion(work, **{"gate.floor": 0.0}) as champion:
-        trained, decision, source = champion["strong"], champion["decision"], champion["source"]
-        model = export_registered(decision.registered_model)
-        yield {
-            "home": work / "state",
-            "model": model,
-            "source": source,
-            "test": trained["test"],
-            "name": decision.registered_model,
-        }
+    name = champion["strong"]["registered_model"]
+    with own_store(champion["work"]):
+        model = export_registered(name)
+    return {
+        "home": champion["work"] / "state",
+        "model": model,
+        "source": champion["source"],
+        "test": champion["strong"]["test"],
+        "name": name,
+    }
 
 
 @pytest.fixture(scope="session")

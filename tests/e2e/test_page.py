@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # The closed network here refuses Chromium's background connections; these flags stop it trying.

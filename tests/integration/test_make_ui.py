@@ -6,6 +6,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from conftest import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +41,7 @@ def start_ui(home: Path) -> tuple[subprocess.Popen, int]:
     return server, port
 
 
+@pytest.mark.server
 def test_make_ui_serves_the_store_on_loopback(tmp_path):
     server, _ = start_ui(tmp_path / "state")
     try:
@@ -48,6 +50,7 @@ def test_make_ui_serves_the_store_on_loopback(tmp_path):
         stop_process_group(server)
 
 
+@pytest.mark.server
 def test_the_ui_shows_a_runs_error_analysis(served, monkeypatch):
     """What the MLflow UI's artifact view requests: the analysis folder's listing, and its images."""
     import json

@@ -16,6 +16,7 @@ from PIL import Image
 from cnnops.images import sha256_bytes
 
 
+@pytest.mark.server
 def test_bentoml_client_against_the_real_server(server):
     import bentoml
 
@@ -51,6 +52,7 @@ def parity_files(folder: Path) -> list[Path]:
     return paths
 
 
+@pytest.mark.server
 def test_parity_training_input_and_http_endpoint(server, tmp_path):
     """The same files through the training input path (tf.data) and through HTTP: identical uint8
     arrays, and probabilities equal to 1e-5."""
@@ -88,6 +90,7 @@ def test_parity_training_input_and_http_endpoint(server, tmp_path):
             np.testing.assert_allclose([got[n] for n in names], row, atol=1e-5, rtol=0)
 
 
+@pytest.mark.server
 def test_real_server_refuses_bad_input_and_keeps_serving(server):
     import httpx
 

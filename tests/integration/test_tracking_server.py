@@ -52,6 +52,7 @@ def tracking_server(tmp_path_factory):
 
 
 @pytest.mark.pipeline
+@pytest.mark.server
 def test_train_gate_register_package_and_status_over_http(tracking_server, tmp_path):
     """The subprocess runner with MLFLOW_TRACKING_URI at a server: nothing is kept locally."""
     source = write_images(tmp_path / "images", per_class=30, seed=1)

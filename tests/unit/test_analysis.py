@@ -131,7 +131,9 @@ def test_misclassified_grid_rows_and_empty_class(trained, tmp_path):
 def test_without_graphviz_the_summary_says_why(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(analysis.shutil, "which", lambda name: None)
     (tmp_path / "model.png").write_bytes(b"stale")
-    assert analysis.draw_model_diagram(trained["keras"], tmp_path / "model.png") is not None
+    assert analysis.draw_model_diagram(trained["keras"], tmp_path / "model.png") == (
+        "graphviz's `dot` is not installed (apt-get install graphviz)"
+    )
     assert not (tmp_path / "model.png").exists()
     analysis.write_model_summary(
         trained["keras"], "graphviz's `dot` is not installed", ["re_lu"], tmp_path / "model_summary.txt"

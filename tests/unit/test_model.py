@@ -144,7 +144,18 @@ def test_augmentation_acts_in_training_only_and_survives_saving(architecture, tm
     images = np.random.default_rng(2).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
     inference = np.asarray(model(images, training=False))
     np.testing.assert_array_equal(inference, np.asarray(model(images, training=False)))
-    # (the training output differs by random transforms and dropout alike; the inference one never does)
+    # The augmentation layers themselves: in training they change every image, in inference none.
+    augment = [layer for layer in model.layers if layer.name.startswith("augment_")]
+
+    def through_augmentation(pixels: np.ndarray, training: bool) -> np.ndarray:
+        for layer in augment:
+            pixels = layer(pixels, training=training)
+        return np.asarray(pixels)
+
+    plain = images.astype("float32")
+    np.testing.assert_array_equal(through_augmentation(plain, training=False), plain)
+    augmented = through_augmentation(plain, training=True)
+    assert all(np.abs(after - before).max() > 1 for after, before in zip(augmented, plain, strict=True))
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", compile=False)
     np.testing.assert_allclose(np.asarray(again(images, training=False)), inference, atol=1e-5)

@@ -1,4 +1,5 @@
-"""Components called through `.python_func`, as kfp would call them, with real artifact objects."""
+"""components.ingest through `.python_func`, as kfp calls it, with real artifact objects; and the
+one-line exit every component gives a user's error."""
 
 import pytest
 from kfp.dsl import Dataset
@@ -6,20 +7,17 @@ from kfp.dsl import Dataset
 from cnnops.artifacts import read_manifest
 from cnnops.config import build_config, to_pipeline_parameter
 from components.ingest import ingest
-from components.split import split
 
 
-def test_ingest_and_split_components(make_images, state_home, tmp_path):
+def test_ingest_counts_the_images_and_describes_the_dataset(make_images, state_home, tmp_path):
     config = to_pipeline_parameter(build_config(overrides={"data.source": str(make_images(per_class=20))}))
     dataset = Dataset(uri=str(tmp_path / "dataset"))
     assert ingest.python_func(config=config, dataset=dataset) == 60
     assert dataset.metadata["n_images"] == 60 and dataset.metadata["classes"] == ["cross", "disc", "stripes"]
-    outputs = {name: Dataset(uri=str(tmp_path / name)) for name in ("train", "val", "test")}
-    split.python_func(
-        config=config, dataset=dataset, train_data=outputs["train"], val_data=outputs["val"], test_data=outputs["test"]
-    )
-    assert {name: a.metadata["n_images"] for name, a in outputs.items()} == {"train": 48, "val": 6, "test": 6}
-    assert len(read_manifest(tmp_path / "test")) == 6
+    assert dataset.metadata["n_quarantined"] == dataset.metadata["n_duplicates"] == 0
+    assert len(dataset.metadata["fingerprint"]) == 64
+    manifest = read_manifest(tmp_path / "dataset")
+    assert len(manifest) == 60 and sorted(set(manifest["label"])) == ["cross", "disc", "stripes"]
 
 
 def test_component_turns_user_error_into_one_line_exit(state_home, tmp_path, capsys):

@@ -1,0 +1,24 @@
+"""components.register through `.python_func`, on a copy of the session's champion: the version
+number it returns and the alias the gate's decision gave it."""
+
+from conftest import champion_copy, gate_the_champion_against_itself
+from kfp.dsl import Artifact, Model
+from mlflow.tracking import MlflowClient
+
+from components.register import register
+
+
+def test_register_adds_a_version_under_the_decided_alias(champion, tmp_path):
+    with champion_copy(champion, tmp_path / "copy") as copy:
+        strong, name = copy["strong"], copy["strong"]["registered_model"]
+        alias, decision = gate_the_champion_against_itself(copy, tmp_path, {"gate": {"force_promote": True}})
+        version = register.python_func(
+            model=Model(uri=str(strong["model"])), evaluation=Artifact(uri=str(strong["evaluation"])), decision=decision
+        )
+        client = MlflowClient()
+        assert alias == "champion" and version == 2
+        assert int(client.get_model_version_by_alias(name, "champion").version) == 2
+        assert client.get_model_version(name, "2").run_id == strong["run_id"]
+    # The shared champion's own store is untouched.
+    shared = MlflowClient(tracking_uri=f"sqlite:///{champion['work'] / 'state' / 'mlflow' / 'mlflow.db'}")
+    assert int(shared.get_model_version_by_alias(name, "champion").version) == 1

@@ -1,0 +1,50 @@
+"""components.sweep's plan_sweep and select_model through `.python_func`: the fan-out plan with
+its MLflow parent run, and the fan-in that keeps the best trained candidate."""
+
+import json
+from pathlib import Path
+
+from conftest import component_config, component_splits
+from kfp.dsl import Model
+from mlflow.tracking import MlflowClient
+
+from components.sweep import plan_sweep, select_model
+from components.train import train
+
+SWEEP = {"sweep.learning_rate": [0.003, 0.00001], "train.epochs": 2, "train.batch_size": 16}
+
+
+def test_plan_sweep_names_one_parent_run_for_every_candidate(make_images, state_home, tmp_path):
+    config = component_config(make_images(per_class=10), **SWEEP)
+    splits = component_splits(config, tmp_path)
+    candidates = plan_sweep.python_func(config=config, train_data=splits["train"], pipeline_run="run-7")
+    assert [c["train"]["learning_rate"] for c in candidates] == [0.003, 0.00001]
+    parents = {c["sweep"]["parent_run"] for c in candidates}
+    assert len(parents) == 1 and "" not in parents
+    parent = MlflowClient().get_run(parents.pop())
+    assert parent.data.tags["cnnops.sweep"] == "parent" and parent.data.tags["cnnops.pipeline_run"] == "run-7"
+    assert parent.data.params["sweep.candidates"] == "2"
+
+
+def test_a_single_candidate_is_no_sweep(make_images, state_home, tmp_path):
+    config = component_config(make_images(per_class=10))
+    splits = component_splits(config, tmp_path)
+    (candidate,) = plan_sweep.python_func(config=config, train_data=splits["train"])
+    assert candidate == config and candidate["sweep"]["parent_run"] == ""
+
+
+def test_select_model_keeps_the_best_candidate(make_images, state_home, tmp_path):
+    config = component_config(make_images(per_class=10), **SWEEP)
+    splits = component_splits(config, tmp_path)
+    candidates = plan_sweep.python_func(config=config, train_data=splits["train"])
+    models = [Model(uri=str(tmp_path / f"candidate-{index}")) for index in range(len(candidates))]
+    for candidate, model in zip(candidates, models, strict=True):
+        train.python_func(config=candidate, train_data=splits["train"], val_data=splits["val"], model=model)
+    best = Model(uri=str(tmp_path / "best"))
+    run_id = select_model.python_func(config=config, models=models, best=best)
+    ranked = sorted(models, key=lambda m: (-m.metadata["val_accuracy"], m.metadata["val_loss"]))
+    assert run_id == best.metadata["run_id"] == ranked[0].metadata["run_id"]
+    assert best.metadata["val_accuracy"] == ranked[0].metadata["val_accuracy"]
+    assert (Path(best.path) / "model.keras").is_file()
+    ranking = json.loads((Path(best.path) / "sweep.json").read_text())["ranking"]
+    assert [row["run_id"] for row in ranking] == [m.metadata["run_id"] for m in ranked]

@@ -1,0 +1,21 @@
+"""components.validate through `.python_func`: the verdict, the grouped dataset and the report."""
+
+from conftest import component_config
+from kfp.dsl import HTML, Dataset
+
+from cnnops.artifacts import read_manifest
+from components.ingest import ingest
+from components.validate import validate
+
+
+def test_validate_returns_the_verdict_and_publishes_the_report(make_images, state_home, tmp_path):
+    config = component_config(make_images(per_class=20))
+    dataset = Dataset(uri=str(tmp_path / "dataset"))
+    ingest.python_func(config=config, dataset=dataset)
+    validated, report = Dataset(uri=str(tmp_path / "validated")), HTML(uri=str(tmp_path / "report.html"))
+    verdict = validate.python_func(config=config, dataset=dataset, validated=validated, report=report)
+    assert verdict == validated.metadata["verdict"] == "pass"
+    assert validated.metadata["near_duplicate_groups"] == 0  # every drawn image is its own
+    assert (tmp_path / "report.html").read_text() == (tmp_path / "validated" / "report.html").read_text()
+    assert "<html" in (tmp_path / "report.html").read_text().lower()
+    assert len(read_manifest(tmp_path / "validated")) == 60
