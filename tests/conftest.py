@@ -216,6 +216,19 @@ def train_first_champion(work: Path) -> dict:
     return {"work": work, "source": source, "strong": trained, "first": result, "decision": decision}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The shared champion trains for 12 epochs: a test that uses it is marked slow (or server or
+    browser), so that `make test-fast` never pays for it."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "champion" in item.fixturenames
+        and not any(item.get_closest_marker(name) for name in ("slow", "server", "browser"))
+    ]
+    if unmarked:
+        raise pytest.UsageError("mark these slow, they use the shared champion: " + ", ".join(unmarked))
+
+
 @pytest.fixture(scope="session")
 def champion(tmp_path_factory) -> dict:
     """The first champion, trained once per session and shared by every test that needs one. Its
@@ -281,6 +294,7 @@ def served(champion) -> dict:
         "model": model,
         "source": champion["source"],
         "test": champion["strong"]["test"],
+        "test_accuracy": champion["strong"]["metrics"]["accuracy"],
         "name": name,
     }
 

@@ -146,6 +146,7 @@ def test_run_writes_only_inside_the_state_folder(make_images, tmp_path):
     assert snapshot(source) == before
 
 
+@pytest.mark.slow
 def test_step_commands_chain_to_a_champion(make_images, tmp_path):
     source, work, home = make_images(per_class=20), tmp_path / "work", tmp_path / "state"
     steps = [

@@ -50,6 +50,7 @@ def test_make_ui_serves_the_store_on_loopback(tmp_path):
         stop_process_group(server)
 
 
+@pytest.mark.slow
 @pytest.mark.server
 def test_the_ui_shows_a_runs_error_analysis(served, monkeypatch):
     """What the MLflow UI's artifact view requests: the analysis folder's listing, and its images."""

@@ -133,6 +133,7 @@ def test_serve_refuses_to_start_without_a_champion(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_predict_command_uses_the_service_path(served, tmp_path):
     image = next((served["source"] / "stripes").glob("*.png"))
     junk = tmp_path / "junk.png"

@@ -16,6 +16,8 @@ from cnnops.gate import decide_promotion
 from cnnops.registration import register_model, version_spec
 from cnnops.status import describe_registry
 
+pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
+
 
 @pytest.fixture(scope="module")
 def registry(champion, tmp_path_factory):
@@ -35,7 +37,10 @@ def test_training_logs_run_with_model_and_provenance(registry):
     artifacts = {a.path for a in MlflowClient().list_artifacts(strong["run_id"], "evaluation")}
     assert {"evaluation/confusion_matrix.png", "evaluation/learning_curves.png", "evaluation/metrics.json"} <= artifacts
     info = mlflow.models.get_model_info(strong["model_uri"])
-    assert info.signature is not None
+    # The signature carries the serving contract: decoded uint8 images in, one probability a class out.
+    (image,), (probabilities,) = info.signature.inputs.inputs, info.signature.outputs.inputs
+    assert str(image.type) == "uint8" and image.shape == (-1, 16, 16, 3)
+    assert probabilities.shape == (-1, 3)
     # The input spec travels as one JSON: the model folder's file, logged with the run, and the
     # registered version's tag, all read by the one parser.
     spec = read_model_spec(strong["model"])

@@ -91,6 +91,7 @@ def test_top_losses_are_the_highest_cross_entropies(trained):
     np.testing.assert_allclose(table["loss"], np.sort(losses)[::-1][: len(table)], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_misclassified_counts_match_the_confusion_matrix(trained, tmp_path):
     metrics = json.loads((trained["evaluation"] / "metrics.json").read_text())
     matrix = np.array(metrics["confusion_matrix"])
@@ -177,6 +178,7 @@ def test_caffe_backbone_skips_the_colour_flip_conv():
     assert [layer.name for layer in shown] == ["block1_conv1", "block1_conv2", "block2_conv1"]
 
 
+@pytest.mark.slow
 def test_backbone_activation_maps_come_from_inside_it(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNOPS_HOME", str(tmp_path / "state"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

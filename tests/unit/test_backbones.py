@@ -64,6 +64,7 @@ def read_h5_layer_arrays(path: Path, layer: str) -> list[np.ndarray]:
         return [np.asarray(group[name]) for name in group.attrs["weight_names"]]
 
 
+@pytest.mark.slow
 def test_the_exported_weights_are_the_h5_arrays_of_every_backbone_layer(exported, face_mask_file):
     backbone = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(224, 224, 3))
     backbone.load_weights(exported["out"])
@@ -122,6 +123,7 @@ def cnnops_lines(stream: str) -> list[str]:
     return [line for line in stream.splitlines() if line.strip() and not TF_LOG.match(line)]
 
 
+@pytest.mark.slow
 def test_the_command_writes_the_weights_and_says_so_in_one_line(face_mask_file, tmp_path):
     out = tmp_path / "weights" / "mnv2.weights.h5"
     result = cnnops(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
 from conftest import train_candidate, write_images
 from mlflow.tracking import MlflowClient
 
@@ -32,6 +33,7 @@ def flip_labels(root: Path, share: float, seed: int) -> None:
         shutil.move(source, target)
 
 
+@pytest.mark.slow
 def test_a_distilled_student_beats_the_same_student_without_its_teacher(state_home, tmp_path):
     teacher = train_candidate(
         tmp_path / "teacher",
@@ -83,6 +85,7 @@ def test_a_distilled_student_beats_the_same_student_without_its_teacher(state_ho
     assert run.data.metrics["distill.teacher.val_accuracy"] == comparison["teacher"]["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_a_registered_teacher_is_exported_like_serving_and_must_match_the_data(served, monkeypatch):
     import pytest
 

@@ -50,6 +50,7 @@ def gate(candidate: dict, floors, **overrides) -> GateDecision:
     return decide_promotion(candidate["model"], candidate["test"], candidate["evaluation"], config, floors)
 
 
+@pytest.mark.slow
 def test_the_default_recipe_learns_sixty_images_per_class(small):
     default = small["default"]
     assert default["metrics"]["n_test"] == 54
@@ -62,6 +63,7 @@ def test_the_default_recipe_learns_sixty_images_per_class(small):
     assert params["train.batch_size"] == "None"  # the config said "size it for me"
 
 
+@pytest.mark.slow
 def test_the_gate_holds_candidates_to_chance_the_baselines_and_evidence(small):
     default, chance, floors = small["default"], small["chance"], small["baselines"]
 

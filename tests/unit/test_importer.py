@@ -90,6 +90,7 @@ def test_the_legacy_face_mask_h5_is_imported_evaluated_and_crowned(state_home, t
     assert "evaluation/metrics.json" in artifacts
 
 
+@pytest.mark.slow
 def test_a_keras_file_without_its_spec_is_imported_with_the_classes_given(make_images, state_home, tmp_path):
     from conftest import train_candidate
 

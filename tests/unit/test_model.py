@@ -88,6 +88,7 @@ def test_caffe_inputs_are_bgr_minus_the_imagenet_mean():
     np.testing.assert_allclose(out, [10 - 103.939, 0 - 116.779, 200 - 123.68], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_weights_from_a_local_file_and_a_mismatched_file(tmp_path):
     import keras
 
@@ -161,6 +162,7 @@ def test_augmentation_acts_in_training_only_and_survives_saving(architecture, tm
     np.testing.assert_allclose(np.asarray(again(images, training=False)), inference, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
 def test_every_architecture_trains_a_step_on_tiny_data(architecture):
     import keras
@@ -174,6 +176,7 @@ def test_every_architecture_trains_a_step_on_tiny_data(architecture):
     assert any(not np.array_equal(old, np.array(new)) for old, new in zip(before, model.trainable_weights, strict=True))
 
 
+@pytest.mark.slow
 def test_the_builders_run_under_the_jax_backend():
     """In a fresh interpreter with KERAS_BACKEND=jax: every builder builds, one trains a step, and
     TensorFlow is never imported."""

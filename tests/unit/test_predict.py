@@ -58,6 +58,7 @@ def test_buckets_are_powers_of_two_up_to_the_cap():
     assert batch_buckets(1) == [1]
 
 
+@pytest.mark.slow
 def test_padding_to_a_bucket_changes_no_result(served):
     model = load_keras_model(served["model"].folder)
     spec = served["model"].spec
@@ -128,6 +129,7 @@ def test_a_failing_model_call_fails_only_its_batch_and_the_batcher_goes_on():
     assert after[0, 0] == 7
 
 
+@pytest.mark.slow
 def test_export_by_version_number_and_refusals(served, monkeypatch):
     monkeypatch.setenv("CNNOPS_HOME", str(served["home"]))
     pinned = export_registered(served["name"], "1")

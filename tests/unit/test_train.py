@@ -6,6 +6,7 @@ from conftest import train_candidate
 from mlflow.tracking import MlflowClient
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_and_leaves_the_global_policy_alone(make_images, state_home, tmp_path):
     result = train_candidate(
         tmp_path / "mixed", make_images(per_class=10), **{"train.epochs": 1, "train.precision": "mixed_float16"}
@@ -36,6 +37,7 @@ def test_input_changed_after_ingest_is_a_one_line_error(make_images, state_home,
         train_model(tmp_path / "train", tmp_path / "val", tmp_path / "model", config)
 
 
+@pytest.mark.slow
 def test_evaluating_on_unknown_classes_is_a_one_line_error(make_images, state_home, tmp_path):
     from cnnops.artifacts import read_dataset_info, read_manifest, write_dataset
     from cnnops.errors import CnnopsError
@@ -48,6 +50,7 @@ def test_evaluating_on_unknown_classes_is_a_one_line_error(make_images, state_ho
         evaluate_model(result["model"], tmp_path / "odd", tmp_path / "eval")
 
 
+@pytest.mark.slow
 def test_a_frozen_backbone_trains_its_head_through_the_same_step(make_images, state_home, tmp_path):
     import keras
     from conftest import train_candidate
@@ -69,6 +72,7 @@ def test_a_frozen_backbone_trains_its_head_through_the_same_step(make_images, st
     assert trained["metrics"]["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
 
 
+@pytest.mark.slow
 def test_cosine_schedule_and_augmentation_train_through_the_same_step(make_images, state_home, tmp_path):
     from conftest import train_candidate
 
@@ -89,6 +93,7 @@ def test_cosine_schedule_and_augmentation_train_through_the_same_step(make_image
     assert run.data.metrics["epochs_run"] == 2
 
 
+@pytest.mark.slow
 def test_baselines_score_the_same_test_split_and_log_to_the_same_experiment(make_images, state_home, tmp_path):
     from conftest import train_candidate
 

@@ -37,6 +37,7 @@ def no_runs() -> bool:
     return mlflow.search_runs(search_all_experiments=True).empty
 
 
+@pytest.mark.slow
 def test_a_backbone_trains_head_then_fine_tune_in_one_run_with_the_right_layers_frozen(
     make_images, state_home, tmp_path
 ):
@@ -78,6 +79,7 @@ def test_a_backbone_trains_head_then_fine_tune_in_one_run_with_the_right_layers_
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_its_checkpoint_without_repeating_epochs(state_home, tmp_path):
     splits, _ = prepare_splits(tmp_path, write_images(tmp_path / "images", per_class=80))
     epochs = 15
@@ -204,6 +206,7 @@ def test_bad_training_requests_are_one_line_errors_before_any_run(
     assert no_runs()
 
 
+@pytest.mark.slow
 def test_bfloat16_with_xla_trains_and_records_both_flags(make_images, state_home, tmp_path):
     trained = train_candidate(
         tmp_path / "bf16",

@@ -1,9 +1,12 @@
 """components.baselines through `.python_func`, on the splits of a copy of the session's champion."""
 
+import pytest
 from conftest import champion_copy
 from kfp.dsl import Artifact, Dataset, Metrics
 
 from components.baselines import baselines
+
+pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 
 
 def test_baselines_log_a_floor_per_model_on_the_same_splits(champion, tmp_path):

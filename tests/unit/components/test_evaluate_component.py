@@ -1,10 +1,13 @@
 """components.evaluate through `.python_func`, on a copy of the session's champion: the returned
 score, the KFP metrics and confusion matrix, and the analysis page."""
 
+import pytest
 from conftest import champion_copy
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
 from components.evaluate import evaluate
+
+pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 
 
 def test_evaluate_scores_the_test_split_for_the_kfp_ui(champion, tmp_path):

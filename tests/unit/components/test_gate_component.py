@@ -4,7 +4,10 @@ gated against itself has no evidence of being better, so it stays a challenger."
 import json
 from pathlib import Path
 
+import pytest
 from conftest import champion_copy, gate_the_champion_against_itself
+
+pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 
 
 def test_gate_returns_the_alias_and_records_the_decision(champion, tmp_path):

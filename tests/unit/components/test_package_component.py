@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import champion_copy
+
+pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 
 CALL = """
 import json, sys

@@ -1,11 +1,14 @@
 """components.register through `.python_func`, on a copy of the session's champion: the version
 number it returns and the alias the gate's decision gave it."""
 
+import pytest
 from conftest import champion_copy, gate_the_champion_against_itself
 from kfp.dsl import Artifact, Model
 from mlflow.tracking import MlflowClient
 
 from components.register import register
+
+pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 
 
 def test_register_adds_a_version_under_the_decided_alias(champion, tmp_path):

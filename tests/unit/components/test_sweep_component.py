@@ -4,6 +4,7 @@ its MLflow parent run, and the fan-in that keeps the best trained candidate."""
 import json
 from pathlib import Path
 
+import pytest
 from conftest import component_config, component_splits
 from kfp.dsl import Model
 from mlflow.tracking import MlflowClient
@@ -33,6 +34,7 @@ def test_a_single_candidate_is_no_sweep(make_images, state_home, tmp_path):
     assert candidate == config and candidate["sweep"]["parent_run"] == ""
 
 
+@pytest.mark.slow
 def test_select_model_keeps_the_best_candidate(make_images, state_home, tmp_path):
     config = component_config(make_images(per_class=10), **SWEEP)
     splits = component_splits(config, tmp_path)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from conftest import component_config, component_splits
 from kfp.dsl import Model
 from mlflow.tracking import MlflowClient
@@ -9,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from components.train import train
 
 
+@pytest.mark.slow
 def test_train_writes_the_model_and_returns_its_tracked_run(make_images, state_home, tmp_path):
     config = component_config(make_images(per_class=10), **{"train.epochs": 2, "train.batch_size": 16})
     splits = component_splits(config, tmp_path)
