@@ -222,7 +222,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     unmarked = [
         item.nodeid
         for item in items
-        if "champion" in item.fixturenames
+        if "champion" in getattr(item, "fixturenames", ())
         and not any(item.get_closest_marker(name) for name in ("slow", "server", "browser"))
     ]
     if unmarked:
