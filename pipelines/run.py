@@ -162,14 +162,14 @@ def run_pipeline(config: dict[str, Any], root: Path, errors: Path, log: RunLog) 
     except Exception as err:
         # A task that failed silently can make a later one fail inside kfp with any error; the
         # first failure is the cause.
-        check_finished(root, before, errors, log)
+        check_finished(root, before, errors, log, stopped=True)
         raise TaskFailure(f"the pipeline failed: {one_line(err)}", log.path) from None
     return check_finished(root, before, errors, log)
 
 
-def check_finished(root: Path, before: set[Path], errors: Path, log: RunLog) -> Path:
+def check_finished(root: Path, before: set[Path], errors: Path, log: RunLog, stopped: bool = False) -> Path:
     """The run's folder when every task finished; else the first failure: CnnopsError for a user
-    error a task reported, TaskFailure for any other.
+    error a task reported, TaskFailure for any other. `stopped`: kfp raised, at a failed task.
 
     kfp.local can report a container that exited fast as SUCCESS with no outputs
     (kubeflow/pipelines#13332); every cnnops task writes an executor output, so one without it failed.
@@ -181,7 +181,7 @@ def check_finished(root: Path, before: set[Path], errors: Path, log: RunLog) -> 
     outcome = "the candidate was registered before the failure" if registered else "nothing was registered"
     if reasons:
         raise CnnopsError(f"{reasons[0]} ({outcome})")
-    crashed = log.failed_task()
+    crashed = log.failed_task(stopped)
     if crashed is not None:
         last = crashed.last_line or "it printed nothing"
         raise TaskFailure(f"task {crashed.name} failed: {last} ({outcome})", log.path)

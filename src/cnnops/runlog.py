@@ -69,9 +69,11 @@ class RunLog:
         self.path, self.verbose = path, verbose
         self.tasks: list[TaskRecord] = []
 
-    def failed_task(self) -> TaskRecord | None:
-        """The first task that ended in failure, or one that never ended."""
-        return next((task for task in self.tasks if task.status != SUCCESS), None)
+    def failed_task(self, stopped: bool = False) -> TaskRecord | None:
+        """The first task that ended in failure; when kfp `stopped` the run, also one that never
+        ended (kfp can stop at a failed task without saying how it ended)."""
+        failed = (FAILURE, RUNNING) if stopped else (FAILURE,)
+        return next((task for task in self.tasks if task.status in failed), None)
 
     def sort_line(self, line: str) -> tuple[list[str], list[str]]:
         """For one captured line (no newline): the lines for the log and those for the terminal."""
@@ -80,7 +82,7 @@ class RunLog:
         if said is not None:
             return [text, said], [text, said] if self.verbose else [said]
         running = self.tasks[-1] if self.tasks and self.tasks[-1].status == RUNNING else None
-        if running is not None and text.strip():
+        if running is not None and text[:1].isspace() and text.strip():  # kfp indents a task's output
             running.last_line = text.strip()
         own = text.lstrip()
         if own.startswith(PREFIX) and not (running is not None and own.startswith(TASK_ERROR)):
@@ -96,7 +98,8 @@ class RunLog:
         ended = TASK_ENDED.search(text)
         if not ended:
             return None
-        task = next((t for t in reversed(self.tasks) if t.name == ended["task"]), None)
+        # A ParallelFor's iterations share a name and may run at once: the earliest still running.
+        task = next((t for t in self.tasks if t.name == ended["task"] and t.status == RUNNING), None)
         if task is None:
             task = TaskRecord(ended["task"], time.monotonic())
             self.tasks.append(task)

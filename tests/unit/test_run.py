@@ -62,7 +62,7 @@ def test_a_crashed_task_is_one_line_with_its_last_line_and_the_log(tmp_path):
     ):
         log.sort_line(line)
     with pytest.raises(TaskFailure) as failed:
-        check_finished(root, set(), errors, log)
+        check_finished(root, set(), errors, log, stopped=True)
     assert str(failed.value) == (
         f"task train failed: ValueError: a bug (nothing was registered); full log in {tmp_path / 'run.log'}"
     )

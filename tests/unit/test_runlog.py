@@ -52,8 +52,18 @@ def test_a_task_kfp_stopped_at_is_the_failed_one(tmp_path):
     log.sort_line(ENDED)
     log.sort_line(STARTED.replace("ingest", "train"))
     log.sort_line("    RuntimeError: out of memory")
-    failed = log.failed_task()
+    log.sort_line("05:02:05.601 - INFO - Cleaned up workspace: /tmp/w")  # kfp's own line, not the task's
+    assert log.failed_task() is None  # unless kfp stopped the run, a task still running has not failed
+    failed = log.failed_task(stopped=True)
     assert failed is not None and (failed.name, failed.last_line) == ("train", "RuntimeError: out of memory")
+
+
+def test_iterations_that_share_a_name_end_in_the_order_they_started(tmp_path):
+    log = RunLog(tmp_path / "run.log")
+    for line in (STARTED, STARTED, ENDED, ENDED):
+        log.sort_line(line.replace("ingest", "train"))
+    assert [task.status for task in log.tasks] == [SUCCESS, SUCCESS]
+    assert log.failed_task(stopped=True) is None
 
 
 def test_verbose_shows_every_line(tmp_path):
