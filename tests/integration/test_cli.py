@@ -32,11 +32,13 @@ def assert_nothing_registered(home: Path) -> None:
     assert status.returncode == 0 and "no registered models yet" in status.stdout
 
 
+@pytest.mark.slow
 def test_missing_path(tmp_path):
     result = cnnops("run", "--data", str(tmp_path / "nope"), home=tmp_path / "state")
     assert_one_line_error(result, "does not exist", "one subfolder per class")
 
 
+@pytest.mark.slow
 def test_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(
@@ -44,6 +46,7 @@ def test_empty_folder(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_one_class_only(make_images, tmp_path):
     root = make_images(per_class=12, classes=("disc",))
     assert_one_line_error(

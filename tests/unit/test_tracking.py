@@ -77,6 +77,7 @@ def test_a_file_that_is_not_a_database_is_a_fault(state_home, tmp_path, monkeypa
     assert "file is not a database" in str(raised.value)
 
 
+@pytest.mark.slow
 def test_a_locked_store_is_a_fault_and_a_missing_model_is_not(state_home):
     """The embedded store, held by another process's exclusive lock: MLflow waits out its busy
     timeout (20 s), then the read is a fault. Unlocked, the same read finds no such model."""

