@@ -54,6 +54,7 @@ def test_one_class_only(make_images, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_class_too_small_for_the_split(make_images, tmp_path):
     root = make_images(per_class=12)
     for extra in sorted((root / "cross").iterdir())[4:]:
@@ -63,6 +64,7 @@ def test_class_too_small_for_the_split(make_images, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_unknown_demo(tmp_path):
     assert_one_line_error(
         cnnops("run", "--data", "demo:unicorns", home=tmp_path / "state"),

@@ -122,6 +122,7 @@ def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_serve_refuses_to_start_without_a_champion(tmp_path):
     done = run_cli("serve", "--port", "9", home=tmp_path / "empty")
     assert done.returncode == 2

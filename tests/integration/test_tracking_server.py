@@ -103,6 +103,7 @@ def docker_run_error(tmp_path: Path, make_images, **env: str) -> str:
     )
 
 
+@pytest.mark.slow
 def test_docker_runner_without_a_daemon_says_how_to_start_one(tmp_path, make_images):
     line = docker_run_error(tmp_path, make_images, DOCKER_HOST="unix:///nonexistent.sock")
     assert "no Docker daemon answers" in line and "make docker-start" in line
@@ -120,6 +121,7 @@ def test_docker_runner_with_a_file_store_names_the_fix(tmp_path, make_images):
     assert "containers cannot reach" in line and "unset it" in line
 
 
+@pytest.mark.slow
 def test_docker_runner_on_a_missing_data_path(tmp_path):
     line = one_error_line(
         cli(tmp_path / "state", "run", "--runner", "docker", "--data", str(tmp_path / "nope"), timeout=120)

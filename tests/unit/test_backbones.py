@@ -143,6 +143,7 @@ def test_the_command_writes_the_weights_and_says_so_in_one_line(face_mask_file, 
     assert sorted(p.name for p in out.parent.iterdir()) == ["mnv2.weights.h5"]  # no temp file left behind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("source", "architecture", "out_name", "phrase"),
     [
