@@ -190,6 +190,6 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
     assert (
         model["challenger"]["evidence"]["only_champion_right"] > model["challenger"]["evidence"]["only_candidate_right"]
     )
-    assert model["challenger"]["champion_score"] == pytest.approx(first["champion"]["test_accuracy"])
+    assert model["challenger"]["champion_score"] == pytest.approx(first.test_accuracy)
     # Only a new champion is packaged.
     assert not list((state_home / "bentoml" / "bentos" / "cnnops").glob(f"{name.lower()}-v2-*"))
