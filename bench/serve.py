@@ -146,8 +146,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve.json")
     args = parser.parse_args()
 
-    from cnnops.paths import data_cache, keep_tool_state_inside
     from cnnops.export import export_registered
+    from cnnops.paths import data_cache, keep_tool_state_inside
 
     keep_tool_state_inside()
     served = export_registered(args.model_name)
