@@ -40,7 +40,7 @@ $(UV):
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(BIN)/cnnops: $(UV) pyproject.toml uv.lock
-	$(UV) sync --locked --compile-bytecode --python $(PYTHON)
+	$(UV) sync --quiet --locked --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 install: $(BIN)/cnnops ## Create .venv with the locked dependencies.

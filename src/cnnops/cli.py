@@ -311,8 +311,7 @@ def import_model_(
         names = [name.strip() for name in classes.split(",") if name.strip()] if classes else None
         result = import_model(file, prepare_test_set(test, work, cfg), work, cfg, ImportSpec(names, scale, logits))
     typer.echo(
-        f"cnnops: imported {file.name} as {result['registered_model']} v{result['version']} "
-        f"@{result['alias']}: {result['reason']}"
+        f"cnnops: imported {file.name} as {result.registered_model} v{result.version} @{result.alias}: {result.reason}"
     )
 
 

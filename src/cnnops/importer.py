@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import keras
 import mlflow
@@ -22,7 +21,7 @@ from cnnops.gate import decide_promotion
 from cnnops.model import backbone_input
 from cnnops.naming import model_name_for
 from cnnops.provenance import provenance_tags
-from cnnops.registration import register_model
+from cnnops.registration import Registration, register_model
 from cnnops.tracking import ensure_experiment, use_tracking_store
 
 # How an imported model expects its pixels, as a backbone input mode (cnnops.model.backbone_input)
@@ -39,7 +38,7 @@ class ImportSpec:
     logits: bool = False  # the model ends without a softmax: one is added
 
 
-def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, given: ImportSpec) -> dict[str, Any]:
+def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, given: ImportSpec) -> Registration:
     """Load, wrap, log, evaluate, gate and register an outside model; returns the registration."""
     from cnnops.evaluate import evaluate_model
 
@@ -56,11 +55,10 @@ def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, giv
         )
     model, spec = wrap_for_cnnops(loaded, class_names, scale, file, given.logits)
     check_test_set(test_dir, spec)
-    record = log_imported(model, spec, file, scale, config, read_dataset_info(test_dir), work_dir / "model")
+    log_imported(model, spec, file, scale, config, read_dataset_info(test_dir), work_dir / "model")
     evaluate_model(work_dir / "model", test_dir, work_dir / "evaluation")
     decision = decide_promotion(work_dir / "model", test_dir, work_dir / "evaluation", config)
-    registered = register_model(work_dir / "model", work_dir / "evaluation", decision)
-    return {**registered.model_dump(), "run_id": record.run_id}
+    return register_model(work_dir / "model", work_dir / "evaluation", decision)
 
 
 def prepare_test_set(test: Path, work_dir: Path, config: Config) -> Path:

@@ -110,7 +110,7 @@ def test_a_keras_file_without_its_spec_is_imported_with_the_classes_given(make_i
         import_model(file, trained["test"], tmp_path / "work", config, ImportSpec(["a", "b"]))
 
     result = import_model(file, trained["test"], tmp_path / "work", config, ImportSpec(["cross", "disc", "stripes"]))
-    assert (result["version"], result["alias"]) == (1, "champion")
+    assert (result.version, result.alias) == (1, "champion")
     version = MlflowClient().get_model_version("theirs", "1")
     # Same model, same test images: the import scores exactly what the trained model scored.
     assert float(version.tags["cnnops.test_accuracy"]) == pytest.approx(trained["metrics"]["accuracy"], abs=1e-6)
