@@ -27,9 +27,8 @@ from cnnops.config import Config
 from cnnops.console import say
 from cnnops.errors import CnnopsError, ImageDecodeError
 from cnnops.images import decode_image
-from cnnops.naming import model_name_for
 from cnnops.provenance import provenance_tags
-from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
+from cnnops.tracking import log_dataset, open_model_experiment
 
 # Images are shrunk to this side (or their own, if smaller) and flattened into features.
 BASELINE_SIDE = 16
@@ -50,9 +49,7 @@ def train_baselines(train_dir: Path, test_dir: Path, config: Config, out_dir: Pa
     train, test = read_manifest(train_dir), read_manifest(test_dir)
     x_train, y_train = features(train, info.mode, side), train["label"].to_numpy()
     x_test, y_test = features(test, info.mode, side), test["label"].to_numpy()
-    use_tracking_store()
-    registered_model = model_name_for(config, info.source)
-    experiment_id = ensure_experiment(registered_model)
+    registered_model, experiment_id = open_model_experiment(config, info.source)
     scores: dict[str, dict[str, float]] = {}
     for name, estimator in make_baselines(config.seed).items():
         estimator.fit(x_train, y_train)

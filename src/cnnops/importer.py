@@ -19,10 +19,9 @@ from cnnops.console import say
 from cnnops.errors import CnnopsError
 from cnnops.gate import decide_promotion
 from cnnops.model import backbone_input
-from cnnops.naming import model_name_for
 from cnnops.provenance import provenance_tags
 from cnnops.registration import Registration, register_model
-from cnnops.tracking import ensure_experiment, use_tracking_store
+from cnnops.tracking import open_model_experiment
 
 # How an imported model expects its pixels, as a backbone input mode (cnnops.model.backbone_input)
 # or a plain rescale: raw 0-255 values, /255, [-1, 1] (MobileNet, Inception), caffe (VGG, ResNet).
@@ -169,9 +168,7 @@ def log_imported(
     """One MLflow run for the import, in the registered model's experiment, and the model folder."""
     from cnnops.train import save_model_folder
 
-    use_tracking_store()
-    name = model_name_for(config, test_info.source)
-    experiment_id = ensure_experiment(name)
+    name, experiment_id = open_model_experiment(config, test_info.source)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"import {file.name}") as run:
         mlflow.set_tags(
             {

@@ -19,9 +19,8 @@ from cnnops.artifacts import Frozen, read_dataset_info, read_model_config, read_
 from cnnops.config import Config, to_pipeline_parameter
 from cnnops.console import say
 from cnnops.errors import CnnopsError
-from cnnops.naming import model_name_for
 from cnnops.provenance import provenance_tags
-from cnnops.tracking import ensure_experiment, use_tracking_store
+from cnnops.tracking import open_model_experiment, use_tracking_store
 
 WINNER_TAG = "cnnops.sweep.winner"
 
@@ -66,11 +65,10 @@ def start_sweep(config: Config, train_dir: Path, pipeline_run: str = "manual") -
     if len(candidates) == 1:
         return [to_pipeline_parameter(candidates[0])]
     info = read_dataset_info(train_dir)
-    use_tracking_store()
+    name, experiment_id = open_model_experiment(config, info.source)
     client = MlflowClient()
-    name = model_name_for(config, info.source)
     parent = client.create_run(
-        ensure_experiment(name),
+        experiment_id,
         run_name=f"sweep of {len(candidates)}",
         tags={"cnnops.sweep": "parent", **provenance_tags(info, config, name, pipeline_run)},
     )

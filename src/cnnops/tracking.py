@@ -23,7 +23,9 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from cnnops.artifacts import DatasetInfo
+from cnnops.config import Config
 from cnnops.errors import CnnopsError
+from cnnops.naming import model_name_for
 from cnnops.paths import artifact_root, default_tracking_uri, tracking_uri
 
 # MLflow's error code for a model, version or run that does not exist.
@@ -42,6 +44,14 @@ def use_tracking_store() -> str:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def open_model_experiment(config: Config, source: str) -> tuple[str, str]:
+    """Point MLflow at the store and open the registered model's experiment, where every run of a
+    step on this data lands; returns the registered-model name and the experiment id."""
+    use_tracking_store()
+    name = model_name_for(config, source)
+    return name, ensure_experiment(name)
 
 
 def ensure_experiment(name: str) -> str:

@@ -63,10 +63,9 @@ from cnnops.model import (
     is_backbone,
     precision_policy,
 )
-from cnnops.naming import model_name_for
 from cnnops.provenance import provenance_tags
 from cnnops.recipe import Recipe, describe_recipe, plan_recipe
-from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
+from cnnops.tracking import log_dataset, open_model_experiment
 from cnnops.train_progress import StepProgress
 
 # A val-loss gain smaller than this is noise: it neither resets early stopping nor delays an LR cut.
@@ -181,9 +180,7 @@ class TrainingJob:
             if self.recipe.recalibrate_batchnorm
             else None
         )
-        use_tracking_store()
-        name = model_name_for(config, info.source)
-        experiment_id = ensure_experiment(name)
+        name, experiment_id = open_model_experiment(config, info.source)
         if progress is None:
             model = build_model(spec, self.model_options())
             parent = config.sweep.parent_run

@@ -145,13 +145,10 @@ def log_validation(
     """A `validate` run in the model's MLflow experiment: the verdict, the report, and the dataset."""
     import mlflow
 
-    from cnnops.naming import model_name_for
     from cnnops.provenance import provenance_tags
-    from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
+    from cnnops.tracking import log_dataset, open_model_experiment
 
-    use_tracking_store()
-    name = model_name_for(config, info.source)
-    experiment_id = ensure_experiment(name)
+    name, experiment_id = open_model_experiment(config, info.source)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"validate-{info.fingerprint[:12]}"):
         mlflow.set_tags(
             {
