@@ -337,3 +337,36 @@ def server(served, tmp_path_factory):
         yield {"url": url, "pid": proc.pid, "log": log, **served}
     finally:
         stop_process_group(proc)
+
+
+@pytest.fixture
+def postgres() -> Iterator[Any]:
+    """A fresh PostgreSQL 15 cluster on loopback with an `mlflow` database, stopped by PID after.
+
+    Its folder is outside tmp_path: as root the cluster runs as `postgres`, who cannot enter
+    pytest's root-only temporary folders.
+    """
+    import tempfile
+
+    import postgres as pg
+
+    if not pg.available():
+        pytest.fail("the shared-store tests need Debian's postgresql-15 (make test installs it)")
+    folder = Path(tempfile.mkdtemp(prefix="cnnops-pg-"))
+    server = pg.start_postgres(folder)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_server(postgres: Any, tmp_path: Path) -> Iterator[dict]:
+    """An MLflow tracking server on the PostgreSQL store with proxied artifacts, as a team runs it:
+    `uri` (what clients set as MLFLOW_TRACKING_URI), `postgres`, `artifacts` and `log`."""
+    from cnnops.tracking_server import running_server
+
+    artifacts, log = tmp_path / "shared-artifacts", tmp_path / "shared-server.log"
+    with running_server(free_port(), log, store=postgres.uri, artifacts=artifacts) as uri:
+        yield {"uri": uri, "postgres": postgres, "artifacts": artifacts, "log": log}

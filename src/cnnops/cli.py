@@ -14,6 +14,7 @@ import typer
 from cnnops.config import Config, build_config, parse_overrides, to_pipeline_parameter
 from cnnops.errors import exit_on_user_error
 from cnnops.paths import keep_tool_state_inside
+from cnnops.retries import bound_store_retries
 
 app = typer.Typer(
     name="cnnops",
@@ -28,6 +29,7 @@ app = typer.Typer(
 def main() -> None:
     """Train, gate and register image-classification CNNs: kfp pipeline, MLflow tracking and registry."""
     keep_tool_state_inside()
+    bound_store_retries()
 
 
 TrustPickle = Annotated[

@@ -24,11 +24,12 @@ HOST = LOOPBACK
 READY_SECONDS = 90
 
 
-def server_command(port: int, host: str = HOST) -> list[str]:
-    """`mlflow server` on the embedded store, with one worker and the artifacts it proxies.
+def server_command(port: int, host: str = HOST, store: str | None = None, artifacts: str | None = None) -> list[str]:
+    """`mlflow server` with one worker and the artifacts it proxies: on the embedded store by
+    default, or on `store` (a PostgreSQL URI for a shared server) with artifacts under `artifacts`.
 
-    Experiments created through it keep artifacts as `mlflow-artifacts:` URIs under the state
-    folder's artifact root; clients upload and download them over HTTP.
+    Experiments created through it keep artifacts as `mlflow-artifacts:` URIs under the artifact
+    destination; clients upload and download them over HTTP and need only the server's URI.
     """
     return [
         sys.executable,
@@ -42,9 +43,9 @@ def server_command(port: int, host: str = HOST) -> list[str]:
         "--workers",
         "1",
         "--backend-store-uri",
-        default_tracking_uri(),
+        store or default_tracking_uri(),
         "--artifacts-destination",
-        str(artifact_root()),
+        artifacts or str(artifact_root()),
     ]
 
 
@@ -60,14 +61,15 @@ def serve_forever(port: int) -> None:
 
 
 @contextmanager
-def running_server(port: int, log: Path) -> Iterator[str]:
-    """Start the project's server for the duration of a block, wait until it answers, and stop it,
-    with everything it spawned, by its PID afterwards. Yields its URI."""
-    artifact_root().mkdir(parents=True, exist_ok=True)
+def running_server(port: int, log: Path, store: str | None = None, artifacts: Path | None = None) -> Iterator[str]:
+    """Start a server for the duration of a block (the project's, or one on `store` with `artifacts`),
+    wait until it answers, and stop it, with everything it spawned, by its PID afterwards. Yields its URI."""
+    (artifacts or artifact_root()).mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
+    command = server_command(port, store=store, artifacts=None if artifacts is None else str(artifacts))
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            server_command(port), env=server_environment(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command, env=server_environment(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     uri = f"http://{HOST}:{port}"
     try:
