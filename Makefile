@@ -11,6 +11,8 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 MLFLOW_PORT ?= 5000
+# Where `make mlflow-server` listens: loopback unless you mean to expose it.
+MLFLOW_HOST ?= 127.0.0.1
 PORT ?= 3000
 # The web-page tests drive Debian's Chromium (Playwright never downloads a browser here).
 CHROMIUM := /usr/bin/chromium
@@ -31,9 +33,11 @@ CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 EXTRAS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEBIAN_TOOLS := /usr/sbin/dockerd /usr/bin/podman /usr/bin/catatonit /usr/sbin/debootstrap
+# Debian's PostgreSQL 15: the shared-store tests start a throwaway cluster with it (tests/postgres.py).
+POSTGRES := /usr/lib/postgresql/15/bin/initdb
 
 .PHONY: install run test test-fast lint compile docs ui serve bento browser clean image base-image service-image \
-	container-tools docker-start docker-stop
+	container-tools docker-start docker-stop mlflow-server postgres
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -48,7 +52,7 @@ install: $(BIN)/cnnops ## Create .venv with the locked dependencies.
 run: install ## Run the whole pipeline on the demo dataset (override: make run ARGS="--data DIR").
 	$(BIN)/cnnops run $(ARGS)
 
-test: install $(CHROMIUM) $(DOT) container-tools ## Run the test suite (starts dockerd if none runs, and stops it).
+test: install $(CHROMIUM) $(DOT) $(POSTGRES) container-tools ## Run the test suite (starts dockerd if none runs, and stops it).
 	infra/docker/with-dockerd.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The inner loop, about 3 minutes on 2 cores: `make test` less the tests marked slow (many epochs,
@@ -93,6 +97,13 @@ $(DOT):
 
 browser: $(CHROMIUM) ## Install Debian's Chromium for the web-page tests.
 
+$(POSTGRES):
+	@command -v apt-get >/dev/null || { echo "make: the shared-store tests need Debian's postgresql-15 at $(POSTGRES)"; exit 1; }
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15
+
+postgres: $(POSTGRES) ## Install Debian's PostgreSQL 15 for the shared-store tests (no cluster is started).
+
 serve: install ## Serve the champion over HTTP on 127.0.0.1:$(PORT) (override: make serve ARGS="--model-name NAME").
 	$(BIN)/cnnops serve --port $(PORT) $(ARGS)
 
@@ -112,6 +123,10 @@ docs: install ## Rewrite docs/configuration.md from the config model (a unit tes
 
 ui: install ## MLflow UI and tracking server on 127.0.0.1 (one light worker, proxied artifacts).
 	$(BIN)/cnnops ui --port $(MLFLOW_PORT)
+
+mlflow-server: install ## A shared MLflow server (one light worker, proxied artifacts): store and artifacts from MLFLOW_BACKEND_STORE_URI and MLFLOW_ARTIFACTS_DESTINATION.
+	@[ -n "$$MLFLOW_BACKEND_STORE_URI" ] && [ -n "$$MLFLOW_ARTIFACTS_DESTINATION" ] || { echo "make: set MLFLOW_BACKEND_STORE_URI=postgresql+psycopg2://USER@HOST:5432/DB (the password in PGPASSWORD) and MLFLOW_ARTIFACTS_DESTINATION=DIR-or-URI; see docs/guide/shared-store.md" >&2; exit 2; }
+	$(BIN)/cnnops ui --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
 
 clean: ## Remove the venv and tools (the state folder is kept).
 	rm -rf $(VENV) $(TOOLS)
