@@ -352,11 +352,32 @@ def compile_(
 
 
 @app.command()
-def ui(port: Annotated[int, typer.Option(help="Loopback port.")] = 5000) -> None:
-    """The MLflow UI and tracking server for the state folder's store, on 127.0.0.1, with proxied artifacts."""
+def ui(
+    port: Annotated[int, typer.Option(help="TCP port.")] = 5000,
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean to expose it.")] = "127.0.0.1",
+    store_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--store-uri",
+            envvar="MLFLOW_BACKEND_STORE_URI",
+            help="A shared store (postgresql+psycopg2://USER@HOST:PORT/DB; the password in PGPASSWORD) instead "
+            "of the state folder's; prefer the variable, which keeps it out of the process list.",
+        ),
+    ] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLFLOW_ARTIFACTS_DESTINATION",
+            help="Where a shared store's server keeps the artifacts it proxies: a folder or object-store URI.",
+        ),
+    ] = None,
+) -> None:
+    """The MLflow UI and tracking server, one light worker with proxied artifacts: the state folder's
+    store by default, or a shared one (docs/guide/shared-store.md)."""
     from cnnops.tracking_server import serve_forever
 
-    serve_forever(port)
+    with exit_on_user_error():
+        serve_forever(port, host, store_uri, artifacts)
 
 
 @app.command()
