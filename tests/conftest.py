@@ -212,7 +212,8 @@ def train_first_champion(work: Path) -> dict:
         source = write_images(work / "images", per_class=30, seed=1)
         trained = train_candidate(work / "strong", source, **{"train.epochs": 12})
         decision = decide_promotion(trained["model"], trained["test"], trained["evaluation"], trained["config"])
-        result = register_model(trained["model"], trained["evaluation"], decision)
+        inputs = (trained["model"], trained["test"], trained["evaluation"], trained["config"])
+        result = register_model(*inputs, decision, None)
     return {"work": work, "source": source, "strong": trained, "first": result, "decision": decision}
 
 

@@ -277,7 +277,9 @@ def register(
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"gate.force_promote": force_promote})
-        register_model(model, evaluation, decide_promotion(model, test, evaluation, cfg, baselines))
+        register_model(
+            model, test, evaluation, cfg, decide_promotion(model, test, evaluation, cfg, baselines), baselines
+        )
 
 
 @app.command("import-model")

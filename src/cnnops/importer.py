@@ -57,7 +57,7 @@ def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, giv
     log_imported(model, spec, file, scale, config, read_dataset_info(test_dir), work_dir / "model")
     evaluate_model(work_dir / "model", test_dir, work_dir / "evaluation")
     decision = decide_promotion(work_dir / "model", test_dir, work_dir / "evaluation", config)
-    return register_model(work_dir / "model", work_dir / "evaluation", decision)
+    return register_model(work_dir / "model", test_dir, work_dir / "evaluation", config, decision, None)
 
 
 def prepare_test_set(test: Path, work_dir: Path, config: Config) -> Path:

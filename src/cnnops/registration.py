@@ -2,7 +2,19 @@
 recorded on the version's tags and in its run; and the registry reads the gate and serving share
 (an alias's version, a version's input spec).
 
-A registration either completes (version, tags, decision artifact, alias) or is rolled back.
+Registration runs under the registered model's promotion lock (`cnnops.locks`), so two runs never
+move `champion` at once. Under the lock it checks the champion again: if another run promoted a
+version after this run's gate decided, the gate decides again against the new champion, on this
+run's test images, and the version is registered with that decision.
+
+A registration either completes (version, tags, decision artifact, alias) or is rolled back. Only
+a kill that skips the rollback (SIGKILL, a lost machine) can stop it half way; the version is then
+left with `cnnops.registration=pending`, set when it is created and turned to `complete` once its
+alias is set. The next registration of the model, and `cnnops status`, find such a version under
+the lock and resolve it: decision challenger, reason "interrupted: ...", `champion` untouched.
+It takes no alias: `challenger` names the last candidate that went through the gate and the
+registry whole, and an interrupted version did not (its run's records may be half written, and
+a later complete challenger would be displaced).
 """
 
 from __future__ import annotations
@@ -26,8 +38,10 @@ from cnnops.artifacts import (
     read_model_spec,
     read_run_record,
 )
+from cnnops.config import Config
 from cnnops.console import say
 from cnnops.errors import CnnopsError
+from cnnops.locks import Lease, check_held, promotion_lock, renew_lease
 from cnnops.naming import CHALLENGER, CHAMPION
 from cnnops.tracking import ALIAS_NOT_FOUND, lookup, store_faults, use_tracking_store
 
@@ -37,6 +51,11 @@ if TYPE_CHECKING:
 MANAGED_TAG = "cnnops.managed"
 DECISION_TAG = "cnnops.gate_decision"
 SPEC_TAG = "cnnops.spec"
+# A version's registration: pending from its creation until its alias is set, then complete;
+# interrupted once a later reader has resolved one that was killed half way. Versions registered
+# before this tag existed carry none and are complete.
+REGISTRATION_TAG = "cnnops.registration"
+PENDING, COMPLETE, INTERRUPTED = "pending", "complete", "interrupted"
 
 
 class Registration(Frozen):
@@ -48,8 +67,17 @@ class Registration(Frozen):
     reason: str
 
 
-def register_model(model_dir: Path, evaluation_dir: Path, decision: GateDecision) -> Registration:
-    """Register the candidate as a new version and point the decided alias at it, all or nothing.
+def register_model(
+    model_dir: Path,
+    test_dir: Path,
+    evaluation_dir: Path,
+    config: Config,
+    decision: GateDecision,
+    baselines_dir: Path | None,
+) -> Registration:
+    """Register the candidate as a new version and point the decided alias at it, all or nothing,
+    under the model's promotion lock. Takes what the gate took (`decide_promotion`'s arguments),
+    so that it can gate again if the champion moved since `decision` was made.
 
     The alias is set last, after the version's tags and the run's decision record; any failure
     (an interrupt or SIGTERM included) removes what this call wrote. A failing store is then a
@@ -62,40 +90,92 @@ def register_model(model_dir: Path, evaluation_dir: Path, decision: GateDecision
     check_same_model(metrics, run.run_id, evaluation_dir)
     spec = read_model_spec(model_dir)
     name = decision.registered_model
-    if decision.alias == CHAMPION:
+    with store_faults(), sigterm_as_exit(), promotion_lock(client, name) as lease:
+        resolve_interrupted(client, name)
         current = find_alias(client, name, CHAMPION)
         current_version = None if current is None else int(current.version)
         if current_version != decision.champion_version:
-            decision = decision.model_copy(
-                update={
-                    "alias": CHALLENGER,
-                    "reason": f"The champion changed while this run was gated (v{decision.champion_version}"
-                    f" -> v{current_version}); re-run to compare against the new champion",
-                }
+            from cnnops.gate import decide_promotion  # the gate reads the registry through this module
+
+            say(
+                f"register: the champion of {name} moved from {describe_version(decision.champion_version)} to "
+                f"{describe_version(current_version)} while this run was gated; gating again against it"
             )
-    alias = decision.alias
-    with store_faults(), sigterm_as_exit():
-        previous_tag = client.get_run(run.run_id).data.tags.get(DECISION_TAG)
-        created_model = ensure_registered_model(client, name)
-        version: ModelVersion | None = None
-        record: dict[str, Any] = {}
-        try:
-            version = client.create_model_version(
-                name,
-                source=run.model_uri,
-                run_id=run.run_id,
-                tags=version_tags(spec, decision, metrics, run),
-                model_id=run.model_id,
-            )
-            record = {**decision.model_dump(mode="json"), "version": int(version.version)}
-            client.log_dict(run.run_id, record, decision_artifact(version))
-            client.set_tag(run.run_id, DECISION_TAG, alias)
-            client.set_registered_model_alias(name, alias, version.version)
-        except BaseException:
-            roll_back(client, name, run.run_id, version, created_model, previous_tag, record)
-            raise
-    say(f"register: {name} v{version.version} is now @{alias}")
-    return Registration(registered_model=name, version=int(version.version), alias=alias, reason=decision.reason)
+            decision = decide_promotion(model_dir, test_dir, evaluation_dir, config, baselines_dir)
+            renew_lease(client, lease)
+        version = write_registration(client, lease, decision, spec, metrics, run)
+    say(f"register: {name} v{version.version} is now @{decision.alias}")
+    return Registration(
+        registered_model=name, version=int(version.version), alias=decision.alias, reason=decision.reason
+    )
+
+
+def describe_version(number: int | None) -> str:
+    return "none" if number is None else f"v{number}"
+
+
+def write_registration(
+    client: MlflowClient,
+    lease: Lease,
+    decision: GateDecision,
+    spec: ModelSpec,
+    metrics: EvaluationScores,
+    run: RunRecord,
+) -> ModelVersion:
+    """The version (pending), the run's decision record and tag, the alias, then complete; rolled
+    back on any failure that lets it."""
+    name, alias = decision.registered_model, decision.alias
+    previous_tag = client.get_run(run.run_id).data.tags.get(DECISION_TAG)
+    created_model = ensure_registered_model(client, name)
+    version: ModelVersion | None = None
+    record: dict[str, Any] = {}
+    try:
+        version = client.create_model_version(
+            name,
+            source=run.model_uri,
+            run_id=run.run_id,
+            tags={**version_tags(spec, decision, metrics, run), REGISTRATION_TAG: PENDING},
+            model_id=run.model_id,
+        )
+        record = {**decision.model_dump(mode="json"), "version": int(version.version)}
+        client.log_dict(run.run_id, record, decision_artifact(version))
+        client.set_tag(run.run_id, DECISION_TAG, alias)
+        check_held(client, lease)
+        client.set_registered_model_alias(name, alias, version.version)
+        client.set_model_version_tag(name, version.version, REGISTRATION_TAG, COMPLETE)
+    except BaseException:
+        roll_back(client, name, run.run_id, version, created_model, previous_tag, record)
+        raise
+    return version
+
+
+def resolve_interrupted(client: MlflowClient, name: str) -> list[int]:
+    """Settle the versions a killed registration left pending: challenger, "interrupted", no alias.
+    Call it under the model's promotion lock, so that no registration in progress is mistaken for
+    one that was killed; returns the versions it settled."""
+    settled = []
+    for version in pending_versions(client, name):
+        intended = version.tags.get("cnnops.decision", "unknown")
+        reason = (
+            f"interrupted: the registration of v{version.version} stopped after the version was created and "
+            f"before its alias was set (the gate had said {intended}); it holds no alias, run the pipeline "
+            "again to gate it."
+        )
+        client.set_model_version_tag(name, version.version, "cnnops.decision", CHALLENGER)
+        client.set_model_version_tag(name, version.version, "cnnops.reason", reason)
+        if version.run_id:
+            record = {"version": int(version.version), "alias": CHALLENGER, "reason": reason, "interrupted": True}
+            client.log_dict(version.run_id, record, decision_artifact(version))
+        client.set_model_version_tag(name, version.version, REGISTRATION_TAG, INTERRUPTED)
+        say(f"register: {name} v{version.version} was interrupted while registering; recorded as challenger, no alias")
+        settled.append(int(version.version))
+    return settled
+
+
+def pending_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    """The model's versions whose registration never completed (none for a model not yet created)."""
+    found = client.search_model_versions(f"name = '{name}' and tags.`{REGISTRATION_TAG}` = '{PENDING}'")
+    return sorted(found, key=lambda v: int(v.version))
 
 
 def check_same_model(metrics: EvaluationScores, run_id: str, evaluation_dir: Path) -> None:

@@ -2,6 +2,10 @@
 version's test scores and gate evidence, read from the version tags registration wrote.
 
 `RegistryStatus` is what `cnnops status --json` prints; `format_status` is the text view of it.
+
+Its one write: a version a killed registration left pending is resolved (challenger,
+"interrupted", no alias; see `cnnops.registration`) when the model's promotion lock is free, so
+that a registration in progress is shown as registering, never marked interrupted.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class VersionStatus(Frozen):
     test_macro_f1: float | None
     decision: str | None
     reason: str | None
+    registration: str | None  # pending, complete, interrupted; None for a version older than the tag
     champion_score: float | None
     candidate_score_compared: float | None
     compared_on: int | None
@@ -87,6 +92,13 @@ def describe_registry(name: str | None = None) -> RegistryStatus:
 
 
 def describe_model(client: MlflowClient, name: str) -> ModelStatus:
+    from cnnops.locks import lock_if_free
+    from cnnops.registration import pending_versions, resolve_interrupted
+
+    if pending_versions(client, name):
+        with lock_if_free(client, name) as lease:
+            if lease is not None:
+                resolve_interrupted(client, name)
     # Version search results carry no aliases; the registered model holds the alias -> version map.
     aliases: dict[int, list[str]] = {}
     for alias, number in client.get_registered_model(name).aliases.items():
@@ -117,6 +129,7 @@ def describe_version(version: ModelVersion, aliases: list[str]) -> VersionStatus
         test_macro_f1=number("cnnops.test_macro_f1"),
         decision=tags.get("cnnops.decision"),
         reason=tags.get("cnnops.reason"),
+        registration=tags.get("cnnops.registration"),
         champion_score=number("cnnops.champion_score"),
         candidate_score_compared=number("cnnops.candidate_score_compared"),
         compared_on=whole("cnnops.compared_on"),
@@ -157,11 +170,16 @@ def format_status(described: RegistryStatus) -> str:
         for version in model.versions:
             lines.append(
                 f"  {'v' + str(version.version):>7}  {','.join(version.aliases) or '-':<20} "
-                f"{_fmt(version.test_accuracy):>8} {_fmt(version.test_macro_f1):>8}  "
-                f"{version.decision}: {version.reason}"
+                f"{_fmt(version.test_accuracy):>8} {_fmt(version.test_macro_f1):>8}  " + describe_decision(version)
             )
             lines.extend(f"  {'':>7}  {'':<20} {'':>8} {'':>8}  {line}" for line in format_evidence(version))
     return "\n".join(lines)
+
+
+def describe_decision(version: VersionStatus) -> str:
+    if version.registration == "pending":
+        return "registering now: no decision yet"
+    return f"{version.decision}: {version.reason}"
 
 
 def format_evidence(version: VersionStatus) -> list[str]:

@@ -77,7 +77,7 @@ def test_weaker_candidate_stays_challenger(registry):
     evidence = decision.evidence
     assert evidence.only_champion_right > evidence.only_candidate_right
     assert evidence.n_images == weak["metrics"]["n_test"] and evidence.interval_high < 0
-    result = register_model(weak["model"], weak["evaluation"], decision)
+    result = register_model(weak["model"], weak["test"], weak["evaluation"], weak["config"], decision, None)
     status = describe_registry(registry["first"].registered_model).models[0]
     assert status.champion.version == registry["first"].version
     assert status.challenger.version == result.version
@@ -133,7 +133,7 @@ def test_failed_registration_leaves_nothing_behind(registry, monkeypatch):
 
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", fail)
     with pytest.raises(KeyboardInterrupt):
-        register_model(strong["model"], strong["evaluation"], decision)
+        register_model(strong["model"], strong["test"], strong["evaluation"], strong["config"], decision, None)
     assert len(client.search_model_versions(f"name = '{name}'")) == before
     # The run's earlier, successful registration keeps its record.
     assert tag_before == "champion"
@@ -153,7 +153,7 @@ def test_failed_first_registration_removes_the_new_registered_model(registry, mo
 
     monkeypatch.setattr(MlflowClient, "log_dict", fail)
     with pytest.raises(RuntimeError, match="store went away"):
-        register_model(fresh["model"], fresh["evaluation"], decision)
+        register_model(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"], decision, None)
     assert describe_registry().models == [m for m in describe_registry().models if m.name != "fresh-model"]
     assert "cnnops.gate_decision" not in MlflowClient().get_run(fresh["run_id"]).data.tags
 
@@ -171,7 +171,7 @@ def test_first_candidate_below_the_floor_is_not_crowned(registry):
         },
     )
     decision = decide_promotion(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"])
-    register_model(fresh["model"], fresh["evaluation"], decision)
+    register_model(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"], decision, None)
     model = describe_registry("low-model").models[0]
     assert model.champion is None and model.challenger.version == 1
     assert "below the floor" in model.challenger.reason
@@ -184,7 +184,9 @@ def test_evaluation_of_another_model_or_test_set_is_refused(registry):
     with pytest.raises(CnnopsError, match="scored on other images"):
         decide_promotion(strong["model"], registry["work"] / "strong" / "val", strong["evaluation"], strong["config"])
     with pytest.raises(CnnopsError, match="evaluates another model"):
-        register_model(strong["model"], again / "evaluation", registry["decision"])
+        register_model(
+            strong["model"], strong["test"], again / "evaluation", strong["config"], registry["decision"], None
+        )
 
 
 def test_champion_is_scored_without_its_own_training_images(registry):
@@ -231,12 +233,17 @@ def test_gate_and_register_components(registry):
     assert set(recorded["baselines"]) == {"logistic-regression", "random-forest"}
     assert recorded["evidence"]["only_candidate_right"] == recorded["evidence"]["only_champion_right"] == 0
     version = register.python_func(
-        model=Model(uri=str(strong["model"])), evaluation=Artifact(uri=str(strong["evaluation"])), decision=decision
+        config={"gate": {"margin": 0.5}},
+        model=Model(uri=str(strong["model"])),
+        test_data=Dataset(uri=str(strong["test"])),
+        evaluation=Artifact(uri=str(strong["evaluation"])),
+        baselines=scores,
+        decision=decision,
     )
     assert describe_registry(registry["first"].registered_model).models[0].challenger.version == version
 
 
-def test_champion_changed_during_the_run_downgrades_to_challenger(registry):
+def test_champion_changed_during_the_run_is_gated_again_against_the_new_champion(registry):
     strong = registry["strong"]
     name = registry["first"].registered_model
     client = MlflowClient()
@@ -251,9 +258,16 @@ def test_champion_changed_during_the_run_downgrades_to_challenger(registry):
     # ...but another run crowns a new champion before this one registers.
     challenger = client.get_model_version_by_alias(name, "challenger")
     client.set_registered_model_alias(name, "champion", challenger.version)
-    result = register_model(strong["model"], strong["evaluation"], decision)
-    assert result.alias == "challenger" and "champion changed" in result.reason
-    assert client.get_model_version_by_alias(name, "champion").version == challenger.version
+    result = register_model(strong["model"], strong["test"], strong["evaluation"], strong["config"], decision, None)
+    # Registered with what the gate says against the new champion, not with the stale decision.
+    expected = decide_promotion(strong["model"], strong["test"], strong["evaluation"], strong["config"])
+    assert expected.champion_version == int(challenger.version)
+    assert (result.alias, result.reason.split(":")[0]) == (expected.alias, expected.reason.split(":")[0])
+    version = client.get_model_version(name, str(result.version))
+    assert version.tags["cnnops.compared_with_version"] == challenger.version
+    assert version.tags["cnnops.registration"] == "complete"
+    holder = result.version if result.alias == "champion" else int(challenger.version)
+    assert int(client.get_model_version_by_alias(name, "champion").version) == holder
 
 
 def test_same_predictions_are_never_promoted_and_force_promote_registers_champion(registry):
@@ -273,14 +287,10 @@ def test_same_predictions_are_never_promoted_and_force_promote_registers_champio
     assert decide_promotion(strong["model"], strong["test"], strong["evaluation"], plain).alias == "champion"
     strict = build_config(overrides={"gate.margin": 0.001, "gate.test": "none"})
     assert decide_promotion(strong["model"], strong["test"], strong["evaluation"], strict).alias == "challenger"
-    forced = decide_promotion(
-        strong["model"],
-        strong["test"],
-        strong["evaluation"],
-        build_config(overrides={"gate.margin": 0.5, "gate.force_promote": True}),
-    )
+    forcing = build_config(overrides={"gate.margin": 0.5, "gate.force_promote": True})
+    forced = decide_promotion(strong["model"], strong["test"], strong["evaluation"], forcing)
     assert forced.alias == "champion" and forced.reason.startswith("Forced by --force-promote")
-    result = register_model(strong["model"], strong["evaluation"], forced)
+    result = register_model(strong["model"], strong["test"], strong["evaluation"], forcing, forced, None)
     assert int(client.get_model_version_by_alias(name, "champion").version) == result.version
 
 

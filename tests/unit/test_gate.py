@@ -16,7 +16,7 @@ from cnnops.config import build_config
 from cnnops.errors import CnnopsError
 from cnnops.evidence import compare_paired
 from cnnops.gate import GateDecision, GateFacts, decide_promotion, judge_candidate, read_decision, write_decision
-from cnnops.registration import register_model
+from cnnops.registration import Registration, register_model
 from cnnops.status import describe_registry
 
 NAME = "gate-test"
@@ -50,6 +50,12 @@ def gate(candidate: dict, floors, **overrides) -> GateDecision:
     return decide_promotion(candidate["model"], candidate["test"], candidate["evaluation"], config, floors)
 
 
+def register(candidate: dict, decision: GateDecision, floors, **overrides) -> Registration:
+    """Register with the inputs and rules the candidate was gated with, as the pipeline does."""
+    config = build_config(overrides={**SMALL, **overrides})
+    return register_model(candidate["model"], candidate["test"], candidate["evaluation"], config, decision, floors)
+
+
 @pytest.mark.slow
 def test_the_default_recipe_learns_sixty_images_per_class(small):
     default = small["default"]
@@ -72,7 +78,7 @@ def test_the_gate_holds_candidates_to_chance_the_baselines_and_evidence(small):
     assert chance["metrics"]["accuracy"] < 0.38
     assert first.alias == "challenger" and first.champion_version is None
     assert "does not beat chance" in first.reason and "0.3333" in first.reason
-    assert register_model(chance["model"], chance["evaluation"], first).alias == "challenger"
+    assert register(chance, first, floors).alias == "challenger"
 
     # Above chance and the floor, but below the baselines on the same split: not worth serving.
     weak = small["weak"]
@@ -86,7 +92,7 @@ def test_the_gate_holds_candidates_to_chance_the_baselines_and_evidence(small):
     # The weak model, crowned on purpose with the baseline rule off ...
     crowned_weak = gate(weak, floors, **{"gate.must_beat_baselines": False})
     assert crowned_weak.alias == "champion"
-    weak_version = register_model(weak["model"], weak["evaluation"], crowned_weak).version
+    weak_version = register(weak, crowned_weak, floors, **{"gate.must_beat_baselines": False}).version
 
     # ... is replaced by a clearly better candidate, on paired evidence over the same 54 images.
     better = gate(default, floors)
@@ -95,7 +101,7 @@ def test_the_gate_holds_candidates_to_chance_the_baselines_and_evidence(small):
     assert better.reason.startswith(f"Better than champion v{weak_version} with 95% confidence")
     assert evidence.n_images == 54 and evidence.only_candidate_right > 12 > evidence.only_champion_right
     assert evidence.p_value < 1e-3 and evidence.interval_low > 0.1
-    crowned = register_model(default["model"], default["evaluation"], better).version
+    crowned = register(default, better, floors).version
 
     # With a real champion in place, a chance-level candidate still never takes its place.
     again = gate(chance, floors)

@@ -3,7 +3,7 @@ number it returns and the alias the gate's decision gave it."""
 
 import pytest
 from conftest import champion_copy, gate_the_champion_against_itself
-from kfp.dsl import Artifact, Model
+from kfp.dsl import Artifact, Dataset, Model
 from mlflow.tracking import MlflowClient
 
 from components.register import register
@@ -16,7 +16,12 @@ def test_register_adds_a_version_under_the_decided_alias(champion, tmp_path):
         strong, name = copy["strong"], copy["strong"]["registered_model"]
         alias, decision = gate_the_champion_against_itself(copy, tmp_path, {"gate": {"force_promote": True}})
         version = register.python_func(
-            model=Model(uri=str(strong["model"])), evaluation=Artifact(uri=str(strong["evaluation"])), decision=decision
+            config={"gate": {"force_promote": True}},
+            model=Model(uri=str(strong["model"])),
+            test_data=Dataset(uri=str(strong["test"])),
+            evaluation=Artifact(uri=str(strong["evaluation"])),
+            baselines=Artifact(uri=str(tmp_path / "baselines")),
+            decision=decision,
         )
         client = MlflowClient()
         assert alias == "champion" and version == 2
