@@ -20,6 +20,7 @@ from typing import Any
 from kfp import local
 
 from cnnops.errors import ERROR_FILE_ENV, CnnopsError
+from cnnops.locks import sqlite_run_lock
 from cnnops.paths import (
     STATE_ENV,
     environment_restored,
@@ -58,7 +59,7 @@ def run_locally(config: dict[str, Any], runner: str = "subprocess", log: RunLog 
     announce(log, f"run: full log in {log.path}" + ("" if log.verbose else " (--verbose shows it here)"))
     started = time.monotonic()
     try:
-        with environment_restored():
+        with sqlite_run_lock(tracking_uri(), str(log.path)), environment_restored():
             # Tasks are separate processes: pin the state folder so they all agree on it.
             os.environ[STATE_ENV] = str(state_home())
             keep_tool_state_inside()

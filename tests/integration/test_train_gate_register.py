@@ -264,7 +264,7 @@ def test_champion_changed_during_the_run_is_gated_again_against_the_new_champion
     assert expected.champion_version == int(challenger.version)
     assert (result.alias, result.reason.split(":")[0]) == (expected.alias, expected.reason.split(":")[0])
     version = client.get_model_version(name, str(result.version))
-    assert version.tags["cnnops.compared_with_version"] == challenger.version
+    assert version.tags["cnnops.compared_with_version"] == str(challenger.version)
     assert version.tags["cnnops.registration"] == "complete"
     holder = result.version if result.alias == "champion" else int(challenger.version)
     assert int(client.get_model_version_by_alias(name, "champion").version) == holder
