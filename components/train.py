@@ -11,8 +11,10 @@ def train(
     val_data: Input[Dataset],
     model: Output[Model],
     pipeline_run: str = "manual",
+    fresh: bool = False,
 ) -> str:
-    """Fit the configured CNN, tracked in MLflow; returns the MLflow run id."""
+    """Fit the configured CNN, tracked in MLflow; returns the MLflow run id. An interrupted run
+    that trained exactly this is resumed unless `fresh`."""
     from pathlib import Path
 
     from cnnops.config import validate_config
@@ -26,6 +28,7 @@ def train(
             Path(model.path),
             validate_config(config),
             pipeline_run=pipeline_run,
+            fresh=fresh,
         )
     model.metadata.update(record.model_dump(exclude_none=True))
     return record.run_id

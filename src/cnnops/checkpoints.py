@@ -6,10 +6,18 @@ A checkpoint folder (`<state>/checkpoints/<run id>/`) holds the model with its o
 the resolved config and data fingerprint the run started with, the phase and epoch reached, the
 history, and the early-stopping and learning-rate-plateau counters (`TrainingState`). Every file is written to a
 temporary name and renamed, so a kill mid-write leaves the previous checkpoint whole.
+
+The process training a run holds an exclusive lock on its folder (`lock`, flock) until it ends, so
+a second training never resumes, retires or deletes a run that is still being trained; the kernel
+drops the lock when the process dies, however it dies.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +36,10 @@ from cnnops.config import flatten_config, validate_config
 from cnnops.errors import CnnopsError
 from cnnops.paths import state_home
 
-MODEL_FILE, BEST_FILE, PROGRESS_FILE = "last.keras", "best.npz", "progress.json"
+MODEL_FILE, BEST_FILE, PROGRESS_FILE, LOCK_FILE = "last.keras", "best.npz", "progress.json", "lock"
+# Config keys that differ between a run and its rerun without changing what trains: a sweep
+# candidate names the parent run of its own pipeline run, and each pipeline run opens a new one.
+RERUN_FIELDS = frozenset({"sweep.parent_run"})
 
 
 def checkpoint_dir(run_id: str) -> Path:
@@ -48,13 +59,19 @@ def read_progress(run_id: str) -> TrainingState:
     return read_training_state(path)
 
 
+def config_changes(before_raw: dict[str, Any], now_raw: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Each config key whose value differs, with its values before and now; the RERUN_FIELDS are left out."""
+    before = flatten_config(validate_config(before_raw))
+    now = flatten_config(validate_config(now_raw))
+    keys = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
+    return {key: (before.get(key), now.get(key)) for key in keys if key not in RERUN_FIELDS}
+
+
 def check_resumable(progress: TrainingState, config_raw: dict[str, Any], fingerprint: str) -> None:
     """A resumed run must train what it started training: same config, same training data."""
-    before = flatten_config(validate_config(progress.config))
-    now = flatten_config(validate_config(config_raw))
-    changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
+    changed = config_changes(progress.config, config_raw)
     if changed:
-        shown = ", ".join(f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:3])
+        shown = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in list(changed.items())[:3])
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         raise CnnopsError(
             f"cannot resume run {progress.run_id}: its config differs ({shown}{more}); "
@@ -65,6 +82,52 @@ def check_resumable(progress: TrainingState, config_raw: dict[str, Any], fingerp
             f"cannot resume run {progress.run_id}: the train or val split differs from the one it "
             "started on; resume on the same splits, or start a new run."
         )
+
+
+def matching_checkpoints(config_raw: dict[str, Any], fingerprint: str) -> list[TrainingState]:
+    """The checkpoints in this state folder of runs that trained exactly this (same config but for
+    the RERUN_FIELDS, same splits), newest first. A folder that cannot be read (half deleted, from
+    another cnnops version) is no match: it is left for `--resume` to explain."""
+    root = state_home() / "checkpoints"
+    found: list[tuple[float, TrainingState]] = []
+    for path in root.glob(f"*/{PROGRESS_FILE}") if root.is_dir() else []:
+        try:
+            progress = read_training_state(path)
+            written = path.stat().st_mtime
+        except (CnnopsError, OSError):
+            continue
+        if not (path.parent / MODEL_FILE).is_file() or progress.fingerprint != fingerprint:
+            continue
+        try:
+            if config_changes(progress.config, config_raw):
+                continue
+        except CnnopsError:  # a config this cnnops no longer accepts
+            continue
+        found.append((written, progress))
+    return [progress for _, progress in sorted(found, key=lambda pair: pair[0], reverse=True)]
+
+
+class CheckpointBusy(CnnopsError):
+    """Another process is training this run right now."""
+
+
+@contextmanager
+def locked_checkpoint(run_id: str) -> Iterator[Path]:
+    """Hold the run's checkpoint folder for the block (created if need be), or raise
+    CheckpointBusy at once when another process holds it. Yields the folder."""
+    folder = checkpoint_dir(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CheckpointBusy(
+                f"run {run_id} is being trained by another process right now; wait for it, or start a new run."
+            ) from None
+        yield folder
+    finally:
+        os.close(handle)  # closing drops the lock
 
 
 def write_checkpoint(

@@ -209,6 +209,14 @@ def train(
             help="Continue this interrupted run (its id) from its last checkpoint; the config must be the same."
         ),
     ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Start a new run even when an interrupted run of this config and data could be resumed "
+            "(that run is ended as KILLED and its checkpoint deleted).",
+        ),
+    ] = False,
     distill_from: Annotated[
         str | None, typer.Option(help="Teacher to distil from: a model folder, NAME@ALIAS or NAME:VERSION.")
     ] = None,
@@ -227,7 +235,7 @@ def train(
                 "distill.teacher": distill_from,
             },
         )
-        train_model(splits / "train", splits / "val", out, cfg, resume=resume)
+        train_model(splits / "train", splits / "val", out, cfg, resume=resume, fresh=fresh)
 
 
 @app.command("baselines")

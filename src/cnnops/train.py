@@ -4,16 +4,18 @@ phase, the model with its signature and input spec, provenance tags). Writes a m
 the next steps.
 
 A backbone trains in up to two phases (head, then fine-tune) inside that one run. Every epoch is
-checkpointed, so `resume` continues an interrupted run where it stopped.
+checkpointed, so an interrupted run goes on where it stopped: the one `resume` names, or, by
+default, the newest interrupted run that trained exactly this (same config, same splits).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.tracking.fluent import ActiveRun
 
 from cnnops.artifacts import (
     TRAIN_HASHES_ARTIFACT,
@@ -40,10 +43,13 @@ from cnnops.artifacts import (
 from cnnops.batchnorm import RECALIBRATION_IMAGES, RecalibrateBatchNorm
 from cnnops.checkpoints import (
     MODEL_FILE,
+    CheckpointBusy,
     ResumableEarlyStopping,
     ResumablePlateau,
     check_resumable,
     checkpoint_dir,
+    locked_checkpoint,
+    matching_checkpoints,
     read_best_weights,
     read_progress,
     write_checkpoint,
@@ -65,7 +71,8 @@ from cnnops.model import (
 )
 from cnnops.provenance import provenance_tags
 from cnnops.recipe import Recipe, describe_recipe, plan_recipe
-from cnnops.tracking import log_dataset, open_model_experiment
+from cnnops.retries import STORE_RETRIES
+from cnnops.tracking import log_dataset, lookup, open_model_experiment, store_faults, use_tracking_store
 from cnnops.train_progress import StepProgress
 
 # A val-loss gain smaller than this is noise: it neither resets early stopping nor delays an LR cut.
@@ -91,12 +98,19 @@ def train_model(
     pipeline_run: str = "manual",
     *,
     resume: str | None = None,
+    fresh: bool = False,
 ) -> RunRecord:
     """Fit a model and write the model folder; returns the run record (run id, model URI).
 
-    `resume` names an interrupted run to continue from its last checkpoint. A sweep candidate's
-    config names its parent run (`sweep.parent_run`); `distill.teacher` names a model to distil from.
+    `resume` names an interrupted run to continue from its last checkpoint. Without it, the newest
+    interrupted run of this state folder that trained exactly this (config equal but for the
+    checkpoints' RERUN_FIELDS, same train and val splits, its MLflow run in this store and not
+    FINISHED) is resumed under its own MLflow run, so a killed pipeline's rerun loses at most an
+    epoch; `fresh` starts a new run instead. A sweep candidate's config names its parent run
+    (`sweep.parent_run`); `distill.teacher` names a model to distil from.
     """
+    if resume is not None and fresh:
+        raise CnnopsError("--resume continues an interrupted run and --fresh starts a new one: give one of them.")
     info = read_dataset_info(train_dir)
     spec = ModelSpec(
         class_names=list(info.classes),
@@ -117,12 +131,76 @@ def train_model(
     if config.train.jit_compile and not xla:
         say("train: XLA is off: the rotation, zoom and translation augmentation layers do not compile with it")
     make_deterministic(config.seed, exact_kernels=not xla)
-    with precision_policy(config.train.precision), distribution_scope() as replicas:
-        teacher = load_teacher(resolve_teacher(config.distill.teacher), spec) if config.distill.teacher else None
-        job = TrainingJob(
-            spec, info, config, phases, recipe, teacher=teacher, replicas=replicas, xla=xla, fingerprint=fingerprint
-        )
-        return job.run(train_dir, val_dir, out_dir, pipeline_run, progress)
+    with ExitStack() as held:  # the checkpoint lock of the run this process trains, until it ends
+        use_tracking_store()
+        if resume is not None:
+            held.enter_context(locked_checkpoint(resume))
+            progress = read_progress(resume)  # again: its trainer may have written an epoch since
+            say(f"train: resuming run {resume} after epoch {progress.epoch}")
+        elif fresh:
+            retire_interrupted(config.model_dump(mode="json"), fingerprint)
+        else:
+            progress = claim_interrupted(config.model_dump(mode="json"), fingerprint, held)
+            if progress is not None:
+                say(
+                    f"train: resuming run {progress.run_id} after epoch {progress.epoch} "
+                    "(an earlier run was interrupted); pass --fresh to start over"
+                )
+        with precision_policy(config.train.precision), distribution_scope() as replicas:
+            teacher = load_teacher(resolve_teacher(config.distill.teacher), spec) if config.distill.teacher else None
+            job = TrainingJob(
+                spec, info, config, phases, recipe, teacher=teacher, replicas=replicas, xla=xla, fingerprint=fingerprint
+            )
+            return job.run(train_dir, val_dir, out_dir, pipeline_run, progress, held)
+
+
+def run_status(run_id: str) -> str | None:
+    """The run's MLflow status in the current store, or None when this store has no such run."""
+    run = lookup(lambda: mlflow.MlflowClient().get_run(run_id))
+    return None if run is None else run.info.status
+
+
+def claim_interrupted(config_raw: dict[str, Any], fingerprint: str, held: ExitStack) -> TrainingState | None:
+    """The newest interrupted run that trained exactly this, locked into `held`, or None. A run
+    another process is training is passed over; the checkpoint of a run its store has FINISHED is
+    deleted on the way (a kill came between the run's end and the checkpoint's removal)."""
+    for found in matching_checkpoints(config_raw, fingerprint):
+        with ExitStack() as claim:
+            try:
+                folder = claim.enter_context(locked_checkpoint(found.run_id))
+            except CheckpointBusy:
+                continue
+            status = run_status(found.run_id)
+            if status is None:  # a run of another store, kept for it
+                continue
+            if status == "FINISHED":
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            held.enter_context(claim.pop_all())
+            return read_progress(found.run_id)  # again, now that no trainer can write it
+    return None
+
+
+def retire_interrupted(config_raw: dict[str, Any], fingerprint: str) -> None:
+    """For a fresh start: end the interrupted runs that trained exactly this as KILLED and delete
+    their checkpoints. Kept, they would still match, and the next plain rerun would resume the run
+    that was given up rather than the fresh one."""
+    for found in matching_checkpoints(config_raw, fingerprint):
+        try:
+            with locked_checkpoint(found.run_id) as folder:
+                status = run_status(found.run_id)
+                if status is None:  # a run of another store, kept for it
+                    continue
+                if status != "FINISHED":
+                    with store_faults():
+                        mlflow.MlflowClient().set_terminated(found.run_id, "KILLED")
+                    say(
+                        f"train: starting over: run {found.run_id}, interrupted after epoch {found.epoch}, "
+                        "is ended as KILLED and its checkpoint deleted"
+                    )
+                shutil.rmtree(folder, ignore_errors=True)
+        except CheckpointBusy:
+            continue
 
 
 def plan_phases(config: Config) -> list[Phase]:
@@ -168,9 +246,16 @@ class TrainingJob:
         self.fingerprint, self.teacher, self.replicas, self.xla = fingerprint, teacher, replicas, xla
 
     def run(
-        self, train_dir: Path, val_dir: Path, out_dir: Path, pipeline_run: str, progress: TrainingState | None
+        self,
+        train_dir: Path,
+        val_dir: Path,
+        out_dir: Path,
+        pipeline_run: str,
+        progress: TrainingState | None,
+        held: ExitStack,
     ) -> RunRecord:
-        """Build (or reload), fit every phase and save, inside one MLflow run."""
+        """Build (or reload), fit every phase and save, inside one MLflow run; a new run's
+        checkpoint lock goes into `held` (a resumed run's is there already)."""
         config, spec, info = self.config, self.spec, self.info
         train_manifest, val_manifest = read_manifest(train_dir), read_manifest(val_dir)
         train_ds = self.dataset(train_manifest, shuffle=True)
@@ -180,24 +265,29 @@ class TrainingJob:
             if self.recipe.recalibrate_batchnorm
             else None
         )
-        name, experiment_id = open_model_experiment(config, info.source)
         if progress is None:
             model = build_model(spec, self.model_options())
-            parent = config.sweep.parent_run
-            opened = mlflow.start_run(
-                experiment_id=experiment_id,
-                run_name=candidate_label(config),
-                tags={"mlflow.parentRunId": parent} if parent else None,
-            )
         else:
             model = keras.saving.load_model(checkpoint_dir(progress.run_id) / MODEL_FILE)
             model.jit_compile = self.xla
-            opened = reopen_run(progress.run_id)
-        with opened as run:
+        with store_faults():
+            name, experiment_id = open_model_experiment(config, info.source)
+            parent = config.sweep.parent_run
+            opened = (
+                mlflow.start_run(
+                    experiment_id=experiment_id,
+                    run_name=candidate_label(config),
+                    tags={"mlflow.parentRunId": parent} if parent else None,
+                )
+                if progress is None
+                else reopen_run(progress.run_id)
+            )
+        with ended_with_block(opened) as run:
             if progress is None:
+                held.enter_context(locked_checkpoint(run.info.run_id))
                 self.log_start(model, train_manifest, train_dir, val_manifest, pipeline_run, name)
             else:
-                say(f"train: resuming run {run.info.run_id} after epoch {progress.epoch}")
+                mark_resumed(run.info.run_id, progress, config, pipeline_run)
                 backfill_metrics(run.info.run_id, progress, self.phases)
             say(
                 f"train: {spec.architecture} on {info.n_images} images of {spec.height}x{spec.width} "
@@ -408,6 +498,48 @@ def reopen_run(run_id: str) -> Any:
             f"cannot resume run {run_id}: the MLflow store at {mlflow.get_tracking_uri()} does not "
             f"have it open ({err.error_code}); resume against the store the run started in."
         ) from None
+
+
+@contextmanager
+def ended_with_block(opened: ActiveRun) -> Iterator[ActiveRun]:
+    """The run for the block, ended FINISHED or FAILED with it; a store that fails inside is one
+    line naming it (store_faults). A failed run's end is tried once, without retries: when the store
+    is what failed, it has just outlasted the whole retry budget, and waiting it out again would
+    double the time to that line. A run left RUNNING so is resumed by the next training, as after a kill."""
+    try:
+        with store_faults():
+            yield opened
+    except BaseException:
+        with no_store_retries(), suppress(Exception):
+            mlflow.end_run("FAILED")
+        raise
+    with store_faults():
+        mlflow.end_run()
+
+
+@contextmanager
+def no_store_retries() -> Iterator[None]:
+    """MLflow's HTTP calls inside the block try once, with a short timeout."""
+    saved = {name: os.environ.get(name) for name in STORE_RETRIES}
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def mark_resumed(run_id: str, progress: TrainingState, config: Config, pipeline_run: str) -> None:
+    """Tags saying where the run went on: the pipeline run that resumed it and after which epoch.
+    A sweep candidate moves under its own pipeline run's sweep parent, which ranks it."""
+    tags = {"cnnops.pipeline_run": pipeline_run, "cnnops.resumed_after_epoch": str(progress.epoch)}
+    parent = config.sweep.parent_run
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    mlflow.set_tags(tags)
 
 
 def backfill_metrics(run_id: str, progress: TrainingState, phases: list[Phase]) -> None:

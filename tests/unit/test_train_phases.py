@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import keras
@@ -221,3 +222,106 @@ def test_bfloat16_with_xla_trains_and_records_both_flags(make_images, state_home
         "mixed_bfloat16"
     }
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_a_rerun_claims_the_newest_open_run_of_the_same_training_and_no_other(state_home, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from cnnops.artifacts import TrainingState
+    from cnnops.checkpoints import CheckpointBusy, checkpoint_dir, locked_checkpoint, write_checkpoint
+    from cnnops.config import build_config
+    from cnnops.tracking import use_tracking_store
+    from cnnops.train import claim_interrupted
+
+    use_tracking_store()
+    client = MlflowClient()
+    experiment = client.create_experiment("claims")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    config = build_config(overrides={"sweep.parent_run": "parent-of-the-killed-pipeline"})
+
+    def checkpoint(status: str, **overrides) -> str:
+        run_id = client.create_run(experiment).info.run_id
+        if status != "RUNNING":
+            client.set_terminated(run_id, status)
+        raw = build_config(overrides={"sweep.parent_run": "parent-of-the-killed-pipeline", **overrides})
+        state = TrainingState(run_id=run_id, config=raw.model_dump(mode="json"), fingerprint="same", epoch=2)
+        write_checkpoint(checkpoint_dir(run_id), model, state, None)
+        time.sleep(0.05)  # distinct write times: the newest is the last written
+        return run_id
+
+    other_candidate = checkpoint("RUNNING", **{"train.learning_rate": "0.01"})
+    older = checkpoint("FAILED")
+    newer = checkpoint("RUNNING")
+    finished = checkpoint("FINISHED")  # killed after its run ended, before its checkpoint went
+    rerun = config.model_copy(update={"sweep": config.sweep.model_copy(update={"parent_run": "a-new-parent"})})
+    raw = rerun.model_dump(mode="json")
+
+    with ExitStack() as held:
+        assert claim_interrupted(raw, "other splits", held) is None
+        claimed = claim_interrupted(raw, "same", held)
+        assert claimed is not None and claimed.run_id == newer  # the parent run's id is no difference
+        assert not checkpoint_dir(finished).exists()
+        busy = pytest.raises(CheckpointBusy, match=rf"^run {newer} is being trained by another process")
+        with busy, locked_checkpoint(newer):
+            pass
+        # While this process trains `newer`, a second rerun takes the older one, never `newer`.
+        with ExitStack() as other:
+            second = claim_interrupted(raw, "same", other)
+            assert second is not None and second.run_id == older
+    assert checkpoint_dir(other_candidate).exists() and checkpoint_dir(older).exists()
+
+
+@pytest.mark.slow
+def test_fresh_after_a_kill_starts_a_new_run_and_retires_the_killed_one(state_home, tmp_path, capsys):
+    from cnnops.config import build_config
+    from cnnops.train import train_model
+
+    splits, _ = prepare_splits(tmp_path, write_images(tmp_path / "images", per_class=20))
+    settings = {"train.batch_size": "16", "train.epochs": "6", "train.patience": "8", "train.min_steps": "0"}
+    command = [
+        str(Path(sys.executable).parent / "cnnops"),
+        "train",
+        "--splits",
+        str(splits),
+        "--out",
+        str(tmp_path / "m"),
+    ]
+    for key, value in settings.items():
+        command += ["--set", f"{key}={value}"]
+    proc = subprocess.Popen(
+        command,
+        env={**os.environ, "CNNOPS_HOME": str(state_home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    checkpoints, progress = state_home / "checkpoints", None
+    deadline = time.monotonic() + 240
+    try:
+        while progress is None and time.monotonic() < deadline and proc.poll() is None:
+            for path in checkpoints.glob("*/progress.json") if checkpoints.is_dir() else []:
+                with suppress(json.JSONDecodeError, OSError):  # replaced while being read
+                    progress = json.loads(path.read_text())
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert progress is not None and proc.returncode == -signal.SIGKILL
+    killed = progress["run_id"]
+    stopped_at = json.loads((checkpoints / killed / "progress.json").read_text())["epoch"]
+    capsys.readouterr()
+
+    record = train_model(
+        splits / "train", splits / "val", tmp_path / "fresh", build_config(overrides=settings), fresh=True
+    )
+    said = capsys.readouterr().err
+    assert (
+        f"train: starting over: run {killed}, interrupted after epoch {stopped_at}, is ended as KILLED "
+        "and its checkpoint deleted"
+    ) in said
+    assert "resuming" not in said and record.run_id != killed
+    assert not (checkpoints / killed).exists()
+    client = MlflowClient()
+    assert client.get_run(killed).info.status == "KILLED"
+    assert client.get_run(record.run_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(record.run_id, "loss")] == list(range(6))  # from epoch 1
