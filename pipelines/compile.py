@@ -1,4 +1,5 @@
-"""Compile the pipeline to kfp IR YAML, and read it back as a PipelineSpec to prove it parses."""
+"""Compile the pipeline to kfp IR YAML, and read it back as a PipelineSpec and a PlatformSpec to
+prove both parse."""
 
 from pathlib import Path
 
@@ -9,12 +10,14 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components import BASE_IMAGE
 from pipelines.pipeline import build_pipeline
+from pipelines.platform import Platform
 
 
-def compile_pipeline(path: Path, gpu: bool = False, image: str | None = None) -> Path:
-    """Write the IR; `image` names the project image in a registry (`REGISTRY/cnnops:TAG`) for every task."""
+def compile_pipeline(path: Path, platform: Platform = Platform(), image: str | None = None) -> Path:  # noqa: B008
+    """Write the IR with its platform spec; `image` names the project image in a registry
+    (`REGISTRY/cnnops:TAG`) for every task."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(gpu=gpu), package_path=str(path))
+    compiler.Compiler().compile(build_pipeline(platform), package_path=str(path))
     if image is not None:
         set_task_image(path, image)
     return path
@@ -31,3 +34,9 @@ def load_pipeline_spec(path: Path) -> pipeline_spec_pb2.PipelineSpec:
     """Parse compiled YAML into kfp's protobuf; the first document is the PipelineSpec."""
     document = next(yaml.safe_load_all(path.read_text()))
     return json_format.ParseDict(document, pipeline_spec_pb2.PipelineSpec())
+
+
+def load_platform_spec(path: Path) -> pipeline_spec_pb2.PlatformSpec:
+    """The second document: the Kubernetes settings of each executor (volumes, secrets, tolerations)."""
+    documents = list(yaml.safe_load_all(path.read_text()))
+    return json_format.ParseDict(documents[1], pipeline_spec_pb2.PlatformSpec())

@@ -3,11 +3,15 @@ kfp.local, the compiler and a Kubeflow cluster all take the same function.
 """
 
 from collections.abc import Callable
+from typing import Any
 
 from kfp import dsl
 
+from cnnops.parameters import UNSET_SEED, PipelineParameters
 from components.baselines import baselines
+from components.configure import configure
 from components.evaluate import evaluate
+from components.finalize import finalize
 from components.gate import gate
 from components.ingest import ingest
 from components.package import package
@@ -16,62 +20,121 @@ from components.split import split
 from components.sweep import plan_sweep, select_model
 from components.train import train
 from components.validate import validate
+from pipelines.platform import Platform, configure_task
 
 PIPELINE_NAME = "cnnops-train"
 
 
-def build_pipeline(gpu: bool = False, parallelism: int = 2) -> Callable[..., object]:
-    """ingest -> validate -> split -> plan-sweep -> ParallelFor(train) -> select -> evaluate, beside
-    baselines -> gate -> dsl.If(champion) register + package / else register.
+def build_pipeline(platform: Platform = Platform()) -> Callable[..., object]:  # noqa: B008 - frozen, never mutated
+    """configure -> ingest -> validate -> split -> plan-sweep -> ParallelFor(train) -> select ->
+    evaluate, beside baselines -> gate -> dsl.If(champion) register + package / else register, all
+    inside an exit handler whose finalize task ends this run's open MLflow runs as FAILED when the
+    pipeline fails.
 
-    Without a sweep in the config the fan-out has one candidate. `gpu` asks the cluster for one
-    NVIDIA GPU per train task; `parallelism` bounds how many candidates train at once. kfp.local
-    ignores resources.
+    The typed parameters are resolved over the `config` overlay once, by configure, and every later
+    task takes its output. Without a sweep in the config the fan-out has one candidate. `platform`
+    holds the cluster settings (pipelines.platform); kfp.local ignores all but its retries.
     """
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Ingest, split, train, evaluate and gate an image CNN.")
-    def cnnops_train(config: dict = {}) -> None:  # noqa: B006 - kfp parameters need a literal default
-        ingested = ingest(config=config).set_display_name("ingest")
-        validated = validate(config=config, dataset=ingested.outputs["dataset"]).set_display_name("validate")
-        splits = split(config=config, dataset=validated.outputs["validated"]).set_display_name("split")
-        sweep = plan_sweep(
-            config=config, train_data=splits.outputs["train_data"], pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER
-        ).set_display_name("plan-sweep")
-        with dsl.ParallelFor(sweep.output, parallelism=parallelism, name="candidates") as candidate:
-            candidate_model = train(
-                config=candidate,
-                train_data=splits.outputs["train_data"],
-                val_data=splits.outputs["val_data"],
-                pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            ).set_display_name("train")
-            candidate_model.set_cpu_request("2").set_memory_request("4G")
-            if gpu:
-                candidate_model.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-        selected = select_model(config=config, models=dsl.Collected(candidate_model.outputs["model"])).set_display_name(
-            "select"
-        )
-        floors = baselines(
-            config=config, train_data=splits.outputs["train_data"], test_data=splits.outputs["test_data"]
-        ).set_display_name("baselines")
-        evaluated = evaluate(model=selected.outputs["best"], test_data=splits.outputs["test_data"]).set_display_name(
-            "evaluate"
-        )
-        decided = gate(
-            config=config,
-            model=selected.outputs["best"],
-            test_data=splits.outputs["test_data"],
-            evaluation=evaluated.outputs["evaluation"],
-            baselines=floors.outputs["scores"],
-        ).set_display_name("gate")
-        registration = {
-            "model": selected.outputs["best"],
-            "evaluation": evaluated.outputs["evaluation"],
-            "decision": decided.outputs["decision"],
-        }
-        with dsl.If(decided.outputs["Output"] == "champion", name="promote"):
-            registered = register(**registration).set_display_name("register-champion")
-            package(model=selected.outputs["best"], version=registered.output).set_display_name("package")
-        with dsl.Else(name="keep-champion"):
-            register(**registration).set_display_name("register-challenger")
+    def cnnops_train(
+        data_source: str = "",
+        model_name: str = "",
+        architecture: str = "",
+        epochs: int = 0,
+        learning_rate: float = 0.0,
+        batch_size: int = 0,
+        seed: int = UNSET_SEED,
+        gate_metric: str = "",
+        force_promote: bool = False,
+        fresh: bool = False,
+        config: dict = {},  # noqa: B006 - kfp parameters need a literal default
+    ) -> None:
+        """Typed parameters left at "", 0, -1 or false keep the `config` overlay's value, else the default."""
+
+        def place(task: dsl.PipelineTask, name: str, step: str = "") -> dsl.PipelineTask:
+            """Name the task and give it its cluster settings (`step`: its row there, if not `name`)."""
+            return configure_task(task.set_display_name(name), step or name, platform)
+
+        cleanup = place(finalize(pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "finalize")
+        with dsl.ExitHandler(cleanup, name="cnnops"):
+            configured = place(
+                configure(
+                    config=config,
+                    data_source=data_source,
+                    model_name=model_name,
+                    architecture=architecture,
+                    epochs=epochs,
+                    learning_rate=learning_rate,
+                    batch_size=batch_size,
+                    seed=seed,
+                    gate_metric=gate_metric,
+                    force_promote=force_promote,
+                ),
+                "configure",
+            )
+            resolved = configured.output
+            ingested = place(ingest(config=resolved), "ingest")
+            validated = place(validate(config=resolved, dataset=ingested.outputs["dataset"]), "validate")
+            splits = place(split(config=resolved, dataset=validated.outputs["validated"]), "split")
+            sweep = place(
+                plan_sweep(
+                    config=resolved,
+                    train_data=splits.outputs["train_data"],
+                    pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                ),
+                "plan-sweep",
+            )
+            with dsl.ParallelFor(sweep.output, parallelism=platform.parallelism, name="candidates") as candidate:
+                candidate_model = place(
+                    train(
+                        config=candidate,
+                        train_data=splits.outputs["train_data"],
+                        val_data=splits.outputs["val_data"],
+                        pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                        fresh=fresh,
+                    ),
+                    "train",
+                )
+            selected = place(
+                select_model(config=resolved, models=dsl.Collected(candidate_model.outputs["model"])), "select"
+            )
+            floors = place(
+                baselines(
+                    config=resolved, train_data=splits.outputs["train_data"], test_data=splits.outputs["test_data"]
+                ),
+                "baselines",
+            )
+            evaluated = place(
+                evaluate(model=selected.outputs["best"], test_data=splits.outputs["test_data"]), "evaluate"
+            )
+            decided = place(
+                gate(
+                    config=resolved,
+                    model=selected.outputs["best"],
+                    test_data=splits.outputs["test_data"],
+                    evaluation=evaluated.outputs["evaluation"],
+                    baselines=floors.outputs["scores"],
+                ),
+                "gate",
+            )
+            registration = {
+                "config": resolved,
+                "model": selected.outputs["best"],
+                "test_data": splits.outputs["test_data"],
+                "evaluation": evaluated.outputs["evaluation"],
+                "baselines": floors.outputs["scores"],
+                "decision": decided.outputs["decision"],
+            }
+            with dsl.If(decided.outputs["Output"] == "champion", name="promote"):
+                registered = place(register(**registration), "register-champion", "register")
+                place(package(model=selected.outputs["best"], version=registered.output), "package")
+            with dsl.Else(name="keep-champion"):
+                place(register(**registration), "register-challenger", "register")
 
     return cnnops_train
+
+
+def pipeline_arguments(overlay: dict[str, Any], parameters: PipelineParameters, fresh: bool = False) -> dict[str, Any]:
+    """The pipeline's arguments, for kfp.local and for a cluster run alike."""
+    return {**parameters.model_dump(), "fresh": fresh, "config": overlay}

@@ -21,6 +21,7 @@ from kfp import local
 
 from cnnops.errors import ERROR_FILE_ENV, CnnopsError
 from cnnops.locks import sqlite_run_lock
+from cnnops.parameters import PipelineParameters, configure_pipeline
 from cnnops.paths import (
     STATE_ENV,
     environment_restored,
@@ -32,7 +33,8 @@ from cnnops.paths import (
 )
 from cnnops.runlog import ANSI, RunLog, TaskFailure, announce, captured
 from components import BASE_IMAGE
-from pipelines.pipeline import PIPELINE_NAME, build_pipeline
+from pipelines.pipeline import PIPELINE_NAME, build_pipeline, pipeline_arguments
+from pipelines.platform import LOCAL
 
 RUNNERS = ("subprocess", "docker")
 EXECUTOR_OUTPUT = "executor_output.json"
@@ -47,9 +49,16 @@ class PipelineRun:
     seconds: float
 
 
-def run_locally(config: dict[str, Any], runner: str = "subprocess", log: RunLog | None = None) -> PipelineRun:
-    """Run the pipeline with kfp.local, its output kept in `log` (a new one in the state folder by
-    default); every variable it sets for its tasks is restored after.
+def run_locally(
+    config: dict[str, Any],
+    runner: str = "subprocess",
+    log: RunLog | None = None,
+    parameters: PipelineParameters = PipelineParameters(),  # noqa: B008 - frozen
+    fresh: bool = False,
+) -> PipelineRun:
+    """Run the pipeline with kfp.local on the `config` overlay and the typed `parameters` (`fresh`:
+    train from scratch rather than resume), its output kept in `log` (a new one in the state
+    folder by default); every variable it sets for its tasks is restored after.
 
     A task that stops on a user error raises CnnopsError with that task's one-line reason; a task
     that fails otherwise (a bug, a crash, no outputs written) raises TaskFailure, one line naming
@@ -69,9 +78,10 @@ def run_locally(config: dict[str, Any], runner: str = "subprocess", log: RunLog 
             errors.parent.mkdir(exist_ok=True)
             errors.touch()
             try:
-                with captured(log), task_runner(runner, config, root, errors) as chosen:
+                resolved = configure_pipeline(config, parameters)  # what the configure task will make
+                with captured(log), task_runner(runner, resolved, root, errors) as chosen:
                     local.init(runner=chosen, pipeline_root=str(root))
-                    folder = run_pipeline(config, root, errors, log)
+                    folder = run_pipeline(pipeline_arguments(config, parameters, fresh), root, errors, log)
             finally:
                 errors.unlink(missing_ok=True)
     except CnnopsError:
@@ -150,8 +160,9 @@ def check_artifacts_reachable(uri: str, config: dict[str, Any]) -> None:
         )
 
 
-def run_pipeline(config: dict[str, Any], root: Path, errors: Path, log: RunLog) -> Path:
-    """Run the pipeline, then make sure every task really finished; returns the run's folder."""
+def run_pipeline(arguments: dict[str, Any], root: Path, errors: Path, log: RunLog) -> Path:
+    """Run the pipeline on `arguments`, then make sure every task really finished; returns the
+    run's folder."""
     before = set(root.glob(f"{PIPELINE_NAME}-*"))
     try:
         with warnings.catch_warnings():
@@ -159,7 +170,7 @@ def run_pipeline(config: dict[str, Any], root: Path, errors: Path, log: RunLog) 
             # for clusters.
             warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
-            build_pipeline()(config=config)
+            build_pipeline(LOCAL)(**arguments)
     except Exception as err:
         # A task that failed silently can make a later one fail inside kfp with any error; the
         # first failure is the cause.

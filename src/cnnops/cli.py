@@ -1,5 +1,5 @@
 """The `cnnops` command. Each step command calls the same library function the pipeline component
-calls; `run` and `compile` reach the kfp pipeline, imported only inside those two commands.
+calls; `run`, `compile` and `submit` reach the kfp pipeline, imported only inside those commands.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from cnnops.config import Config, build_config, parse_overrides, to_pipeline_parameter
-from cnnops.errors import exit_on_user_error
+from cnnops.errors import CnnopsError, exit_on_user_error
+from cnnops.parameters import PipelineParameters
 from cnnops.paths import keep_tool_state_inside
 from cnnops.retries import bound_store_retries
 
@@ -55,23 +56,56 @@ def resolve_config(config: Path | None, sets: list[str] | None, **flags: Any) ->
     return build_config(config, overrides)
 
 
+# The pipeline's typed parameters (cnnops.parameters), shared by `run` and `submit`.
+Epochs = Annotated[int | None, typer.Option(min=1, help="Maximum training epochs.")]
+ModelNameFlag = Annotated[str | None, typer.Option(help="Registered model name.")]
+ArchitectureFlag = Annotated[
+    str | None, typer.Option(help="simple-cnn, deep-cnn, mobilenet_v2, vgg16, resnet50 or efficientnet_b0.")
+]
+LearningRate = Annotated[float | None, typer.Option(help="The optimizer's starting rate (above 0).")]
+BatchSize = Annotated[int | None, typer.Option(min=1, help="Training batch size (default: sized to the data).")]
+Seed = Annotated[int | None, typer.Option(min=0, help="Seeds the split, training and the baselines.")]
+GateMetric = Annotated[str | None, typer.Option(help="The score the gate compares: accuracy or macro_f1.")]
+ForcePromote = Annotated[
+    bool | None,
+    typer.Option(
+        "--force-promote",
+        help="Promote past the champion comparison (chance, the floor and the baselines still apply).",
+    ),
+]
+Fresh = Annotated[
+    bool,
+    typer.Option(
+        "--fresh", help="Train from scratch, even when an interrupted run of this config and data could resume."
+    ),
+]
+
+
+def pipeline_parameters(**flags: Any) -> PipelineParameters:
+    """The typed pipeline parameters from the flags that were given."""
+    rate = flags.get("learning_rate")
+    if rate is not None and rate <= 0:
+        raise CnnopsError(f"--learning-rate must be above 0, got {rate:g}.")
+    return PipelineParameters(**{name: value for name, value in flags.items() if value is not None})
+
+
 @app.command()
 def run(
     data: Data = None,
     trust_pickle: TrustPickle = None,
     config: ConfigFile = None,
     sets: Sets = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
-    model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    epochs: Epochs = None,
+    model_name: ModelNameFlag = None,
+    architecture: ArchitectureFlag = None,
+    learning_rate: LearningRate = None,
+    batch_size: BatchSize = None,
+    seed: Seed = None,
+    gate_metric: GateMetric = None,
     precision: Precision = None,
     xla: Xla = None,
-    force_promote: Annotated[
-        bool | None,
-        typer.Option(
-            "--force-promote",
-            help="Promote past the champion comparison (chance, the floor and the baselines still apply).",
-        ),
-    ] = None,
+    force_promote: ForcePromote = None,
+    fresh: Fresh = False,
     runner: Annotated[
         str,
         typer.Option(
@@ -84,32 +118,42 @@ def run(
     ] = False,
 ) -> None:
     """Run the whole pipeline with kfp.local: ingest, split, train, evaluate, gate and register.
-    Shows a line per task and cnnops's progress, and ends with a summary; the rest is in the run's log."""
+    Shows a line per task and cnnops's progress, and ends with a summary; the rest is in the run's log.
+    The named flags are the pipeline's typed parameters; --config and --set make its config overlay."""
+    from cnnops.parameters import resolve_parameters
     from cnnops.paths import new_run_log
     from cnnops.runlog import RunLog, TaskFailure, append_to_log, captured
 
     log = RunLog(new_run_log(), verbose)
     with exit_on_user_error():
-        cfg = resolve_config(
-            config,
-            sets,
-            **{
-                "data.source": data,
-                "data.trust_pickle": trust_pickle,
-                "train.epochs": epochs,
-                "registry.model_name": model_name,
-                "train.precision": precision,
-                "train.jit_compile": xla,
-                "gate.force_promote": force_promote,
-            },
+        overlay = to_pipeline_parameter(
+            resolve_config(
+                config,
+                sets,
+                **{"data.trust_pickle": trust_pickle, "train.precision": precision, "train.jit_compile": xla},
+            )
         )
+        parameters = pipeline_parameters(
+            data_source=data,
+            model_name=model_name,
+            architecture=architecture,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            seed=seed,
+            gate_metric=gate_metric,
+            force_promote=force_promote,
+        )
+        cfg = resolve_parameters(overlay, parameters)
         with captured(log):  # TensorFlow's start-up notices, from the checks that build models
-            cfg = preflight(cfg)
+            checked = preflight(cfg)
+        if checked.data.source != cfg.data.source:  # a path made absolute, for every task
+            parameters = parameters.model_copy(update={"data_source": checked.data.source})
         from pipelines.run import run_locally
         from pipelines.summary import format_summary, summarize_run
 
         try:
-            finished = run_locally(to_pipeline_parameter(cfg), runner=runner, log=log)
+            finished = run_locally(overlay, runner=runner, log=log, parameters=parameters, fresh=fresh)
         except TaskFailure as err:  # not the user's doing: one line, the log has the rest
             typer.echo(f"cnnops: {err}", err=True)
             append_to_log(err.log, [f"cnnops: {err}"])
@@ -346,19 +390,93 @@ def export_backbone_(
     )
 
 
+Gpu = Annotated[bool, typer.Option("--gpu", help="One NVIDIA GPU (and its NoSchedule toleration) for train.")]
+Image = Annotated[
+    str | None,
+    typer.Option(help="The project image every task runs, as the cluster pulls it (REGISTRY/cnnops:TAG)."),
+]
+DataVolume = Annotated[
+    str, typer.Option(help="The PVC holding the images, mounted at /data in every task that reads them.")
+]
+MlflowSecret = Annotated[
+    str,
+    typer.Option(
+        help="The Secret with MLFLOW_TRACKING_URI (and optional MLFLOW_TRACKING_USERNAME, _PASSWORD, _TOKEN)."
+    ),
+]
+
+
 @app.command("compile")
 def compile_(
     out: Annotated[Path, typer.Option(help="Where to write the IR YAML.")] = Path("cnnops-pipeline.yaml"),
-    gpu: Annotated[bool, typer.Option("--gpu", help="Request one NVIDIA GPU for the train task.")] = False,
-    image: Annotated[
-        str | None,
-        typer.Option(help="The project image every task runs, as the cluster pulls it (REGISTRY/cnnops:TAG)."),
-    ] = None,
+    gpu: Gpu = False,
+    image: Image = None,
+    data_volume: DataVolume = "cnnops-data",
+    mlflow_secret: MlflowSecret = "cnnops-mlflow",
 ) -> None:
-    """Compile the pipeline to Kubeflow Pipelines IR YAML."""
+    """Compile the pipeline to Kubeflow Pipelines IR YAML, with its platform spec (volume, secret,
+    resources, GPU, retries, caching)."""
     from pipelines.compile import compile_pipeline
+    from pipelines.platform import Platform
 
-    typer.echo(f"cnnops: wrote {compile_pipeline(out, gpu=gpu, image=image)}")
+    platform = Platform(gpu=gpu, data_volume=data_volume, mlflow_secret=mlflow_secret)
+    typer.echo(f"cnnops: wrote {compile_pipeline(out, platform, image=image)}")
+
+
+@app.command()
+def submit(
+    host: Annotated[str, typer.Option(help="The Kubeflow Pipelines API, e.g. http://ml-pipeline-ui.kubeflow:80.")],
+    experiment: Annotated[str, typer.Option(help="The KFP experiment the run belongs to.")] = "cnnops",
+    schedule: Annotated[
+        str | None,
+        typer.Option(help="A cron expression (seconds first, as KFP reads it): a recurring run instead of one run."),
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="data.source as the tasks see it, e.g. /data/flowers on the volume.")
+    ] = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    epochs: Epochs = None,
+    model_name: ModelNameFlag = None,
+    architecture: ArchitectureFlag = None,
+    learning_rate: LearningRate = None,
+    batch_size: BatchSize = None,
+    seed: Seed = None,
+    gate_metric: GateMetric = None,
+    force_promote: ForcePromote = None,
+    fresh: Fresh = False,
+    gpu: Gpu = False,
+    image: Image = None,
+    data_volume: DataVolume = "cnnops-data",
+    mlflow_secret: MlflowSecret = "cnnops-mlflow",
+) -> None:
+    """Submit the pipeline to a Kubeflow Pipelines cluster with the typed parameters and the config
+    overlay, once or on a schedule. The config is checked here first; the data is not (it is on
+    the cluster's volume)."""
+    from cnnops.parameters import resolve_parameters
+    from pipelines.pipeline import pipeline_arguments
+    from pipelines.platform import Platform
+    from pipelines.submit import submit_pipeline
+
+    with exit_on_user_error():
+        overlay = to_pipeline_parameter(resolve_config(config, sets))
+        parameters = pipeline_parameters(
+            data_source=data,
+            model_name=model_name,
+            architecture=architecture,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            seed=seed,
+            gate_metric=gate_metric,
+            force_promote=force_promote,
+        )
+        resolve_parameters(overlay, parameters)  # a bad setting is one line here, not a failed run there
+        platform = Platform(gpu=gpu, data_volume=data_volume, mlflow_secret=mlflow_secret)
+        made = submit_pipeline(
+            host, pipeline_arguments(overlay, parameters, fresh), experiment, platform, image, schedule
+        )
+    typer.echo(f"cnnops: submitted {made.kind} {made.id} to {host} (experiment {made.experiment})")
 
 
 @app.command()

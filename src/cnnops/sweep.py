@@ -20,9 +20,11 @@ from cnnops.config import Config, to_pipeline_parameter
 from cnnops.console import say
 from cnnops.errors import CnnopsError
 from cnnops.provenance import provenance_tags
-from cnnops.tracking import open_model_experiment, use_tracking_store
+from cnnops.tracking import open_model_experiment, store_faults, use_tracking_store
 
 WINNER_TAG = "cnnops.sweep.winner"
+# On a run the pipeline's exit handler ended: why it is FAILED.
+ENDED_BY_TAG = "cnnops.ended_by"
 
 
 def plan_candidates(config: Config) -> list[Config]:
@@ -162,3 +164,29 @@ def record_ranking(parent_run_id: str, rows: list[RankedCandidate], metric: str)
     client.set_tag(parent_run_id, "cnnops.sweep.best_run", best.run_id)
     client.set_tag(best.run_id, WINNER_TAG, "true")
     client.set_terminated(parent_run_id, "FINISHED")
+
+
+def fail_open_runs(pipeline_run: str, pipeline_failed: bool) -> list[str]:
+    """When the pipeline run `pipeline_run` failed, end its MLflow runs still RUNNING (a sweep's
+    parent, a candidate whose task died) as FAILED; returns their ids.
+
+    Only runs tagged with this pipeline run are touched, and only after it failed: a run of another
+    pipeline run (one still training, or one a kill left for `cnnops run` to resume) is not this
+    run's to end, and a FINISHED run stays finished. A FAILED run keeps its checkpoint, so training
+    can still resume it.
+    """
+    if not pipeline_failed:
+        return []
+    use_tracking_store()
+    client = MlflowClient()
+    query = f"tags.`cnnops.pipeline_run` = '{pipeline_run}' and attributes.status = 'RUNNING'"
+    with store_faults():
+        experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+        open_runs = client.search_runs(experiments, query) if experiments else []
+        for run in open_runs:
+            client.set_tag(run.info.run_id, ENDED_BY_TAG, "pipeline failure")
+            client.set_terminated(run.info.run_id, "FAILED")
+    ended = [run.info.run_id for run in open_runs]
+    if ended:
+        say(f"finalize: the pipeline failed; ended {len(ended)} open MLflow run(s) as FAILED: {', '.join(ended)}")
+    return ended

@@ -15,6 +15,7 @@ from cnnops.naming import model_name_for
 from cnnops.status import describe_registry
 from components import BASE_IMAGE
 from pipelines.compile import compile_pipeline, load_pipeline_spec
+from pipelines.platform import Platform
 from pipelines.run import run_locally
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +26,10 @@ CNNOPS = Path(sys.executable).parent / "cnnops"
 def test_compiles_to_a_pipeline_spec_with_the_gate_branch(tmp_path):
     spec = load_pipeline_spec(compile_pipeline(tmp_path / "p.yaml"))
     assert spec.pipeline_info.name == "cnnops-train"
-    tasks = spec.root.dag.tasks
+    # Every step runs inside the exit handler, whose finalize task runs however the steps end.
+    assert set(spec.root.dag.tasks) == {"exit-handler-1", "finalize"}
+    tasks = spec.components[spec.root.dag.tasks["exit-handler-1"].component_ref.name].dag.tasks
+    assert tasks["ingest"].inputs.parameters["config"].task_output_parameter.producer_task == "configure"
     assert {"ingest", "validate", "split", "plan-sweep", "select-model", "baselines", "evaluate", "gate"} <= set(tasks)
     assert tasks["split"].inputs.artifacts["dataset"].task_output_artifact.producer_task == "validate"
     # Training fans out over the sweep's candidates and fans back in at select.
@@ -62,13 +66,13 @@ def test_compiling_for_a_registry_names_the_pushed_image_in_every_task(tmp_path)
 
 
 def test_gpu_variant_requests_a_gpu(tmp_path):
-    text = compile_pipeline(tmp_path / "gpu.yaml", gpu=True).read_text()
+    text = compile_pipeline(tmp_path / "gpu.yaml", Platform(gpu=True)).read_text()
     assert "nvidia.com/gpu" in text
 
 
 def test_checked_in_yaml_is_current(tmp_path):
-    fresh = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
-    assert fresh == yaml.safe_load(CHECKED_IN.read_text()), "run `make compile` and commit the result"
+    fresh = list(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text()))
+    assert fresh == list(yaml.safe_load_all(CHECKED_IN.read_text())), "run `make compile` and commit the result"
 
 
 @pytest.mark.pipeline
