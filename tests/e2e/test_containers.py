@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -121,8 +124,29 @@ def test_the_build_ca_bundle_stays_out_of_the_image(project_image):
 
 
 @pytest.fixture(scope="module")
-def docker_run(project_image, tmp_path_factory) -> dict:
-    """The whole pipeline through DockerRunner on tiny images, with the project's own tracking server."""
+def shared_store(tmp_path_factory) -> Iterator[dict]:
+    """A team's shared MLflow server for the module: PostgreSQL 15 (tests/postgres.py) behind
+    `mlflow server` with proxied artifacts, as the function-scoped `shared_server` fixture makes."""
+    import postgres as pg
+
+    from cnnops.tracking_server import running_server
+
+    folder = Path(tempfile.mkdtemp(prefix="cnnops-pg-"))  # outside tmp_path: see the postgres fixture
+    database = pg.start_postgres(folder)
+    work = tmp_path_factory.mktemp("shared-store")
+    try:
+        with running_server(free_port(), work / "server.log", database.uri, work / "artifacts") as uri:
+            yield {"uri": uri, "artifacts": work / "artifacts", "postgres": database}
+    finally:
+        database.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def docker_run(project_image, shared_store, tmp_path_factory) -> dict:
+    """The whole pipeline through DockerRunner on tiny images, logging to the PostgreSQL-backed
+    shared server (MLFLOW_TRACKING_URI). The server cnnops starts itself is tried by the failing
+    run below."""
     work = tmp_path_factory.mktemp("docker-run")
     source = write_images(work / "images", per_class=30, seed=1)
     home = work / "state"
@@ -140,11 +164,19 @@ def docker_run(project_image, tmp_path_factory) -> dict:
         "train.batch_size=16",
         "--set",
         "train.patience=20",
-        env=cli_env(home),
+        env=cli_env(home, MLFLOW_TRACKING_URI=shared_store["uri"]),
         timeout=1500,
         check=False,
     )
-    return {"work": work, "source": source, "home": home, "result": result, "seconds": time.monotonic() - started}
+    return {
+        "work": work,
+        "source": source,
+        "home": home,
+        "uri": shared_store["uri"],
+        "artifacts": shared_store["artifacts"],
+        "result": result,
+        "seconds": time.monotonic() - started,
+    }
 
 
 @pytest.mark.server
@@ -153,7 +185,7 @@ def test_every_task_in_the_image_crowns_a_champion_over_http(docker_run):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (log,) = (home / "logs").glob("run-*.log")  # the run's full log, with kfp's lines
     assert log.read_text().count("Found image 'cnnops:") >= 10  # every task ran in the project image
-    status = sh(str(CNNOPS), "status", "--json", env=cli_env(home), timeout=120)
+    status = sh(str(CNNOPS), "status", "--json", env=cli_env(home, MLFLOW_TRACKING_URI=docker_run["uri"]), timeout=120)
     (model,) = json.loads(status.stdout)["models"]
     assert model["champion"]["version"] == 1
     assert model["champion"]["test_accuracy"] >= 0.8
@@ -165,11 +197,12 @@ def test_every_task_in_the_image_crowns_a_champion_over_http(docker_run):
     assert list((home / "pipeline-root").rglob("package/bento/cnnops.bento"))
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=docker_run["uri"])
     experiment = client.get_experiment_by_name(model["name"])
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
-    assert list((home / "mlflow" / "artifacts").rglob("MLmodel"))
-    assert (home / "logs" / "mlflow-server.log").is_file()  # the project's own server, started for the run
+    assert list(docker_run["artifacts"].rglob("MLmodel"))
+    # The shared server held everything: no local store, and cnnops started no server of its own.
+    assert not (home / "mlflow").exists() and not (home / "logs" / "mlflow-server.log").exists()
 
 
 def test_a_task_that_fails_in_its_container_stops_the_run_with_its_reason(project_image, tmp_path):
@@ -196,6 +229,8 @@ def test_a_task_that_fails_in_its_container_stops_the_run_with_its_reason(projec
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("cnnops: error:")]
     assert "failed validation" in line and line.endswith("(nothing was registered)")
     assert "Traceback" not in result.stderr
+    # Without MLFLOW_TRACKING_URI, cnnops started the project's own server for the run.
+    assert (tmp_path / "state" / "logs" / "mlflow-server.log").is_file()
     status = json.loads(sh(str(CNNOPS), "status", "--json", env=cli_env(tmp_path / "state")).stdout)
     assert status["models"] == []
 
@@ -204,7 +239,8 @@ def test_a_task_that_fails_in_its_container_stops_the_run_with_its_reason(projec
 def service_image(docker_run) -> str:
     """`cnnops bento --containerize` of the champion the Docker run crowned."""
     assert docker_run["result"].returncode == 0
-    status = sh(str(CNNOPS), "status", "--json", env=cli_env(docker_run["home"]), timeout=120)
+    env = cli_env(docker_run["home"], MLFLOW_TRACKING_URI=docker_run["uri"])
+    status = sh(str(CNNOPS), "status", "--json", env=env, timeout=120)
     (model,) = json.loads(status.stdout)["models"]
     built = sh(
         str(CNNOPS),
@@ -212,7 +248,7 @@ def service_image(docker_run) -> str:
         "--containerize",
         "--model-name",
         model["name"],
-        env=cli_env(docker_run["home"]),
+        env=env,
         timeout=600,
         check=False,
     )
