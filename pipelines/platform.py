@@ -70,7 +70,7 @@ RESOURCES = {
 CACHED = frozenset({"configure", "validate", "split"})
 # A retry must do no harm: register is never retried (it rolls back a failed registration; a
 # version left without a decision by a kill is resolved by the next register, not by a retry).
-# A retried train resumes its own run from the last checkpoint.
+# A retried train resumes its run from its last checkpoint where the state folder outlives the pod.
 NOT_RETRIED = frozenset({"register"})
 
 
