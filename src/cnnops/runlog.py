@@ -32,6 +32,9 @@ TASK_ENDED = re.compile(r" - (?:INFO|ERROR) - Task '(?P<task>[^']+)' finished wi
 # A task's one-line user error: the run reports it once, after the task, with what it means.
 TASK_ERROR = f"{PREFIX}error: "
 SUCCESS, FAILURE, RUNNING = "SUCCESS", "FAILURE", "RUNNING"
+# The pipeline's bookkeeping tasks (resolving the parameters, the exit handler): the terminal
+# shows their start and end only when they fail; the log keeps every line.
+QUIET_TASKS = frozenset({"configure", "finalize"})
 # How long the reader waits on a quiet pipe after the run before it stops reading.
 QUIET_SECONDS = 0.5
 
@@ -80,7 +83,10 @@ class RunLog:
         text = ANSI.sub("", line).rstrip()
         said = self.task_event(text)
         if said is not None:
-            return [text, said], [text, said] if self.verbose else [said]
+            event = TASK_STARTED.search(text) or TASK_ENDED.search(text)
+            status = event.groupdict().get("status", SUCCESS) if event else FAILURE
+            quiet = event is not None and event["task"] in QUIET_TASKS and status == SUCCESS
+            return [text, said], [text, said] if self.verbose else ([] if quiet else [said])
         running = self.tasks[-1] if self.tasks and self.tasks[-1].status == RUNNING else None
         if running is not None and text[:1].isspace() and text.strip():  # kfp indents a task's output
             running.last_line = text.strip()

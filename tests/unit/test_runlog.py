@@ -144,3 +144,13 @@ def test_verbose_capture_streams_the_whole_log(tmp_path):
     shown = run_captured(tmp_path, "verbose").stderr.splitlines()
     assert "E0000 cuda_platform.cc:52] failed call to cuInit" in shown
     assert "    a task line" in shown and "cnnops: ingest: started" in shown
+
+
+def test_the_bookkeeping_tasks_show_on_the_terminal_only_when_they_fail(tmp_path):
+    log = RunLog(tmp_path / "run.log")
+    for line in (STARTED.replace("ingest", "configure"), ENDED.replace("ingest", "configure")):
+        written, shown = log.sort_line(line)
+        assert shown == [] and len(written) == 2  # kfp's line and cnnops's, both kept in the log
+    assert log.sort_line(STARTED.replace("ingest", "finalize"))[1] == []
+    assert log.sort_line(FAILED.replace("split", "finalize"))[1][0].startswith("cnnops: finalize: failed after ")
+    assert log.failed_task().name == "finalize"
