@@ -83,6 +83,9 @@ def test_a_killed_run_resumes_its_training_run_and_registers(make_images, state_
     assert killed.returncode == -signal.SIGKILL, killed.stdout.read() if killed.stdout else ""
     run_id = progress["run_id"]
     folder = checkpoints / run_id
+    deadline = time.monotonic() + 15  # the killed train task's exit, which drops its lock
+    while is_locked(folder / "lock") and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not is_locked(folder / "lock")  # no train task outlived the kill
     stopped_at = json.loads((folder / "progress.json").read_text())["epoch"]
     assert 1 <= stopped_at < EPOCHS
