@@ -36,20 +36,30 @@ def start_run(source: Path, home: Path, name: str, epochs: int, uri: str) -> sub
     env = {**os.environ, "CNNOPS_HOME": str(home), "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
     sets = [arg for setting in SETTINGS for arg in ("--set", setting)]
     command = [str(CNNOPS), "run", "--data", str(source), "--model-name", name, "--epochs", str(epochs), *sets]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    home.mkdir(parents=True)
+    with (home / "run.out").open("wb") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def timed(source: Path, work: Path, name: str, epochs: int, uri: str, count: int) -> list[float]:
-    """Start `count` runs together; each one's wall time (all must finish)."""
+    """Start `count` runs together; each one's wall time, from the common start to its own end."""
     started = time.monotonic()
-    runs = [start_run(source, work / f"{name}-{index}", name, epochs, uri) for index in range(count)]
-    seconds = []
-    for proc in runs:
-        out, _ = proc.communicate(timeout=3600)
-        if proc.returncode != 0:
-            sys.exit(f"cnnops run failed ({proc.returncode}):\n{out[-3000:]}")
-        seconds.append(time.monotonic() - started)
-    return seconds
+    homes = [work / f"{name}-{index}" for index in range(count)]
+    runs = [start_run(source, home, name, epochs, uri) for home in homes]
+    ended: dict[int, float] = {}
+    deadline = started + 3600
+    while len(ended) < count and time.monotonic() < deadline:
+        for index, proc in enumerate(runs):
+            if index not in ended and proc.poll() is not None:
+                ended[index] = time.monotonic() - started
+                if proc.returncode != 0:
+                    sys.exit(
+                        f"cnnops run failed ({proc.returncode}):\n{(homes[index] / 'run.out').read_text()[-3000:]}"
+                    )
+        time.sleep(0.2)
+    if len(ended) < count:
+        sys.exit("a cnnops run did not finish within an hour")
+    return [ended[index] for index in range(count)]
 
 
 def main() -> None:
@@ -58,6 +68,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    load = [round(x, 2) for x in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="cnnops-bench-concurrent-"))
     work.chmod(0o755)  # as root, PostgreSQL runs as `postgres`, who must enter it
     source = write_images(work / "images", per_class=args.per_class, seed=0)
@@ -78,6 +89,8 @@ def main() -> None:
         "two_runs_wall_s": round(max(two), 1),
         "ratio": round(max(two) / one[0], 2),
         "cpus": os.cpu_count(),
+        "load_average_at_start": load,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "machine": platform.platform(),
     }
     print(json.dumps(result, indent=2))
