@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Not this script's own folder: bench/concurrent.py there would shadow the standard library's package.
-sys.path[0] = str(ROOT / "tests")
+sys.path.insert(0, str(ROOT / "tests"))
 from conftest import CNNOPS, write_images  # noqa: E402 - tests/ is not a package
 
 from cnnops.config import build_config  # noqa: E402

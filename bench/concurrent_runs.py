@@ -1,6 +1,6 @@
 """Two `cnnops run` at once against one run, on one MLflow tracking server backed by PostgreSQL.
 
-    .venv/bin/python bench/concurrent.py [--per-class 30] [--epochs 2] [--out bench/results/concurrent.json]
+    .venv/bin/python bench/concurrent_runs.py [--per-class 30] [--epochs 2] [--out bench/results/concurrent_runs.json]
 
 Starts a throwaway PostgreSQL 15 (tests/postgres.py) and a tracking server on it with proxied
 artifacts, writes a tiny class-folder dataset (tests/conftest.py `write_images`), then times one
@@ -80,7 +80,7 @@ def main() -> None:
     finally:
         postgres.stop()
     result = {
-        "command": "bench/concurrent.py " + " ".join(sys.argv[1:]),
+        "command": "bench/concurrent_runs.py " + " ".join(sys.argv[1:]),
         "per_class": args.per_class,
         "epochs": args.epochs,
         "store": "MLflow tracking server on PostgreSQL 15, proxied artifacts",
