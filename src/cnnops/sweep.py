@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 from cnnops.artifacts import Frozen, read_dataset_info, read_model_config, read_run_record, write_json
@@ -75,8 +76,9 @@ def start_sweep(config: Config, train_dir: Path, pipeline_run: str = "manual") -
         tags={"cnnops.sweep": "parent", **provenance_tags(info, config, name, pipeline_run)},
     )
     run_id = parent.info.run_id
-    client.log_param(run_id, "sweep.candidates", len(candidates))
-    client.log_param(run_id, "sweep.metric", config.sweep.metric)
+    client.log_batch(
+        run_id, params=[Param("sweep.candidates", str(len(candidates))), Param("sweep.metric", config.sweep.metric)]
+    )
     client.log_dict(run_id, config.model_dump(mode="json"), "config.json")
     say(f"sweep: {len(candidates)} candidates under run {run_id}, best by {config.sweep.metric}")
     return [

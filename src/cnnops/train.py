@@ -24,6 +24,7 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking.fluent import ActiveRun
@@ -545,14 +546,21 @@ def mark_resumed(run_id: str, progress: TrainingState, config: Config, pipeline_
 def backfill_metrics(run_id: str, progress: TrainingState, phases: list[Phase]) -> None:
     """Log the checkpointed epochs a kill kept from reaching MLflow (the checkpoint is written
     before an epoch's metrics are logged), so the resumed run's curves have every epoch once."""
-    logged = {metric.step for metric in mlflow.MlflowClient().get_metric_history(run_id, "loss")}
+    client = mlflow.MlflowClient()
+    logged = {metric.step for metric in client.get_metric_history(run_id, "loss")}
     bounds = [(p.first_epoch - 1, p.last_epoch, p.name) for p in progress.phases]
     bounds.append((progress.phase_start, progress.epoch, phases[min(progress.phase, len(phases) - 1)].name))
-    for first, last, name in bounds:
-        for step in range(first, last):
-            if step not in logged:
-                values = {key: series[step] for key, series in progress.history.items()}
-                mlflow.log_metrics({**values, **{f"{name}.{key}": v for key, v in values.items()}}, step=step)
+    now = int(time.time() * 1000)
+    missing = [
+        Metric(metric_key, value, now, step)
+        for first, last, name in bounds
+        for step in range(first, last)
+        if step not in logged
+        for key, series in progress.history.items()
+        for metric_key, value in ((key, series[step]), (f"{name}.{key}", series[step]))
+    ]
+    if missing:
+        client.log_batch(run_id, metrics=missing)  # one request; the client splits past the batch limit
 
 
 def configured_augmentation(train: TrainConfig) -> tuple[tuple[str, float], ...]:

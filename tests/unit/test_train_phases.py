@@ -325,3 +325,43 @@ def test_fresh_after_a_kill_starts_a_new_run_and_retires_the_killed_one(state_ho
     assert client.get_run(killed).info.status == "KILLED"
     assert client.get_run(record.run_id).info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(record.run_id, "loss")] == list(range(6))  # from epoch 1
+
+
+def test_backfill_logs_each_checkpointed_epoch_once(state_home):
+    """A kill between an epoch's checkpoint and its metrics leaves epochs unlogged: the resumed
+    run logs them, under the run-wide name and the phase's prefix, and skips those already logged."""
+    from cnnops.artifacts import PhaseSummary, TrainingState
+    from cnnops.tracking import use_tracking_store
+    from cnnops.train import Phase, backfill_metrics
+
+    use_tracking_store()
+    client = MlflowClient()
+    run_id = client.create_run(client.create_experiment("backfill")).info.run_id
+    epoch_0 = {"loss": 0.9, "val_accuracy": 0.5}
+    for key, value in epoch_0.items():  # epoch 0 reached MLflow before the kill, as training logs it
+        client.log_metric(run_id, key, value, step=0)
+        client.log_metric(run_id, f"head.{key}", value, step=0)
+    progress = TrainingState(
+        run_id=run_id,
+        config={},
+        fingerprint="f",
+        phase=1,
+        epoch=4,
+        phase_start=2,
+        history={"loss": [0.9, 0.8, 0.7, 0.6], "val_accuracy": [0.5, 0.6, 0.7, 0.8]},
+        phases=[
+            PhaseSummary(name="head", first_epoch=1, last_epoch=2, best_epoch=2, learning_rate=0.1, trainable_weights=2)
+        ],
+    )
+    phases = [Phase("head", 2, 0.1), Phase("fine_tune", 3, 0.01)]
+    backfill_metrics(run_id, progress, phases)
+
+    def steps(key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+    assert steps("loss") == [(0, 0.9), (1, 0.8), (2, 0.7), (3, 0.6)]
+    assert steps("val_accuracy") == [(0, 0.5), (1, 0.6), (2, 0.7), (3, 0.8)]
+    assert steps("head.loss") == [(0, 0.9), (1, 0.8)]
+    assert steps("fine_tune.loss") == [(2, 0.7), (3, 0.6)]
+    backfill_metrics(run_id, progress, phases)  # a second resume logs nothing again
+    assert len(steps("loss")) == 4
