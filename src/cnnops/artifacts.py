@@ -40,6 +40,10 @@ MANIFEST_COLUMNS = ["path", "label", "sha256", "width", "height", "mode", "origi
 # Logged to each training run: the sha256 of every training image, one per line, so a later
 # gate can leave the champion's own training images out of the comparison.
 TRAIN_HASHES_ARTIFACT = "data/train_sha256.txt"
+# In a train split folder, and logged to its training run: the sha256 and label of every image of
+# the whole source the split was drawn from, so a retrain can say what changed since, per class.
+SOURCE_LABELS_FILE = "source_labels.parquet"
+SOURCE_LABELS_ARTIFACT = f"data/{SOURCE_LABELS_FILE}"
 # In an evaluation folder: sha256, label and predicted class of every test image.
 PREDICTIONS_FILE = "predictions.csv"
 # In a validated dataset folder: the split plan validation checked, which `split` applies.
@@ -190,6 +194,17 @@ def read_manifest(folder: Path) -> pd.DataFrame:
     import pandas as pd
 
     return pd.read_parquet(path)
+
+
+def write_source_labels(folder: Path, manifest: pd.DataFrame) -> None:
+    """The whole source's (sha256, label) pairs beside a split drawn from it."""
+    manifest[["sha256", "label"]].to_parquet(folder / SOURCE_LABELS_FILE, index=False)
+
+
+def read_source_labels(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_parquet(path, columns=["sha256", "label"])
 
 
 def manifest_fingerprint(manifest: pd.DataFrame) -> str:

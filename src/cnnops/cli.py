@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,6 +16,10 @@ from cnnops.errors import CnnopsError, exit_on_user_error
 from cnnops.parameters import PipelineParameters
 from cnnops.paths import keep_tool_state_inside
 from cnnops.retries import bound_store_retries
+
+if TYPE_CHECKING:
+    from cnnops.retrain_report import RetrainOutcome
+    from cnnops.runlog import RunLog
 
 app = typer.Typer(
     name="cnnops",
@@ -120,20 +124,18 @@ def run(
     """Run the whole pipeline with kfp.local: ingest, split, train, evaluate, gate and register.
     Shows a line per task and cnnops's progress, and ends with a summary; the rest is in the run's log.
     The named flags are the pipeline's typed parameters; --config and --set make its config overlay."""
-    from cnnops.parameters import resolve_parameters
     from cnnops.paths import new_run_log
-    from cnnops.runlog import RunLog, TaskFailure, append_to_log, captured
+    from cnnops.runlog import RunLog, TaskFailure, append_to_log
 
     log = RunLog(new_run_log(), verbose)
     with exit_on_user_error():
-        overlay = to_pipeline_parameter(
+        overlay, parameters, _ = prepare_local_run(
+            log,
             resolve_config(
                 config,
                 sets,
                 **{"data.trust_pickle": trust_pickle, "train.precision": precision, "train.jit_compile": xla},
-            )
-        )
-        parameters = pipeline_parameters(
+            ),
             data_source=data,
             model_name=model_name,
             architecture=architecture,
@@ -144,11 +146,6 @@ def run(
             gate_metric=gate_metric,
             force_promote=force_promote,
         )
-        cfg = resolve_parameters(overlay, parameters)
-        with captured(log):  # TensorFlow's start-up notices, from the checks that build models
-            checked = preflight(cfg)
-        if checked.data.source != cfg.data.source:  # a path made absolute, for every task
-            parameters = parameters.model_copy(update={"data_source": checked.data.source})
         from pipelines.run import run_locally
         from pipelines.summary import format_summary, summarize_run
 
@@ -161,6 +158,111 @@ def run(
         lines = format_summary(summarize_run(finished))
         append_to_log(finished.log, lines)
         typer.echo("\n".join(lines))
+
+
+def prepare_local_run(log: RunLog, resolved: Config, **flags: Any) -> tuple[dict[str, Any], PipelineParameters, Config]:
+    """The pipeline's config overlay and typed parameters from the flags, checked before any task
+    (preflight): what `cnnops run` and `cnnops retrain` both start the pipeline with."""
+    from cnnops.parameters import resolve_parameters
+    from cnnops.runlog import captured
+
+    overlay = to_pipeline_parameter(resolved)
+    parameters = pipeline_parameters(**flags)
+    cfg = resolve_parameters(overlay, parameters)
+    with captured(log):  # TensorFlow's start-up notices, from the checks that build models
+        checked = preflight(cfg)
+    if checked.data.source != cfg.data.source:  # a path made absolute, for every task
+        parameters = parameters.model_copy(update={"data_source": checked.data.source})
+    return overlay, parameters, checked
+
+
+@app.command()
+def retrain(
+    data: Data = None,
+    trust_pickle: TrustPickle = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    model_name: ModelNameFlag = None,
+    epochs: Epochs = None,
+    architecture: ArchitectureFlag = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Train whatever the data, the champion and the cooldown say.")
+    ] = False,
+    runner: Annotated[
+        str, typer.Option(help="subprocess (this venv) or docker (the project image), as for `cnnops run`.")
+    ] = "subprocess",
+    submit_to: Annotated[
+        str | None,
+        typer.Option("--submit", help="Submit the run to this Kubeflow Pipelines API instead of running it here."),
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="The KFP experiment, with --submit.")] = "cnnops",
+    require_promotion: Annotated[
+        bool, typer.Option("--require-promotion", help="Exit 1 when the new version is kept as challenger.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Stream the run's whole log here too.")] = False,
+) -> None:
+    """Retrain when the data changed since the champion's (or there is none, or --force), one retrain
+    of a model at a time. Writes a Markdown report (state folder, $GITHUB_STEP_SUMMARY) and
+    key=value lines ($GITHUB_OUTPUT). Exit 0: trained or skipped; 1: the pipeline failed; 2: bad input."""
+    from cnnops.paths import new_run_log
+    from cnnops.retrain_report import check_workflow_files, publish_outcome
+    from cnnops.runlog import RunLog, TaskFailure, append_to_log
+
+    started = time.monotonic()
+    log = RunLog(new_run_log(), verbose)
+    name: str | None = None
+    code = 0
+    try:
+        from pipelines.run import RUNNERS
+
+        if runner not in RUNNERS:
+            raise CnnopsError(f"--runner {runner} is not one of {', '.join(RUNNERS)}.")
+        check_workflow_files()
+        from cnnops.naming import model_name_for
+        from cnnops.parameters import resolve_parameters
+
+        resolved = resolve_config(config, sets, **{"data.trust_pickle": trust_pickle})
+        flags = {"data_source": data, "model_name": model_name, "epochs": epochs, "architecture": architecture}
+        name = model_name_for(resolve_parameters(to_pipeline_parameter(resolved), pipeline_parameters(**flags)))
+        overlay, parameters, checked = prepare_local_run(log, resolved, **flags)
+        from pipelines.retrain import RetrainRequest
+        from pipelines.retrain import retrain as run_retrain
+
+        request = RetrainRequest(checked, overlay, parameters, log, force, runner, submit_to, experiment)
+        outcome = run_retrain(request)
+    except CnnopsError as err:
+        outcome, code = (
+            RetrainOutcome(status="failed", model=name, error=str(err), seconds=time.monotonic() - started),
+            2,
+        )
+        typer.echo(f"cnnops: error: {err}", err=True)
+    except TaskFailure as err:
+        outcome, code = (
+            RetrainOutcome(status="failed", model=name, error=str(err), seconds=time.monotonic() - started),
+            1,
+        )
+        typer.echo(f"cnnops: {err}", err=True)
+        append_to_log(err.log, [f"cnnops: {err}"])
+    with exit_on_user_error():
+        report = publish_outcome(outcome)
+    typer.echo(f"cnnops: retrain {describe_outcome(outcome)}; report {report}")
+    if code == 0 and require_promotion and outcome.status == "challenger":
+        typer.echo(f"cnnops: v{outcome.version} was kept as challenger and --require-promotion was given", err=True)
+        code = 1
+    raise typer.Exit(code)
+
+
+def failed_outcome(name: str | None, err: Exception, started: float) -> RetrainOutcome:
+    from cnnops.retrain_report import RetrainOutcome
+
+    return RetrainOutcome(status="failed", model=name, error=str(err), seconds=time.monotonic() - started)
+
+
+def describe_outcome(outcome: RetrainOutcome) -> str:
+    from cnnops.retrain_report import headline
+
+    detail = outcome.decision.detail if outcome.decision is not None else outcome.error
+    return f"{headline(outcome)}: {detail}"
 
 
 @app.command()

@@ -219,6 +219,22 @@ class RegistryConfig(_Section):
     )
 
 
+class RetrainConfig(_Section):
+    """When `cnnops retrain` may train again: how soon after the last retrain, and how long it
+    waits for another retrain of the same model to finish."""
+
+    cooldown_minutes: float = Field(
+        default=60,
+        ge=0,
+        description="No retrain of a model within this many minutes of its last one, unless --force (0: none).",
+    )
+    wait_minutes: float = Field(
+        default=120,
+        gt=0,
+        description="How long a retrain waits for another retrain of the same model before it gives up.",
+    )
+
+
 class ServeConfig(_Section):
     """The service's limits, which `cnnops serve` passes to it."""
 
@@ -254,6 +270,7 @@ class Config(_Section):
     distill: DistillConfig = DistillConfig()
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
+    retrain: RetrainConfig = RetrainConfig()
     serve: ServeConfig = ServeConfig()
 
 

@@ -1,5 +1,6 @@
-"""Locks that keep two cnnops runs from stepping on each other: one per registered model around
-promotion (in the registry itself), and one per embedded sqlite store around a whole run.
+"""Locks that keep two cnnops runs from stepping on each other: two per registered model, in the
+registry itself (one around promotion, one around a whole retrain), and one per embedded sqlite
+store around a whole run.
 
 The promotion lock is a registered model named `<model>.promotion-lock`. MLflow's registry has no
 compare-and-set on aliases, and a client may reach the store only over HTTP (a tracking server on
@@ -8,7 +9,8 @@ unique key on a registered model's name: `create_registered_model` succeeds for 
 creator and answers RESOURCE_ALREADY_EXISTS to every other, in sqlite, in PostgreSQL reached
 directly, and through a server alike. The lock is created with its tags in the same insert: the
 holder (`host:pid:token`) and the lease's expiry. It carries no `cnnops.managed` tag, so
-`cnnops status` never lists it. Releasing deletes it, in `finally`.
+`cnnops status` never lists it. Releasing deletes it, in `finally`. The retrain lock,
+`<model>.retrain-lock`, works the same way; its holder renews the lease while it trains.
 
 A lock is stale when its lease has expired, or when its holder ran on this host and that process
 is gone (a SIGKILLed run; the next run on the same machine need not wait out the lease). A waiter
@@ -36,6 +38,7 @@ import json
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,9 +54,8 @@ from mlflow.tracking import MlflowClient
 from cnnops.artifacts import Frozen
 from cnnops.console import say
 from cnnops.errors import CnnopsError
-from cnnops.tracking import lookup
+from cnnops.tracking import lookup, store_faults
 
-LOCK_SUFFIX = ".promotion-lock"
 HOLDER_TAG = "cnnops.lock.holder"
 EXPIRES_TAG = "cnnops.lock.expires"
 # A promotion under the lock re-checks the champion, may score it on the test images, and writes a
@@ -66,16 +68,32 @@ POLL_SECONDS = 1.0
 CONTENDED = frozenset({"RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"})
 
 
+class LockKind(Frozen):
+    """What a registry lock guards: its name's suffix, the step that says so, and what it is called."""
+
+    suffix: str
+    step: str
+    called: str
+    held_while: str
+
+
+PROMOTION = LockKind(
+    suffix=".promotion-lock", step="register", called="promotion lock", held_while="a version is registered"
+)
+RETRAIN = LockKind(suffix=".retrain-lock", step="retrain", called="retrain lock", held_while="the model is retrained")
+
+
 class Lease(Frozen):
-    """A promotion lock this process holds: the lock's name, its holder token and lease length."""
+    """A registry lock this process holds: the lock's name, its holder token and lease length."""
 
     lock: str
     holder: str
     lease_seconds: float
+    kind: LockKind = PROMOTION
 
 
-def lock_name(model: str) -> str:
-    return f"{model}{LOCK_SUFFIX}"
+def lock_name(model: str, kind: LockKind = PROMOTION) -> str:
+    return f"{model}{kind.suffix}"
 
 
 @contextmanager
@@ -85,11 +103,12 @@ def promotion_lock(
     lease_seconds: float = LEASE_SECONDS,
     wait_seconds: float = WAIT_SECONDS,
     poll_seconds: float = POLL_SECONDS,
+    kind: LockKind = PROMOTION,
 ) -> Iterator[Lease]:
-    """Hold the registered model's promotion lock for the block; released however the block ends.
-    Waits at most `wait_seconds` (and a bounded number of tries), then stops with one line naming
-    the holder."""
-    lease = acquire_lock(client, model, lease_seconds, wait_seconds, poll_seconds)
+    """Hold the registered model's promotion lock (or another `kind`) for the block; released however
+    the block ends. Waits at most `wait_seconds` (and a bounded number of tries), then stops with
+    one line naming the holder."""
+    lease = acquire_lock(client, model, lease_seconds, wait_seconds, poll_seconds, kind)
     try:
         yield lease
     finally:
@@ -97,11 +116,16 @@ def promotion_lock(
 
 
 def acquire_lock(
-    client: MlflowClient, model: str, lease_seconds: float, wait_seconds: float, poll_seconds: float
+    client: MlflowClient,
+    model: str,
+    lease_seconds: float,
+    wait_seconds: float,
+    poll_seconds: float,
+    kind: LockKind = PROMOTION,
 ) -> Lease:
     """Create the lock, or wait for it (taking over a stale one) within the bounds."""
-    name = lock_name(model)
-    lease = Lease(lock=name, holder=new_holder(), lease_seconds=lease_seconds)
+    name = lock_name(model, kind)
+    lease = Lease(lock=name, holder=new_holder(), lease_seconds=lease_seconds, kind=kind)
     deadline = time.monotonic() + wait_seconds
     tries = int(wait_seconds / poll_seconds) + 2
     announced = False
@@ -112,14 +136,14 @@ def acquire_lock(
             break
         current = lookup(lambda: client.get_registered_model(name))
         if current is not None and not announced:
-            say(f"register: waiting for {model}'s promotion lock, held by {describe_holder(current)}")
+            say(f"{kind.step}: waiting for {model}'s {kind.called}, held by {describe_holder(current)}")
             announced = True
         time.sleep(poll_seconds * random.uniform(0.5, 1.5))
     current = lookup(lambda: client.get_registered_model(name))
     held_by = "another run" if current is None else describe_holder(current)
     raise CnnopsError(
-        f"{model}'s promotion lock is still held by {held_by} after {wait_seconds:.0f} s; try again once "
-        f"that run has registered (if no run is registering, delete the registered model '{name}')."
+        f"{model}'s {kind.called} is still held by {held_by} after {wait_seconds:.0f} s; try again once "
+        f"that run is done (if none is running, delete the registered model '{name}')."
     )
 
 
@@ -145,7 +169,7 @@ def attempt_lock(client: MlflowClient, lease: Lease) -> bool:
     return (
         current is not None
         and is_stale(current)
-        and take_over(client, current, lease.lease_seconds)
+        and take_over(client, current, lease.lease_seconds, lease.kind)
         and (try_create(client, lease))
     )
 
@@ -156,8 +180,8 @@ def try_create(client: MlflowClient, lease: Lease) -> bool:
         client.create_registered_model(
             lease.lock,
             tags=lease_tags(lease),
-            description="cnnops promotion lock: held while a version is registered. Safe to delete only "
-            "when no cnnops run is registering this model.",
+            description=f"cnnops {lease.kind.called}: held while {lease.kind.held_while}. Safe to delete "
+            "only when no cnnops run holds it.",
         )
     except MlflowException as err:
         if err.error_code in CONTENDED:
@@ -182,7 +206,7 @@ def check_held(client: MlflowClient, lease: Lease) -> None:
     if current is None or current.tags.get(HOLDER_TAG) != lease.holder:
         held_by = "nobody" if current is None else describe_holder(current)
         raise CnnopsError(
-            f"lost the promotion lock {lease.lock} (held by {held_by} now): this registration outlived its "
+            f"lost the {lease.kind.called} {lease.lock} (held by {held_by} now): this {lease.kind.step} outlived its "
             f"{lease.lease_seconds:.0f} s lease; nothing more was written, register again."
         )
 
@@ -195,7 +219,7 @@ def release_lock(client: MlflowClient, lease: Lease) -> None:
         if current is not None and current.tags.get(HOLDER_TAG) == lease.holder:
             client.delete_registered_model(lease.lock)
     except Exception as err:  # noqa: BLE001 - the block's own error matters more
-        say(f"register: warning: could not release the promotion lock {lease.lock}: {err}")
+        say(f"{lease.kind.step}: warning: could not release the {lease.kind.called} {lease.lock}: {err}")
 
 
 def is_stale(lock: RegisteredModel, now: float | None = None) -> bool:
@@ -209,13 +233,16 @@ def is_stale(lock: RegisteredModel, now: float | None = None) -> bool:
     return host == socket.gethostname() and pid is not None and not process_alive(pid)
 
 
-def take_over(client: MlflowClient, stale: RegisteredModel, lease_seconds: float) -> bool:
+def take_over(client: MlflowClient, stale: RegisteredModel, lease_seconds: float, kind: LockKind = PROMOTION) -> bool:
     """Remove a stale lock, one waiter at a time: the waiter that creates the takeover ticket for
     this holder deletes the lock, if it still has that holder; every other waiter goes on waiting.
     True when the stale lock is gone."""
     holder = stale.tags.get(HOLDER_TAG, f"created-{stale.creation_timestamp}")
     ticket = Lease(
-        lock=f"{stale.name}.takeover-{holder.rsplit(':', 1)[-1]}", holder=new_holder(), lease_seconds=lease_seconds
+        lock=f"{stale.name}.takeover-{holder.rsplit(':', 1)[-1]}",
+        holder=new_holder(),
+        lease_seconds=lease_seconds,
+        kind=kind,
     )
     if not try_create(client, ticket):
         existing = lookup(lambda: client.get_registered_model(ticket.lock))
@@ -226,7 +253,7 @@ def take_over(client: MlflowClient, stale: RegisteredModel, lease_seconds: float
         again = lookup(lambda: client.get_registered_model(stale.name))
         if again is None or again.tags.get(HOLDER_TAG) != stale.tags.get(HOLDER_TAG):
             return again is None
-        say(f"register: taking over the stale promotion lock {stale.name} of {describe_holder(stale)}")
+        say(f"{kind.step}: taking over the stale {kind.called} {stale.name} of {describe_holder(stale)}")
         lookup(lambda: client.delete_registered_model(stale.name))
         return True
     finally:
@@ -306,4 +333,86 @@ def read_holder(handle: IO[str]) -> str:
         holder = {}
     if not holder:
         return "a run that is starting"
-    return f"pid {holder.get('pid')}, started {holder.get('started')}, log {holder.get('run')}"
+    log = f", log {holder['run']}" if holder.get("run") else ""
+    return f"pid {holder.get('pid')}, started {holder.get('started')}{log}"
+
+
+@contextmanager
+def retrain_lock(uri: str, model: str, wait_seconds: float, poll_seconds: float = 5.0) -> Iterator[None]:
+    """One retrain of `model` at a time, from its decision to its end: a file lock beside an sqlite
+    store (whose single writer the registry lock's polling would contend with), else the
+    registry's retrain lock, its lease renewed while the retrain trains. Waits at most
+    `wait_seconds`, then stops with one line naming the holder."""
+    if uri.startswith("sqlite:///"):
+        store = Path(uri.removeprefix("sqlite:///"))
+        with waited_file_lock(store.with_name(f"{store.name}.retrain-{model}.lock"), model, wait_seconds, poll_seconds):
+            yield
+        return
+    client = MlflowClient()
+    with store_faults():
+        lease = acquire_lock(client, model, LEASE_SECONDS, wait_seconds, poll_seconds, RETRAIN)
+    try:
+        with lease_renewed(lease):
+            yield
+    finally:
+        release_lock(client, lease)
+
+
+@contextmanager
+def lease_renewed(lease: Lease) -> Iterator[None]:
+    """Renew the lease every quarter lease while the block runs, so a retrain that trains for hours
+    keeps its lock; a renewal that fails is said and tried again at the next beat."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        client = MlflowClient()
+        while not stop.wait(lease.lease_seconds / 4):
+            try:
+                renew_lease(client, lease)
+            except Exception as err:  # noqa: BLE001 - the retrain goes on; the lease has time left
+                say(f"{lease.kind.step}: warning: could not renew the {lease.kind.called}: {err}")
+
+    beat = threading.Thread(target=renew, name="cnnops-lease", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join(timeout=30)
+
+
+@contextmanager
+def waited_file_lock(path: Path, model: str, wait_seconds: float, poll_seconds: float) -> Iterator[None]:
+    """Hold a file lock for the block, waiting for it within the bound; the kernel drops it when
+    its process ends, kill included."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_seconds
+    with path.open("a+") as handle:
+        announced = False
+        for _ in range(int(wait_seconds / poll_seconds) + 2):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise CnnopsError(
+                        f"another retrain of {model} ({read_holder(handle)}) still holds {path} after "
+                        f"{wait_seconds:.0f} s; try again once it has finished."
+                    ) from None
+                if not announced:
+                    say(f"retrain: waiting for another retrain of {model} ({read_holder(handle)})")
+                    announced = True
+                time.sleep(poll_seconds)
+        else:
+            raise CnnopsError(f"could not take {path} within {wait_seconds:.0f} s; try again.")
+        handle.seek(0)
+        handle.truncate()
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        handle.write(json.dumps({"pid": os.getpid(), "started": started}))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)

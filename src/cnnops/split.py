@@ -18,6 +18,7 @@ from cnnops.artifacts import (
     read_manifest,
     read_split_plan,
     write_dataset,
+    write_source_labels,
 )
 from cnnops.config import Config, SplitConfig
 from cnnops.console import say
@@ -55,6 +56,7 @@ def split_dataset(dataset_dir: Path, out_dirs: dict[str, Path], config: Config) 
                 }
             ),
         )
+    write_source_labels(out_dirs["train"], manifest)
     say("split: " + ", ".join(f"{name} {counts[name]}" for name in SPLITS) + f" (seed {config.seed})")
     return counts
 

@@ -30,6 +30,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking.fluent import ActiveRun
 
 from cnnops.artifacts import (
+    SOURCE_LABELS_FILE,
     TRAIN_HASHES_ARTIFACT,
     DatasetInfo,
     EarlyStoppingState,
@@ -368,6 +369,8 @@ class TrainingJob:
         )
         mlflow.log_dict(config.model_dump(mode="json"), "config.json")
         mlflow.log_text("\n".join(sorted(train_manifest["sha256"])) + "\n", TRAIN_HASHES_ARTIFACT)
+        if (train_dir / SOURCE_LABELS_FILE).is_file():  # a split's train folder (`cnnops split`, the pipeline)
+            mlflow.log_artifact(str(train_dir / SOURCE_LABELS_FILE), "data")
         log_dataset(train_manifest, info, train_dir, context="training")
 
     def fit_phases(

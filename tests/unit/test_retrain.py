@@ -1,0 +1,134 @@
+"""The retrain decision against a real MLflow store: versions whose runs logged the data they were
+trained on (the dataset input and the per-class record training logs), and the source as it is
+now, ingested for real. No model is trained: the decision reads only what the runs logged."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from conftest import write_images
+from mlflow.tracking import MlflowClient
+
+from cnnops.artifacts import read_dataset_info, read_manifest, write_source_labels
+from cnnops.config import build_config
+from cnnops.errors import CnnopsError
+from cnnops.ingest import ingest_source
+from cnnops.retrain import LAST_RETRAIN_TAG, compare_labels, decide_retrain, mark_retrain_started
+from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
+
+NAME = "retrain-test"
+
+
+def config_for(source: Path, **sets: object):
+    return build_config(overrides={"data.source": str(source), "registry.model_name": NAME, **sets})
+
+
+def register_trained_on(source: Path, work: Path, alias: str | None, labels: bool = True, digest: bool = True) -> int:
+    """A version of NAME whose training run logged `source` as ingested now, as `cnnops train` logs it."""
+    folder = work / f"ingested-{time.monotonic_ns()}"
+    ingest_source(config_for(source), folder)
+    manifest, info = read_manifest(folder), read_dataset_info(folder)
+    use_tracking_store()
+    client = MlflowClient()
+    with mlflow.start_run(experiment_id=ensure_experiment(NAME)) as run:
+        if digest:
+            log_dataset(manifest, info, folder, context="training")
+        if labels:
+            write_source_labels(folder, manifest)
+            mlflow.log_artifact(str(folder / "source_labels.parquet"), "data")
+    if not client.search_registered_models(f"name = '{NAME}'"):
+        client.create_registered_model(NAME)
+    version = client.create_model_version(NAME, source=str(folder), run_id=run.info.run_id)
+    if alias:
+        client.set_registered_model_alias(NAME, alias, version.version)
+    return int(version.version)
+
+
+def test_compare_labels_counts_added_removed_and_relabelled_images_per_class():
+    before = pd.DataFrame({"sha256": ["a", "b", "c", "d"], "label": ["cat", "cat", "dog", "dog"]})
+    now = pd.DataFrame({"sha256": ["a", "c", "d", "e", "f"], "label": ["cat", "cat", "dog", "dog", "cow"]})
+    change = compare_labels(before, now)
+    rows = {c.label: (c.before, c.now, c.added, c.removed) for c in change.classes}
+    assert rows == {"cat": (2, 2, 0, 1), "cow": (0, 1, 1, 0), "dog": (2, 2, 1, 0)}
+    assert [(r.before, r.now, r.count) for r in change.relabelled] == [("dog", "cat", 1)]
+    assert change.describe() == "+1 in cow, +1 in dog, -1 in cat, 1 relabelled dog -> cat"
+    assert change.emptied() == []
+    assert compare_labels(before, before).describe() == "no image added, removed or relabelled"
+
+
+def test_a_retrain_trains_without_a_champion_and_skips_unchanged_data(state_home, tmp_path):
+    source = write_images(tmp_path / "images", per_class=6)
+    decided = decide_retrain(config_for(source), tmp_path / "d")
+    assert (decided.train, decided.reason) == (True, "no-champion")
+    assert decided.detail == f"{NAME} has no champion yet"
+
+    version = register_trained_on(source, tmp_path, "champion")
+    decided = decide_retrain(config_for(source), tmp_path / "d")
+    assert (decided.train, decided.reason, decided.champion_version) == (False, "unchanged", version)
+    assert decided.detail == f"unchanged since v{version} (champion)"
+    assert decided.fingerprint.startswith(decided.champion_fingerprint or "-")
+
+    forced = decide_retrain(config_for(source), tmp_path / "d", force=True)
+    assert (forced.train, forced.reason) == (True, "forced")
+
+
+def test_images_added_to_a_class_retrain_with_the_change_per_class_unless_in_the_cooldown(state_home, tmp_path):
+    source = write_images(tmp_path / "images", per_class=6)
+    version = register_trained_on(source, tmp_path, "champion")
+    write_images(tmp_path / "more", per_class=3, classes=("disc",), seed=7)
+    for image in (tmp_path / "more" / "disc").iterdir():
+        shutil.copy(image, source / "disc" / f"new_{image.name}")
+
+    decided = decide_retrain(config_for(source), tmp_path / "d")
+    assert (decided.train, decided.reason) == (True, "data-changed")
+    assert decided.detail == "+3 in disc"
+    assert decided.change is not None
+    assert {c.label: (c.before, c.now) for c in decided.change.classes}["disc"] == (6, 9)
+
+    mark_retrain_started(NAME)
+    cooled = decide_retrain(config_for(source), tmp_path / "d")
+    assert (cooled.train, cooled.reason) == (False, "cooldown")
+    assert cooled.detail.startswith(f"+3 in disc; but {NAME} was retrained 0 min ago, within retrain.cooldown_minutes")
+    later = decide_retrain(config_for(source), tmp_path / "d", now=time.time() + 3601)
+    assert later.train and later.reason == "data-changed"
+    off = decide_retrain(config_for(source, **{"retrain.cooldown_minutes": 0}), tmp_path / "d")
+    assert off.train
+    assert MlflowClient().get_registered_model(NAME).tags[LAST_RETRAIN_TAG]
+    assert version == 1
+
+
+def test_a_version_kept_as_challenger_on_this_data_is_not_trained_again(state_home, tmp_path):
+    source = write_images(tmp_path / "images", per_class=6)
+    register_trained_on(source, tmp_path, "champion")
+    (source / "cross" / "cross_000.png").unlink()
+    challenger = register_trained_on(source, tmp_path, "challenger")
+
+    decided = decide_retrain(config_for(source), tmp_path / "d")
+    assert (decided.train, decided.reason) == (False, "unchanged")
+    assert decided.detail == f"unchanged since v{challenger} (challenger)"
+    assert decided.change is not None and decided.change.describe() == "-1 in cross"
+
+
+def test_a_champion_with_no_data_on_record_or_an_emptied_class_is_one_line(state_home, tmp_path):
+    source = write_images(tmp_path / "images", per_class=6)
+    register_trained_on(source, tmp_path, "champion", digest=False)
+    (source / "disc" / "disc_000.png").unlink()
+    with pytest.raises(CnnopsError, match=r"^champion v1 of retrain-test has no dataset digest on its training run"):
+        decide_retrain(config_for(source), tmp_path / "d")
+    assert decide_retrain(config_for(source), tmp_path / "d", force=True).reason == "forced"
+
+    register_trained_on(source, tmp_path, "champion")
+    for image in (source / "stripes").iterdir():
+        image.unlink()
+    with pytest.raises(CnnopsError, match=r"^class stripes of champion v2 has no image in .* now; restore its images"):
+        decide_retrain(config_for(source), tmp_path / "d")
+
+
+def test_a_vanished_source_is_one_line(state_home, tmp_path):
+    with pytest.raises(CnnopsError):
+        decide_retrain(config_for(tmp_path / "gone"), tmp_path / "d")
