@@ -211,7 +211,7 @@ def retrain(
     started = time.monotonic()
     log = RunLog(new_run_log(), verbose)
     name: str | None = None
-    code = 0
+    code, said = 0, ""
     try:
         from pipelines.run import RUNNERS
 
@@ -231,24 +231,24 @@ def retrain(
         request = RetrainRequest(checked, overlay, parameters, log, force, runner, submit_to, experiment)
         outcome = run_retrain(request)
     except CnnopsError as err:
-        outcome, code = (
-            RetrainOutcome(status="failed", model=name, error=str(err), seconds=time.monotonic() - started),
-            2,
-        )
-        typer.echo(f"cnnops: error: {err}", err=True)
+        outcome, code, said = failed_outcome(name, err, started), 2, f"cnnops: error: {err}"
     except TaskFailure as err:
-        outcome, code = (
-            RetrainOutcome(status="failed", model=name, error=str(err), seconds=time.monotonic() - started),
-            1,
-        )
-        typer.echo(f"cnnops: {err}", err=True)
-        append_to_log(err.log, [f"cnnops: {err}"])
-    with exit_on_user_error():
+        outcome, code, said = failed_outcome(name, err, started), 1, f"cnnops: {err}"
+        append_to_log(err.log, [said])
+    try:
         report = publish_outcome(outcome)
+    except CnnopsError as err:  # the report could not reach the workflow's files
+        said = said or f"cnnops: error: {err}"
+        code = code or 2
+        typer.echo(said, err=True)
+        raise typer.Exit(code) from None
+    if code:
+        typer.echo(f"{said} (report {report})", err=True)
+        raise typer.Exit(code)
     typer.echo(f"cnnops: retrain {describe_outcome(outcome)}; report {report}")
-    if code == 0 and require_promotion and outcome.status == "challenger":
+    if require_promotion and outcome.status == "challenger":
         typer.echo(f"cnnops: v{outcome.version} was kept as challenger and --require-promotion was given", err=True)
-        code = 1
+        raise typer.Exit(1)
     raise typer.Exit(code)
 
 

@@ -78,9 +78,13 @@ def retrain_folder(model: str | None) -> Path:
 
 def append_to(env: str, text: str) -> None:
     path = os.environ.get(env)
-    if path:
+    if not path:
+        return
+    try:
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(text)
+    except OSError as err:
+        raise CnnopsError(f"{env} is {path}, which cannot be written ({err.strerror}).") from None
 
 
 def output_lines(outcome: RetrainOutcome, report: Path) -> dict[str, str]:
