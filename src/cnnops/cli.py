@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cnnops.config import Config, build_config, parse_overrides, to_pipeline_parameter
-from cnnops.errors import CnnopsError, exit_on_user_error
+from cnnops.errors import CnnopsError, StoreFault, exit_on_user_error
 from cnnops.parameters import PipelineParameters
 from cnnops.paths import keep_tool_state_inside
 from cnnops.retries import bound_store_retries
@@ -230,8 +230,9 @@ def retrain(
 
         request = RetrainRequest(checked, overlay, parameters, log, force, runner, submit_to, experiment)
         outcome = run_retrain(request)
-    except CnnopsError as err:
-        outcome, code, said = failed_outcome(name, err, started), 2, f"cnnops: error: {err}"
+    except CnnopsError as err:  # bad input (2), or a store that failed (1: the system's fault)
+        code = 1 if isinstance(err, StoreFault) else 2
+        outcome, said = failed_outcome(name, err, started), f"cnnops: error: {err}"
     except TaskFailure as err:
         outcome, code, said = failed_outcome(name, err, started), 1, f"cnnops: {err}"
         append_to_log(err.log, [said])

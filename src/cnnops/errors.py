@@ -19,6 +19,11 @@ class CnnopsError(Exception):
     """
 
 
+class StoreFault(CnnopsError):
+    """The MLflow store failed (unreachable, locked, a database error): the system's fault, not the
+    user's input, though it is said in one line all the same."""
+
+
 class ImageDecodeError(CnnopsError):
     """Bytes that are not an image cnnops can use; the message is the quarantine reason."""
 

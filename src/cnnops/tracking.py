@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 
 from cnnops.artifacts import DatasetInfo
 from cnnops.config import Config
-from cnnops.errors import CnnopsError
+from cnnops.errors import CnnopsError, StoreFault
 from cnnops.naming import model_name_for
 from cnnops.paths import artifact_root, default_tracking_uri, tracking_uri
 
@@ -155,13 +155,13 @@ def is_store_fault(err: Exception) -> bool:
     return isinstance(err, MlflowException | sqlalchemy.exc.SQLAlchemyError | requests.RequestException)
 
 
-def store_fault(uri: str, err: Exception) -> CnnopsError:
+def store_fault(uri: str, err: Exception) -> StoreFault:
     """The one line for a store that failed: which store, its first line of error, and what to check."""
     lines = str(err).strip().splitlines()
     reason = lines[0] if lines else type(err).__name__
     if len(reason) > 240:
         reason = reason[:237] + "..."
-    return CnnopsError(
+    return StoreFault(
         f"the MLflow store {shown_uri(uri)} failed ({reason}); this is a fault of the store, not a "
         "missing model: check that it is reachable and not locked by another process, then try again."
     )
