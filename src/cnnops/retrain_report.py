@@ -174,9 +174,10 @@ def comparison_section(gate: GateDecision, version: int | None) -> list[str]:
     if gate.best_baseline is not None and gate.best_baseline_score is not None:
         lines.append(f"| best baseline ({gate.best_baseline}) | {gate.best_baseline_score:.4f} |")
     if gate.champion_version is not None and gate.champion_score is not None:
-        lines.append(
-            f"| champion v{gate.champion_version}, on the images it did not train on | {gate.champion_score:.4f} |"
-        )
+        shared = ""
+        if gate.champion_train_overlap and gate.candidate_score_compared is not None:
+            shared = f" (on the {gate.compared_on} it did not train on: candidate {gate.candidate_score_compared:.4f})"
+        lines.append(f"| champion v{gate.champion_version}{shared} | {gate.champion_score:.4f} |")
     lines.append("")
     if gate.champion_score is not None and gate.candidate_score_compared is not None:
         lines += [f"Evidence: {describe_comparison(gate, word)}.", ""]

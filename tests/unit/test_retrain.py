@@ -132,3 +132,59 @@ def test_a_champion_with_no_data_on_record_or_an_emptied_class_is_one_line(state
 def test_a_vanished_source_is_one_line(state_home, tmp_path):
     with pytest.raises(CnnopsError):
         decide_retrain(config_for(tmp_path / "gone"), tmp_path / "d")
+
+
+def test_the_report_answers_did_it_train_why_is_it_better_and_where_to_look(state_home, tmp_path, monkeypatch):
+    from cnnops.evidence import PairedEvidence
+    from cnnops.gate import GateDecision
+    from cnnops.retrain import ClassChange, DataChange, Relabel, RetrainDecision
+    from cnnops.retrain_report import RetrainOutcome, publish_outcome
+
+    evidence = PairedEvidence(
+        n_images=40, only_candidate_right=9, only_champion_right=1, candidate_score=0.9, champion_score=0.7,
+        difference=0.2, interval_low=0.08, interval_high=0.33, confidence=0.95, p_value=0.021,
+    )  # fmt: skip
+    gate = GateDecision(
+        registered_model=NAME, metric="accuracy", margin=0.005, floor=0.5, forced=False, test="paired",
+        confidence=0.95, candidate_score=0.9, n_test=40, chance_score=0.35, min_over_chance=0.05,
+        baselines={"logistic": {"accuracy": 0.6, "macro_f1": 0.58}}, best_baseline="logistic",
+        best_baseline_score=0.6, champion_version=1, champion_score=0.7, candidate_score_compared=0.9,
+        compared_on=40, champion_train_overlap=0, evidence=evidence, decided_at="2026-12-02T00:00:00+00:00",
+        alias="champion", reason="Better than champion v1 with 95% confidence.",
+    )  # fmt: skip
+    change = DataChange(
+        classes=[ClassChange(label="cat", before=10, now=22, added=12, removed=0)],
+        relabelled=[Relabel(before="dog", now="cat", count=2)],
+    )
+    decision = RetrainDecision(
+        model=NAME, source="/data/pets", train=True, reason="data-changed", detail=change.describe(),
+        fingerprint="ab" * 32, n_images=22, class_counts={"cat": 22}, champion_version=1, change=change,
+        decided_at="2026-12-02T00:00:00+00:00",
+    )  # fmt: skip
+    summary, output = tmp_path / "summary.md", tmp_path / "output.txt"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
+    outcome = RetrainOutcome(
+        status="promoted", model=NAME, decision=decision, version=2, gate=gate, accuracy=0.9,
+        links={"MLflow run": "[r1](http://127.0.0.1:5000/#/experiments/1/runs/r1)"}, seconds=61.0,
+    )  # fmt: skip
+    report = publish_outcome(outcome)
+
+    text = summary.read_text()
+    assert text.startswith("earlier step\n## cnnops retrain: retrain-test: trained v2, promoted to champion\n")
+    assert "**Trained:** yes. **Why:** +12 in cat, 2 relabelled dog -> cat." in text
+    assert "| cat | 10 | 22 | +12 | -0 |" in text
+    assert "| candidate v2 | 0.9000 |" in text and "| champion v1 | 0.7000 |" in text
+    assert "9 images only the candidate got right and 1 only the champion (McNemar p = 0.021)" in text
+    assert "| logistic | 0.6000 | 0.5800 |" in text
+    assert "**champion**: Better than champion v1 with 95% confidence." in text
+    assert "- MLflow run: [r1](http://127.0.0.1:5000/#/experiments/1/runs/r1)" in text
+    assert report.read_text() == text.removeprefix("earlier step\n")
+    assert (report.parent / "report.md").read_text() == report.read_text()
+    lines = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert lines == {
+        "trained": "true", "decision": "promoted", "reason": "data-changed",
+        "detail": "+12 in cat, 2 relabelled dog -> cat", "model": NAME, "version": "2", "accuracy": "0.9000",
+        "report": str(report),
+    }  # fmt: skip
