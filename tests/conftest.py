@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,38 @@ def write_images(root: Path, per_class: int = 20, classes: tuple[str, ...] = TIN
         for index in range(per_class):
             Image.fromarray(draw(label, rng)).save(root / label / f"{label}_{index:03d}.png")
     return root
+
+
+def register_trained_on(config: Any, work: Path, alias: str | None, labels: bool = True, digest: bool = True) -> int:
+    """A version of the config's registered model whose run logged the source, as ingested now, the
+    way `cnnops train` logs its data (the dataset input, the per-class record); no model is
+    trained: a retrain's decision reads only what the run logged."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from cnnops.artifacts import SOURCE_LABELS_FILE, read_dataset_info, read_manifest, write_source_labels
+    from cnnops.ingest import ingest_source
+    from cnnops.naming import model_name_for
+    from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
+
+    folder = work / f"ingested-{time.monotonic_ns()}"
+    ingest_source(config, folder)
+    manifest, info = read_manifest(folder), read_dataset_info(folder)
+    name = model_name_for(config, info.source)
+    use_tracking_store()
+    client = MlflowClient()
+    with mlflow.start_run(experiment_id=ensure_experiment(name)) as run:
+        if digest:
+            log_dataset(manifest, info, folder, context="training")
+        if labels:
+            write_source_labels(folder, manifest)
+            mlflow.log_artifact(str(folder / SOURCE_LABELS_FILE), "data")
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    version = client.create_model_version(name, source=str(folder), run_id=run.info.run_id)
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    return int(version.version)
 
 
 @pytest.fixture

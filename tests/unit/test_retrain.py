@@ -8,18 +8,15 @@ import shutil
 import time
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
+from conftest import register_trained_on as register_version
 from conftest import write_images
 from mlflow.tracking import MlflowClient
 
-from cnnops.artifacts import read_dataset_info, read_manifest, write_source_labels
 from cnnops.config import build_config
 from cnnops.errors import CnnopsError
-from cnnops.ingest import ingest_source
 from cnnops.retrain import LAST_RETRAIN_TAG, compare_labels, decide_retrain, mark_retrain_started
-from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
 
 NAME = "retrain-test"
 
@@ -28,25 +25,8 @@ def config_for(source: Path, **sets: object):
     return build_config(overrides={"data.source": str(source), "registry.model_name": NAME, **sets})
 
 
-def register_trained_on(source: Path, work: Path, alias: str | None, labels: bool = True, digest: bool = True) -> int:
-    """A version of NAME whose training run logged `source` as ingested now, as `cnnops train` logs it."""
-    folder = work / f"ingested-{time.monotonic_ns()}"
-    ingest_source(config_for(source), folder)
-    manifest, info = read_manifest(folder), read_dataset_info(folder)
-    use_tracking_store()
-    client = MlflowClient()
-    with mlflow.start_run(experiment_id=ensure_experiment(NAME)) as run:
-        if digest:
-            log_dataset(manifest, info, folder, context="training")
-        if labels:
-            write_source_labels(folder, manifest)
-            mlflow.log_artifact(str(folder / "source_labels.parquet"), "data")
-    if not client.search_registered_models(f"name = '{NAME}'"):
-        client.create_registered_model(NAME)
-    version = client.create_model_version(NAME, source=str(folder), run_id=run.info.run_id)
-    if alias:
-        client.set_registered_model_alias(NAME, alias, version.version)
-    return int(version.version)
+def register_trained_on(source: Path, work: Path, alias: str | None, **logged: bool) -> int:
+    return register_version(config_for(source), work, alias, **logged)
 
 
 def test_compare_labels_counts_added_removed_and_relabelled_images_per_class():
