@@ -196,6 +196,10 @@ def retrain(
         typer.Option("--submit", help="Submit the run to this Kubeflow Pipelines API instead of running it here."),
     ] = None,
     experiment: Annotated[str, typer.Option(help="The KFP experiment, with --submit.")] = "cnnops",
+    cluster_data: Annotated[
+        str | None,
+        typer.Option(help="With --submit: data.source as the cluster's tasks see it (default: --data)."),
+    ] = None,
     require_promotion: Annotated[
         bool, typer.Option("--require-promotion", help="Exit 1 when the new version is kept as challenger.")
     ] = False,
@@ -228,6 +232,10 @@ def retrain(
         from pipelines.retrain import RetrainRequest
         from pipelines.retrain import retrain as run_retrain
 
+        if cluster_data is not None:
+            if submit_to is None:
+                raise CnnopsError("--cluster-data names the data a submitted run reads; give --submit too.")
+            parameters = parameters.model_copy(update={"data_source": cluster_data})
         request = RetrainRequest(checked, overlay, parameters, log, force, runner, submit_to, experiment)
         outcome = run_retrain(request)
     except CnnopsError as err:  # bad input (2), or a store that failed (1: the system's fault)

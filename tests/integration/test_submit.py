@@ -163,3 +163,27 @@ def test_a_refusal_or_no_server_is_one_line(api, state_home):
     )
     assert bad.returncode == 2 and "invalid config: train.architecture" in bad.stderr
     assert [method for method, _, _ in handler.requests].count("POST") == 1  # only the refused one above
+
+
+def test_a_retrain_that_must_train_submits_the_run_and_says_so(api, state_home, tmp_path):
+    """The decision is made here on the local copy of the data; the run goes to the cluster with
+    the data as its tasks see it."""
+    from conftest import write_images
+
+    host, handler = api
+    source = write_images(tmp_path / "images", per_class=10)
+    output = tmp_path / "output.txt"
+    done = subprocess.run(
+        [str(CNNOPS), "retrain", "--data", str(source), "--model-name", "flowers", "--submit", host]
+        + ["--cluster-data", "/data/flowers", "--experiment", "retrain"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "CNNOPS_HOME": str(state_home), "GITHUB_OUTPUT": str(output)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"submitted run run-1 to {host} (experiment retrain): flowers has no champion yet" in done.stdout
+    parameters = sent_run(handler.requests, "/apis/v2beta1/runs")["runtime_config"]["parameters"]
+    assert (parameters["data_source"], parameters["model_name"]) == ("/data/flowers", "flowers")
+    lines = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert (lines["decision"], lines["reason"], lines["trained"]) == ("submitted", "no-champion", "false")
