@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from cnnops.artifacts import (
@@ -283,9 +284,14 @@ def ensure_registered_model(client: MlflowClient, name: str) -> bool:
     """Create the registered model if needed; True when this call created it."""
     if lookup(lambda: client.get_registered_model(name)) is not None:
         return False
-    client.create_registered_model(
-        name, tags={MANAGED_TAG: "true"}, description="Image classifier trained and gated by cnnops."
-    )
+    try:
+        client.create_registered_model(
+            name, tags={MANAGED_TAG: "true"}, description="Image classifier trained and gated by cnnops."
+        )
+    except MlflowException as err:  # another run created it since the lookup
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return False
     return True
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +36,8 @@ ALIAS_NOT_FOUND = NOT_FOUND | {"INVALID_PARAMETER_VALUE"}
 # MLflow logs a failing database query with its traceback before raising; the raised error says it all.
 STORE_LOGGERS = ("mlflow.store.db.utils",)
 T = TypeVar("T")
+# Two runs logging the same dataset at once race in the store (`is_dataset_race`); a retry settles it.
+DATASET_LOG_TRIES = 3
 
 
 def use_tracking_store() -> str:
@@ -65,7 +68,12 @@ def ensure_experiment(name: str) -> str:
     location = None
     if mlflow.get_tracking_uri() == default_tracking_uri():
         location = (artifact_root() / name).as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except MlflowException as err:  # another run created it since the lookup
+        if err.error_code != "RESOURCE_ALREADY_EXISTS" or (made := mlflow.get_experiment_by_name(name)) is None:
+            raise
+        return made.experiment_id
 
 
 def git_commit() -> str:
@@ -98,7 +106,22 @@ def log_dataset(manifest: pd.DataFrame, info: DatasetInfo, location: Path, conte
             name=info.source,
             digest=info.fingerprint[:32],
         )
-    mlflow.log_input(dataset, context=context)
+    for attempt in range(DATASET_LOG_TRIES):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as err:
+            if attempt == DATASET_LOG_TRIES - 1 or not is_dataset_race(err):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def is_dataset_race(err: MlflowException) -> bool:
+    """The store's answer when two runs log the same dataset (experiment, name, digest) at once: it
+    looks the row up, finds none, and one of the two inserts fails on the key. Logging again finds
+    the row the other run made and links to it."""
+    text = str(err)
+    return "dataset_pk" in text or "UNIQUE constraint failed: datasets." in text
 
 
 def lookup(read: Callable[[], T], absent: frozenset[str] = NOT_FOUND) -> T | None:

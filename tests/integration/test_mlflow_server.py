@@ -158,3 +158,51 @@ def test_the_store_password_comes_from_pgpassword_not_the_uri(tmp_path, monkeypa
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.server
+def test_runs_that_log_the_same_dataset_and_experiment_at_once_all_succeed(shared_server, monkeypatch, tmp_path):
+    """Two pipeline runs on one source create the same experiment and log the same dataset at the
+    same moment; the store checks, then inserts, so one of two inserts can fail on the key. Every
+    run must get its experiment and its dataset input all the same."""
+    import threading
+
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from cnnops.artifacts import DatasetInfo
+    from cnnops.tracking import ensure_experiment, log_dataset
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", shared_server["uri"])
+    mlflow.set_tracking_uri(shared_server["uri"])
+    manifest = pd.DataFrame({"path": ["a.png", "b.png"], "label": ["x", "y"], "sha256": ["1" * 64, "2" * 64]})
+    info = DatasetInfo(
+        source="/data/same", origin="folders", classes=["x", "y"], class_counts={"x": 1, "y": 1},
+        mode="L", height=8, width=8, n_images=2, fingerprint="f" * 64,
+    )  # fmt: skip
+    workers, rounds = 6, 3
+    errors: list[BaseException] = []
+    run_ids: list[str] = []
+    for round_number in range(rounds):
+        start = threading.Barrier(workers)
+
+        def log_once(experiment: str, start: threading.Barrier = start) -> None:
+            try:
+                start.wait(timeout=30)
+                with mlflow.start_run(experiment_id=ensure_experiment(experiment)) as run:
+                    log_dataset(manifest, info, tmp_path, context="training")
+                run_ids.append(run.info.run_id)
+            except BaseException as err:  # noqa: BLE001 - collected and asserted below
+                errors.append(err)
+
+        threads = [threading.Thread(target=log_once, args=(f"same-{round_number}",)) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert not errors, [str(err)[:300] for err in errors]
+    client = MlflowClient()
+    assert len(run_ids) == workers * rounds
+    digests = {client.get_run(r).inputs.dataset_inputs[0].dataset.digest for r in run_ids}
+    assert digests == {"f" * 32}
