@@ -82,7 +82,7 @@ def measure_overhead(work: Path, per_class: int, epochs: int, repeats: int) -> d
             seconds, _ = timed(command, work / f"{kind}-{repeat}")
             times[kind].append(round(seconds, 1))
             print(f"{kind} {repeat + 1}: {seconds:.1f} s")
-    run, retrain = statistics.median(times["run"]), statistics.median(times["retrain"])
+    run, retrain = round(statistics.median(times["run"]), 1), round(statistics.median(times["retrain"]), 1)
     return {**times, "median_run_s": run, "median_retrain_s": retrain, "overhead_s": round(retrain - run, 1)}
 
 
