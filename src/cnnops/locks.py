@@ -348,24 +348,24 @@ def retrain_lock(uri: str, model: str, wait_seconds: float, poll_seconds: float 
         with waited_file_lock(store.with_name(f"{store.name}.retrain-{model}.lock"), model, wait_seconds, poll_seconds):
             yield
         return
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=uri)
     with store_faults():
         lease = acquire_lock(client, model, LEASE_SECONDS, wait_seconds, poll_seconds, RETRAIN)
     try:
-        with lease_renewed(lease):
+        with lease_renewed(lease, uri):
             yield
     finally:
         release_lock(client, lease)
 
 
 @contextmanager
-def lease_renewed(lease: Lease) -> Iterator[None]:
+def lease_renewed(lease: Lease, uri: str) -> Iterator[None]:
     """Renew the lease every quarter lease while the block runs, so a retrain that trains for hours
     keeps its lock; a renewal that fails is said and tried again at the next beat."""
     stop = threading.Event()
 
     def renew() -> None:
-        client = MlflowClient()
+        client = MlflowClient(tracking_uri=uri)
         while not stop.wait(lease.lease_seconds / 4):
             try:
                 renew_lease(client, lease)

@@ -209,3 +209,53 @@ def test_a_killed_registration_is_resolved_and_a_stale_decision_is_gated_again(t
             5 if late.alias == "champion" else 4
         )
         assert [m.name for m in client.search_registered_models()] == [NAME]  # no lock left
+
+
+@pytest.mark.server
+def test_the_retrain_lock_admits_one_retrain_and_renews_its_lease(shared_server, state_home, monkeypatch):
+    """The retrain lock as both stores hold it: a file lock beside sqlite, a registry lock on a
+    server. The second retrain waits for the first, within its bound; a holder's lease is renewed
+    while it works, so a retrain longer than one lease keeps its lock."""
+    from cnnops import locks
+    from cnnops.locks import RETRAIN, retrain_lock
+    from cnnops.paths import tracking_uri
+
+    for uri in (tracking_uri(), shared_server["uri"]):
+        order: list[str] = []
+        first_in = threading.Event()
+
+        def first(uri: str = uri, order: list[str] = order, first_in: threading.Event = first_in) -> None:
+            with retrain_lock(uri, "pets", wait_seconds=60, poll_seconds=0.1):
+                order.append("first in")
+                first_in.set()
+                time.sleep(1.0)
+                order.append("first out")
+
+        holder = threading.Thread(target=first)
+        holder.start()
+        assert first_in.wait(timeout=60)
+        with retrain_lock(uri, "pets", wait_seconds=60, poll_seconds=0.1):
+            order.append("second in")
+        holder.join(timeout=60)
+        assert order == ["first in", "first out", "second in"], uri
+        # A retrain that waits past its bound stops with one line (flock is per open file, so this
+        # process can contend with itself).
+        refusal = "still hold|still held"
+        with (
+            retrain_lock(uri, "pets", wait_seconds=60),
+            pytest.raises(CnnopsError, match=refusal) as refused,
+            retrain_lock(uri, "pets", wait_seconds=0.5, poll_seconds=0.1),
+        ):
+            pass
+        assert "\n" not in str(refused.value)
+
+    client = MlflowClient(tracking_uri=shared_server["uri"])
+    monkeypatch.setattr(locks, "LEASE_SECONDS", 2.0)  # renewed every 0.5 s
+    with retrain_lock(shared_server["uri"], "pets", wait_seconds=10):
+        name = lock_name("pets", RETRAIN)
+        first_expiry = float(client.get_registered_model(name).tags[EXPIRES_TAG])
+        time.sleep(3.0)  # longer than the lease: only renewal keeps it in the future
+        lock = client.get_registered_model(name)
+        assert float(lock.tags[EXPIRES_TAG]) > first_expiry
+        assert float(lock.tags[EXPIRES_TAG]) > time.time()
+    assert [m.name for m in client.search_registered_models()] == []
