@@ -110,10 +110,11 @@ serve: install ## Serve the champion over HTTP on 127.0.0.1:$(PORT) (override: m
 bento: install ## Build a Bento pinned to the current champion (override: make bento ARGS="--version 3").
 	$(BIN)/cnnops bento $(ARGS)
 
-lint: install ## Lint, format check and type check: what CI and the pre-commit hooks run.
+lint: install ## Lint, format check and type check (and the GitHub workflows): what CI and the pre-commit hooks run.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/actionlint -shellcheck $(BIN)/shellcheck -pyflakes= .github/workflows/*.yml
 
 compile: install ## Write the pipeline's IR YAML.
 	$(BIN)/cnnops compile --out pipelines/cnnops-train.yaml
