@@ -36,7 +36,7 @@ DEBIAN_TOOLS := /usr/sbin/dockerd /usr/bin/podman /usr/bin/catatonit /usr/sbin/d
 # Debian's PostgreSQL 15: the shared-store tests start a throwaway cluster with it (tests/postgres.py).
 POSTGRES := /usr/lib/postgresql/15/bin/initdb
 
-.PHONY: install run test test-fast lint compile docs ui serve bento browser clean image base-image service-image \
+.PHONY: install run retrain test test-fast lint compile docs ui serve bento browser clean image base-image service-image \
 	container-tools docker-start docker-stop mlflow-server postgres
 
 $(UV):
@@ -51,6 +51,9 @@ install: $(BIN)/cnnops ## Create .venv with the locked dependencies.
 
 run: install ## Run the whole pipeline on the demo dataset (override: make run ARGS="--data DIR").
 	$(BIN)/cnnops run $(ARGS)
+
+retrain: install ## Retrain the champion when its data changed (override: make retrain ARGS="--data DIR --force").
+	$(BIN)/cnnops retrain $(ARGS)
 
 test: install $(CHROMIUM) $(DOT) $(POSTGRES) container-tools ## Run the test suite (starts dockerd if none runs, and stops it).
 	infra/docker/with-dockerd.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
