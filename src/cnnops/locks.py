@@ -312,17 +312,25 @@ def store_run_lock(store: Path, run: str) -> Iterator[None]:
                 f"another cnnops run ({read_holder(handle)}) is using the sqlite store {store}; sqlite takes one "
                 "run at a time: wait for it, or point MLFLOW_TRACKING_URI at a tracking server to run several."
             ) from None
+        with holding(handle, {"run": run}):
+            yield
+
+
+@contextmanager
+def holding(handle: IO[str], holder: dict[str, str]) -> Iterator[None]:
+    """For a file lock just taken: say who holds it (pid, start, `holder`) for waiters to read,
+    and on the way out clear that and release it."""
+    handle.seek(0)
+    handle.truncate()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    handle.write(json.dumps({**holder, "pid": os.getpid(), "started": started}))
+    handle.flush()
+    try:
+        yield
+    finally:
         handle.seek(0)
         handle.truncate()
-        started = datetime.now(UTC).isoformat(timespec="seconds")
-        handle.write(json.dumps({"run": run, "pid": os.getpid(), "started": started}))
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_holder(handle: IO[str]) -> str:
@@ -405,14 +413,5 @@ def waited_file_lock(path: Path, model: str, wait_seconds: float, poll_seconds: 
                 time.sleep(poll_seconds)
         else:
             raise CnnopsError(f"could not take {path} within {wait_seconds:.0f} s; try again.")
-        handle.seek(0)
-        handle.truncate()
-        started = datetime.now(UTC).isoformat(timespec="seconds")
-        handle.write(json.dumps({"pid": os.getpid(), "started": started}))
-        handle.flush()
-        try:
+        with holding(handle, {}):
             yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
