@@ -5,17 +5,15 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def package(model: Input[Model], version: int, bento: Output[Artifact]) -> str:
-    """Build the Bento for the version just registered as champion; returns its tag. The archive
-    is the task's output, so a cluster run keeps the Bento after the pod is gone."""
+def package(model: Input[Model], evaluation: Input[Artifact], bento: Output[Artifact]) -> str:
+    """Build the Bento of the candidate the gate would crown, before it is registered, so that
+    infra-validation can serve it; returns its tag. The archive is the task's output."""
     from pathlib import Path
 
-    from cnnops.artifacts import read_run_record
     from cnnops.errors import exit_on_user_error
-    from serving.bento import package_version
+    from serving.bento import package_candidate
 
     with exit_on_user_error():
-        name = read_run_record(Path(model.path)).registered_model
-        built = package_version(name, str(version), export_to=Path(bento.path) / "cnnops.bento")
-    bento.metadata.update({"bento": built.bento, "registered_model": built.registered_model, "version": built.version})
+        built = package_candidate(Path(model.path), Path(evaluation.path), Path(bento.path) / "cnnops.bento")
+    bento.metadata.update({"bento": built.bento, "registered_model": built.registered_model})
     return built.bento

@@ -12,14 +12,17 @@ def register(
     evaluation: Input[Artifact],
     baselines: Input[Artifact],
     decision: Input[Artifact],
+    validation: Input[Artifact] = None,
 ) -> int:
     """Register the candidate as a new version under the alias the gate decided (gating again, on
-    the same inputs, if another run moved the champion meanwhile); returns the version."""
+    the same inputs, if another run moved the champion meanwhile); returns the version. Only a
+    passed infra-validation (`validation`) lets it be champion."""
     from pathlib import Path
 
     from cnnops.config import validate_config
     from cnnops.errors import exit_on_user_error
     from cnnops.gate import read_decision
+    from cnnops.infra_validation import read_infra_validation
     from cnnops.registration import register_model
 
     with exit_on_user_error():
@@ -30,5 +33,6 @@ def register(
             validate_config(config),
             read_decision(Path(decision.path)),
             Path(baselines.path),
+            None if validation is None else read_infra_validation(Path(validation.path)),
         )
     return result.version

@@ -13,9 +13,11 @@ from components.configure import configure
 from components.evaluate import evaluate
 from components.finalize import finalize
 from components.gate import gate
+from components.infra_validate import infra_validate
 from components.ingest import ingest
 from components.package import package
 from components.register import register
+from components.release import release
 from components.split import split
 from components.sweep import plan_sweep, select_model
 from components.train import train
@@ -27,9 +29,10 @@ PIPELINE_NAME = "cnnops-train"
 
 def build_pipeline(platform: Platform = Platform()) -> Callable[..., object]:  # noqa: B008 - frozen, never mutated
     """configure -> ingest -> validate -> split -> plan-sweep -> ParallelFor(train) -> select ->
-    evaluate, beside baselines -> gate -> dsl.If(champion) register + package / else register, all
-    inside an exit handler whose finalize task ends this run's open MLflow runs as FAILED when the
-    pipeline fails.
+    evaluate, beside baselines -> gate -> dsl.If(champion) package -> infra-validate -> register ->
+    release / else register, all inside an exit handler whose finalize task ends this run's open
+    MLflow runs as FAILED when the pipeline fails. Infra-validation serves the candidate's Bento
+    before the alias can move; release builds the champion's own Bento from the model it served.
 
     The typed parameters are resolved over the `config` overlay once, by configure, and every later
     task takes its output. Without a sweep in the config the fan-out has one candidate. `platform`
@@ -127,8 +130,23 @@ def build_pipeline(platform: Platform = Platform()) -> Callable[..., object]:  #
                 "decision": decided.outputs["decision"],
             }
             with dsl.If(decided.outputs["Output"] == "champion", name="promote"):
-                registered = place(register(**registration), "register-champion", "register")
-                place(package(model=selected.outputs["best"], version=registered.output), "package")
+                packaged = place(
+                    package(model=selected.outputs["best"], evaluation=evaluated.outputs["evaluation"]), "package"
+                )
+                validated = place(
+                    infra_validate(
+                        config=resolved,
+                        bento=packaged.outputs["bento"],
+                        evaluation=evaluated.outputs["evaluation"],
+                    ),
+                    "infra-validate",
+                )
+                registered = place(
+                    register(**registration, validation=validated.outputs["validation"]),
+                    "register-champion",
+                    "register",
+                )
+                place(release(candidate=packaged.outputs["bento"], version=registered.output), "release")
             with dsl.Else(name="keep-champion"):
                 place(register(**registration), "register-challenger", "register")
 

@@ -29,8 +29,10 @@ MLFLOW_SECRET_KEYS = {
 }
 # The tasks that open image files named by the manifests (the rest read manifests, records and
 # the registry only): ingest decodes, validate hashes and samples, train, evaluate, baselines,
-# gate and register score or fit on pixels.
-IMAGE_READERS = frozenset({"ingest", "validate", "train", "evaluate", "baselines", "gate", "register"})
+# gate and register score or fit on pixels, infra-validate uploads canary test images.
+IMAGE_READERS = frozenset(
+    {"ingest", "validate", "train", "evaluate", "baselines", "gate", "infra-validate", "register"}
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ RESOURCES = {
     "gate": MODEL,
     "register": MODEL,
     "package": MODEL,
+    "infra-validate": MODEL,
+    "release": MODEL,
     "train": TRAIN,
 }
 # Tasks whose outputs depend only on their inputs, so a cluster may reuse them. Never cached:

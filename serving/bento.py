@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import cnnops
-from cnnops.export import ServedModel, export_registered
+from cnnops.export import MODEL_FILE, ServedModel, export_candidate, export_registered
 
 SERVING = Path(__file__).resolve().parent
 # The service image: its repository (the kustomize image name in infra/k8s) and its Dockerfile.
@@ -34,7 +34,7 @@ class BuiltBento:
     bento: str
     path: str
     registered_model: str
-    version: int
+    version: int | None  # None: a candidate, not registered yet
     archive: str | None = None
 
 
@@ -50,14 +50,69 @@ def package_version(name: str, reference: str = "champion", export_to: Path | No
     return built
 
 
+def package_candidate(model_dir: Path, evaluation_dir: Path, export_to: Path) -> BuiltBento:
+    """Build the Bento of a gated candidate before it is registered, for infra-validation to
+    serve, and write its archive (see `build_bento` for its tag)."""
+    import bentoml
+
+    built = build_bento(export_candidate(model_dir, evaluation_dir))
+    export_to.parent.mkdir(parents=True, exist_ok=True)
+    return replace(built, archive=bentoml.export_bento(built.bento, str(export_to)))
+
+
+def release_champion(name: str, version: int, validated: Path, export_to: Path) -> BuiltBento | None:
+    """`release_version` when `version` holds `champion` now; None, saying so, when it does not
+    (registration made it a challenger)."""
+    from cnnops.console import say
+    from cnnops.registration import current_champion
+
+    holder = current_champion(name)
+    if holder != version:
+        say(f"release: {name} v{version} is not the champion (v{holder} is); no Bento is built for it")
+        return None
+    built = release_version(name, version, validated, export_to)
+    say(f"release: built {built.bento} for {name} v{version} from its validated Bento")
+    return built
+
+
+def release_version(name: str, version: int, validated: Path, export_to: Path) -> BuiltBento:
+    """The Bento of a version that became champion, built from the model file of its validated
+    candidate Bento (the archive `validated`), byte for byte: what ships is what was served."""
+    import bentoml
+
+    with tempfile.TemporaryDirectory(prefix="cnnops-release-") as scratch:
+        model_file = Path(scratch) / "model.keras"
+        extract_model_file(validated, model_file)
+        built = build_bento(export_registered(name, str(version), model_file=model_file))
+    export_to.parent.mkdir(parents=True, exist_ok=True)
+    return replace(built, archive=bentoml.export_bento(built.bento, str(export_to)))
+
+
+def extract_model_file(archive: Path, target: Path) -> None:
+    """Copy the packed model file out of a Bento archive."""
+    import tarfile
+
+    from cnnops.errors import CnnopsError
+
+    member = f"src/serving/model/{MODEL_FILE}"
+    with tarfile.open(archive, "r:*") as tar:
+        found = [name for name in tar.getnames() if name.removeprefix("./") == member]
+        packed = tar.extractfile(found[0]) if found else None
+        if packed is None:
+            raise CnnopsError(f"{archive} holds no {member}; it is not a cnnops Bento.")
+        target.write_bytes(packed.read())
+
+
 def build_bento(served: ServedModel) -> BuiltBento:
     """Build `cnnops:<model>-v<N>-<source digest>` into the BentoML store ($BENTOML_HOME), once per
-    version and source: a registered version never changes, so neither does its Bento."""
+    version and source: a registered version never changes, so neither does its Bento. A
+    candidate's is named by its run instead: `cnnops:<model>-run-<run id[:12]>-<source digest>`."""
     import bentoml
     from bentoml.exceptions import NotFound
 
     info = served.info
-    version = f"{info.registered_model}-v{info.version}-{source_digest()}".lower()
+    identity = f"v{info.version}" if info.version is not None else f"run-{str(info.run_id)[:12]}"
+    version = f"{info.registered_model}-{identity}-{source_digest()}".lower()
     try:
         bento = bentoml.bentos.get(f"cnnops:{version}")
     except NotFound:
@@ -104,11 +159,12 @@ def make_bento(served: ServedModel, version: str) -> Any:
             include=["serving/**", "cnnops/**"],
             labels={
                 "registered_model": info.registered_model,
-                "model_version": str(info.version),
+                "model_version": "" if info.version is None else str(info.version),
                 "run_id": str(info.run_id),
             },
-            description=f"cnnops image classifier: {info.registered_model} v{info.version} "
-            f"(test accuracy {info.test_accuracy}).",
+            description=f"cnnops image classifier: {info.registered_model} "
+            + ("candidate" if info.version is None else f"v{info.version}")
+            + f" (test accuracy {info.test_accuracy}).",
             python={
                 "packages": [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES],
                 "lock_packages": False,

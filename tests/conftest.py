@@ -237,17 +237,29 @@ def own_store(work: Path) -> Iterator[None]:
 
 def train_first_champion(work: Path) -> dict:
     """In its own state folder under `work`: tiny images, a model trained on them for 12 epochs,
-    gated and registered as the first champion."""
+    gated, infra-validated in a real server and registered as the first champion."""
     from cnnops.gate import decide_promotion
+    from cnnops.infra_validation import write_infra_validation
     from cnnops.registration import register_model
+    from serving.infra import validate_candidate
 
     with own_store(work):
         source = write_images(work / "images", per_class=30, seed=1)
         trained = train_candidate(work / "strong", source, **{"train.epochs": 12})
         decision = decide_promotion(trained["model"], trained["test"], trained["evaluation"], trained["config"])
+        validation = validate_candidate(trained["model"], trained["evaluation"], trained["config"])
+        write_infra_validation(work / "validation", validation)
         inputs = (trained["model"], trained["test"], trained["evaluation"], trained["config"])
-        result = register_model(*inputs, decision, None)
-    return {"work": work, "source": source, "strong": trained, "first": result, "decision": decision}
+        result = register_model(*inputs, decision, None, validation)
+    return {
+        "work": work,
+        "source": source,
+        "strong": trained,
+        "first": result,
+        "decision": decision,
+        "validation": validation,
+        "validation_dir": work / "validation",
+    }
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -434,15 +434,13 @@ def register(
     force_promote: Annotated[bool | None, typer.Option("--force-promote")] = None,
 ) -> None:
     """Gate the model (chance, baselines, the champion on the same images) and register it as
-    champion or challenger."""
-    from cnnops.gate import decide_promotion
-    from cnnops.registration import register_model
+    champion or challenger; a champion's Bento is infra-validated in a real server first."""
+    from cnnops.registration import gate_and_register
+    from serving.infra import validate_candidate
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"gate.force_promote": force_promote})
-        register_model(
-            model, test, evaluation, cfg, decide_promotion(model, test, evaluation, cfg, baselines), baselines
-        )
+        gate_and_register(model, test, evaluation, cfg, baselines, validate_candidate)
 
 
 @app.command("import-model")
@@ -468,15 +466,18 @@ def import_model_(
     config: ConfigFile = None,
     sets: Sets = None,
 ) -> None:
-    """Evaluate an outside model on a test set and register it through the same gate."""
+    """Evaluate an outside model on a test set and register it through the same gate and the same
+    infra-validation."""
     from cnnops.importer import ImportSpec, import_model, prepare_test_set
     from cnnops.paths import state_home
+    from serving.infra import validate_candidate
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
         work = state_home() / "imports" / f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         names = [name.strip() for name in classes.split(",") if name.strip()] if classes else None
-        result = import_model(file, prepare_test_set(test, work, cfg), work, cfg, ImportSpec(names, scale, logits))
+        given = ImportSpec(names, scale, logits)
+        result = import_model(file, prepare_test_set(test, work, cfg), work, cfg, given, validate_candidate)
     typer.echo(
         f"cnnops: imported {file.name} as {result.registered_model} v{result.version} @{result.alias}: {result.reason}"
     )

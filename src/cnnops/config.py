@@ -256,6 +256,21 @@ class ServeConfig(_Section):
         return int(self.max_request_mb * 1024 * 1024)
 
 
+class InfraValidationConfig(_Section):
+    """How a champion's Bento is proven in a real server before the alias moves to it."""
+
+    ready_timeout_s: float = Field(
+        default=180, gt=0, le=3600, description="The server must answer /readyz within this many seconds."
+    )
+    request_timeout_s: float = Field(default=30, gt=0, le=600, description="Each canary request's time limit.")
+    canaries: int = Field(
+        default=16, ge=1, le=256, description="Test images served, at most this many, spread over the classes."
+    )
+    tolerance: float = Field(
+        default=1e-5, gt=0, le=0.1, description="Served probabilities may differ from the evaluation's by this much."
+    )
+
+
 class Config(_Section):
     """The whole configuration: defaults here, a YAML file (--config) on top, then --set and the named flags."""
 
@@ -272,6 +287,7 @@ class Config(_Section):
     registry: RegistryConfig = RegistryConfig()
     retrain: RetrainConfig = RetrainConfig()
     serve: ServeConfig = ServeConfig()
+    infra_validation: InfraValidationConfig = InfraValidationConfig()
 
 
 def build_config(file: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

@@ -21,11 +21,13 @@ from cnnops.artifacts import (
     manifest_fingerprint,
     read_history,
     read_manifest,
+    read_model_config,
     read_model_spec,
     read_run_record,
     write_evaluation,
     write_predictions,
 )
+from cnnops.canaries import pick_canaries, write_canaries
 from cnnops.console import say
 from cnnops.errors import CnnopsError
 from cnnops.inputs import input_errors_as_user_errors, make_dataset
@@ -40,7 +42,9 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> Evaluation
 
     The scores name the model's run and the test set's fingerprint, so the gate and registration
     can refuse an evaluation of another model or of other images. The error analysis reuses the
-    same predictions, so the test images are scored once.
+    same predictions, so the test images are scored once, and so do the canaries whose
+    probabilities infra-validation asks the served model to repeat (as many as the model's
+    config says).
     """
     spec = read_model_spec(model_dir)
     run = read_run_record(model_dir)
@@ -52,6 +56,8 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> Evaluation
     out_dir.mkdir(parents=True, exist_ok=True)
     write_evaluation(out_dir, scores)
     write_predictions(out_dir, manifest, [spec.class_names[i] for i in probabilities.argmax(axis=1)])
+    count = read_model_config(model_dir).infra_validation.canaries
+    write_canaries(out_dir, pick_canaries(manifest, probabilities, spec, run.run_id, count))
     pd.DataFrame([row.model_dump(by_alias=True) for row in scores.per_class]).to_csv(
         out_dir / "per_class.csv", index=False
     )

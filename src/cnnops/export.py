@@ -9,14 +9,26 @@ version is exported.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cnnops.artifacts import ModelSpec, Record, read_model_spec, read_record, write_model_spec, write_record
+from cnnops.artifacts import (
+    ModelSpec,
+    Record,
+    read_evaluation,
+    read_model_spec,
+    read_record,
+    read_run_record,
+    write_model_spec,
+    write_record,
+)
+from cnnops.atomic import replace_atomically
 from cnnops.errors import CnnopsError
 from cnnops.paths import state_home
-from cnnops.status import VersionStatus
+from cnnops.status import VersionFacts
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -27,11 +39,13 @@ MODEL_FILE = "model.keras"
 EXPORT_STEP = "`cnnops serve` (or `make bento`) to export it again"
 
 
-class ServedInfo(VersionStatus, Record):
+class ServedInfo(VersionFacts, Record):
     """What the service says about its model (`/info`): the version as `cnnops status` shows it,
     the registered model, and the alias or number it was asked for. No tracking URI: /info is
-    public, and a store URI can carry credentials."""
+    public, and a store URI can carry credentials. A candidate served to be infra-validated
+    before it is registered has no version yet (None), and `requested` is "candidate"."""
 
+    version: int | None
     registered_model: str
     requested: str
 
@@ -50,20 +64,58 @@ def served_models_home() -> Path:
     return state_home() / "serving"
 
 
-def export_registered(name: str, reference: str = "champion", out_root: Path | None = None) -> ServedModel:
+def export_registered(
+    name: str, reference: str = "champion", out_root: Path | None = None, model_file: Path | None = None
+) -> ServedModel:
     """Pin one registered version (an alias or a version number) into a served-model folder.
 
     The folder is named by version, so re-exporting the same version reuses it, and a new
-    champion never changes what an already exported folder serves.
+    champion never changes what an already exported folder serves. `model_file`, when given, is
+    the version's model as infra-validation served it: it is copied in, byte for byte, instead of
+    the registry's copy being loaded and saved again.
     """
     from cnnops.tracking import store_faults
     from cnnops.tracking_server import proxied_artifacts_reachable
 
     with store_faults(), proxied_artifacts_reachable(name):
-        return export_version(name, reference, out_root or served_models_home())
+        return export_version(name, reference, out_root or served_models_home(), model_file)
 
 
-def export_version(name: str, reference: str, out_root: Path) -> ServedModel:
+def export_candidate(model_dir: Path, evaluation_dir: Path, out_root: Path | None = None) -> ServedModel:
+    """A served-model folder for a candidate that is not registered yet: its model file as
+    trained, its spec, and its run and test scores; version None, requested "candidate"."""
+    run = read_run_record(model_dir)
+    scores = read_evaluation(evaluation_dir)
+    spec = read_model_spec(model_dir)
+    folder = (out_root or served_models_home()) / f"{run.registered_model}-run-{run.run_id}"
+    replace_atomically(folder / MODEL_FILE, lambda path: shutil.copyfile(model_dir / MODEL_FILE, path))
+    info = ServedInfo(
+        version=None,
+        registered_model=run.registered_model,
+        requested="candidate",
+        aliases=[],
+        run_id=run.run_id,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        test_accuracy=scores.accuracy,
+        test_macro_f1=scores.macro_f1,
+        decision=None,
+        reason="a candidate, served to be infra-validated before it is registered",
+        registration=None,
+        champion_score=None,
+        candidate_score_compared=None,
+        compared_on=None,
+        compared_with_version=None,
+        chance_score=None,
+        best_baseline=None,
+        best_baseline_score=None,
+        evidence=None,
+    )
+    write_model_spec(folder, spec)
+    write_record(folder / SERVED_FILE, info)
+    return ServedModel(folder, spec, info)
+
+
+def export_version(name: str, reference: str, out_root: Path, model_file: Path | None = None) -> ServedModel:
     """`export_registered` once the store's artifacts are reachable; store faults are its to name."""
     from mlflow.tracking import MlflowClient
 
@@ -85,7 +137,9 @@ def export_version(name: str, reference: str, out_root: Path) -> ServedModel:
     described = describe_version(version, aliases)
     info = ServedInfo(**dict(described), registered_model=name, requested=reference)
     folder = out_root / f"{name}-v{number}"
-    if not (folder / MODEL_FILE).is_file():
+    if model_file is not None:
+        replace_atomically(folder / MODEL_FILE, lambda path: shutil.copyfile(model_file, path))
+    elif not (folder / MODEL_FILE).is_file():
         write_model_file(f"models:/{name}/{number}", folder)
     write_model_spec(folder, spec)
     write_record(folder / SERVED_FILE, info)
@@ -114,8 +168,6 @@ def resolve_version(client: MlflowClient, name: str, reference: str, uri: str) -
 def write_model_file(model_uri: str, folder: Path) -> None:
     """Save a registered model as one `.keras` file, written aside and moved in whole."""
     import mlflow
-
-    from cnnops.atomic import replace_atomically
 
     model = mlflow.keras.load_model(model_uri)
     replace_atomically(folder / MODEL_FILE, lambda path: model.save(path))

@@ -17,10 +17,9 @@ from cnnops.artifacts import DatasetInfo, ModelSpec, RunRecord, read_dataset_inf
 from cnnops.config import Config, flatten_config
 from cnnops.console import say
 from cnnops.errors import CnnopsError
-from cnnops.gate import decide_promotion
 from cnnops.model import backbone_input
 from cnnops.provenance import provenance_tags
-from cnnops.registration import Registration, register_model
+from cnnops.registration import Registration, Validator, gate_and_register
 from cnnops.tracking import open_model_experiment
 
 # How an imported model expects its pixels, as a backbone input mode (cnnops.model.backbone_input)
@@ -37,8 +36,11 @@ class ImportSpec:
     logits: bool = False  # the model ends without a softmax: one is added
 
 
-def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, given: ImportSpec) -> Registration:
-    """Load, wrap, log, evaluate, gate and register an outside model; returns the registration."""
+def import_model(
+    file: Path, test_dir: Path, work_dir: Path, config: Config, given: ImportSpec, validate: Validator
+) -> Registration:
+    """Load, wrap, log, evaluate, gate, infra-validate (`validate`, when it earns champion) and
+    register an outside model; returns the registration."""
     from cnnops.evaluate import evaluate_model
 
     loaded = load_model_file(file)
@@ -56,8 +58,7 @@ def import_model(file: Path, test_dir: Path, work_dir: Path, config: Config, giv
     check_test_set(test_dir, spec)
     log_imported(model, spec, file, scale, config, read_dataset_info(test_dir), work_dir / "model")
     evaluate_model(work_dir / "model", test_dir, work_dir / "evaluation")
-    decision = decide_promotion(work_dir / "model", test_dir, work_dir / "evaluation", config)
-    return register_model(work_dir / "model", test_dir, work_dir / "evaluation", config, decision, None)
+    return gate_and_register(work_dir / "model", test_dir, work_dir / "evaluation", config, None, validate)
 
 
 def prepare_test_set(test: Path, work_dir: Path, config: Config) -> Path:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ from cnnops.artifacts import (
 from cnnops.config import Config
 from cnnops.console import say
 from cnnops.errors import CnnopsError
+from cnnops.infra_validation import InfraValidation, require_infra_validation
 from cnnops.locks import Lease, check_held, promotion_lock, renew_lease
 from cnnops.naming import CHALLENGER, CHAMPION
 from cnnops.tracking import ALIAS_NOT_FOUND, lookup, store_faults, use_tracking_store
@@ -75,10 +76,13 @@ def register_model(
     config: Config,
     decision: GateDecision,
     baselines_dir: Path | None,
+    validation: InfraValidation | None,
 ) -> Registration:
     """Register the candidate as a new version and point the decided alias at it, all or nothing,
     under the model's promotion lock. Takes what the gate took (`decide_promotion`'s arguments),
-    so that it can gate again if the champion moved since `decision` was made.
+    so that it can gate again if the champion moved since `decision` was made. A champion must
+    also have passed `validation`, the infra-validation of its Bento; without it, or with a
+    failed one, the version is registered as challenger saying why.
 
     The alias is set last, after the version's tags and the run's decision record; any failure
     (an interrupt or SIGTERM included) removes what this call wrote. A failing store is then a
@@ -104,11 +108,34 @@ def register_model(
             )
             decision = decide_promotion(model_dir, test_dir, evaluation_dir, config, baselines_dir)
             renew_lease(client, lease)
+        decision = require_infra_validation(decision, validation, run.run_id)
         version = write_registration(client, lease, decision, spec, metrics, run)
     say(f"register: {name} v{version.version} is now @{decision.alias}")
     return Registration(
         registered_model=name, version=int(version.version), alias=decision.alias, reason=decision.reason
     )
+
+
+# Infra-validates a candidate outside a pipeline (`serving.infra.validate_candidate`): given its
+# model and evaluation folders and the config, it serves the candidate's Bento and checks it.
+Validator = Callable[[Path, Path, Config], InfraValidation]
+
+
+def gate_and_register(
+    model_dir: Path,
+    test_dir: Path,
+    evaluation_dir: Path,
+    config: Config,
+    baselines_dir: Path | None,
+    validate: Validator,
+) -> Registration:
+    """What the pipeline's gate, package, infra-validate and register steps do, in one process:
+    gate the candidate and, when it earns champion, infra-validate it before registering."""
+    from cnnops.gate import decide_promotion
+
+    decision = decide_promotion(model_dir, test_dir, evaluation_dir, config, baselines_dir)
+    validation = validate(model_dir, evaluation_dir, config) if decision.alias == CHAMPION else None
+    return register_model(model_dir, test_dir, evaluation_dir, config, decision, baselines_dir, validation)
 
 
 def describe_version(number: int | None) -> str:
@@ -299,6 +326,14 @@ def find_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | No
     """The version an alias points at, or None when the model or the alias does not exist; a
     failing store is a one-line error naming it, never "none"."""
     return lookup(lambda: client.get_model_version_by_alias(name, alias), ALIAS_NOT_FOUND)
+
+
+def current_champion(name: str) -> int | None:
+    """The number of the version `champion` points at now, or None when there is none."""
+    use_tracking_store()
+    with store_faults():
+        found = find_alias(MlflowClient(), name, CHAMPION)
+    return None if found is None else int(found.version)
 
 
 def version_spec(version: ModelVersion) -> ModelSpec | None:

@@ -35,10 +35,10 @@ class RecordedEvidence(Frozen):
     only_champion_right: int
 
 
-class VersionStatus(Frozen):
-    """One registered version: its aliases, test scores, and the gate's decision and evidence."""
+class VersionFacts(Frozen):
+    """What is known of a model version besides its number: aliases, test scores, the gate's
+    decision and evidence."""
 
-    version: int
     aliases: list[str]
     run_id: str | None
     created_at: str
@@ -55,6 +55,12 @@ class VersionStatus(Frozen):
     best_baseline: str | None
     best_baseline_score: float | None
     evidence: RecordedEvidence | None
+
+
+class VersionStatus(VersionFacts):
+    """One registered version."""
+
+    version: int
 
 
 class ModelStatus(Frozen):

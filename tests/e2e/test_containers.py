@@ -194,7 +194,7 @@ def test_every_task_in_the_image_crowns_a_champion_over_http(docker_run):
     # The tasks wrote as the image's user, and logged artifacts through the server's proxy.
     (report,) = (home / "pipeline-root").rglob("validate/report")
     assert "Dataset report" in report.read_text() and str(report.stat().st_uid) == UID
-    assert list((home / "pipeline-root").rglob("package/bento/cnnops.bento"))
+    assert list((home / "pipeline-root").rglob("release/bento/cnnops.bento"))
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=docker_run["uri"])

@@ -45,13 +45,22 @@ def test_compiles_to_a_pipeline_spec_with_the_gate_branch(tmp_path):
     assert "train" in {task.task_info.name for task in nested}
     registers = {task.task_info.name for task in nested if task.component_ref.name.startswith("comp-register")}
     assert registers == {"register-champion", "register-challenger"}
-    # The Bento is built from the version the champion branch just registered, and only there.
+    # In the champion branch: package the candidate, infra-validate its Bento, and only then
+    # register; release builds the registered version's Bento from the validated one.
     by_name = {
         task.task_info.name: (key, task)
         for component in spec.components.values()
         for key, task in component.dag.tasks.items()
     }
-    version = by_name["package"][1].inputs.parameters["version"].task_output_parameter
+
+    def producer(task: str, artifact: str) -> str:
+        return by_name[task][1].inputs.artifacts[artifact].task_output_artifact.producer_task
+
+    assert producer("infra-validate", "bento") == by_name["package"][0]
+    assert producer("register-champion", "validation") == by_name["infra-validate"][0]
+    assert "validation" not in by_name["register-challenger"][1].inputs.artifacts
+    assert producer("release", "candidate") == by_name["package"][0]
+    version = by_name["release"][1].inputs.parameters["version"].task_output_parameter
     assert version.producer_task == by_name["register-champion"][0]
     train = spec.deployment_spec["executors"]["exec-train"]["container"]
     assert train["image"] == BASE_IMAGE == f"cnnops:{cnnops.__version__}"  # the image `make image` tags
@@ -135,7 +144,8 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
     # The champion branch packaged it: a Bento pinned to v1, and its archive as the task's output.
     (bento,) = (state_home / "bentoml" / "bentos" / "cnnops").glob(f"{name.lower()}-v1-*")
     assert (bento / "src" / "serving" / "model" / "model.keras").is_file()
-    assert list((state_home / "pipeline-root").rglob("package/bento/cnnops.bento"))
+    assert list((state_home / "pipeline-root").rglob("release/bento/cnnops.bento"))
+    assert list((state_home / "pipeline-root").rglob("infra-validate/validation/infra_validation.json"))
 
     # A deliberately weaker candidate, through the real command line.
     weaker = subprocess.run(

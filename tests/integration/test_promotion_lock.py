@@ -21,9 +21,11 @@ from mlflow.tracking import MlflowClient
 from cnnops.config import to_pipeline_parameter
 from cnnops.errors import CnnopsError
 from cnnops.gate import decide_promotion, write_decision
+from cnnops.infra_validation import write_infra_validation
 from cnnops.locks import EXPIRES_TAG, HOLDER_TAG, lock_name, promotion_lock
 from cnnops.registration import register_model
 from cnnops.status import describe_registry
+from serving.infra import validate_candidate
 
 NAME = "lock-test"
 
@@ -113,24 +115,25 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from cnnops.config import validate_config
 from cnnops.gate import read_decision
+from cnnops.infra_validation import read_infra_validation
 from cnnops.registration import register_model
 
 def killed(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)  # what a lost machine does between version and alias
 
 MlflowClient.set_registered_model_alias = killed
-model, test, evaluation, config, decision = sys.argv[1:]
+model, test, evaluation, config, decision, validation = sys.argv[1:]
 register_model(Path(model), Path(test), Path(evaluation), validate_config(json.loads(config)),
-               read_decision(Path(decision)), None)
+               read_decision(Path(decision)), None, read_infra_validation(Path(validation)))
 """
 
 
-def register_killed(candidate: dict, decision_file: Path) -> None:
+def register_killed(candidate: dict, decision_file: Path, validation: Path) -> None:
     """Run the real register in a process that SIGKILLs itself as it is about to set the alias."""
     args = [str(candidate[key]) for key in ("model", "test", "evaluation")]
     config = json.dumps(to_pipeline_parameter(candidate["config"]))
     done = subprocess.run(
-        [sys.executable, "-c", KILLED_REGISTER, *args, config, str(decision_file)],
+        [sys.executable, "-c", KILLED_REGISTER, *args, config, str(decision_file), str(validation)],
         env={**os.environ},
         capture_output=True,
         text=True,
@@ -153,16 +156,18 @@ def test_a_killed_registration_is_resolved_and_a_stale_decision_is_gated_again(t
         second = train_candidate(tmp_path / "b", source, **rules, seed=11)
         client = MlflowClient()
         # Both gated before either registered: each was told there is no champion.
-        decisions = {}
+        decisions, validations = {}, {}
         for key, candidate in (("a", first), ("b", second)):
             decisions[key] = decide_promotion(
                 candidate["model"], candidate["test"], candidate["evaluation"], candidate["config"]
             )
             write_decision(tmp_path / f"{key}.json", decisions[key])
+            validations[key] = validate_candidate(candidate["model"], candidate["evaluation"], candidate["config"])
+            write_infra_validation(tmp_path / f"validation-{key}", validations[key])
         assert decisions["a"].alias == decisions["b"].alias == "champion"
 
         # Killed between the version and its alias: v1 pending, no alias, the lock left behind.
-        register_killed(first, tmp_path / "a.json")
+        register_killed(first, tmp_path / "a.json", tmp_path / "validation-a")
         assert version_state(client, 1) == ("pending", "champion", [])
         assert client.get_registered_model(lock_name(NAME)).tags[HOLDER_TAG].startswith(socket.gethostname())
         # A version registered before the mark existed carries neither tag, and is left alone.
@@ -186,10 +191,10 @@ def test_a_killed_registration_is_resolved_and_a_stale_decision_is_gated_again(t
         assert client.get_model_version(NAME, legacy.version).tags == {"cnnops.decision": "challenger"}
 
         # Killed again; this time the next register resolves it before it registers its own.
-        register_killed(second, tmp_path / "b.json")
+        register_killed(second, tmp_path / "b.json", tmp_path / "validation-b")
         assert version_state(client, 3) == ("pending", "champion", [])
         crowned = register_model(
-            first["model"], first["test"], first["evaluation"], first["config"], decisions["a"], None
+            first["model"], first["test"], first["evaluation"], first["config"], decisions["a"], None, validations["a"]
         )
         assert crowned.version == 4 and crowned.alias == "champion"
         assert version_state(client, 3) == ("interrupted", "challenger", [])
@@ -198,7 +203,13 @@ def test_a_killed_registration_is_resolved_and_a_stale_decision_is_gated_again(t
         # The second candidate's decision was made when there was no champion; v4 is one now, so
         # registration gates it again against v4 and registers what the gate says of that.
         late = register_model(
-            second["model"], second["test"], second["evaluation"], second["config"], decisions["b"], None
+            second["model"],
+            second["test"],
+            second["evaluation"],
+            second["config"],
+            decisions["b"],
+            None,
+            validations["b"],
         )
         expected = decide_promotion(second["model"], second["test"], second["evaluation"], second["config"])
         assert expected.champion_version == 4 and late.version == 5

@@ -26,6 +26,11 @@ def registry(champion, tmp_path_factory):
         yield copy
 
 
+def inputs(candidate: dict) -> tuple:
+    """The model, test and evaluation folders and the config, as register_model takes them."""
+    return candidate["model"], candidate["test"], candidate["evaluation"], candidate["config"]
+
+
 def test_training_logs_run_with_model_and_provenance(registry):
     strong = registry["strong"]
     run = MlflowClient().get_run(strong["run_id"])
@@ -77,7 +82,7 @@ def test_weaker_candidate_stays_challenger(registry):
     evidence = decision.evidence
     assert evidence.only_champion_right > evidence.only_candidate_right
     assert evidence.n_images == weak["metrics"]["n_test"] and evidence.interval_high < 0
-    result = register_model(weak["model"], weak["test"], weak["evaluation"], weak["config"], decision, None)
+    result = register_model(weak["model"], weak["test"], weak["evaluation"], weak["config"], decision, None, None)
     status = describe_registry(registry["first"].registered_model).models[0]
     assert status.champion.version == registry["first"].version
     assert status.challenger.version == result.version
@@ -133,7 +138,7 @@ def test_failed_registration_leaves_nothing_behind(registry, monkeypatch):
 
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", fail)
     with pytest.raises(KeyboardInterrupt):
-        register_model(strong["model"], strong["test"], strong["evaluation"], strong["config"], decision, None)
+        register_model(*inputs(strong), decision, None, registry["validation"])
     assert len(client.search_model_versions(f"name = '{name}'")) == before
     # The run's earlier, successful registration keeps its record.
     assert tag_before == "champion"
@@ -153,7 +158,7 @@ def test_failed_first_registration_removes_the_new_registered_model(registry, mo
 
     monkeypatch.setattr(MlflowClient, "log_dict", fail)
     with pytest.raises(RuntimeError, match="store went away"):
-        register_model(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"], decision, None)
+        register_model(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"], decision, None, None)
     assert describe_registry().models == [m for m in describe_registry().models if m.name != "fresh-model"]
     assert "cnnops.gate_decision" not in MlflowClient().get_run(fresh["run_id"]).data.tags
 
@@ -171,7 +176,7 @@ def test_first_candidate_below_the_floor_is_not_crowned(registry):
         },
     )
     decision = decide_promotion(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"])
-    register_model(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"], decision, None)
+    register_model(fresh["model"], fresh["test"], fresh["evaluation"], fresh["config"], decision, None, None)
     model = describe_registry("low-model").models[0]
     assert model.champion is None and model.challenger.version == 1
     assert "below the floor" in model.challenger.reason
@@ -185,7 +190,7 @@ def test_evaluation_of_another_model_or_test_set_is_refused(registry):
         decide_promotion(strong["model"], registry["work"] / "strong" / "val", strong["evaluation"], strong["config"])
     with pytest.raises(CnnopsError, match="evaluates another model"):
         register_model(
-            strong["model"], strong["test"], again / "evaluation", strong["config"], registry["decision"], None
+            strong["model"], strong["test"], again / "evaluation", strong["config"], registry["decision"], None, None
         )
 
 
@@ -239,6 +244,7 @@ def test_gate_and_register_components(registry):
         evaluation=Artifact(uri=str(strong["evaluation"])),
         baselines=scores,
         decision=decision,
+        validation=Artifact(uri=str(registry["validation_dir"])),
     )
     assert describe_registry(registry["first"].registered_model).models[0].challenger.version == version
 
@@ -258,7 +264,7 @@ def test_champion_changed_during_the_run_is_gated_again_against_the_new_champion
     # ...but another run crowns a new champion before this one registers.
     challenger = client.get_model_version_by_alias(name, "challenger")
     client.set_registered_model_alias(name, "champion", challenger.version)
-    result = register_model(strong["model"], strong["test"], strong["evaluation"], strong["config"], decision, None)
+    result = register_model(*inputs(strong), decision, None, registry["validation"])
     # Registered with what the gate says against the new champion, not with the stale decision.
     expected = decide_promotion(strong["model"], strong["test"], strong["evaluation"], strong["config"])
     assert expected.champion_version == int(challenger.version)
@@ -290,7 +296,7 @@ def test_same_predictions_are_never_promoted_and_force_promote_registers_champio
     forcing = build_config(overrides={"gate.margin": 0.5, "gate.force_promote": True})
     forced = decide_promotion(strong["model"], strong["test"], strong["evaluation"], forcing)
     assert forced.alias == "champion" and forced.reason.startswith("Forced by --force-promote")
-    result = register_model(strong["model"], strong["test"], strong["evaluation"], forcing, forced, None)
+    result = register_model(*inputs(strong)[:3], forcing, forced, None, registry["validation"])
     assert int(client.get_model_version_by_alias(name, "champion").version) == result.version
 
 

@@ -79,6 +79,8 @@ def test_platform_spec_mounts_the_volume_reads_the_secret_and_sizes_every_task(t
         "gate",
         "register",
         "package",
+        "infra-validate",
+        "release",
         "finalize",
     }
     deployment = json_format.MessageToDict(spec.deployment_spec)["executors"]

@@ -51,9 +51,18 @@ def gate(candidate: dict, floors, **overrides) -> GateDecision:
 
 
 def register(candidate: dict, decision: GateDecision, floors, **overrides) -> Registration:
-    """Register with the inputs and rules the candidate was gated with, as the pipeline does."""
+    """Register with the inputs and rules the candidate was gated with, as the pipeline does: a
+    champion's Bento infra-validated in a real server first."""
+    from serving.infra import validate_candidate
+
     config = build_config(overrides={**SMALL, **overrides})
-    return register_model(candidate["model"], candidate["test"], candidate["evaluation"], config, decision, floors)
+    inputs = (candidate["model"], candidate["test"], candidate["evaluation"], config)
+    validation = (
+        validate_candidate(candidate["model"], candidate["evaluation"], config)
+        if decision.alias == "champion"
+        else None
+    )
+    return register_model(*inputs, decision, floors, validation)
 
 
 @pytest.mark.slow

