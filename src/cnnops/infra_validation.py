@@ -87,12 +87,23 @@ def unpack_bento(archive: Path, target: Path) -> Path:
     """Unpack an exported Bento archive (`bentoml export`) into `target`; returns its folder."""
     try:
         with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(target, filter="data")
+            members = tar.getmembers()
+            unsafe = [m.name for m in members if not is_plain_member(m)]
+            if unsafe:
+                raise CnnopsError(f"{archive} holds {unsafe[0]}, a link or a path outside the Bento; refusing it.")
+            tar.extractall(target, members=members)  # noqa: S202 - every member checked above
     except (OSError, tarfile.TarError) as err:
         raise CnnopsError(f"{archive} is not a readable Bento archive ({err}); run the package step again.") from None
     if not (target / "bento.yaml").is_file():
         raise CnnopsError(f"{archive} holds no bento.yaml; it is not a Bento archive.")
     return target
+
+
+def is_plain_member(member: tarfile.TarInfo) -> bool:
+    """A file or folder that stays inside the folder it is unpacked in (the project image's Python
+    predates tarfile's extraction filters)."""
+    path = Path(member.name)
+    return (member.isfile() or member.isdir()) and not path.is_absolute() and ".." not in path.parts
 
 
 def infra_validate(
