@@ -11,6 +11,10 @@ other calls are still using it, which turns concurrent load into 500s. One proce
 serialisation hop per request. Access logs are off: at these request rates they cost more CPU
 than the model (`/metrics` counts every request).
 
+The contract is the OpenAPI document at /docs.json: BentoML generates it from the typed API
+methods below, and `contract_document` adds what BentoML 1.4 cannot say (the refusals, the raw
+image body, the limits of this server's configuration).
+
 The model comes from a served-model folder (`cnnops.export`): `$CNNOPS_MODEL_DIR`, else the
 copy packed beside this file when a bento is built.
 """
@@ -18,16 +22,19 @@ copy packed beside this file when a bento is built.
 from __future__ import annotations
 
 import gc
+import json
 import os
-from collections.abc import Awaitable
+import re
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, cast
+from urllib.parse import parse_qs
 
 import anyio
 import bentoml
 import numpy as np
 from bentoml.validators import ContentType
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
@@ -46,7 +53,7 @@ from cnnops.predict import (
     predict_pixels,
     top_k,
 )
-from serving.limits import RequestGuard
+from serving.limits import BODY_TIMEOUT_S, ASGIApp, Receive, RequestGuard, RouteRules, Scope, Send, matches
 
 MODEL_DIR_ENV = "CNNOPS_MODEL_DIR"
 SERVE_CONFIG_ENV = "CNNOPS_SERVE_CONFIG"
@@ -56,13 +63,51 @@ STATIC = Path(__file__).resolve().parent / "static"
 MAX_BATCH_SIZE = 64
 # Uploads up to this size are read and decoded in the event loop: about 0.1 ms of work.
 INLINE_DECODE_BYTES = 32 * 1024
+# BentoML answers 504 when a request has not started its response within this many seconds.
+TRAFFIC_TIMEOUT_S = 60
+MAX_TOP_K = 1000
 BATCH_SIZES = bentoml.metrics.Histogram(
     name="cnnops_batch_size",
     documentation="Images per model call (adaptive batching).",
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
-TopK = Annotated[int | None, Field(default=None, ge=1, le=1000, description="How many classes to return.")]
+# strict: a JSON `true` or `2.5` is not a number of classes (pydantic's lax mode would take them).
+TopK = Annotated[
+    int | None, Field(default=None, ge=1, le=MAX_TOP_K, strict=True, description="How many classes to return.")
+]
 ImageFile = Annotated[Path, ContentType("image/*")]
+FILE_PART = "A file part of an image/* type: jpg, png, webp, gif or bmp."
+UploadedImage = Annotated[ImageFile, Field(description=FILE_PART)]
+# `image-base64` is not a standard format: it says the text is an image's base64, bare or as a
+# data URL, which no JSON Schema keyword can (a client that does not know the name ignores it).
+Base64Image = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description="An image file's bytes in base64, bare or as a data URL (`data:image/png;base64,...`).",
+        json_schema_extra={"format": "image-base64"},
+    ),
+]
+ImageFiles = Annotated[
+    list[ImageFile], Field(min_length=1, description=f"The images, in order (repeat the field). {FILE_PART}")
+]
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="A class name, as /info lists them.")
+    probability: float = Field(ge=0, le=1)
+
+
+class Classification(BaseModel):
+    """One image's most likely classes, most likely first."""
+
+    predictions: list[Prediction] = Field(min_length=1)
+
+
+class BatchClassification(BaseModel):
+    """Each image's classes, in upload order."""
+
+    results: list[Classification] = Field(min_length=1)
 
 
 def served_model_dir() -> Path:
@@ -98,19 +143,45 @@ async def model_info(request: Request) -> JSONResponse:
     return JSONResponse(request.app.state.info)
 
 
-web = Starlette(routes=[Route("/", page), Route("/docs", api_docs), Route("/info", model_info)])
+async def openapi_document(request: Request) -> JSONResponse:
+    """The contract (`contract_document`), in place of BentoML's own /docs.json."""
+    return JSONResponse(request.app.state.openapi)
 
 
-def error(ctx: bentoml.Context, status: int, message: str) -> dict[str, Any]:
-    """A 4xx answer with a JSON error; the request's own fault, so the service carries on."""
+web = Starlette(
+    routes=[
+        Route("/", page),
+        Route("/docs", api_docs),
+        Route("/docs.json", openapi_document),
+        Route("/info", model_info),
+    ]
+)
+
+
+def error(ctx: bentoml.Context, status: int, message: str) -> JSONResponse:
+    """A 4xx answer with a JSON error; the request's own fault, so the service carries on. (BentoML
+    sets a returned response's status from the context, so both carry it.)"""
     ctx.response.status_code = status
-    return {"error": message}
+    return JSONResponse({"error": message}, status_code=status)
 
 
-@bentoml.service(name="cnnops", workers=1, traffic={"timeout": 60}, logging={"access": {"enabled": False}})
+def query_top_k(query_string: bytes) -> int | None:
+    """`top_k` from a query string, or None when it has none; ValueError says what is wrong."""
+    values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("top_k")
+    if not values:
+        return None
+    text = values[-1]
+    if not re.fullmatch(r"[0-9]{1,9}", text) or not 1 <= int(text) <= MAX_TOP_K:
+        raise ValueError(f"must be a whole number from 1 to {MAX_TOP_K}, got {text[:20]!r}")
+    return int(text)
+
+
+@bentoml.service(
+    name="cnnops", workers=1, traffic={"timeout": TRAFFIC_TIMEOUT_S}, logging={"access": {"enabled": False}}
+)
 @bentoml.asgi_app(web)
 class Classifier:
-    """Classify images: one upload, a base64 or data-URL image, or a batch of uploads."""
+    """Classify images: one upload or raw image body, a base64 or data-URL image, or a batch of uploads."""
 
     def __init__(self) -> None:
         self.settings = serve_config()
@@ -124,6 +195,8 @@ class Classifier:
             lambda pixels: predict_bucketed(model, pixels, buckets), MAX_BATCH_SIZE, on_batch=BATCH_SIZES.observe
         )
         web.state.info = self.info()
+        generated = cast("bentoml.Service[Classifier]", Classifier).openapi_spec.asdict()
+        web.state.openapi = contract_document(generated, self.settings)
         # TensorFlow and Keras leave millions of long-lived objects; without this, every full
         # collection walks them all and stalls every request in flight for a few hundred ms.
         gc.freeze()
@@ -166,31 +239,56 @@ class Classifier:
     async def decode_base64(self, text: str) -> np.ndarray:
         return await self.decode_bytes(decode_base64_image(text, self.settings.max_request_bytes))
 
-    async def answer_one(self, decoding: Awaitable[np.ndarray], ctx: bentoml.Context, k: int | None) -> dict[str, Any]:
-        """One image's top-k, or a 400 naming why its bytes are not a usable image."""
+    async def classify_one(self, decoding: Awaitable[np.ndarray], k: int | None) -> Classification:
+        """One image's top-k; ImageDecodeError names why its bytes are not a usable image."""
+        pixels = await decoding
+        (predictions,) = await self.classify_pixels(pixels[None], k)
+        return Classification.model_validate({"predictions": predictions})
+
+    async def classify_raw(self, body: bytes, query_string: bytes) -> tuple[int, dict[str, Any]]:
+        """A raw `image/*` body (`RawImageUploads`): the status and JSON an upload would get."""
         try:
-            pixels = await decoding
+            k = query_top_k(query_string)
+        except ValueError as err:
+            return 400, {"error": f"top_k: {err}"}
+        try:
+            result = await self.classify_one(self.decode_bytes(body), k)
+        except ImageDecodeError as err:
+            return 400, {"error": f"image: {err}"}
+        return 200, result.model_dump(mode="json")
+
+    @bentoml.api(route="/classify", output_spec=Classification)
+    async def classify(
+        self, image: UploadedImage, ctx: bentoml.Context, top_k: TopK = None
+    ) -> Classification | JSONResponse:
+        """Classify one image: a multipart upload (field `image`), or the image itself as the body
+        (`Content-Type: image/...`, `top_k` in the query): jpg, png, webp, gif or bmp."""
+        try:  # an invalid query top_k is refused even when the form's top_k wins
+            in_query = query_top_k(ctx.request.scope["query_string"])
+        except ValueError as err:
+            return error(ctx, 400, f"top_k: {err}")
+        k = top_k if top_k is not None else in_query
+        try:
+            return await self.classify_one(self.decode_file(image), k)
         except ImageDecodeError as err:
             return error(ctx, 400, f"image: {err}")
-        (predictions,) = await self.classify_pixels(pixels[None], k)
-        return {"predictions": predictions}
 
-    @bentoml.api(route="/classify")
-    async def classify(self, image: ImageFile, ctx: bentoml.Context, top_k: TopK = None) -> dict[str, Any]:
-        """Classify one uploaded image (multipart field `image`): jpg, png, webp, gif or bmp."""
-        return await self.answer_one(self.decode_file(image), ctx, top_k)
-
-    @bentoml.api(route="/classify_base64")
-    async def classify_base64(self, image: str, ctx: bentoml.Context, top_k: TopK = None) -> dict[str, Any]:
+    @bentoml.api(route="/classify_base64", output_spec=Classification)
+    async def classify_base64(
+        self, image: Base64Image, ctx: bentoml.Context, top_k: TopK = None
+    ) -> Classification | JSONResponse:
         """Classify a base64 image or a data URL (`data:image/png;base64,...`), as a canvas sends it."""
-        return await self.answer_one(self.decode_base64(image), ctx, top_k)
+        try:
+            return await self.classify_one(self.decode_base64(image), top_k)
+        except ImageDecodeError as err:
+            return error(ctx, 400, f"image: {err}")
 
-    @bentoml.api(route="/classify_batch")
-    async def classify_batch(self, images: list[ImageFile], ctx: bentoml.Context, top_k: TopK = None) -> dict[str, Any]:
+    @bentoml.api(route="/classify_batch", output_spec=BatchClassification)
+    async def classify_batch(
+        self, images: ImageFiles, ctx: bentoml.Context, top_k: TopK = None
+    ) -> BatchClassification | JSONResponse:
         """Classify several uploaded images (repeat the multipart field `images`), in order."""
         limit = self.settings.max_batch_images
-        if not images:
-            return error(ctx, 400, "images: the batch is empty; send at least one image")
         if len(images) > limit:
             return error(ctx, 400, f"images: {len(images)} images is over the batch limit of {limit}")
         decoded: list[np.ndarray] = []
@@ -200,11 +298,170 @@ class Classifier:
             except ImageDecodeError as err:
                 return error(ctx, 400, f"images[{index}]: {err}")
         results = await self.classify_pixels(np.stack(decoded), top_k)
-        return {"results": [{"predictions": predictions} for predictions in results]}
+        return BatchClassification.model_validate({"results": [{"predictions": p} for p in results]})
 
 
-MULTIPART_FIELDS = {"/classify": {"image", "top_k"}, "/classify_batch": {"images", "top_k"}}
+class RawImageUploads:
+    """ASGI middleware: `POST /classify` with an `image/*` body is answered here, from the bytes
+    themselves: no multipart parsing and no temporary file, which BentoML's file inputs cost. The
+    image takes the same decode and the same batcher as an upload (`Classifier.classify_raw`).
+    It sits inside `RequestGuard`, which has already bounded the body in size and time."""
+
+    def __init__(self, app: ASGIApp, path: str = "/classify") -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path):
+            await self.app(scope, receive, send)
+            return
+        content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        if not matches(content_type.split(";")[0].strip().lower(), "image/*"):
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        classifier = cast(Classifier, bentoml.get_current_service())
+        status, payload = await classifier.classify_raw(b"".join(chunks), scope.get("query_string", b""))
+        body = json.dumps(payload).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def guarded_routes(settings: ServeConfig) -> dict[str, RouteRules]:
+    """What each API route takes, for `RequestGuard`."""
+    top = frozenset({"top_k"})
+    return {
+        "/classify": RouteRules(("multipart/form-data", "image/*"), {"image": 1}, top),
+        "/classify_base64": RouteRules(("application/json",)),
+        "/classify_batch": RouteRules(("multipart/form-data",), {"images": settings.max_batch_images}, top),
+    }
+
+
+def error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ERROR_REF}}}}
+
+
+COMPONENTS = "#/components/schemas/"
+ERROR_REF = COMPONENTS + "Error"
+ERROR_SCHEMA = {
+    "type": "object",
+    "title": "Error",
+    "description": "Why the request was refused. A validation error adds its `detail`.",
+    "required": ["error"],
+    "properties": {"error": {"type": "string", "minLength": 1}},
+}
+TOP_K_QUERY = {
+    "name": "top_k",
+    "in": "query",
+    "required": False,
+    "description": "How many classes to return (the multipart field `top_k` wins when both are sent).",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K},
+}
+INFO_SCHEMA = {
+    "type": "object",
+    "required": ["registered_model", "version", "aliases", "class_names", "input", "limits", "max_request_bytes"],
+    "properties": {
+        "registered_model": {"type": "string"},
+        "version": {"type": "integer", "nullable": True},
+        "aliases": {"type": "array", "items": {"type": "string"}},
+        "class_names": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "input": {
+            "type": "object",
+            "required": ["height", "width", "mode"],
+            "properties": {"height": {"type": "integer"}, "width": {"type": "integer"}, "mode": {"type": "string"}},
+        },
+        "limits": {"type": "object"},
+        "max_request_bytes": {"type": "integer"},
+    },
+}
+
+
+def contract_document(generated: dict[str, Any], settings: ServeConfig) -> dict[str, Any]:
+    """BentoML's generated OpenAPI document with what BentoML 1.4 cannot generate: the refusals each
+    API answers (its fixed 400/404/500 entries go), the raw image body and query `top_k` of
+    /classify, each image part's media type, the batch and byte limits of this configuration, and
+    the routes of the mounted web app. Components nothing refers to any more are dropped."""
+    doc = json.loads(json.dumps(generated))  # a copy, with the status codes as JSON has them
+    limit = settings.max_request_bytes
+    refusals = {
+        "400": error_response("Malformed request, or not a usable image (the error says which)."),
+        "408": error_response(f"The body did not arrive within {BODY_TIMEOUT_S:g} s."),
+        "413": error_response(f"The body is over {limit} bytes (`serve.max_request_mb`)."),
+        "415": error_response("A Content-Type this endpoint does not take."),
+        "504": error_response(f"No answer could start within {TRAFFIC_TIMEOUT_S} s."),
+    }
+    for path in guarded_routes(settings):
+        operation = doc["paths"][path]["post"]
+        operation["responses"] = {"200": operation["responses"]["200"], **refusals}
+        operation["description"] = " ".join(operation["description"].split())
+        operation["description"] += f" Bodies over {limit} bytes are refused with 413."
+        operation["x-max-request-bytes"] = limit
+        operation["requestBody"]["required"] = True
+        for content in operation["requestBody"]["content"].values():
+            # null asks for the configured default, as an absent top_k does
+            content["schema"]["properties"]["top_k"]["nullable"] = True
+            if "encoding" in content:  # a multipart field not named here is refused
+                content["schema"]["additionalProperties"] = False
+    multipart = doc["paths"]["/classify"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    multipart["encoding"]["image"] = {"contentType": "image/*"}
+    doc["paths"]["/classify"]["post"]["requestBody"]["content"]["image/*"] = {
+        "schema": {"type": "string", "format": "binary", "minLength": 1, "maxLength": limit}
+    }
+    doc["paths"]["/classify"]["post"]["parameters"] = [TOP_K_QUERY]
+    batch = doc["paths"]["/classify_batch"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    batch["encoding"]["images"] = {"contentType": "image/*"}
+    batch["schema"]["properties"]["images"]["maxItems"] = settings.max_batch_images
+    html = {"description": "An HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}
+    doc["paths"]["/"] = {"get": {"tags": ["Web"], "description": "The web page.", "responses": {"200": html}}}
+    doc["paths"]["/docs"] = {
+        "get": {"tags": ["Web"], "description": "This document, as a page.", "responses": {"200": html}}
+    }
+    doc["paths"]["/info"] = {
+        "get": {
+            "tags": ["Web"],
+            "description": "The served model: name, version, aliases, test metrics, classes, input, limits.",
+            "responses": {
+                "200": {"description": "Model facts.", "content": {"application/json": {"schema": INFO_SCHEMA}}}
+            },
+        }
+    }
+    doc["info"]["description"] = (
+        f"Image classification with one registered model version. Limits: bodies up to {limit} bytes, "
+        f"{settings.max_batch_images} images per batch, {settings.max_image_pixels} pixels per image; "
+        f"a body must arrive within {BODY_TIMEOUT_S:g} s."
+    )
+    schemas = {**doc["components"]["schemas"], "Error": ERROR_SCHEMA}
+    used = set(references(doc["paths"], schemas))
+    doc["components"]["schemas"] = {name: schema for name, schema in schemas.items() if f"{COMPONENTS}{name}" in used}
+    return doc
+
+
+def references(paths: Any, schemas: dict[str, Any]) -> Iterator[str]:
+    """Every component reference reachable from the paths, through the components they name."""
+    seen: set[str] = set()
+    stack = [paths]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref not in seen:
+                seen.add(ref)
+                yield ref
+                stack.append(schemas.get(ref.removeprefix(COMPONENTS), {}))
+            stack.extend(value for key, value in node.items() if key != "$ref")
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 # The decorators made Classifier a bentoml Service; mypy does not apply class decorators.
-cast("bentoml.Service[Classifier]", Classifier).add_asgi_middleware(
-    RequestGuard, limit=lambda: serve_config().max_request_bytes, multipart_fields=MULTIPART_FIELDS
+SERVICE = cast("bentoml.Service[Classifier]", Classifier)
+SERVICE.add_asgi_middleware(
+    RequestGuard, limit=lambda: serve_config().max_request_bytes, routes=lambda: guarded_routes(serve_config())
 )
+SERVICE.add_asgi_middleware(RawImageUploads)
