@@ -21,6 +21,7 @@ import pytest
 import yaml
 from conftest import CNNOPS, free_port, write_images
 
+from cnnops.service_client import post_image as upload_image
 from components import BASE_IMAGE
 
 pytestmark = pytest.mark.containers
@@ -268,26 +269,9 @@ def photo(folder: Path) -> Path:
 
 
 def post_image(url: str, path: Path, content_type: str = "image/jpeg") -> tuple[int, bytes]:
-    boundary = "cnnops-test-boundary"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
-            f"Content-Type: {content_type}\r\n\r\n"
-        ).encode()
-        + path.read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    request = urllib.request.Request(
-        f"{url}/classify",
-        data=body,
-        method="POST",
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
+    """Upload a file to /classify as the web page does, through the library's service client."""
+    answer = upload_image(url, path.read_bytes(), path.name, content_type)
+    return answer.status, answer.body
 
 
 def wait_ready(url: str, seconds: float, alive) -> float:
