@@ -271,6 +271,29 @@ class InfraValidationConfig(_Section):
     )
 
 
+class DriftConfig(_Section):
+    """How the service keeps its window of served traffic and judges it against the reference."""
+
+    window_size: int = Field(
+        default=300, ge=10, le=100_000, description="Most recent requests kept in the window; older ones drop out."
+    )
+    max_age_s: float = Field(
+        default=86_400, gt=0, description="A request older than this many seconds leaves the window."
+    )
+    min_window: int = Field(
+        default=100, ge=10, description="Below this many requests in the window there is no verdict, only a count."
+    )
+    alpha: float = Field(
+        default=0.01, gt=0, lt=1, description="Drift is reported when the joint p-value is below this."
+    )
+    max_components: int = Field(
+        default=10, ge=1, le=256, description="Most principal components of the embeddings tested, one KS test each."
+    )
+    explained_variance: float = Field(
+        default=0.9, gt=0, le=1, description="Components are kept until they explain this share of the variance."
+    )
+
+
 class Config(_Section):
     """The whole configuration: defaults here, a YAML file (--config) on top, then --set and the named flags."""
 
@@ -288,6 +311,7 @@ class Config(_Section):
     retrain: RetrainConfig = RetrainConfig()
     serve: ServeConfig = ServeConfig()
     infra_validation: InfraValidationConfig = InfraValidationConfig()
+    drift: DriftConfig = DriftConfig()
 
 
 def build_config(file: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

@@ -1,0 +1,107 @@
+"""The traffic window: bounded by count and by age, and the same after a save and a load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnops.errors import CnnopsError
+from cnnops.traffic_window import Served, TrafficWindow
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def served(at: float, i: int) -> Served:
+    return Served(
+        at=at,
+        embedding=np.full(8, i, dtype=np.float32),
+        predicted=i % 3,
+        confidence=0.5 + (i % 5) / 10,
+        width=28 + i,
+        height=28,
+        mode="L",
+        brightness=i / 1000,
+    )
+
+
+def test_the_window_keeps_only_the_newest_by_count() -> None:
+    clock = Clock()
+    window = TrafficWindow(size=10, max_age_s=3600, clock=clock)
+    for i in range(25):
+        window.add(served(clock.now, i))
+    items = window.current()
+    assert [int(s.embedding[0]) for s in items] == list(range(15, 25))
+
+
+def test_the_window_drops_what_is_older_than_its_age_bound() -> None:
+    clock = Clock()
+    window = TrafficWindow(size=100, max_age_s=60, clock=clock)
+    for i in range(5):
+        window.add(served(clock.now - 120 + i * 30, i))  # 120, 90, 60, 30 and 0 s old
+    # at exactly the bound an item stays; older ones go
+    assert [round(clock.now - s.at) for s in window.current()] == [60, 30, 0]
+    clock.now += 31
+    assert [round(clock.now - s.at) for s in window.current()] == [31]
+
+
+def test_a_saved_window_comes_back_the_same_after_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    window = TrafficWindow(size=50, max_age_s=3600, clock=clock)
+    for i in range(30):
+        window.add(served(clock.now - i, i))
+    path = tmp_path / "state" / "window.npz"
+    path.parent.mkdir()
+    window.save(path)
+
+    restarted = TrafficWindow(size=50, max_age_s=3600, clock=clock)
+    assert restarted.load(path) == 30
+    for a, b in zip(restarted.current(), window.current(), strict=True):
+        assert np.array_equal(a.embedding, b.embedding)
+        assert (a.at, a.predicted, a.confidence, a.width, a.height, a.mode, a.brightness) == (
+            b.at,
+            b.predicted,
+            b.confidence,
+            b.width,
+            b.height,
+            b.mode,
+            b.brightness,
+        )
+    observed = restarted.observations(classes=3)
+    assert observed.embeddings.shape == (30, 8) and len(observed) == 30
+    assert list(tmp_path.joinpath("state").iterdir()) == [path]
+
+
+def test_a_restart_with_a_smaller_bound_keeps_the_newest(tmp_path: Path) -> None:
+    clock = Clock()
+    window = TrafficWindow(size=50, max_age_s=3600, clock=clock)
+    for i in range(30):
+        window.add(served(clock.now - 30 + i, i))
+    path = tmp_path / "window.npz"
+    window.save(path)
+    clock.now += 3600 - 10  # the oldest 20 are now past the age bound
+    smaller = TrafficWindow(size=5, max_age_s=3600, clock=clock)
+    assert smaller.load(path) == 5
+    assert [int(s.embedding[0]) for s in smaller.current()] == [25, 26, 27, 28, 29]
+
+
+def test_no_saved_window_is_an_empty_one_and_a_broken_file_is_an_error(tmp_path: Path) -> None:
+    window = TrafficWindow(size=5, max_age_s=60)
+    assert window.load(tmp_path / "absent.npz") == 0
+    broken = tmp_path / "window.npz"
+    broken.write_bytes(b"not a window")
+    with pytest.raises(CnnopsError, match="is not a readable traffic window"):
+        window.load(broken)
+    assert broken.read_bytes() == b"not a window"
+
+
+def test_an_empty_window_gives_empty_observations() -> None:
+    observed = TrafficWindow(size=5, max_age_s=60).observations(classes=3)
+    assert len(observed) == 0 and observed.classes == 3
