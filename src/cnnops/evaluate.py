@@ -29,6 +29,7 @@ from cnnops.artifacts import (
 )
 from cnnops.canaries import pick_canaries, write_canaries
 from cnnops.console import say
+from cnnops.drift_reference import build_reference, write_reference
 from cnnops.errors import CnnopsError
 from cnnops.inputs import input_errors_as_user_errors, make_dataset
 from cnnops.plots import plot_confusion_matrix, plot_learning_curves
@@ -44,20 +45,22 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> Evaluation
     can refuse an evaluation of another model or of other images. The error analysis reuses the
     same predictions, so the test images are scored once, and so do the canaries whose
     probabilities infra-validation asks the served model to repeat (as many as the model's
-    config says).
+    config says) and the drift reference (the same pass's embeddings) the service judges its
+    traffic against.
     """
     spec = read_model_spec(model_dir)
     run = read_run_record(model_dir)
     model = keras.saving.load_model(model_dir / "model.keras", compile=False)
     manifest = read_manifest(test_dir)
     check_known_classes(spec, manifest)
-    probabilities = predict_manifest(model, spec, manifest)
+    probabilities, embeddings, brightness = embed_manifest(model, spec, manifest)
     scores = score_probabilities(probabilities, spec, manifest).model_copy(update={"run_id": run.run_id})
     out_dir.mkdir(parents=True, exist_ok=True)
     write_evaluation(out_dir, scores)
     write_predictions(out_dir, manifest, [spec.class_names[i] for i in probabilities.argmax(axis=1)])
     count = read_model_config(model_dir).infra_validation.canaries
     write_canaries(out_dir, pick_canaries(manifest, probabilities, spec, run.run_id, count))
+    write_reference(out_dir, build_reference(run.run_id, spec, manifest, probabilities, embeddings, brightness))
     pd.DataFrame([row.model_dump(by_alias=True) for row in scores.per_class]).to_csv(
         out_dir / "per_class.csv", index=False
     )
@@ -115,3 +118,23 @@ def predict_manifest(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame
     batches = make_dataset(manifest, spec, EVAL_BATCH).map(lambda image, label: image)
     with input_errors_as_user_errors():
         return np.concatenate([np.asarray(model(batch, training=False)) for batch in batches])
+
+
+def with_embedding(model: keras.Model) -> keras.Model:
+    """The same model with the input of its last layer (the penultimate activations) as a second
+    output: [probabilities, embedding] from one call, sharing every weight."""
+    return keras.Model(model.inputs, [model.outputs[0], model.layers[-1].input], name=f"{model.name}_embedding")
+
+
+def embed_manifest(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """Probabilities, embeddings and mean brightness (0 to 1) of every image, in manifest order."""
+    both = with_embedding(model)
+    batches = make_dataset(manifest, spec, EVAL_BATCH).map(lambda image, label: image)
+    probabilities, embeddings, brightness = [], [], []
+    with input_errors_as_user_errors():
+        for batch in batches:
+            p, e = both(batch, training=False)
+            probabilities.append(np.asarray(p))
+            embeddings.append(np.asarray(e, dtype=np.float32))
+            brightness.append(np.asarray(batch, dtype=np.float64).mean(axis=(1, 2, 3)) / 255.0)
+    return np.concatenate(probabilities), np.concatenate(embeddings), np.concatenate(brightness)

@@ -2,7 +2,8 @@
 
 A served-model folder holds one registered version: `model.keras`, `model_spec.json` (the input
 spec, the same file a model folder holds) and `served.json` (`ServedInfo`: the version's name,
-number, aliases and test scores, as `cnnops status` describes it). Reading one needs neither
+number, aliases and test scores, as `cnnops status` describes it), and `drift_reference.npz` when
+its evaluation kept one (the images the service judges its traffic against). Reading one needs neither
 TensorFlow nor MLflow, so the service that only reads it stays light; MLflow is imported where a
 version is exported.
 """
@@ -26,6 +27,7 @@ from cnnops.artifacts import (
     write_record,
 )
 from cnnops.atomic import replace_atomically
+from cnnops.drift_reference import REFERENCE_FILE
 from cnnops.errors import CnnopsError
 from cnnops.paths import state_home
 from cnnops.status import VersionFacts
@@ -110,6 +112,7 @@ def export_candidate(model_dir: Path, evaluation_dir: Path, out_root: Path | Non
         best_baseline_score=None,
         evidence=None,
     )
+    copy_reference(evaluation_dir / REFERENCE_FILE, folder)
     write_model_spec(folder, spec)
     write_record(folder / SERVED_FILE, info)
     return ServedModel(folder, spec, info)
@@ -141,6 +144,8 @@ def export_version(name: str, reference: str, out_root: Path, model_file: Path |
         replace_atomically(folder / MODEL_FILE, lambda path: shutil.copyfile(model_file, path))
     elif not (folder / MODEL_FILE).is_file():
         write_model_file(f"models:/{name}/{number}", folder)
+    if version.run_id and not (folder / REFERENCE_FILE).is_file():
+        download_reference(version.run_id, folder)
     write_model_spec(folder, spec)
     write_record(folder / SERVED_FILE, info)
     return ServedModel(folder, spec, info)
@@ -171,6 +176,29 @@ def write_model_file(model_uri: str, folder: Path) -> None:
 
     model = mlflow.keras.load_model(model_uri)
     replace_atomically(folder / MODEL_FILE, lambda path: model.save(path))
+
+
+def copy_reference(source: Path, folder: Path) -> None:
+    """The evaluation's drift reference into the served folder, when the evaluation kept one."""
+    if source.is_file():
+        replace_atomically(folder / REFERENCE_FILE, lambda path: shutil.copyfile(source, path))
+
+
+def download_reference(run_id: str, folder: Path) -> None:
+    """The version's drift reference from its run's evaluation artifacts. A run evaluated without
+    one leaves the folder without one (the service then says no reference is available); a store
+    that fails while listing them is a fault, raised as one by the caller's `store_faults`."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    artifact = f"evaluation/{REFERENCE_FILE}"
+    client = MlflowClient()
+    if artifact not in {f.path for f in client.list_artifacts(run_id, "evaluation")}:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(client.download_artifacts(run_id, artifact, tmp))
+        copy_reference(local, folder)
 
 
 def read_served_model(folder: Path) -> ServedModel:

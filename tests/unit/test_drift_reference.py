@@ -1,0 +1,54 @@
+"""The drift reference evaluation writes: the same forward pass's probabilities and embeddings of
+every test image, read back without TensorFlow, and carried into a candidate's served folder."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import train_candidate
+
+from cnnops.artifacts import read_manifest, read_model_spec
+from cnnops.drift_reference import REFERENCE_FILE, read_reference
+from cnnops.errors import CnnopsError
+
+
+@pytest.mark.slow
+def test_evaluation_keeps_the_models_own_embeddings_of_its_test_images(make_images, state_home, tmp_path):
+    from cnnops.evaluate import predict_manifest
+    from cnnops.export import export_candidate
+
+    trained = train_candidate(tmp_path / "m", make_images(per_class=10), **{"train.epochs": 1})
+    reference = read_reference(trained["evaluation"])
+    assert reference is not None and reference.run_id == trained["run_id"]
+    spec = read_model_spec(trained["model"])
+    manifest = read_manifest(trained["test"])
+    model = keras.saving.load_model(trained["model"] / "model.keras", compile=False)
+    head = model.get_layer("probabilities")
+    obs = reference.observations
+    assert obs.embeddings.shape == (len(manifest), head.input.shape[-1])
+    assert reference.class_names == spec.class_names and obs.classes == len(spec.class_names)
+
+    # the embedding is what the model's head reads: the head applied to it gives the probabilities
+    probabilities = predict_manifest(model, spec, manifest)
+    np.testing.assert_allclose(np.asarray(head(obs.embeddings)), probabilities, atol=1e-5)
+    assert obs.predicted.tolist() == probabilities.argmax(axis=1).tolist()
+    np.testing.assert_allclose(obs.confidence, probabilities.max(axis=1), atol=1e-5)
+    # the scores evaluation kept came from the same pass
+    predictions = (trained["evaluation"] / "predictions.csv").read_text()
+    assert len(predictions.splitlines()) == len(manifest) + 1
+    assert set(reference.mode.tolist()) <= {"RGB", "L", "RGBA", "P"}
+    assert (reference.width > 0).all() and ((reference.brightness >= 0) & (reference.brightness <= 1)).all()
+
+    served = export_candidate(trained["model"], trained["evaluation"], tmp_path / "served")
+    assert (served.folder / REFERENCE_FILE).read_bytes() == (trained["evaluation"] / REFERENCE_FILE).read_bytes()
+    assert json.loads((served.folder / "served.json").read_text())["requested"] == "candidate"
+
+
+def test_no_reference_is_an_absence_and_a_broken_one_an_error(tmp_path):
+    assert read_reference(tmp_path) is None
+    (tmp_path / REFERENCE_FILE).write_bytes(b"\x93NUMPY broken")
+    with pytest.raises(CnnopsError, match="is not a readable drift reference .*; evaluate the model again"):
+        read_reference(tmp_path)
