@@ -96,6 +96,7 @@ def judge_drift(reference: Observations | None, window: Observations, config: Dr
     classes = compare_frequencies(reference.predicted, window.predicted, reference.classes)
     confidence = compare_confidence(reference.confidence, window.confidence)
     family = [min(c.adjusted_p for c in components) if components else 1.0, classes.p_value, confidence.p_value]
+    family = [1.0 if np.isnan(p) else p for p in family]  # a test with nothing to compare says nothing
     p_value = min(1.0, min(family) * FAMILIES)
     drift = p_value < config.alpha
     return DriftVerdict(
