@@ -53,14 +53,18 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> Evaluation
     model = keras.saving.load_model(model_dir / "model.keras", compile=False)
     manifest = read_manifest(test_dir)
     check_known_classes(spec, manifest)
-    probabilities, embeddings, brightness = embed_manifest(model, spec, manifest)
+    embedded = embed_manifest(model, spec, manifest)
+    probabilities = predict_manifest(model, spec, manifest) if embedded is None else embedded[0]
     scores = score_probabilities(probabilities, spec, manifest).model_copy(update={"run_id": run.run_id})
     out_dir.mkdir(parents=True, exist_ok=True)
     write_evaluation(out_dir, scores)
     write_predictions(out_dir, manifest, [spec.class_names[i] for i in probabilities.argmax(axis=1)])
     count = read_model_config(model_dir).infra_validation.canaries
     write_canaries(out_dir, pick_canaries(manifest, probabilities, spec, run.run_id, count))
-    write_reference(out_dir, build_reference(run.run_id, spec, manifest, probabilities, embeddings, brightness))
+    if embedded is not None:
+        write_reference(out_dir, build_reference(run.run_id, spec, manifest, *embedded))
+    else:
+        say("evaluate: no drift reference: the model's last layer is not a dense head over a flat vector")
     pd.DataFrame([row.model_dump(by_alias=True) for row in scores.per_class]).to_csv(
         out_dir / "per_class.csv", index=False
     )
@@ -120,15 +124,23 @@ def predict_manifest(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame
         return np.concatenate([np.asarray(model(batch, training=False)) for batch in batches])
 
 
-def with_embedding(model: keras.Model) -> keras.Model:
+def with_embedding(model: keras.Model) -> keras.Model | None:
     """The same model with the input of its last layer (the penultimate activations) as a second
-    output: [probabilities, embedding] from one call, sharing every weight."""
-    return keras.Model(model.inputs, [model.outputs[0], model.layers[-1].input], name=f"{model.name}_embedding")
+    output: [probabilities, embedding] from one call, sharing every weight. None when the last
+    layer is not a head that reads a flat vector (a wrapped imported model ends in its own nested
+    model or a softmax over logits): such a model gets no drift reference."""
+    head = model.layers[-1]
+    if isinstance(head, keras.Model | keras.layers.Softmax) or len(head.input.shape) != 2:
+        return None
+    return keras.Model(model.inputs, [model.outputs[0], head.input], name=f"{model.name}_embedding")
 
 
-def embed_manifest(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> tuple[np.ndarray, ...]:
-    """Probabilities, embeddings and mean brightness (0 to 1) of every image, in manifest order."""
+def embed_manifest(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> tuple[np.ndarray, ...] | None:
+    """Probabilities, embeddings and mean brightness (0 to 1) of every image, in manifest order;
+    None for a model `with_embedding` cannot take an embedding from."""
     both = with_embedding(model)
+    if both is None:
+        return None
     batches = make_dataset(manifest, spec, EVAL_BATCH).map(lambda image, label: image)
     probabilities, embeddings, brightness = [], [], []
     with input_errors_as_user_errors():
