@@ -165,20 +165,27 @@ def compare_components(reference: np.ndarray, window: np.ndarray, config: DriftC
 
 
 def compare_frequencies(reference: np.ndarray, window: np.ndarray, classes: int) -> FrequencyTest:
-    """The window's class counts against the counts the reference's frequencies expect. Half a
-    count is added to every reference class, so a class the reference never predicted makes the
-    test large, not infinite."""
-    ref_share = (np.bincount(reference, minlength=classes) + 0.5) / (reference.size + 0.5 * classes)
-    observed = np.bincount(window, minlength=classes).astype(np.float64)
-    expected = ref_share * window.size
-    result = stats.chisquare(observed, expected)
-    v = float(np.sqrt(result.statistic / (window.size * max(1, classes - 1))))
+    """A two-sample chi-square test of the predicted-class counts (a 2 x classes table): the
+    reference's frequencies are a sample too, not the truth. Classes whose expected count is
+    under 5 in either sample are pooled into one column, where the approximation would not hold."""
+    table = np.vstack([np.bincount(reference, minlength=classes), np.bincount(window, minlength=classes)])
+    table = table.astype(np.float64)
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / max(1.0, table.sum())
+    small = expected.min(axis=0) < 5
+    if small.any() and (~small).any():
+        table = np.column_stack([table[:, ~small], table[:, small].sum(axis=1)])
+    table = table[:, table.sum(axis=0) > 0]
+    statistic, p_value = 0.0, 1.0
+    if table.shape[1] >= 2 and (table.sum(axis=1) > 0).all():
+        result = stats.chi2_contingency(table, correction=False)
+        statistic, p_value = float(result.statistic), float(result.pvalue)
+    counts = [np.bincount(sample, minlength=classes) / max(1, sample.size) for sample in (reference, window)]
     return FrequencyTest(
-        statistic=float(result.statistic),
-        p_value=float(result.pvalue),
-        cramers_v=min(1.0, v),
-        reference=[float(s) for s in ref_share],
-        window=[float(c) for c in observed / max(1, window.size)],
+        statistic=statistic,
+        p_value=p_value,
+        cramers_v=min(1.0, float(np.sqrt(statistic / max(1.0, table.sum())))),
+        reference=[float(s) for s in counts[0]],
+        window=[float(s) for s in counts[1]],
     )
 
 

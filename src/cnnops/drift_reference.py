@@ -7,6 +7,7 @@ Written by evaluation from the same forward pass that scores the test images
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,5 +117,5 @@ def read_reference(folder: Path) -> DriftReference | None:
                 mode=saved["mode"],
                 brightness=saved["brightness"],
             )
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise CnnopsError(f"{path} is not a readable drift reference ({err}); evaluate the model again.") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zipfile
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ class TrafficWindow:
             return 0
         try:
             items = read_items(path)
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise CnnopsError(f"{path} is not a readable traffic window ({err}).") from None
         for item in items:
             self.add(item)
@@ -107,19 +108,21 @@ def write_items(path: Path, items: list[Served]) -> None:
 
 
 def read_items(path: Path) -> list[Served]:
+    """Each array read once, then sliced: rows share nothing with the file's arrays."""
     with np.load(path, allow_pickle=False) as saved:
         if int(saved["format"]) != WINDOW_FORMAT:
             raise ValueError(f"window format {int(saved['format'])}")
-        return [
-            Served(
-                at=float(saved["at"][i]),
-                embedding=saved["embeddings"][i],
-                predicted=int(saved["predicted"][i]),
-                confidence=float(saved["confidence"][i]),
-                width=int(saved["width"][i]),
-                height=int(saved["height"][i]),
-                mode=str(saved["mode"][i]),
-                brightness=float(saved["brightness"][i]),
-            )
-            for i in range(saved["at"].shape[0])
-        ]
+        arrays = {name: saved[name] for name in saved.files}
+    return [
+        Served(
+            at=float(arrays["at"][i]),
+            embedding=arrays["embeddings"][i].copy(),
+            predicted=int(arrays["predicted"][i]),
+            confidence=float(arrays["confidence"][i]),
+            width=int(arrays["width"][i]),
+            height=int(arrays["height"][i]),
+            mode=str(arrays["mode"][i]),
+            brightness=float(arrays["brightness"][i]),
+        )
+        for i in range(arrays["at"].shape[0])
+    ]

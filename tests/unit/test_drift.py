@@ -68,6 +68,18 @@ def test_falling_confidence_alone_is_drift() -> None:
     assert verdict.confidence is not None and verdict.confidence.window_median < verdict.confidence.reference_median
 
 
+def test_the_class_test_counts_the_references_own_sampling_error() -> None:
+    """Ten classes, a reference of 300: a one-sample test against the reference's frequencies
+    alarms on about a fifth of same-distribution windows; the two-sample test stays near alpha."""
+    rng = np.random.default_rng(9)
+    from cnnops.drift import compare_frequencies
+
+    alarms = sum(
+        compare_frequencies(rng.integers(0, 10, 300), rng.integers(0, 10, 300), 10).p_value < 0.01 for _ in range(200)
+    )
+    assert alarms <= 6  # 2 expected at alpha 0.01
+
+
 def test_a_class_the_reference_never_predicted_is_finite_drift() -> None:
     rng = np.random.default_rng(4)
     reference = sample(rng, 600, class_p=[0.5, 0.5, 0.0, 0.0])

@@ -96,10 +96,15 @@ def test_no_saved_window_is_an_empty_one_and_a_broken_file_is_an_error(tmp_path:
     window = TrafficWindow(size=5, max_age_s=60)
     assert window.load(tmp_path / "absent.npz") == 0
     broken = tmp_path / "window.npz"
-    broken.write_bytes(b"not a window")
-    with pytest.raises(CnnopsError, match="is not a readable traffic window"):
-        window.load(broken)
-    assert broken.read_bytes() == b"not a window"
+    saved = TrafficWindow(size=5, max_age_s=60)
+    saved.add(served(saved.clock(), 1))
+    saved.save(broken)
+    whole = broken.read_bytes()
+    for damaged in (b"not a window", b"", whole[: len(whole) // 2]):  # garbage, empty, cut short
+        broken.write_bytes(damaged)
+        with pytest.raises(CnnopsError, match="is not a readable traffic window"):
+            window.load(broken)
+        assert broken.read_bytes() == damaged
 
 
 def test_an_empty_window_gives_empty_observations() -> None:
