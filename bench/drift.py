@@ -89,12 +89,11 @@ def main() -> None:
     args = parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from cnnops.config import DriftConfig
-    from cnnops.drift import Observations, judge_drift
+    from cnnops.drift import Observations, judge_drift, prepare_baseline
     from cnnops.drift_reference import read_reference
-    from cnnops.evaluate import with_embedding
     from cnnops.export import export_registered
     from cnnops.paths import keep_tool_state_inside
-    from cnnops.predict import load_keras_model
+    from cnnops.predict import load_keras_model, with_embedding
 
     keep_tool_state_inside()
     version = latest_version(args.model_name) if args.version == "latest" else args.version
@@ -113,6 +112,7 @@ def main() -> None:
     cases = [("test", "none"), ("val", "none")] + [("test", s) for s in SHIFTS if s != "none"]
     cases.append(("fashion-mnist", "none"))
     config = DriftConfig()
+    baseline = prepare_baseline(reference.observations, config)
     rng = np.random.default_rng(args.seed)
     print(
         f"model {args.model_name} v{version}, reference {len(reference.observations)} images, "
@@ -129,7 +129,7 @@ def main() -> None:
             probabilities, embeddings = (np.asarray(o) for o in model.predict_on_batch(pixels))
             window = Observations(embeddings, probabilities.argmax(1), probabilities.max(1).astype(np.float64), classes)
             began = time.perf_counter()
-            verdicts.append(judge_drift(reference.observations, window, config))
+            verdicts.append(judge_drift(baseline, window, config))
             judge_s.append(time.perf_counter() - began)
         flagged = sum(bool(v.drift) for v in verdicts)
         p_values = [1.0 if v.p_value is None else float(v.p_value) for v in verdicts]

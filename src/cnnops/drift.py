@@ -21,6 +21,8 @@ from cnnops.config import DriftConfig
 
 DriftStatus = Literal["drift", "no-drift", "too-few", "no-reference"]
 FAMILIES = 3  # embedding components, class frequencies, confidence
+HISTOGRAM_COMPONENTS = 3
+HISTOGRAM_BINS = 24
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,16 @@ class ConfidenceTest(Frozen):
     window_median: float
 
 
+class PairedHistogram(Frozen):
+    """One quantity's distribution in the reference and in the window, over the same bins, each
+    as shares of its own sample (so they compare whatever the sample sizes): what a report draws."""
+
+    name: str
+    edges: list[float]
+    reference: list[float]
+    window: list[float]
+
+
 class DriftVerdict(Frozen):
     """One answer for one window. `p_value` is the smallest family p-value after Bonferroni over
     the three families; drift is `p_value < alpha`. Without a verdict the tests are absent and
@@ -83,16 +95,56 @@ class DriftVerdict(Frozen):
     components: list[ComponentTest] = []
     classes: FrequencyTest | None = None
     confidence: ConfidenceTest | None = None
+    histograms: list[PairedHistogram] = []
 
 
-def judge_drift(reference: Observations | None, window: Observations, config: DriftConfig) -> DriftVerdict:
-    """Compare a window with the reference, or say why no verdict can be given."""
-    if reference is None:
+@dataclass(frozen=True)
+class Projection:
+    """The reference's leading principal components, as the KS tests and the report use them."""
+
+    mean: np.ndarray  # (d,)
+    components: np.ndarray  # (k, d), orthonormal rows
+    explained_variance: np.ndarray  # (k,), each component's share of the reference's variance
+
+    def project(self, embeddings: np.ndarray) -> np.ndarray:
+        return (embeddings.astype(np.float64) - self.mean) @ self.components.T
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A reference made ready to judge windows against: its projection is fitted once, and its own
+    scores on the components computed once, however many windows are judged."""
+
+    reference: Observations
+    projection: Projection | None  # None when the reference's embeddings have no variance
+    scores: np.ndarray  # (n, k) the reference projected
+
+    @property
+    def width(self) -> int:
+        return int(self.reference.embeddings.shape[1])
+
+
+def prepare_baseline(reference: Observations, config: DriftConfig) -> Baseline:
+    """Fit the projection of a reference. A reference with a non-finite value or no image cannot
+    be judged against: that is an error in how it was made, said here, not a NaN p-value later."""
+    if len(reference) == 0:
+        raise ValueError("the drift reference holds no image")
+    if not (np.isfinite(reference.embeddings).all() and np.isfinite(reference.confidence).all()):
+        raise ValueError("the drift reference holds non-finite embeddings or confidences")
+    projection = fit_projection(reference.embeddings, config)
+    scores = np.zeros((len(reference), 0)) if projection is None else projection.project(reference.embeddings)
+    return Baseline(reference=reference, projection=projection, scores=scores)
+
+
+def judge_drift(baseline: Baseline | None, window: Observations, config: DriftConfig) -> DriftVerdict:
+    """Compare a window with the baseline's reference, or say why no verdict can be given."""
+    if baseline is None:
         return unjudged("no-reference", "this model has no drift reference", 0, window, config)
+    reference = baseline.reference
     if len(window) < config.min_window:
         reason = f"{len(window)} requests in the window, fewer than the {config.min_window} a verdict needs"
         return unjudged("too-few", reason, len(reference), window, config)
-    components = compare_components(reference.embeddings, window.embeddings, config)
+    components = compare_components(baseline, window.embeddings)
     classes = compare_frequencies(reference.predicted, window.predicted, reference.classes)
     confidence = compare_confidence(reference.confidence, window.confidence)
     family = [min(c.adjusted_p for c in components) if components else 1.0, classes.p_value, confidence.p_value]
@@ -108,6 +160,7 @@ def judge_drift(reference: Observations | None, window: Observations, config: Dr
         components=components,
         classes=classes,
         confidence=confidence,
+        histograms=pair_histograms(baseline, window),
         window_size=len(window),
         min_window=config.min_window,
         alpha=config.alpha,
@@ -128,40 +181,68 @@ def unjudged(
     )
 
 
-def fit_projection(embeddings: np.ndarray, config: DriftConfig) -> PCA:
+def fit_projection(embeddings: np.ndarray, config: DriftConfig) -> Projection | None:
     """The reference's leading components: enough to explain `explained_variance` of its variance,
-    at most `max_components`. `svd_solver="full"` makes the fit the same on every call."""
+    at most `max_components`; None when every embedding is the same (nothing to test).
+    `svd_solver="full"` makes the fit the same on every call."""
+    if embeddings.shape[0] < 2 or not np.any(np.ptp(embeddings, axis=0) > 0):
+        return None
     limit = max(1, min(config.max_components, embeddings.shape[0] - 1, embeddings.shape[1]))
     pca = PCA(n_components=limit, svd_solver="full").fit(embeddings.astype(np.float64))
     cumulative = np.cumsum(pca.explained_variance_ratio_)
-    keep = int(np.searchsorted(cumulative, config.explained_variance) + 1)
-    pca.components_ = pca.components_[: min(keep, limit)]
-    pca.explained_variance_ratio_ = pca.explained_variance_ratio_[: min(keep, limit)]
-    pca.n_components_ = pca.components_.shape[0]
-    return pca
+    keep = min(limit, int(np.searchsorted(cumulative, config.explained_variance) + 1))
+    return Projection(
+        mean=pca.mean_.copy(),
+        components=pca.components_[:keep].copy(),
+        explained_variance=pca.explained_variance_ratio_[:keep].copy(),
+    )
 
 
-def compare_components(reference: np.ndarray, window: np.ndarray, config: DriftConfig) -> list[ComponentTest]:
-    """KS per retained component, Benjamini-Hochberg over them. A reference with no variance
-    (every embedding the same) leaves nothing to test."""
-    if reference.shape[0] < 2 or not np.any(np.ptp(reference, axis=0) > 0):
+def compare_components(baseline: Baseline, window: np.ndarray) -> list[ComponentTest]:
+    """KS per retained component, Benjamini-Hochberg over them."""
+    if baseline.projection is None:
         return []
-    pca = fit_projection(reference, config)
-    ref = pca.transform(reference.astype(np.float64))
-    live = pca.transform(window.astype(np.float64))
+    live = baseline.projection.project(window)
+    ref = baseline.scores
     results = [stats.ks_2samp(ref[:, i], live[:, i]) for i in range(ref.shape[1])]
     p_values = np.array([r.pvalue for r in results])
     adjusted = stats.false_discovery_control(p_values, method="bh")
     return [
         ComponentTest(
             component=i,
-            explained_variance=float(pca.explained_variance_ratio_[i]),
+            explained_variance=float(baseline.projection.explained_variance[i]),
             statistic=float(r.statistic),
             p_value=float(r.pvalue),
             adjusted_p=float(adjusted[i]),
         )
         for i, r in enumerate(results)
     ]
+
+
+def pair_histograms(baseline: Baseline, window: Observations) -> list[PairedHistogram]:
+    """The leading components (at most `HISTOGRAM_COMPONENTS`) and the confidence, binned alike."""
+    live = np.zeros((len(window), 0)) if baseline.projection is None else baseline.projection.project(window.embeddings)
+    pairs = [
+        (f"component {i + 1}", baseline.scores[:, i], live[:, i])
+        for i in range(min(HISTOGRAM_COMPONENTS, baseline.scores.shape[1]))
+    ]
+    pairs.append(("confidence", baseline.reference.confidence, window.confidence))
+    return [pair_histogram(name, ref, now) for name, ref, now in pairs]
+
+
+def pair_histogram(name: str, reference: np.ndarray, window: np.ndarray) -> PairedHistogram:
+    both = np.concatenate([reference, window])
+    low, high = float(both.min()), float(both.max())
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
+    shares = [np.histogram(sample, bins=edges)[0] / max(1, sample.size) for sample in (reference, window)]
+    return PairedHistogram(
+        name=name,
+        edges=[float(e) for e in edges],
+        reference=[float(v) for v in shares[0]],
+        window=[float(v) for v in shares[1]],
+    )
 
 
 def compare_frequencies(reference: np.ndarray, window: np.ndarray, classes: int) -> FrequencyTest:

@@ -33,6 +33,7 @@ from cnnops.drift_reference import build_reference, write_reference
 from cnnops.errors import CnnopsError
 from cnnops.inputs import input_errors_as_user_errors, make_dataset
 from cnnops.plots import plot_confusion_matrix, plot_learning_curves
+from cnnops.predict import with_embedding
 from cnnops.tracking import use_tracking_store
 
 EVAL_BATCH = 256
@@ -122,17 +123,6 @@ def predict_manifest(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame
     batches = make_dataset(manifest, spec, EVAL_BATCH).map(lambda image, label: image)
     with input_errors_as_user_errors():
         return np.concatenate([np.asarray(model(batch, training=False)) for batch in batches])
-
-
-def with_embedding(model: keras.Model) -> keras.Model | None:
-    """The same model with the input of its last layer (the penultimate activations) as a second
-    output: [probabilities, embedding] from one call, sharing every weight. None when the last
-    layer is not a head that reads a flat vector (a wrapped imported model ends in its own nested
-    model or a softmax over logits): such a model gets no drift reference."""
-    head = model.layers[-1]
-    if isinstance(head, keras.Model | keras.layers.Softmax) or len(head.input.shape) != 2:
-        return None
-    return keras.Model(model.inputs, [model.outputs[0], head.input], name=f"{model.name}_embedding")
 
 
 def embed_manifest(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> tuple[np.ndarray, ...] | None:

@@ -59,8 +59,26 @@ def decode_base64_image(text: str, max_bytes: int) -> bytes:
 
 def predict_pixels(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
     """Class probabilities for a uint8 batch through the model's compiled predict step: no pyfunc
-    wrapping, no progress bar, and (unlike an eager `model(x)`) no per-layer Python dispatch."""
-    return np.asarray(model.predict_on_batch(pixels), dtype=np.float32)
+    wrapping, no progress bar, and (unlike an eager `model(x)`) no per-layer Python dispatch.
+    A model `with_embedding` made gives [probabilities | embedding] side by side in one array, so
+    a batcher passes both through as one."""
+    outputs = model.predict_on_batch(pixels)
+    if isinstance(outputs, list | tuple):
+        return np.concatenate([np.asarray(o, dtype=np.float32) for o in outputs], axis=1)
+    return np.asarray(outputs, dtype=np.float32)
+
+
+def with_embedding(model: keras.Model) -> keras.Model | None:
+    """The same model with the input of its last layer (the penultimate activations) as a second
+    output: [probabilities, embedding] from one call, sharing every weight. None when the last
+    layer is not a head that reads a flat vector (a wrapped imported model ends in its own nested
+    model or a softmax over logits): such a model gets no drift reference."""
+    import keras
+
+    head = model.layers[-1]
+    if isinstance(head, keras.Model | keras.layers.Softmax) or len(head.input.shape) != 2:
+        return None
+    return keras.Model(model.inputs, [model.outputs[0], head.input], name=f"{model.name}_embedding")
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cnnops.config import DriftConfig
-from cnnops.drift import Observations, judge_drift
+from cnnops.drift import DriftVerdict, Observations, fit_projection, judge_drift, prepare_baseline
 
 CLASSES = 4
 WIDTH = 32
@@ -30,10 +30,14 @@ def sample(rng: np.random.Generator, n: int, shift: float = 0.0, class_p: list[f
     )
 
 
+def judge(reference: Observations, window: Observations, config: DriftConfig = CONFIG) -> DriftVerdict:
+    return judge_drift(prepare_baseline(reference, config), window, config)
+
+
 def test_samples_of_the_reference_distribution_rarely_alarm() -> None:
     rng = np.random.default_rng(20261203)
     reference = sample(rng, 600)
-    alarms = [judge_drift(reference, sample(rng, 300), CONFIG).drift for _ in range(40)]
+    alarms = [judge(reference, sample(rng, 300)).drift for _ in range(40)]
     assert None not in alarms
     # alpha is 0.01 and the families are joined with Bonferroni: 40 windows expect under 0.4 alarms
     assert sum(alarms) <= 2
@@ -41,7 +45,7 @@ def test_samples_of_the_reference_distribution_rarely_alarm() -> None:
 
 def test_a_shifted_embedding_is_drift_below_alpha() -> None:
     rng = np.random.default_rng(1)
-    verdict = judge_drift(sample(rng, 600), sample(rng, 300, shift=0.5), CONFIG)
+    verdict = judge(sample(rng, 600), sample(rng, 300, shift=0.5))
     assert verdict.status == "drift" and verdict.drift is True
     assert verdict.p_value is not None and verdict.p_value < 0.01
     assert "embeddings" in verdict.reason
@@ -51,7 +55,7 @@ def test_a_shifted_embedding_is_drift_below_alpha() -> None:
 
 def test_a_changed_class_mix_alone_is_drift() -> None:
     rng = np.random.default_rng(2)
-    verdict = judge_drift(sample(rng, 600), sample(rng, 300, class_p=[0.7, 0.1, 0.1, 0.1]), CONFIG)
+    verdict = judge(sample(rng, 600), sample(rng, 300, class_p=[0.7, 0.1, 0.1, 0.1]))
     assert verdict.drift is True
     assert verdict.classes is not None and verdict.classes.p_value < 0.01
     assert verdict.classes.cramers_v > 0.2
@@ -63,7 +67,7 @@ def test_falling_confidence_alone_is_drift() -> None:
     reference = sample(rng, 600)
     live = sample(rng, 300)
     unsure = Observations(live.embeddings, live.predicted, rng.beta(3, 2, size=300), CLASSES)
-    verdict = judge_drift(reference, unsure, CONFIG)
+    verdict = judge(reference, unsure)
     assert verdict.drift is True
     assert verdict.confidence is not None and verdict.confidence.window_median < verdict.confidence.reference_median
 
@@ -83,14 +87,14 @@ def test_the_class_test_counts_the_references_own_sampling_error() -> None:
 def test_a_class_the_reference_never_predicted_is_finite_drift() -> None:
     rng = np.random.default_rng(4)
     reference = sample(rng, 600, class_p=[0.5, 0.5, 0.0, 0.0])
-    verdict = judge_drift(reference, sample(rng, 300), CONFIG)
+    verdict = judge(reference, sample(rng, 300))
     assert verdict.drift is True
     assert verdict.classes is not None and np.isfinite(verdict.classes.statistic)
 
 
 def test_a_small_window_gets_a_count_and_no_verdict() -> None:
     rng = np.random.default_rng(5)
-    verdict = judge_drift(sample(rng, 600), sample(rng, CONFIG.min_window - 1, shift=5), CONFIG)
+    verdict = judge(sample(rng, 600), sample(rng, CONFIG.min_window - 1, shift=5))
     assert (verdict.status, verdict.drift, verdict.p_value) == ("too-few", None, None)
     assert verdict.window_size == CONFIG.min_window - 1
     assert f"fewer than the {CONFIG.min_window}" in verdict.reason
@@ -106,7 +110,7 @@ def test_no_reference_says_so() -> None:
 def test_components_are_kept_by_variance_then_capped(explained: float, most: int) -> None:
     rng = np.random.default_rng(7)
     config = DriftConfig(explained_variance=explained, max_components=most)
-    verdict = judge_drift(sample(rng, 600), sample(rng, 300), config)
+    verdict = judge(sample(rng, 600), sample(rng, 300), config)
     kept = len(verdict.components)
     assert 1 <= kept <= most
     if explained == 0.5:
@@ -119,4 +123,34 @@ def test_components_are_kept_by_variance_then_capped(explained: float, most: int
 def test_the_verdict_is_the_same_on_every_call() -> None:
     rng = np.random.default_rng(8)
     reference, live = sample(rng, 600), sample(rng, 300, shift=0.2)
-    assert judge_drift(reference, live, CONFIG) == judge_drift(reference, live, CONFIG)
+    assert judge(reference, live) == judge(reference, live)
+
+
+def test_the_projection_is_the_references_principal_components() -> None:
+    from sklearn.decomposition import PCA
+
+    embeddings = sample(np.random.default_rng(10), 400).embeddings
+    projection = fit_projection(embeddings, CONFIG)
+    assert projection is not None
+    k = projection.components.shape[0]
+    expected = PCA(n_components=k, svd_solver="full").fit_transform(embeddings.astype(np.float64))
+    np.testing.assert_allclose(np.abs(projection.project(embeddings)), np.abs(expected), atol=1e-6)
+    assert np.all(np.diff(projection.explained_variance) <= 0)
+
+
+def test_identical_embeddings_leave_only_the_class_and_confidence_tests() -> None:
+    rng = np.random.default_rng(11)
+    flat = Observations(np.ones((300, WIDTH), np.float32), rng.choice(CLASSES, 300), rng.beta(8, 1, 300), CLASSES)
+    verdict = judge(flat, sample(rng, 300))
+    assert verdict.components == [] and verdict.status in ("drift", "no-drift")
+
+
+@pytest.mark.parametrize("broken", ["nan", "empty"])
+def test_a_reference_that_cannot_be_judged_against_is_refused(broken: str) -> None:
+    reference = sample(np.random.default_rng(12), 300)
+    if broken == "nan":
+        reference.embeddings[3, 0] = np.nan
+    else:
+        reference = Observations(reference.embeddings[:0], reference.predicted[:0], reference.confidence[:0], CLASSES)
+    with pytest.raises(ValueError, match="non-finite" if broken == "nan" else "no image"):
+        prepare_baseline(reference, CONFIG)
