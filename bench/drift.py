@@ -102,6 +102,8 @@ def main() -> None:
     if reference is None:
         sys.exit(f"{args.model_name} v{version} has no drift reference; run `make run` with this cnnops first")
     model = with_embedding(load_keras_model(served.folder))
+    if model is None:
+        sys.exit(f"{args.model_name} v{version} gives no embedding to judge drift on")
     classes = len(served.spec.class_names)
     run = find_splits(reference.run_id)
     pools = {
