@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
@@ -106,18 +107,30 @@ def histogram(values: pd.Series, label: str, bins: int = 30, width: int = 340, h
     if high == low:
         low, high = low - 0.5, high + 0.5
     counts, _ = np.histogram(finite, bins=bins, range=(low, high))
-    top = max(int(counts.max()), 1)
-    step = width / bins
-    bars = "".join(
-        f"<rect x='{i * step:.1f}' y='{height - 30 - (height - 45) * c / top:.1f}' "
-        f"width='{max(step - 1, 1):.1f}' height='{(height - 45) * c / top:.1f}' fill='#7c3aed'>"
-        f"<title>{c}</title></rect>"
-        for i, c in enumerate(counts)
+    bars = bar_rects(counts.tolist(), [str(c) for c in counts], max(int(counts.max()), 1), width, height, "#7c3aed")
+    return binned_chart(bars, label, f"{low:.3g}", f"{high:.3g}", width, height)
+
+
+def bar_rects(
+    values: Sequence[float], titles: Sequence[str], top: float, width: float, height: float, fill: str, extra: str = ""
+) -> str:
+    """One SVG bar per bin, scaled so `top` reaches the plot's top; shared by every binned chart so
+    they all read alike. The plot leaves 15px above the bars and 30px below for the labels."""
+    step = width / max(len(values), 1)
+    return "".join(
+        f"<rect x='{i * step:.1f}' y='{height - 30 - (height - 45) * v / top:.1f}' "
+        f"width='{max(step - 1, 1):.1f}' height='{(height - 45) * v / top:.1f}' fill='{fill}'{extra}>"
+        f"<title>{escape(t)}</title></rect>"
+        for i, (v, t) in enumerate(zip(values, titles, strict=True))
     )
+
+
+def binned_chart(body: str, label: str, left: str, right: str, width: int, height: int) -> str:
+    """The frame around bars: the axis's two ends and its label under them."""
     return (
-        f"<svg role='img' aria-label='{escape(label, quote=True)}' width='{width}' height='{height}'>{bars}"
-        f"<text x='0' y='{height - 12}' font-size='10'>{low:.3g}</text><text x='{width}' y='{height - 12}' "
-        f"font-size='10' text-anchor='end'>{high:.3g}</text><text x='{width / 2}' y='{height}' font-size='11' "
+        f"<svg role='img' aria-label='{escape(label, quote=True)}' width='{width}' height='{height}'>{body}"
+        f"<text x='0' y='{height - 12}' font-size='10'>{escape(left)}</text><text x='{width}' y='{height - 12}' "
+        f"font-size='10' text-anchor='end'>{escape(right)}</text><text x='{width / 2}' y='{height}' font-size='11' "
         f"text-anchor='middle'>{escape(label)}</text></svg>"
     )
 
