@@ -1,21 +1,30 @@
 """retrain.yml run by act on this machine, trigger by trigger, on a small folder of images the test
-writes: the first dispatch crowns v1, an unchanged one skips, images added to a class retrain
-with the change and the gate's evidence in the job summary, an emptied class fails the job with
-its one-line error, and two dispatches at once never both train."""
+writes: the first dispatch crowns v1, a dispatch asking v1's running service for drift skips when
+it has no verdict and fails with one line when the service does not answer, an unchanged one
+skips, images added to a class retrain with the change and the gate's evidence in the job
+summary, an emptied class fails the job with its one-line error, and two dispatches at once never
+both train."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from act import ActRun, dispatch, finish_act, run_act, start_act
-from conftest import CNNOPS, draw, write_images
+from conftest import CNNOPS, draw, free_port, stop_process_group, write_images
 from mlflow.tracking import MlflowClient
 from PIL import Image
+
+from cnnops.processes import LOOPBACK
+from cnnops.service_client import wait_until_ready
 
 NAME = "ci-retrain"
 # Tiny and cheap: two epochs, and floors off so that the first candidate is crowned whatever it
@@ -33,6 +42,8 @@ SETTINGS = " ".join(
 )
 # One act run that trains: the pipeline on about 40 tiny images, TensorFlow's imports included.
 TRAIN_SECONDS = 600
+# `cnnops serve` of the tiny champion: TensorFlow's imports, the model loaded and traced.
+SERVE_SECONDS = 180
 
 
 def add_images(folder: Path, count: int, seed: int) -> None:
@@ -46,18 +57,44 @@ def decision_of(run: ActRun) -> dict[str, str]:
     return json.loads((run.artifacts / "retrain-decision" / "decision.json").read_text())
 
 
+@contextmanager
+def serving_champion(state: Path, log: Path) -> Iterator[str]:
+    """`cnnops serve` of NAME's champion from the state folder, on a free loopback port: its URL
+    while it runs, stopped by PID (and its children with it) afterwards."""
+    env = {**os.environ, "CNNOPS_HOME": str(state)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(CNNOPS), "serve", "--port", str(port), "--model-name", NAME],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        failed = wait_until_ready(url, proc, SERVE_SECONDS)
+        assert failed is None, f"{failed}:\n{log.read_text()[-3000:]}"
+        yield url
+    finally:
+        stop_process_group(proc)
+
+
 @pytest.mark.slow
 @pytest.mark.pipeline
+@pytest.mark.server
 def test_retrain_workflow_trains_skips_retrains_fails_and_never_trains_twice_at_once(tmp_path, record_property):
     source = write_images(tmp_path / "images", per_class=12, seed=4)
     state = tmp_path / "state"
     variables = {"CNNOPS_BIN": str(CNNOPS), "CNNOPS_HOME": str(state)}
-    request = dispatch(data=str(source), model_name=NAME, force="false", runner="subprocess", settings=SETTINGS)
+    inputs = {"data": str(source), "model_name": NAME, "force": "false", "runner": "subprocess", "settings": SETTINGS}
+    request = dispatch(**inputs)
     runs = iter(range(1, 100))
 
-    def retrain(timeout: float = TRAIN_SECONDS) -> ActRun:
+    def retrain(timeout: float = TRAIN_SECONDS, **asked: str) -> ActRun:
         work = tmp_path / f"act-{next(runs)}"
-        return run_act("workflow_dispatch", request, work, variables=variables, timeout=timeout)
+        return run_act("workflow_dispatch", dispatch(**inputs, **asked), work, variables=variables, timeout=timeout)
 
     # (1) No champion yet: it trains and crowns v1.
     first = retrain()
@@ -69,7 +106,28 @@ def test_retrain_workflow_trains_skips_retrains_fails_and_never_trains_twice_at_
     assert decision_of(first)["decision"] == "promoted"
     assert (first.artifacts / "retrain-decision" / "report.md").is_file()
 
-    # (2) Nothing changed: it skips, and says why.
+    # (2) Asked whether v1's service reports drift: it has seen no traffic, so its verdict is
+    # too-few and the run skips as no-drift; a service that does not answer fails the job.
+    with serving_champion(state, tmp_path / "serve.log") as url:
+        asked = retrain(if_drift=url)
+    assert asked.result("retrain") == "success", asked.describe()
+    assert asked.outputs("plan")["if_drift"] == url
+    outputs = asked.outputs("retrain")
+    assert (outputs["trained"], outputs["decision"], outputs["reason"]) == ("false", "skipped", "no-drift"), outputs
+    assert f"{url} reports too-few" in outputs["detail"], outputs
+    assert "skipped (no-drift)" in asked.summary("retrain")
+    assert decision_of(asked)["reason"] == "no-drift"
+
+    nobody = f"http://{LOOPBACK}:{free_port()}"
+    unanswered = retrain(if_drift=nobody)
+    assert unanswered.returncode != 0 and unanswered.result("retrain") == "failure", unanswered.describe()
+    outputs = unanswered.outputs("retrain")
+    assert (outputs["trained"], outputs["decision"], outputs["reason"]) == ("false", "failed", "error"), outputs
+    assert f"{nobody} did not answer" in outputs["detail"] and "\n" not in outputs["detail"], outputs
+    assert f"**Error:** {outputs['detail']}" in unanswered.summary("retrain")
+    assert "Traceback" not in unanswered.summary("retrain") and "Traceback" not in unanswered.log("retrain")
+
+    # (3) Nothing changed: it skips, and says why.
     second = retrain()
     assert second.result("retrain") == "success", second.describe()
     outputs = second.outputs("retrain")
@@ -79,7 +137,7 @@ def test_retrain_workflow_trains_skips_retrains_fails_and_never_trains_twice_at_
     record_property("skip_seconds", round(second.seconds, 1))
     print(f"unchanged dispatch through act: {second.seconds:.1f} s (first, trained: {first.seconds:.1f} s)")
 
-    # (3) Images added to one class: it retrains, with the change and the gate's evidence.
+    # (4) Images added to one class: it retrains, with the change and the gate's evidence.
     add_images(source / "disc", 6, seed=11)
     third = retrain()
     assert third.result("retrain") == "success", third.describe()
@@ -92,7 +150,7 @@ def test_retrain_workflow_trains_skips_retrains_fails_and_never_trains_twice_at_
     assert "Evidence:" in summary
     assert f"**{'champion' if outputs['decision'] == 'promoted' else 'challenger'}**:" in summary
 
-    # (4) A class folder emptied: the job fails, its summary carries the one-line error.
+    # (5) A class folder emptied: the job fails, its summary carries the one-line error.
     stripes = sorted((source / "stripes").iterdir())
     kept = tmp_path / "stripes-kept"
     kept.mkdir()
@@ -106,7 +164,7 @@ def test_retrain_workflow_trains_skips_retrains_fails_and_never_trains_twice_at_
     assert f"**Error:** {outputs['detail']}" in fourth.summary("retrain")
     assert decision_of(fourth)["outcome"] == "failure"
 
-    # (5) The class back, images added to another, and two dispatches at once: one trains, the
+    # (6) The class back, images added to another, and two dispatches at once: one trains, the
     # other waits for it and then finds its version (or skips); never both.
     for image in stripes:
         shutil.move(kept / image.name, image)
