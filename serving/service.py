@@ -21,11 +21,14 @@ copy packed beside this file when a bento is built.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
+import logging
 import os
 import re
-from collections.abc import Awaitable, Iterator
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, cast
 from urllib.parse import parse_qs
@@ -41,22 +44,34 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from cnnops.batching import AdaptiveBatcher
-from cnnops.config import ServeConfig
+from cnnops.config import DriftConfig, ServeConfig
+from cnnops.drift import DriftVerdict
+from cnnops.drift_monitor import DriftMonitor, ServedDrift, open_monitor
 from cnnops.errors import CnnopsError, ImageDecodeError
 from cnnops.export import ServedModel, read_served_model
+from cnnops.images import DecodedImage, decode_image
+from cnnops.naming import slug
+from cnnops.paths import state_home
 from cnnops.predict import (
     batch_buckets,
     decode_base64_image,
-    decode_for_model,
     load_keras_model,
     predict_bucketed,
     predict_pixels,
     top_k,
+    with_embedding,
 )
+from cnnops.sample_keeper import SampleKeeper
 from serving.limits import BODY_TIMEOUT_S, ASGIApp, Receive, RequestGuard, RouteRules, Scope, Send, matches
 
 MODEL_DIR_ENV = "CNNOPS_MODEL_DIR"
 SERVE_CONFIG_ENV = "CNNOPS_SERVE_CONFIG"
+DRIFT_CONFIG_ENV = "CNNOPS_DRIFT_CONFIG"
+# Where the traffic window is saved (in Kubernetes, on the pod's volume); else the state folder.
+WINDOW_FILE_ENV = "CNNOPS_WINDOW_FILE"
+# Where kept samples go (`serve.keep_samples`); else the state folder.
+SAMPLES_DIR_ENV = "CNNOPS_SAMPLES_DIR"
+LOG = logging.getLogger("cnnops.serve")
 PACKED_MODEL_DIR = Path(__file__).resolve().parent / "model"
 STATIC = Path(__file__).resolve().parent / "static"
 # Adaptive batching: at most this many images per model call.
@@ -70,6 +85,22 @@ BATCH_SIZES = bentoml.metrics.Histogram(
     name="cnnops_batch_size",
     documentation="Images per model call (adaptive batching).",
     buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+# The verdict on the traffic window, refreshed with each save of the window and each GET /drift.
+DRIFT_DETECTED = bentoml.metrics.Gauge(
+    name="cnnops_drift_detected",
+    documentation="1 when the last verdict on the served traffic was drift, 0 when not or with no verdict.",
+    multiprocess_mode="livemostrecent",
+)
+DRIFT_P_VALUE = bentoml.metrics.Gauge(
+    name="cnnops_drift_p_value",
+    documentation="The last verdict's smallest adjusted p-value (NaN with no verdict).",
+    multiprocess_mode="livemostrecent",
+)
+DRIFT_WINDOW_SIZE = bentoml.metrics.Gauge(
+    name="cnnops_drift_window_size",
+    documentation="Served images in the drift window.",
+    multiprocess_mode="livemostrecent",
 )
 # strict: a JSON `true` or `2.5` is not a number of classes (pydantic's lax mode would take them).
 TopK = Annotated[
@@ -120,6 +151,32 @@ def serve_config() -> ServeConfig:
     return ServeConfig.model_validate_json(os.environ.get(SERVE_CONFIG_ENV) or "{}")
 
 
+def drift_config() -> DriftConfig:
+    """The drift section, passed by `cnnops serve` as JSON like the serve section."""
+    return DriftConfig.model_validate_json(os.environ.get(DRIFT_CONFIG_ENV) or "{}")
+
+
+def window_file(served: ServedModel) -> Path:
+    """`$CNNOPS_WINDOW_FILE`, else one file per served run under the state folder."""
+    named = os.environ.get(WINDOW_FILE_ENV)
+    if named:
+        return Path(named)
+    return state_home() / "drift" / f"{slug(served.info.registered_model)}-run-{served.info.run_id}.npz"
+
+
+def samples_folder(served: ServedModel) -> Path:
+    named = os.environ.get(SAMPLES_DIR_ENV)
+    if named:
+        return Path(named)
+    return state_home() / "samples" / slug(served.info.registered_model)
+
+
+def publish_verdict(verdict: DriftVerdict) -> None:
+    DRIFT_DETECTED.set(1 if verdict.drift else 0)
+    DRIFT_P_VALUE.set(float("nan") if verdict.p_value is None else verdict.p_value)
+    DRIFT_WINDOW_SIZE.set(verdict.window_size)
+
+
 def load_served_model() -> ServedModel:
     """Read the served-model folder, or stop the service with the one reason it cannot start."""
     try:
@@ -143,6 +200,13 @@ async def model_info(request: Request) -> JSONResponse:
     return JSONResponse(request.app.state.info)
 
 
+async def drift_status(request: Request) -> JSONResponse:
+    """The verdict on the window (`ServedDrift`): judged in a worker thread, tens of ms."""
+    snapshot = await anyio.to_thread.run_sync(request.app.state.drift)
+    publish_verdict(snapshot.verdict)
+    return JSONResponse(snapshot.model_dump(mode="json"))
+
+
 async def openapi_document(request: Request) -> JSONResponse:
     """The contract (`contract_document`), in place of BentoML's own /docs.json."""
     return JSONResponse(request.app.state.openapi)
@@ -154,6 +218,7 @@ web = Starlette(
         Route("/docs", api_docs),
         Route("/docs.json", openapi_document),
         Route("/info", model_info),
+        Route("/drift", drift_status),
     ]
 )
 
@@ -186,7 +251,14 @@ class Classifier:
     def __init__(self) -> None:
         self.settings = serve_config()
         self.served = load_served_model()
-        model = load_keras_model(self.served.folder)
+        plain = load_keras_model(self.served.folder)
+        config = drift_config()
+        # The embedding comes from the same call as the probabilities, side by side in one array.
+        embedded = with_embedding(plain) if config.record else None
+        model = plain if embedded is None else embedded
+        width = None if embedded is None else int(embedded.outputs[1].shape[-1])
+        self.monitor = self.start_monitor(config, width)
+        self.keeper = self.start_keeper()
         spec = self.served.spec
         buckets = batch_buckets(MAX_BATCH_SIZE)
         for size in buckets:  # trace every batch shape before the first request, not during one
@@ -195,11 +267,55 @@ class Classifier:
             lambda pixels: predict_bucketed(model, pixels, buckets), MAX_BATCH_SIZE, on_batch=BATCH_SIZES.observe
         )
         web.state.info = self.info()
+        web.state.drift = self.drift
         generated = cast("bentoml.Service[Classifier]", Classifier).openapi_spec.asdict()
         web.state.openapi = contract_document(generated, self.settings)
         # TensorFlow and Keras leave millions of long-lived objects; without this, every full
         # collection walks them all and stalls every request in flight for a few hundred ms.
         gc.freeze()
+
+    def start_monitor(self, config: DriftConfig, width: int | None) -> DriftMonitor:
+        """The drift window, read back from its file; the verdict published before any request."""
+        info = self.served.info
+        if not config.record:
+            width = None
+        monitor = open_monitor(self.served.folder, info.run_id, self.served.spec.class_names, width, config, None)
+        if not config.record:
+            monitor.unavailable = "drift.record is off: the service keeps no window of its traffic"
+        elif monitor.recording:
+            monitor.path = window_file(self.served)
+        print(f"cnnops: {monitor.restore()}", file=sys.stderr, flush=True)
+        publish_verdict(monitor.verdict())
+        return monitor
+
+    def start_keeper(self) -> SampleKeeper | None:
+        settings = self.settings
+        if not settings.keep_samples:
+            return None
+        folder = samples_folder(self.served)
+        limit = int(settings.max_samples_mb * 1024 * 1024)
+        keeper = SampleKeeper(folder, settings.samples_per_minute, settings.max_samples, limit)
+        print(
+            f"cnnops: keeping up to {settings.samples_per_minute:g} served images a minute in {folder}", file=sys.stderr
+        )
+        return keeper
+
+    def drift(self) -> ServedDrift:
+        info = self.served.info
+        return self.monitor.snapshot(info.registered_model, info.version, self.served.spec.class_names)
+
+    def save_and_publish(self) -> None:
+        """Runs in a worker thread: the window to its file, the verdict to the gauges."""
+        self.monitor.save()
+        publish_verdict(self.monitor.verdict())
+
+    @bentoml.on_shutdown
+    def save_window(self) -> None:
+        """The last requests to the file before the process goes; a save in flight is waited for."""
+        try:
+            self.monitor.save()
+        except Exception:  # a shutdown must finish whatever the file system says
+            LOG.exception("drift: the window could not be saved at shutdown")
 
     def info(self) -> dict[str, Any]:
         """Model facts for clients and the page: name, version, aliases, test metrics, classes."""
@@ -215,34 +331,43 @@ class Classifier:
             "max_request_bytes": self.settings.max_request_bytes,
         }
 
-    def decode(self, data: bytes) -> np.ndarray:
-        return decode_for_model(data, self.served.spec, self.settings.max_image_pixels)
+    def decode(self, data: bytes) -> DecodedImage:
+        spec = self.served.spec
+        return decode_image(data, spec.mode, spec.size, max_pixels=self.settings.max_image_pixels)
 
-    async def classify_pixels(self, pixels: np.ndarray, k: int | None) -> list[list[dict[str, Any]]]:
-        """Top-k per image, the model call shared with whatever other requests are waiting."""
-        probabilities = await self.batcher.predict(pixels)
+    async def classify_images(
+        self, images: list[DecodedImage], uploads: list[bytes], k: int | None
+    ) -> list[list[dict[str, Any]]]:
+        """Top-k per image, the model call shared with whatever other requests are waiting; the
+        same call's embeddings go to the drift window, and the upload to the sample keeper."""
+        outputs = await self.batcher.predict(np.stack([image.pixels for image in images]))
         names = self.served.spec.class_names
+        probabilities = outputs[:, : len(names)]
+        self.monitor.record(probabilities, outputs[:, len(names) :], images)
+        if self.monitor.claim_save():
+            saving = asyncio.get_running_loop().run_in_executor(None, self.save_and_publish)
+            saving.add_done_callback(report_failure)
+        if self.keeper is not None:
+            for image, data, row in zip(images, uploads, probabilities, strict=True):
+                top = int(row.argmax())
+                self.keeper.offer(data, image.format.lower(), names[top], float(row[top]))
         return [top_k(row, names, k or self.settings.top_k) for row in probabilities]
 
-    async def decode_bytes(self, data: bytes) -> np.ndarray:
+    async def decode_bytes(self, data: bytes) -> DecodedImage:
         """Decode small images in the event loop (a thread hop costs more than they do); large
         ones in a worker thread, so one big photo never stalls the other requests."""
         if len(data) <= INLINE_DECODE_BYTES:
             return self.decode(data)
         return await anyio.to_thread.run_sync(self.decode, data)
 
-    async def decode_file(self, path: Path) -> np.ndarray:
+    async def read_file(self, path: Path) -> bytes:
         size = path.stat().st_size
-        data = path.read_bytes() if size <= INLINE_DECODE_BYTES else await anyio.Path(path).read_bytes()
-        return await self.decode_bytes(data)
+        return path.read_bytes() if size <= INLINE_DECODE_BYTES else await anyio.Path(path).read_bytes()
 
-    async def decode_base64(self, text: str) -> np.ndarray:
-        return await self.decode_bytes(decode_base64_image(text, self.settings.max_request_bytes))
-
-    async def classify_one(self, decoding: Awaitable[np.ndarray], k: int | None) -> Classification:
+    async def classify_one(self, data: bytes, k: int | None) -> Classification:
         """One image's top-k; ImageDecodeError names why its bytes are not a usable image."""
-        pixels = await decoding
-        (predictions,) = await self.classify_pixels(pixels[None], k)
+        image = await self.decode_bytes(data)
+        (predictions,) = await self.classify_images([image], [data], k)
         return Classification.model_validate({"predictions": predictions})
 
     async def classify_raw(self, body: bytes, query_string: bytes) -> tuple[int, dict[str, Any]]:
@@ -252,7 +377,7 @@ class Classifier:
         except ValueError as err:
             return 400, {"error": f"top_k: {err}"}
         try:
-            result = await self.classify_one(self.decode_bytes(body), k)
+            result = await self.classify_one(body, k)
         except ImageDecodeError as err:
             return 400, {"error": f"image: {err}"}
         return 200, result.model_dump(mode="json")
@@ -269,7 +394,7 @@ class Classifier:
             return error(ctx, 400, f"top_k: {err}")
         k = top_k if top_k is not None else in_query
         try:
-            return await self.classify_one(self.decode_file(image), k)
+            return await self.classify_one(await self.read_file(image), k)
         except ImageDecodeError as err:
             return error(ctx, 400, f"image: {err}")
 
@@ -279,7 +404,7 @@ class Classifier:
     ) -> Classification | JSONResponse:
         """Classify a base64 image or a data URL (`data:image/png;base64,...`), as a canvas sends it."""
         try:
-            return await self.classify_one(self.decode_base64(image), top_k)
+            return await self.classify_one(decode_base64_image(image, self.settings.max_request_bytes), top_k)
         except ImageDecodeError as err:
             return error(ctx, 400, f"image: {err}")
 
@@ -291,14 +416,22 @@ class Classifier:
         limit = self.settings.max_batch_images
         if len(images) > limit:
             return error(ctx, 400, f"images: {len(images)} images is over the batch limit of {limit}")
-        decoded: list[np.ndarray] = []
+        decoded: list[DecodedImage] = []
+        uploads: list[bytes] = []
         for index, path in enumerate(images):
             try:
-                decoded.append(await self.decode_file(path))
+                uploads.append(await self.read_file(path))
+                decoded.append(await self.decode_bytes(uploads[-1]))
             except ImageDecodeError as err:
                 return error(ctx, 400, f"images[{index}]: {err}")
-        results = await self.classify_pixels(np.stack(decoded), top_k)
+        results = await self.classify_images(decoded, uploads, top_k)
         return BatchClassification.model_validate({"results": [{"predictions": p} for p in results]})
+
+
+def report_failure(future: asyncio.Future[None]) -> None:
+    """A background save that failed is logged; it must not pass unseen, nor fail a request."""
+    if not future.cancelled() and future.exception() is not None:
+        LOG.error("drift: saving the window failed", exc_info=future.exception())
 
 
 class RawImageUploads:
@@ -436,10 +569,53 @@ def contract_document(generated: dict[str, Any], settings: ServeConfig) -> dict[
         f"{settings.max_batch_images} images per batch, {settings.max_image_pixels} pixels per image; "
         f"a body must arrive within {BODY_TIMEOUT_S:g} s."
     )
-    schemas = {**doc["components"]["schemas"], "Error": ERROR_SCHEMA}
+    drift_schema, drift_parts = openapi_schema(ServedDrift)
+    doc["paths"]["/drift"] = {
+        "get": {
+            "tags": ["Web"],
+            "description": (
+                "The drift verdict on the window of served traffic against the model's own reference: "
+                "KS per principal component of the embeddings (Benjamini-Hochberg), chi-square of the "
+                "predicted classes, KS of the confidence, joined by Bonferroni. Below the minimum window, "
+                "or without a reference, `verdict.status` says so and there is no p-value."
+            ),
+            "responses": {
+                "200": {"description": "The verdict.", "content": {"application/json": {"schema": drift_schema}}}
+            },
+        }
+    }
+    schemas = {**doc["components"]["schemas"], **drift_parts, "Error": ERROR_SCHEMA}
     used = set(references(doc["paths"], schemas))
     doc["components"]["schemas"] = {name: schema for name, schema in schemas.items() if f"{COMPONENTS}{name}" in used}
     return doc
+
+
+def openapi_schema(model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A pydantic model's JSON schema as OpenAPI 3.0 says it (`nullable`, not a null type), and
+    the component schemas it refers to."""
+    schema = model.model_json_schema(ref_template=COMPONENTS + "{model}", mode="serialization")
+    parts = schema.pop("$defs", {})
+    return as_openapi_30(schema), {name: as_openapi_30(part) for name, part in parts.items()}
+
+
+def as_openapi_30(node: Any) -> Any:
+    if isinstance(node, list):
+        return [as_openapi_30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: as_openapi_30(value) for key, value in node.items()}
+    options = node.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [option for option in options if option != {"type": "null"}]
+        del node["anyOf"]
+        if len(rest) == 1 and "$ref" in rest[0]:
+            node["allOf"] = rest  # OpenAPI 3.0 ignores siblings of a $ref
+        elif len(rest) == 1:
+            node.update(rest[0])
+        else:
+            node["anyOf"] = rest
+        node["nullable"] = True
+    return node
 
 
 def references(paths: Any, schemas: dict[str, Any]) -> Iterator[str]:

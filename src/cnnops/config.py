@@ -250,6 +250,19 @@ class ServeConfig(_Section):
     top_k: int = Field(
         default=5, ge=1, description="Classes returned per image unless the request asks for another number."
     )
+    keep_samples: bool = Field(
+        default=False,
+        description="Keep a rate-limited sample of served images for labelling; off, no served image is kept.",
+    )
+    samples_per_minute: float = Field(
+        default=6, gt=0, le=6000, description="With keep_samples: at most this many images kept per minute."
+    )
+    max_samples: int = Field(
+        default=1000, ge=1, le=1_000_000, description="With keep_samples: the oldest go past this many images."
+    )
+    max_samples_mb: float = Field(
+        default=200, gt=0, le=1_000_000, description="With keep_samples: the oldest go past this much disk."
+    )
 
     @property
     def max_request_bytes(self) -> int:
@@ -274,6 +287,9 @@ class InfraValidationConfig(_Section):
 class DriftConfig(_Section):
     """How the service keeps its window of served traffic and judges it against the reference."""
 
+    record: bool = Field(
+        default=True, description="Keep the window of served traffic; off, /drift gives no verdict and says why."
+    )
     window_size: int = Field(
         default=300, ge=10, le=100_000, description="Most recent requests kept in the window; older ones drop out."
     )

@@ -69,16 +69,42 @@ def predict_pixels(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
 
 
 def with_embedding(model: keras.Model) -> keras.Model | None:
-    """The same model with the input of its last layer (the penultimate activations) as a second
-    output: [probabilities, embedding] from one call, sharing every weight. None when the last
-    layer is not a head that reads a flat vector (a wrapped imported model ends in its own nested
-    model or a softmax over logits): such a model gets no drift reference."""
+    """The same model with its penultimate activations (the input of its dense head) as a second
+    output: [probabilities, embedding] from one call, sharing every weight.
+
+    The head is the last layer, or the layer a final softmax reads (an imported logits model). An
+    imported model is wrapped around the user's own model, nested: its head is found inside, and
+    the nested model is called once, on what the wrapper fed it. None when there is no head that
+    reads a flat vector: such a model serves, but gets no drift reference."""
     import keras
 
-    head = model.layers[-1]
-    if isinstance(head, keras.Model | keras.layers.Softmax) or len(head.input.shape) != 2:
+    layers = model.layers
+    finish = layers[-1] if isinstance(layers[-1], keras.layers.Softmax) and len(layers) > 1 else None
+    position = len(layers) - (2 if finish is not None else 1)
+    head = layers[position]
+    if isinstance(head, keras.Model):
+        return nested_with_embedding(model, head, position, finish)
+    if len(head.input.shape) != 2 or (finish is not None and finish.input is not head.output):
         return None
     return keras.Model(model.inputs, [model.outputs[0], head.input], name=f"{model.name}_embedding")
+
+
+def nested_with_embedding(
+    model: keras.Model, nested: keras.Model, position: int, finish: keras.Layer | None
+) -> keras.Model | None:
+    """`with_embedding` of a wrapper whose last model call is `nested`, fed by the layer before it."""
+    import keras
+
+    inner = with_embedding(nested)
+    if inner is None or position == 0 or len(model.inputs) != 1:
+        return None
+    fed = model.layers[position - 1].output
+    if tuple(fed.shape) != tuple(nested.inputs[0].shape):
+        return None
+    probabilities, embedding = inner(fed)
+    if finish is not None:
+        probabilities = finish(probabilities)
+    return keras.Model(model.inputs, [probabilities, embedding], name=f"{model.name}_embedding")
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:

@@ -71,9 +71,9 @@ def test_service_class_classifies_decoded_images(served, images, expected, monke
     assert info["registered_model"] == served["name"] and info["version"] == 1
     assert info["aliases"] == ["champion"] and info["class_names"] == ["cross", "disc", "stripes"]
     assert info["test_accuracy"] == pytest.approx(served["test_accuracy"])  # what evaluate scored
-    pixels = service.decode(images["disc"])
-    assert pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8
-    (top,) = asyncio.run(service.classify_pixels(pixels[None], 3))
+    image = service.decode(images["disc"])
+    assert image.pixels.shape == (16, 16, 3) and image.pixels.dtype == np.uint8
+    (top,) = asyncio.run(service.classify_images([image], [images["disc"]], 3))
     assert top[0]["label"] == expected["disc"]
     assert sum(p["probability"] for p in top) == pytest.approx(1.0, abs=1e-5)
 
