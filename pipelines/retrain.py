@@ -22,7 +22,7 @@ from cnnops.naming import CHAMPION, model_name_for, slug
 from cnnops.parameters import PipelineParameters
 from cnnops.paths import state_home, tracking_uri
 from cnnops.registration import find_alias
-from cnnops.retrain import RetrainDecision, decide_retrain, mark_retrain_started
+from cnnops.retrain import DriftReport, RetrainDecision, decide_retrain, mark_retrain_started
 from cnnops.retrain_report import RetrainOutcome
 from cnnops.runlog import RunLog
 from cnnops.tracking import store_faults, use_tracking_store
@@ -45,6 +45,7 @@ class RetrainRequest:
     submit: str | None = None
     experiment: str = "cnnops"
     fresh: bool = False
+    drift: DriftReport | None = None
 
 
 def retrain(request: RetrainRequest) -> RetrainOutcome:
@@ -53,7 +54,8 @@ def retrain(request: RetrainRequest) -> RetrainOutcome:
     started = time.monotonic()
     name = model_name_for(request.config)
     with retrain_lock(tracking_uri(), name, request.config.retrain.wait_minutes * 60):
-        decision = decide_retrain(request.config, state_home() / "retrain" / slug(name) / "dataset", request.force)
+        dataset = state_home() / "retrain" / slug(name) / "dataset"
+        decision = decide_retrain(request.config, dataset, request.force, drift=request.drift)
         say(f"retrain: {'training' if decision.train else 'skipped'}: {decision.detail}")
         if not decision.train:
             return RetrainOutcome(status="skipped", model=name, decision=decision, seconds=time.monotonic() - started)

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cnnops.config import Config, build_config, parse_overrides, to_pipeline_parameter
-from cnnops.errors import CnnopsError, StoreFault, exit_on_user_error
+from cnnops.errors import CnnopsError, SystemFault, exit_on_user_error
 from cnnops.parameters import PipelineParameters
 from cnnops.paths import keep_tool_state_inside
 from cnnops.retries import bound_store_retries
 
 if TYPE_CHECKING:
+    from cnnops.drift_monitor import ServedDrift
+    from cnnops.retrain import DriftReport
     from cnnops.retrain_report import RetrainOutcome
     from cnnops.runlog import RunLog
 
@@ -203,11 +205,16 @@ def retrain(
     require_promotion: Annotated[
         bool, typer.Option("--require-promotion", help="Exit 1 when the new version is kept as challenger.")
     ] = False,
+    if_drift: Annotated[
+        str | None,
+        typer.Option("--if-drift", help="Retrain only when the cnnops service at this URL reports drift."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Stream the run's whole log here too.")] = False,
 ) -> None:
-    """Retrain when the data changed since the champion's (or there is none, or --force), one retrain
-    of a model at a time. Writes a Markdown report (state folder, $GITHUB_STEP_SUMMARY) and
-    key=value lines ($GITHUB_OUTPUT). Exit 0: trained or skipped; 1: the pipeline failed; 2: bad input."""
+    """Retrain when the data changed since the champion's (or there is none, or --force), or with
+    --if-drift when the serving champion reports drift; one retrain of a model at a time. Writes a
+    Markdown report (state folder, $GITHUB_STEP_SUMMARY) and key=value lines ($GITHUB_OUTPUT).
+    Exit 0: trained or skipped; 1: the pipeline, the store or the service failed; 2: bad input."""
     from cnnops.paths import new_run_log
     from cnnops.retrain_report import check_workflow_files, publish_outcome
     from cnnops.runlog import RunLog, TaskFailure, append_to_log
@@ -236,10 +243,11 @@ def retrain(
             if submit_to is None:
                 raise CnnopsError("--cluster-data names the data a submitted run reads; give --submit too.")
             parameters = parameters.model_copy(update={"data_source": cluster_data})
-        request = RetrainRequest(checked, overlay, parameters, log, force, runner, submit_to, experiment)
+        drift = None if if_drift is None else ask_drift(if_drift)
+        request = RetrainRequest(checked, overlay, parameters, log, force, runner, submit_to, experiment, drift=drift)
         outcome = run_retrain(request)
     except CnnopsError as err:  # bad input (2), or a store that failed (1: the system's fault)
-        code = 1 if isinstance(err, StoreFault) else 2
+        code = 1 if isinstance(err, SystemFault) else 2
         outcome, said = failed_outcome(name, err, started), f"cnnops: error: {err}"
     except TaskFailure as err:
         outcome, code, said = failed_outcome(name, err, started), 1, f"cnnops: {err}"
@@ -259,6 +267,17 @@ def retrain(
         typer.echo(f"cnnops: v{outcome.version} was kept as challenger and --require-promotion was given", err=True)
         raise typer.Exit(1)
     raise typer.Exit(code)
+
+
+def ask_drift(url: str) -> DriftReport:
+    """The service's verdict on its traffic, as the retrain decision takes it."""
+    from cnnops.retrain import DriftReport
+    from cnnops.service_client import fetch_drift
+
+    verdict = fetch_drift(url).verdict
+    return DriftReport(
+        url=url, status=verdict.status, reason=verdict.reason, p_value=verdict.p_value, window_size=verdict.window_size
+    )
 
 
 def failed_outcome(name: str | None, err: Exception, started: float) -> RetrainOutcome:
@@ -412,12 +431,15 @@ def evaluate(
     model: Annotated[Path, typer.Option(help="Folder written by `cnnops train`.")],
     test: Annotated[Path, typer.Option(help="Test split folder.")],
     out: Annotated[Path, typer.Option(help="Evaluation folder to write.")],
+    val: Annotated[
+        Path | None, typer.Option(help="Val split folder: its images join the test images in the drift reference.")
+    ] = None,
 ) -> None:
     """Score a model on the test split and log the evaluation to its MLflow run."""
     from cnnops.evaluate import evaluate_model
 
     with exit_on_user_error():
-        evaluate_model(model, test, out)
+        evaluate_model(model, test, out, val)
 
 
 @app.command()
@@ -663,7 +685,12 @@ def serve(
     typer.echo(
         f"cnnops: serving {served.info.registered_model} v{served.info.version} on http://{host}:{port}", err=True
     )
-    env = {**os.environ, "CNNOPS_MODEL_DIR": str(served.folder), "CNNOPS_SERVE_CONFIG": cfg.serve.model_dump_json()}
+    env = {
+        **os.environ,
+        "CNNOPS_MODEL_DIR": str(served.folder),
+        "CNNOPS_SERVE_CONFIG": cfg.serve.model_dump_json(),
+        "CNNOPS_DRIFT_CONFIG": cfg.drift.model_dump_json(),
+    }
     # exec: the server keeps this process's PID, so stopping `cnnops serve` stops the server.
     os.execve(
         sys.executable,
@@ -710,6 +737,87 @@ def predict(
             typer.echo(f"{result['file']}: {shown}")
     if any("error" in result for result in results):
         raise typer.Exit(1)
+
+
+# `cnnops drift` exits with this when the window drifted (0 for no drift or no verdict).
+DRIFT_EXIT = 3
+
+
+@app.command()
+def drift(
+    url: Annotated[str | None, typer.Option("--url", help="A running cnnops service: its GET /drift.")] = None,
+    window: Annotated[
+        Path | None, typer.Option("--window", help="A traffic window file the service saved, judged here.")
+    ] = None,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(help="With --window: the served-model folder whose reference to use (default: the registry's)."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="The HTML report (default: <state>/drift/report.html).")] = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+) -> None:
+    """Is the served traffic drifting from the model's own data? Writes an HTML report of the
+    verdict. Exit 0: no drift, or too little traffic or no reference for a verdict; 3: drift;
+    1: the service or the store failed; 2: bad input."""
+    from cnnops.drift_report import write_drift_report
+    from cnnops.paths import state_home
+
+    code = 0
+    with exit_on_user_error():
+        try:
+            if (url is None) == (window is None):
+                raise CnnopsError("give one of --url (a running service) or --window (a saved window file).")
+            if model_dir is not None and window is None:
+                raise CnnopsError("--model-dir names the reference for a --window file; a service has its own.")
+            cfg = resolve_config(config, sets)
+            if url is not None:
+                from cnnops.service_client import fetch_drift
+
+                found, source = fetch_drift(url), url
+            else:
+                assert window is not None
+                found, source = judge_window_file(window, model_dir, cfg), str(window)
+        except SystemFault as err:
+            typer.echo(f"cnnops: error: {err}", err=True)
+            raise typer.Exit(1) from None
+        verdict = found.verdict
+        report = write_drift_report(out or state_home() / "drift" / "report.html", verdict, found.class_names, source)
+        typer.echo(f"cnnops: {found.registered_model}: {verdict.status}: {verdict.reason}; report {report}")
+        code = DRIFT_EXIT if verdict.drift else 0
+    raise typer.Exit(code)
+
+
+def judge_window_file(window: Path, model_dir: Path | None, cfg: Config) -> ServedDrift:
+    """A saved window against `model_dir`'s reference, or its run's from the registry."""
+    import tempfile
+
+    from cnnops.drift_monitor import judge_saved_window
+    from cnnops.traffic_window import read_window
+
+    if model_dir is not None:
+        from cnnops.export import read_served_model
+
+        served = read_served_model(model_dir)
+        return judge_saved_window(window, model_dir, cfg.drift, served.info.registered_model)
+    saved = read_window(window)
+    if saved is None:
+        raise CnnopsError(f"there is no traffic window at {window}.")
+    from mlflow.tracking import MlflowClient
+
+    from cnnops.export import download_reference
+    from cnnops.tracking import lookup, store_faults, use_tracking_store
+
+    use_tracking_store()
+    with store_faults(), tempfile.TemporaryDirectory(prefix="cnnops-drift-") as scratch:
+        run_id = saved.run_id
+        if not run_id.isalnum():
+            raise CnnopsError(f"{window} names run {run_id!r}, which is not an MLflow run id.")
+        found = lookup(lambda: MlflowClient().search_model_versions(f"run_id = '{run_id}'"))
+        versions = list(found or [])
+        download_reference(run_id, Path(scratch))
+        name = versions[0].name if versions else f"run {run_id}"
+        return judge_saved_window(window, Path(scratch), cfg.drift, name)
 
 
 @app.command()

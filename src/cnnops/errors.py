@@ -19,9 +19,18 @@ class CnnopsError(Exception):
     """
 
 
-class StoreFault(CnnopsError):
-    """The MLflow store failed (unreachable, locked, a database error): the system's fault, not the
-    user's input, though it is said in one line all the same."""
+class SystemFault(CnnopsError):
+    """A part of the system failed, not the user's input: said in one line all the same, and a
+    command that meets one exits 1, where a user's mistake exits 2."""
+
+
+class StoreFault(SystemFault):
+    """The MLflow store failed (unreachable, locked, a database error)."""
+
+
+class ServiceFault(SystemFault):
+    """A cnnops service did not answer (unreachable, timed out, a 5xx), or answered with
+    something that is not what its contract says."""
 
 
 class ImageDecodeError(CnnopsError):

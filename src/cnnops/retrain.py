@@ -33,7 +33,7 @@ from cnnops.tracking import lookup, store_faults, use_tracking_store
 if TYPE_CHECKING:
     import pandas as pd
 
-Reason = Literal["unchanged", "data-changed", "forced", "no-champion", "cooldown"]
+Reason = Literal["unchanged", "data-changed", "forced", "no-champion", "cooldown", "drift", "no-drift"]
 # The registered model's tag holding when its last retrain started training (Unix seconds).
 LAST_RETRAIN_TAG = "cnnops.retrain.last_started"
 # How many characters of the fingerprint a training run's dataset input keeps as its digest.
@@ -75,6 +75,20 @@ class DataChange(Frozen):
         return [c.label for c in self.classes if c.before and not c.now]
 
 
+class DriftReport(Frozen):
+    """What the serving champion said of its traffic, for `retrain --if-drift`."""
+
+    url: str
+    status: str  # a DriftVerdict's status: drift, no-drift, too-few, no-reference
+    reason: str
+    p_value: float | None
+    window_size: int
+
+    @property
+    def detected(self) -> bool:
+        return self.status == "drift"
+
+
 class RetrainDecision(Record):
     """Train or not, the reason (one of `Reason`) and the one line that says it, with the facts."""
 
@@ -89,13 +103,23 @@ class RetrainDecision(Record):
     champion_version: int | None = None
     champion_fingerprint: str | None = None
     change: DataChange | None = None
+    drift: DriftReport | None = None
     decided_at: str
 
 
-def decide_retrain(config: Config, dataset_dir: Path, force: bool = False, now: float | None = None) -> RetrainDecision:
+def decide_retrain(
+    config: Config,
+    dataset_dir: Path,
+    force: bool = False,
+    now: float | None = None,
+    drift: DriftReport | None = None,
+) -> RetrainDecision:
     """Ingest the source into `dataset_dir` (an unchanged source comes from the ingest memo in
     seconds) and decide against the registry. A champion whose data cannot be compared, or a
-    class the champion knows that has no image now, is a one-line error unless forced."""
+    class the champion knows that has no image now, is a one-line error unless forced.
+
+    Given the service's drift report (`--if-drift`), the report decides instead of the data: a
+    retrain only when it says drift, the cooldown still holding."""
     info = ingest_source(config, dataset_dir)
     name = model_name_for(config, info.source)
     use_tracking_store()
@@ -124,11 +148,24 @@ def decide_retrain(config: Config, dataset_dir: Path, force: bool = False, now: 
             champion_version=None if champion is None else int(champion.version),
             champion_fingerprint=champion_digest,
             change=change,
+            drift=drift,
             decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
 
     if force:
         return decided(True, "forced", "--force: retrained whatever the data")
+    moment = time.time() if now is None else now
+    cooldown = config.retrain.cooldown_minutes * 60
+    if drift is not None:
+        if not drift.detected:
+            return decided(False, "no-drift", f"{drift.url} reports {drift.status}: {drift.reason}")
+        if champion is not None and champion_digest is not None:
+            check_comparable(name, champion, champion_digest, change, info)
+        data = change.describe() if change is not None else "the data is unchanged since the champion's"
+        detail = f"{drift.url} reports drift ({drift.reason}); {data}"
+        if last is not None and moment - last < cooldown:
+            return decided(False, "cooldown", cooled(detail, name, moment - last, config))
+        return decided(True, "drift", detail)
     if newest is not None and newest_digest == digest:
         return decided(False, "unchanged", f"unchanged since v{newest.version} ({describe_standing(newest)})")
     if champion is None:
@@ -137,17 +174,16 @@ def decide_retrain(config: Config, dataset_dir: Path, force: bool = False, now: 
     if champion_digest == digest:
         return decided(False, "unchanged", f"unchanged since champion v{champion.version}")
     detail = change.describe() if change is not None else "images changed (no per-class record on the champion's run)"
-    cooldown = config.retrain.cooldown_minutes * 60
-    moment = time.time() if now is None else now
     if last is not None and moment - last < cooldown:
-        ago = (moment - last) / 60
-        return decided(
-            False,
-            "cooldown",
-            f"{detail}; but {name} was retrained {ago:.0f} min ago, within retrain.cooldown_minutes "
-            f"{config.retrain.cooldown_minutes:g} (--force to retrain now)",
-        )
+        return decided(False, "cooldown", cooled(detail, name, moment - last, config))
     return decided(True, "data-changed", detail)
+
+
+def cooled(detail: str, name: str, ago_s: float, config: Config) -> str:
+    return (
+        f"{detail}; but {name} was retrained {ago_s / 60:.0f} min ago, within retrain.cooldown_minutes "
+        f"{config.retrain.cooldown_minutes:g} (--force to retrain now)"
+    )
 
 
 def check_comparable(

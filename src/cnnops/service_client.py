@@ -1,5 +1,6 @@
 """A small client of the cnnops HTTP service, on the standard library alone: wait for a started
-server to be ready, and upload one image the way the web page does (multipart field `image`)."""
+server to be ready, upload one image the way the web page does (multipart field `image`), and
+ask a running service for its drift verdict."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from cnnops.errors import CnnopsError, ServiceFault
+
+if TYPE_CHECKING:
+    from cnnops.drift_monitor import ServedDrift
 
 
 @dataclass(frozen=True)
@@ -63,3 +71,42 @@ def post_image(
             return Answer(response.status, response.read())
     except urllib.error.HTTPError as err:
         return Answer(err.code, err.read())
+
+
+def fetch_drift(url: str, timeout: float = 30) -> ServedDrift:
+    """`url`/drift, as the service judged its window. A URL that cannot be a service's, or a
+    service that refuses this client (no /drift, 401, 403), is the caller's to fix; a service
+    that does not answer, fails (5xx) or answers something else is a fault of the service."""
+    from pydantic import ValidationError
+
+    from cnnops.drift_monitor import ServedDrift
+
+    base = service_base(url)
+    try:
+        with urllib.request.urlopen(f"{base}/drift", timeout=timeout) as response:
+            body = response.read()
+    except urllib.error.HTTPError as err:
+        if err.code >= 500:
+            raise ServiceFault(f"{base}/drift failed with HTTP {err.code}; see the service's log.") from None
+        if err.code == 404:
+            raise CnnopsError(f"{base} has no /drift: is it a cnnops service, and of this version?") from None
+        raise CnnopsError(f"{base}/drift refused the request with HTTP {err.code} {err.reason}.") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ServiceFault(f"{base} did not answer ({reason}); is the service running?") from None
+    try:
+        return ServedDrift.model_validate_json(body)
+    except ValidationError:
+        raise ServiceFault(f"{base}/drift answered with something that is not a drift verdict.") from None
+
+
+def service_base(url: str) -> str:
+    """`url` without a trailing slash, once it is an http(s) URL with a host."""
+    parts = urlsplit(url.strip())
+    try:
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CnnopsError(f"{url!r} is not a service URL; give one like http://127.0.0.1:3000.")
+    return url.strip().rstrip("/")

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from cnnops.config import build_config
 from cnnops.errors import CnnopsError
-from cnnops.retrain import LAST_RETRAIN_TAG, compare_labels, decide_retrain, mark_retrain_started
+from cnnops.retrain import LAST_RETRAIN_TAG, DriftReport, compare_labels, decide_retrain, mark_retrain_started
 
 NAME = "retrain-test"
 
@@ -80,6 +80,44 @@ def test_images_added_to_a_class_retrain_with_the_change_per_class_unless_in_the
     assert off.train
     assert MlflowClient().get_registered_model(NAME).tags[LAST_RETRAIN_TAG]
     assert version == 1
+
+
+URL = "http://127.0.0.1:3000"
+
+
+def drift_report(status: str) -> DriftReport:
+    p_value = {"drift": 1e-6, "no-drift": 0.4}.get(status)
+    return DriftReport(
+        url="http://127.0.0.1:3000", status=status, reason=f"{status} said", p_value=p_value, window_size=300
+    )
+
+
+def test_with_a_drift_report_only_drift_retrains_and_the_cooldown_still_holds(state_home, tmp_path):
+    source = write_images(tmp_path / "images", per_class=6)
+    register_trained_on(source, tmp_path, "champion")
+    for status in ("no-drift", "too-few", "no-reference"):
+        quiet = decide_retrain(config_for(source), tmp_path / "d", drift=drift_report(status))
+        assert (quiet.train, quiet.reason) == (False, "no-drift")
+        assert quiet.detail == f"{URL} reports {status}: {status} said"
+    # unchanged data: without the report a skip; with drift, a retrain all the same
+    drifted = decide_retrain(config_for(source), tmp_path / "d", drift=drift_report("drift"))
+    assert (drifted.train, drifted.reason) == (True, "drift")
+    assert (
+        drifted.detail == "http://127.0.0.1:3000 reports drift (drift said); the data is unchanged since the champion's"
+    )
+    assert drifted.drift is not None and drifted.drift.p_value == 1e-6
+
+    write_images(tmp_path / "more", per_class=2, classes=("cross",), seed=8)
+    for image in (tmp_path / "more" / "cross").iterdir():
+        shutil.copy(image, source / "cross" / f"new_{image.name}")
+    # changed data: the report still decides; a quiet service is no retrain
+    assert decide_retrain(config_for(source), tmp_path / "d", drift=drift_report("no-drift")).train is False
+    mark_retrain_started(NAME)
+    cooled = decide_retrain(config_for(source), tmp_path / "d", drift=drift_report("drift"))
+    assert (cooled.train, cooled.reason) == (False, "cooldown")
+    assert "(drift said); +2 in cross; but" in cooled.detail
+    forced = decide_retrain(config_for(source), tmp_path / "d", force=True, drift=drift_report("no-drift"))
+    assert (forced.train, forced.reason) == (True, "forced")
 
 
 def test_a_version_kept_as_challenger_on_this_data_is_not_trained_again(state_home, tmp_path):
