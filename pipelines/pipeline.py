@@ -109,7 +109,12 @@ def build_pipeline(platform: Platform = Platform()) -> Callable[..., object]:  #
                 "baselines",
             )
             evaluated = place(
-                evaluate(model=selected.outputs["best"], test_data=splits.outputs["test_data"]), "evaluate"
+                evaluate(
+                    model=selected.outputs["best"],
+                    test_data=splits.outputs["test_data"],
+                    val_data=splits.outputs["val_data"],
+                ),
+                "evaluate",
             )
             decided = place(
                 gate(

@@ -120,7 +120,7 @@ def train_candidate(work: Path, source: Path, **overrides) -> dict:
     ingest_source(config, work / "dataset")
     split_dataset(work / "dataset", {name: work / name for name in SPLITS}, config)
     record = train_model(work / "train", work / "val", work / "model", config)
-    metrics = evaluate_model(work / "model", work / "test", work / "evaluation")
+    metrics = evaluate_model(work / "model", work / "test", work / "evaluation", work / "val")
     return {
         "config": config,
         "model": work / "model",

@@ -29,7 +29,7 @@ from cnnops.artifacts import (
 )
 from cnnops.canaries import pick_canaries, write_canaries
 from cnnops.console import say
-from cnnops.drift_reference import build_reference, write_reference
+from cnnops.drift_reference import DriftReference, build_reference, write_reference
 from cnnops.errors import CnnopsError
 from cnnops.inputs import input_errors_as_user_errors, make_dataset
 from cnnops.plots import plot_confusion_matrix, plot_learning_curves
@@ -39,7 +39,7 @@ from cnnops.tracking import use_tracking_store
 EVAL_BATCH = 256
 
 
-def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> EvaluationScores:
+def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path, val_dir: Path | None = None) -> EvaluationScores:
     """Score the model folder's model on the test folder; write and log the evaluation.
 
     The scores name the model's run and the test set's fingerprint, so the gate and registration
@@ -47,7 +47,8 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> Evaluation
     same predictions, so the test images are scored once, and so do the canaries whose
     probabilities infra-validation asks the served model to repeat (as many as the model's
     config says) and the drift reference (the same pass's embeddings) the service judges its
-    traffic against.
+    traffic against. The reference also takes the val images when a val folder is given: more of
+    the model's own kind of image, which it was not trained on either.
     """
     spec = read_model_spec(model_dir)
     run = read_run_record(model_dir)
@@ -63,7 +64,7 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> Evaluation
     count = read_model_config(model_dir).infra_validation.canaries
     write_canaries(out_dir, pick_canaries(manifest, probabilities, spec, run.run_id, count))
     if embedded is not None:
-        write_reference(out_dir, build_reference(run.run_id, spec, manifest, *embedded))
+        write_reference(out_dir, reference_of(model, spec, run.run_id, manifest, embedded, val_dir))
     else:
         say("evaluate: no drift reference: the model's last layer is not a dense head over a flat vector")
     pd.DataFrame([row.model_dump(by_alias=True) for row in scores.per_class]).to_csv(
@@ -79,6 +80,26 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path) -> Evaluation
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
     say(f"evaluate: test accuracy {scores.accuracy:.4f}, macro F1 {scores.macro_f1:.4f} on {scores.n_test} images")
     return scores
+
+
+def reference_of(
+    model: keras.Model,
+    spec: ModelSpec,
+    run_id: str,
+    test: pd.DataFrame,
+    embedded: tuple[np.ndarray, ...],
+    val_dir: Path | None,
+) -> DriftReference:
+    """The drift reference of the test images (already embedded) and the val images, if any."""
+    if val_dir is None:
+        return build_reference(run_id, spec, test, *embedded)
+    val = read_manifest(val_dir)
+    check_known_classes(spec, val)
+    more = embed_manifest(model, spec, val)
+    if more is None:  # the same model embedded the test images
+        raise AssertionError("a model that embedded the test images gave no embedding of the val images")
+    both = pd.concat([val, test], ignore_index=True)
+    return build_reference(run_id, spec, both, *(np.concatenate(pair) for pair in zip(more, embedded, strict=True)))
 
 
 def score_model(model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame) -> EvaluationScores:

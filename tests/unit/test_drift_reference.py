@@ -7,6 +7,7 @@ import json
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import train_candidate
 
@@ -16,7 +17,7 @@ from cnnops.errors import CnnopsError
 
 
 @pytest.mark.slow
-def test_evaluation_keeps_the_models_own_embeddings_of_its_test_images(make_images, state_home, tmp_path):
+def test_evaluation_keeps_the_models_own_embeddings_of_its_val_and_test_images(make_images, state_home, tmp_path):
     from cnnops.evaluate import predict_manifest
     from cnnops.export import export_candidate
 
@@ -24,7 +25,8 @@ def test_evaluation_keeps_the_models_own_embeddings_of_its_test_images(make_imag
     reference = read_reference(trained["evaluation"])
     assert reference is not None and reference.run_id == trained["run_id"]
     spec = read_model_spec(trained["model"])
-    manifest = read_manifest(trained["test"])
+    test = read_manifest(trained["test"])
+    manifest = pd.concat([read_manifest(tmp_path / "m" / "val"), test], ignore_index=True)
     model = keras.saving.load_model(trained["model"] / "model.keras", compile=False)
     head = model.get_layer("probabilities")
     obs = reference.observations
@@ -38,7 +40,7 @@ def test_evaluation_keeps_the_models_own_embeddings_of_its_test_images(make_imag
     np.testing.assert_allclose(obs.confidence, probabilities.max(axis=1), atol=1e-5)
     # the scores evaluation kept came from the same pass
     predictions = (trained["evaluation"] / "predictions.csv").read_text()
-    assert len(predictions.splitlines()) == len(manifest) + 1
+    assert len(predictions.splitlines()) == len(test) + 1  # the scores are of the test images alone
     assert set(reference.mode.tolist()) <= {"RGB", "L", "RGBA", "P"}
     assert (reference.width > 0).all() and ((reference.brightness >= 0) & (reference.brightness <= 1)).all()
 

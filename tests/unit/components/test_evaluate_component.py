@@ -5,6 +5,8 @@ import pytest
 from conftest import champion_copy
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
+from cnnops.artifacts import read_manifest
+from cnnops.drift_reference import read_reference
 from components.evaluate import evaluate
 
 pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
@@ -20,6 +22,7 @@ def test_evaluate_scores_the_test_split_for_the_kfp_ui(champion, tmp_path):
         accuracy = evaluate.python_func(
             model=Model(uri=str(strong["model"])),
             test_data=Dataset(uri=str(strong["test"])),
+            val_data=Dataset(uri=str(strong["model"].parent / "val")),
             evaluation=Artifact(uri=str(tmp_path / "evaluation")),
             metrics=metrics,
             classification=classification,
@@ -31,5 +34,8 @@ def test_evaluate_scores_the_test_split_for_the_kfp_ui(champion, tmp_path):
     matrix = classification.metadata["confusionMatrix"]
     assert [spec["displayName"] for spec in matrix["annotationSpecs"]] == ["cross", "disc", "stripes"]
     assert [row["row"] for row in matrix["rows"]] == scores["confusion_matrix"]
+    reference = read_reference(tmp_path / "evaluation")
+    expected = len(read_manifest(strong["test"])) + len(read_manifest(strong["model"].parent / "val"))
+    assert reference is not None and len(reference.observations) == expected  # val and test images
     page = (tmp_path / "page" / "analysis.html").read_text()
     assert page == (tmp_path / "evaluation" / "analysis" / "analysis.html").read_text() and "<html" in page.lower()
