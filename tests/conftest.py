@@ -348,18 +348,25 @@ def served(champion) -> dict:
 @pytest.fixture(scope="session")
 def server(served, tmp_path_factory):
     """`cnnops serve` for real (BentoML on a free loopback port), stopped by PID afterwards."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    port = free_port()
     log = tmp_path_factory.mktemp("server") / "serve.log"
-    env = {**os.environ, "CNNOPS_HOME": str(served["home"])}
+    with cnnops_serving(served["home"], served["name"], log) as (url, pid):
+        yield {"url": url, "pid": pid, "log": log, **served}
+
+
+@contextmanager
+def cnnops_serving(home: Path, model_name: str, log: Path, seconds: float = 120) -> Iterator[tuple[str, int]]:
+    """`cnnops serve` of the model's champion from the state folder `home`, on a free loopback
+    port: its URL and PID once it is ready, stopped by PID (its children with it) afterwards."""
+    import subprocess
+
+    from cnnops.service_client import wait_until_ready
+
+    env = {**os.environ, "CNNOPS_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
+    port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "cnnops"), "serve", "--port", str(port), "--model-name", served["name"]],
+            [str(CNNOPS), "serve", "--port", str(port), "--model-name", model_name],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -367,20 +374,10 @@ def server(served, tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"cnnops serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cnnops serve not ready in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield {"url": url, "pid": proc.pid, "log": log, **served}
+        failed = wait_until_ready(url, proc, seconds)
+        if failed:
+            raise RuntimeError(f"cnnops serve: {failed}:\n{log.read_text()[-3000:]}")
+        yield url, proc.pid
     finally:
         stop_process_group(proc)
 

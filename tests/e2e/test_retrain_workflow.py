@@ -8,23 +8,18 @@ both train."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from act import ActRun, dispatch, finish_act, run_act, start_act
-from conftest import CNNOPS, draw, free_port, stop_process_group, write_images
+from conftest import CNNOPS, cnnops_serving, draw, free_port, write_images
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from cnnops.processes import LOOPBACK
-from cnnops.service_client import wait_until_ready
 
 NAME = "ci-retrain"
 # Tiny and cheap: two epochs, and floors off so that the first candidate is crowned whatever it
@@ -57,30 +52,6 @@ def decision_of(run: ActRun) -> dict[str, str]:
     return json.loads((run.artifacts / "retrain-decision" / "decision.json").read_text())
 
 
-@contextmanager
-def serving_champion(state: Path, log: Path) -> Iterator[str]:
-    """`cnnops serve` of NAME's champion from the state folder, on a free loopback port: its URL
-    while it runs, stopped by PID (and its children with it) afterwards."""
-    env = {**os.environ, "CNNOPS_HOME": str(state)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    port = free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(CNNOPS), "serve", "--port", str(port), "--model-name", NAME],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://{LOOPBACK}:{port}"
-    try:
-        failed = wait_until_ready(url, proc, SERVE_SECONDS)
-        assert failed is None, f"{failed}:\n{log.read_text()[-3000:]}"
-        yield url
-    finally:
-        stop_process_group(proc)
-
-
 @pytest.mark.slow
 @pytest.mark.pipeline
 @pytest.mark.server
@@ -108,7 +79,7 @@ def test_retrain_workflow_trains_skips_retrains_fails_and_never_trains_twice_at_
 
     # (2) Asked whether v1's service reports drift: it has seen no traffic, so its verdict is
     # too-few and the run skips as no-drift; a service that does not answer fails the job.
-    with serving_champion(state, tmp_path / "serve.log") as url:
+    with cnnops_serving(state, NAME, tmp_path / "serve.log", SERVE_SECONDS) as (url, _):
         asked = retrain(if_drift=url)
     assert asked.result("retrain") == "success", asked.describe()
     assert asked.outputs("plan")["if_drift"] == url

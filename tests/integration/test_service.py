@@ -29,12 +29,14 @@ def images():
 
 
 @pytest.fixture(scope="module")
-def client(served):
-    """The real ASGI app with tight limits, so the limits can be tested with small bodies."""
+def client(served, tmp_path_factory):
+    """The real ASGI app with tight limits, so the limits can be tested with small bodies; its
+    drift window is saved in a state folder of its own."""
     from serving.service import Classifier
 
     limits = {"max_request_mb": 0.05, "max_image_pixels": 250_000, "max_batch_images": 4, "top_k": 2}
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNOPS_HOME", str(tmp_path_factory.mktemp("service-state")))
         patch.setenv("CNNOPS_MODEL_DIR", str(served["model"].folder))
         patch.setenv("CNNOPS_SERVE_CONFIG", json.dumps(limits))
         with TestClient(Classifier.to_asgi()) as test_client:
@@ -59,7 +61,7 @@ def upload(client: TestClient, data: bytes, content_type: str = "image/png", **p
     return client.post("/classify", files={"image": ("x.png", data, content_type)}, data=params)
 
 
-def test_service_class_classifies_decoded_images(served, images, expected, monkeypatch):
+def test_service_class_classifies_decoded_images(served, images, expected, monkeypatch, state_home):
     """The class on its own: model facts from the registry, decoding to the model's input."""
     import asyncio
 
