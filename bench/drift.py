@@ -1,37 +1,44 @@
-"""Drift benchmark, in process: how often the drift test alarms on a registered version's own
-images, and how often it catches each kind of shift, over seeded windows of the served size.
+"""Drift benchmark through the served path: a registered version served by `bentoml serve`, fed
+windows of images over HTTP, and asked `GET /drift` after each window.
 
     .venv/bin/python bench/drift.py [--version latest] [--windows 20] [--window-size 300] [--out FILE]
 
 The version must have a drift reference (evaluated by this cnnops; `make run` makes one). Its
-pipeline run's val and test splits are found under the state folder's pipeline root, by the
-run id its evaluation recorded. Each window is `--window-size` images drawn without replacement
-from one pool, decoded by the service's decode function, transformed, and passed through the
-model with its embedding as a second output, as the service will; then `judge_drift` with the
-default `drift` settings. Pools:
-- test: the reference's own test images (the false-alarm rate the issue asks for);
-- val: held-out images of the same distribution that the reference never saw (a stricter one);
-- inverted, rotated by 90 degrees, brightness x0.5: the test images, shifted;
+pipeline run's test split is found under the state folder's pipeline root, by the run id its
+evaluation recorded. The service runs with the default `drift` settings but `window_size` set to
+`--window-size`, so each window of that many requests fills the service's window exactly, and its
+verdict is of those requests alone. Each window's images are drawn without replacement from one
+pool, sent one per request as the raw image body (16 in flight), and every answer must be a 200.
+Pools:
+- test: the version's own test images, their files as they are (the false-alarm rate);
+- inverted, rotated by 90 degrees, brightness x0.5: the test images, decoded, shifted, sent as PNG;
 - Fashion-MNIST: Debian's test split, sent to the model as if it were its own kind of image.
-The served path (HTTP, the window in the service) is not in this figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import io
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load import load, raw_payload  # noqa: E402 - bench/ is not a package; its sibling is imported by path
+
 ROOT = Path(__file__).resolve().parents[1]
+CONCURRENCY = 16
 SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "none": lambda x: x,
     "inverted": lambda x: 255 - x,
     "rotated 90": lambda x: np.ascontiguousarray(np.rot90(x, axes=(1, 2))),
     "brightness x0.5": lambda x: (x.astype(np.float32) * 0.5).astype(np.uint8),
@@ -49,30 +56,28 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def find_splits(run_id: str) -> Path:
-    """The pipeline run folder whose evaluation scored this model run."""
+def find_test_split(run_id: str) -> Path:
+    """The test split of the pipeline run whose evaluation scored this model run."""
     from cnnops.paths import state_home
 
     for metrics in sorted((state_home() / "pipeline-root").glob("*/evaluate/evaluation/metrics.json")):
         if json.loads(metrics.read_text()).get("run_id") == run_id:
-            return metrics.parents[2]
+            return metrics.parents[2] / "split" / "test_data"
     sys.exit(f"no pipeline run under {state_home() / 'pipeline-root'} evaluated run {run_id}")
 
 
-def load_pixels(manifest_dir: Path, spec: Any) -> np.ndarray:
-    from cnnops.artifacts import read_manifest
-    from cnnops.config import ServeConfig
-    from cnnops.predict import decode_for_model
+def png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
 
-    limit = ServeConfig().max_image_pixels
-    paths = read_manifest(manifest_dir)["path"]
-    return np.stack([decode_for_model(Path(p).read_bytes(), spec, limit) for p in paths])
+    out = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(out, "PNG")
+    return out.getvalue()
 
 
-def fashion_pixels() -> np.ndarray:
+def fashion_images() -> list[bytes]:
     from cnnops.sources import FASHION_DIR, read_idx
 
-    return read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")[..., None]
+    return [png(image[..., None]) for image in read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")[:3000]]
 
 
 def latest_version(name: str) -> str:
@@ -85,15 +90,62 @@ def latest_version(name: str) -> str:
     return str(max(int(v.version) for v in versions))
 
 
+def pools_of(test_files: list[Path], spec: Any) -> dict[str, list[bytes]]:
+    """Each case's images as request bodies, encoded before any clock starts."""
+    from cnnops.config import ServeConfig
+    from cnnops.predict import decode_for_model
+
+    originals = [path.read_bytes() for path in test_files]
+    pixels = np.stack([decode_for_model(data, spec, ServeConfig().max_image_pixels) for data in originals])
+    pools = {"test": originals}
+    for name, shift in SHIFTS.items():
+        pools[f"test, {name}"] = [png(image) for image in shift(pixels)]
+    pools["fashion-mnist"] = fashion_images()
+    return pools
+
+
+def start_server(folder: Path, window_size: int, scratch: Path) -> tuple[subprocess.Popen, str]:
+    from cnnops.processes import LOOPBACK, free_port
+    from cnnops.service_client import wait_until_ready
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "CNNOPS_MODEL_DIR": str(folder),
+        "CNNOPS_DRIFT_CONFIG": json.dumps({"window_size": window_size}),
+        "CNNOPS_WINDOW_FILE": str(scratch / "window.npz"),
+    }
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Classifier", "--host", LOOPBACK]
+    log = (scratch / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [*command, "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://{LOOPBACK}:{port}"
+    failed = wait_until_ready(url, proc, 180)
+    if failed:
+        sys.exit(f"{failed}; see {scratch / 'serve.log'}")
+    return proc, url
+
+
+def judge_window(url: str, bodies: list[bytes]) -> tuple[dict[str, Any], float]:
+    """Send the window's requests, then ask for the verdict: the verdict and the /drift time."""
+    sent = asyncio.run(load(f"{url}/classify", [raw_payload(b) for b in bodies], CONCURRENCY, len(bodies), 300))
+    if sent.errors or sent.requests != len(bodies):
+        sys.exit(f"{sent.errors} of {sent.requests} requests failed: {sent.first_error}")
+    began = time.perf_counter()
+    with urllib.request.urlopen(f"{url}/drift", timeout=60) as response:
+        answer = json.loads(response.read())
+    return answer, time.perf_counter() - began
+
+
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from cnnops.config import DriftConfig
-    from cnnops.drift import Observations, judge_drift, prepare_baseline
+    from cnnops.artifacts import read_manifest
     from cnnops.drift_reference import read_reference
     from cnnops.export import export_registered
     from cnnops.paths import keep_tool_state_inside
-    from cnnops.predict import load_keras_model, with_embedding
+    from cnnops.processes import stop_process_group
 
     keep_tool_state_inside()
     version = latest_version(args.model_name) if args.version == "latest" else args.version
@@ -101,58 +153,56 @@ def main() -> None:
     reference = read_reference(served.folder)
     if reference is None:
         sys.exit(f"{args.model_name} v{version} has no drift reference; run `make run` with this cnnops first")
-    model = with_embedding(load_keras_model(served.folder))
-    if model is None:
-        sys.exit(f"{args.model_name} v{version} gives no embedding to judge drift on")
-    classes = len(served.spec.class_names)
-    run = find_splits(reference.run_id)
-    pools = {
-        "test": load_pixels(run / "split" / "test_data", served.spec),
-        "val": load_pixels(run / "split" / "val_data", served.spec),
-        "fashion-mnist": fashion_pixels(),
-    }
-    cases = [("test", "none"), ("val", "none")] + [("test", s) for s in SHIFTS if s != "none"]
-    cases.append(("fashion-mnist", "none"))
-    config = DriftConfig()
-    baseline = prepare_baseline(reference.observations, config)
+    test_files = [Path(p) for p in read_manifest(find_test_split(reference.run_id))["path"]]
+    pools = pools_of(test_files, served.spec)
     rng = np.random.default_rng(args.seed)
     print(
-        f"model {args.model_name} v{version}, reference {len(reference.observations)} images, "
-        f"{args.windows} windows of {args.window_size}, alpha {config.alpha}",
+        f"model {args.model_name} v{version}, reference {len(reference.observations)} images (val and test), "
+        f"{args.windows} windows of {args.window_size} requests over HTTP",
         flush=True,
     )
     results: dict[str, Any] = {}
-    for pool, shift in cases:
-        name = pool if shift == "none" else f"test, {shift}"
-        verdicts, judge_s = [], []
-        for _ in range(args.windows):
-            chosen = rng.choice(len(pools[pool]), size=min(args.window_size, len(pools[pool])), replace=False)
-            pixels = SHIFTS[shift](pools[pool][chosen])
-            probabilities, embeddings = (np.asarray(o) for o in model.predict_on_batch(pixels))
-            window = Observations(embeddings, probabilities.argmax(1), probabilities.max(1).astype(np.float64), classes)
-            began = time.perf_counter()
-            verdicts.append(judge_drift(baseline, window, config))
-            judge_s.append(time.perf_counter() - began)
-        flagged = sum(bool(v.drift) for v in verdicts)
-        p_values = [1.0 if v.p_value is None else float(v.p_value) for v in verdicts]
-        results[name] = {
-            "windows": args.windows,
-            "drift": flagged,
-            "median_p": float(np.median(p_values)),
-            "max_p": max(p_values),
-            "min_p": min(p_values),
-            "strongest": [v.reason for v in verdicts][:3],
-            "judge_ms_median": 1000 * float(np.median(judge_s)),
-        }
-        print(
-            f"{name:>24}  drift in {flagged:2d} of {args.windows}  median p {np.median(p_values):.2g}  "
-            f"max p {max(p_values):.2g}  judge {1000 * np.median(judge_s):.1f} ms",
-            flush=True,
-        )
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="cnnops-bench-drift-") as scratch:
+        proc, url = start_server(served.folder, args.window_size, Path(scratch))
+        try:
+            for name, pool in pools.items():
+                verdicts, drift_s = [], []
+                for _ in range(args.windows):
+                    chosen = rng.choice(len(pool), size=min(args.window_size, len(pool)), replace=False)
+                    answer, seconds = judge_window(url, [pool[i] for i in chosen])
+                    verdicts.append(answer["verdict"])
+                    drift_s.append(seconds)
+                results[name] = summarize(verdicts, drift_s, args.window_size)
+                row = results[name]
+                print(
+                    f"{name:>24}  drift in {row['drift']:2d} of {args.windows}  median p {row['median_p']:.2g}  "
+                    f"max p {row['max_p']:.2g}  GET /drift {row['drift_ms_median']:.0f} ms",
+                    flush=True,
+                )
+        finally:
+            stop_process_group(proc)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": args.model_name, "version": version, "settings": vars(args) | {"out": str(args.out)}}
-    args.out.write_text(json.dumps(payload | {"results": results, "config": config.model_dump()}, indent=2) + "\n")
+    payload |= {"results": results, "minutes": (time.monotonic() - began) / 60}
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"results in {args.out}")
+
+
+def summarize(verdicts: list[dict[str, Any]], drift_s: list[float], window_size: int) -> dict[str, Any]:
+    judged = [v for v in verdicts if v["window_size"] == window_size and v["p_value"] is not None]
+    if len(judged) != len(verdicts):
+        sys.exit(f"{len(verdicts) - len(judged)} windows were not judged whole: {verdicts[0]['reason']}")
+    p_values = [float(v["p_value"]) for v in verdicts]
+    return {
+        "windows": len(verdicts),
+        "drift": sum(bool(v["drift"]) for v in verdicts),
+        "median_p": float(np.median(p_values)),
+        "max_p": max(p_values),
+        "min_p": min(p_values),
+        "reasons": [v["reason"] for v in verdicts][:3],
+        "drift_ms_median": 1000 * float(np.median(drift_s)),
+    }
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ READY_S = 180
 BATCH_IMAGES = 32
 SOAK_CONCURRENCY = 32
 WARMUP = (4, 50)  # concurrency and requests sent before a server is measured
-PARTS = ("cnnops", "hostile", "noop", "mlflow", "flask", "ceiling", "soak")
+PARTS = ("cnnops", "hostile", "drift", "noop", "mlflow", "flask", "ceiling", "soak")
+DRIFT_ROUNDS = 3  # servers with and without the drift bookkeeping, alternated this many times
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,29 @@ def measure_cnnops(server: Server, bodies: dict[str, list[Payload]], args: argpa
             results["hostile"] = measure_hostile(classify, bodies["multipart"], args)
         results["rss_mb"] = tree_rss_bytes(proc.pid) / 2**20
     return results
+
+
+def measure_drift_cost(
+    env: dict[str, str], payloads: list[Payload], args: argparse.Namespace, logs: Path
+) -> dict[str, Any]:
+    """Multipart uploads at the top level against the service with its drift window recorded
+    (the default) and with `drift.record` off, in alternating order over DRIFT_ROUNDS rounds, a
+    fresh server each time; the cost is the drop in median req/s."""
+    top = max(args.concurrency)
+    rows: dict[str, list[LoadResult]] = {"recorded": [], "off": []}
+    for round_ in range(DRIFT_ROUNDS):
+        order = ("recorded", "off") if round_ % 2 == 0 else ("off", "recorded")
+        for mode in order:
+            drift = {} if mode == "recorded" else {"record": False}
+            server_env = {**env, "CNNOPS_DRIFT_CONFIG": json.dumps(drift)}
+            server = bentoml_server(f"drift-{mode}", "serving.service:Classifier", server_env)
+            with running(server, logs):
+                url = server.url("/classify")
+                run_load(url, payloads, *WARMUP)
+                rows[mode].append(run_load(url, payloads, top, args.requests))
+                show(f"drift {mode}", rows[mode][-1])
+    medians = {mode: float(np.median([r.req_per_s for r in found])) for mode, found in rows.items()}
+    return {**rows, "median_req_per_s": medians, "cost": 1 - medians["recorded"] / medians["off"]}
 
 
 def measure_hostile(url: str, payloads: list[Payload], args: argparse.Namespace) -> dict[str, Any]:
@@ -376,6 +400,17 @@ def judge(results: dict[str, Any], top: int) -> list[Goal]:
             Goal("soak: 0 errors", "not measured", None),
             Goal("soak: RSS growth < 10 % after warm-up", "not measured", None),
         ]
+    drift = results.get("drift")
+    goals.append(
+        Goal(
+            f"drift bookkeeping costs ≤ 5 % of req/s at c={top}",
+            f"{drift['cost']:.1%} ({drift['median_req_per_s']['recorded']:.0f} recorded vs "
+            f"{drift['median_req_per_s']['off']:.0f} off, median of {DRIFT_ROUNDS})"
+            if drift
+            else "not measured",
+            drift["cost"] <= 0.05 if drift else None,
+        )
+    )
     errors = sum(row.errors for row in measured_rows(results))
     goals.append(Goal("no errors in any measured run", f"{errors} errors", errors == 0))
     return goals
@@ -467,6 +502,8 @@ def main() -> None:
                 lambda: measure_cnnops(bentoml_server("cnnops", "serving.service:Classifier", env), bodies, args, logs),
             )
         )
+    if "drift" in args.parts:
+        steps.append(("drift", lambda: measure_drift_cost(env, bodies["multipart"], args, logs)))
     if "noop" in args.parts:
         noop = bentoml_server("noop", "bench.noop_service:Noop", env)
         steps.append(("noop", lambda: measure_simple(noop, noop.url("/classify"), bodies["multipart"], args, logs)))
