@@ -219,7 +219,10 @@ def judge_saved_window(path: Path, folder: Path, config: DriftConfig, registered
     if reference.run_id != saved.run_id or reference.observations.embeddings.shape[1] != saved.width:
         raise CnnopsError(f"{path} is the traffic of run {saved.run_id}, not of the model in {folder}.")
     classes = reference.class_names
-    baseline = prepare_baseline(reference.observations, config)
+    try:
+        baseline = prepare_baseline(reference.observations, config)
+    except ValueError as err:
+        raise CnnopsError(f"{folder}: {err}; evaluate the model again.") from None
     verdict = judge_drift(baseline, observations_of(saved.items, len(classes), saved.width), config)
     newest = max((i.at for i in saved.items), default=time.time())
     return describe_window(registered_model, None, classes, verdict, saved.items, reference, newest)

@@ -157,3 +157,20 @@ def test_a_saved_window_is_judged_as_saved_however_old(tmp_path: Path) -> None:
         judge_saved_window(path, reference_in(tmp_path / "n", run_id="d" * 32), CONFIG, "animals")
     with pytest.raises(CnnopsError, match="no traffic window"):
         judge_saved_window(tmp_path / "absent.npz", folder, CONFIG, "animals")
+
+
+def test_a_reference_that_is_not_finite_is_set_aside_by_the_service_and_refused_by_the_cli(tmp_path: Path) -> None:
+    from cnnops.drift_reference import read_reference
+
+    folder = reference_in(tmp_path / "m")
+    reference = read_reference(folder)
+    assert reference is not None
+    reference.observations.embeddings[0, 0] = np.inf
+    write_reference(folder, reference)
+    monitor = open_monitor(folder, RUN, CLASSES, WIDTH, CONFIG, tmp_path / "w.npz")
+    assert not monitor.recording and "not finite" in monitor.verdict().reason
+    healthy = open_monitor(reference_in(tmp_path / "n"), RUN, CLASSES, WIDTH, CONFIG, tmp_path / "w.npz")
+    healthy.record(*batch(np.random.default_rng(6), 30))
+    healthy.save()
+    with pytest.raises(CnnopsError, match="non-finite.*evaluate the model again"):
+        judge_saved_window(tmp_path / "w.npz", folder, CONFIG, "animals")
