@@ -119,7 +119,13 @@ def infra_validate(
     canaries = read_canaries(evaluation_dir)
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
-    env = {**os.environ, "CNNOPS_SERVE_CONFIG": serve.model_dump_json()}
+    # The canaries are not served traffic: their drift window stays beside the log, out of the
+    # one `cnnops serve` of this version would read back.
+    env = {
+        **os.environ,
+        "CNNOPS_SERVE_CONFIG": serve.model_dump_json(),
+        "CNNOPS_WINDOW_FILE": str(log.parent / "drift-window.npz"),
+    }
     env.pop("CNNOPS_MODEL_DIR", None)  # serve the model packed in the Bento, nothing else
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "bentoml", "serve", str(bento_dir), "--host", LOOPBACK, "--port", str(port)]
