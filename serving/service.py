@@ -30,14 +30,14 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TypeVar, cast
 from urllib.parse import parse_qs
 
 import anyio
 import bentoml
 import numpy as np
 from bentoml.validators import ContentType
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
@@ -64,6 +64,7 @@ from cnnops.predict import (
 from cnnops.sample_keeper import SampleKeeper
 from serving.limits import BODY_TIMEOUT_S, ASGIApp, Receive, RequestGuard, RouteRules, Scope, Send, matches
 
+Section = TypeVar("Section", bound=BaseModel)
 MODEL_DIR_ENV = "CNNOPS_MODEL_DIR"
 SERVE_CONFIG_ENV = "CNNOPS_SERVE_CONFIG"
 DRIFT_CONFIG_ENV = "CNNOPS_DRIFT_CONFIG"
@@ -94,7 +95,7 @@ DRIFT_DETECTED = bentoml.metrics.Gauge(
 )
 DRIFT_P_VALUE = bentoml.metrics.Gauge(
     name="cnnops_drift_p_value",
-    documentation="The last verdict's smallest adjusted p-value (NaN with no verdict).",
+    documentation="The last verdict's joint p-value: the smallest family p-value times 3 (NaN with no verdict).",
     multiprocess_mode="livemostrecent",
 )
 DRIFT_WINDOW_SIZE = bentoml.metrics.Gauge(
@@ -148,12 +149,25 @@ def served_model_dir() -> Path:
 
 def serve_config() -> ServeConfig:
     """Limits and defaults, passed by `cnnops serve` as the JSON of the config's `serve` section."""
-    return ServeConfig.model_validate_json(os.environ.get(SERVE_CONFIG_ENV) or "{}")
+    return section_from_env(ServeConfig, SERVE_CONFIG_ENV)
 
 
 def drift_config() -> DriftConfig:
     """The drift section, passed by `cnnops serve` as JSON like the serve section."""
-    return DriftConfig.model_validate_json(os.environ.get(DRIFT_CONFIG_ENV) or "{}")
+    return section_from_env(DriftConfig, DRIFT_CONFIG_ENV)
+
+
+def section_from_env(section: type[Section], variable: str) -> Section:
+    """A config section from the JSON in `variable`; one that does not validate stops the
+    service with the one reason (a Deployment's env is the user's to fix)."""
+    try:
+        return section.model_validate_json(os.environ.get(variable) or "{}")
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise SystemExit(
+            f"cnnops: error: cannot serve: ${variable}: {where + ': ' if where else ''}{first['msg']}"
+        ) from None
 
 
 def window_file(served: ServedModel) -> Path:
@@ -340,17 +354,22 @@ class Classifier:
     ) -> list[list[dict[str, Any]]]:
         """Top-k per image, the model call shared with whatever other requests are waiting; the
         same call's embeddings go to the drift window, and the upload to the sample keeper."""
-        outputs = await self.batcher.predict(np.stack([image.pixels for image in images]))
+        pixels = np.stack([image.pixels for image in images])
+        outputs = await self.batcher.predict(pixels)
         names = self.served.spec.class_names
         probabilities = outputs[:, : len(names)]
-        self.monitor.record(probabilities, outputs[:, len(names) :], images)
-        if self.monitor.claim_save():
-            saving = asyncio.get_running_loop().run_in_executor(None, self.save_and_publish)
-            saving.add_done_callback(report_failure)
+        if self.monitor.recording:
+            self.monitor.record(probabilities, outputs[:, len(names) :], pixels, images)
+            if self.monitor.claim_save():
+                saving = asyncio.get_running_loop().run_in_executor(None, self.save_and_publish)
+                saving.add_done_callback(report_failure)
         if self.keeper is not None:
             for image, data, row in zip(images, uploads, probabilities, strict=True):
-                top = int(row.argmax())
-                self.keeper.offer(data, image.format.lower(), names[top], float(row[top]))
+                if self.keeper.admit(len(data)):  # the file is written in a worker thread
+                    top = int(row.argmax())
+                    keep = (data, image.format.lower(), names[top], float(row[top]))
+                    kept = asyncio.get_running_loop().run_in_executor(None, self.keeper.keep, *keep)
+                    kept.add_done_callback(report_failure)
         return [top_k(row, names, k or self.settings.top_k) for row in probabilities]
 
     async def decode_bytes(self, data: bytes) -> DecodedImage:
@@ -428,10 +447,10 @@ class Classifier:
         return BatchClassification.model_validate({"results": [{"predictions": p} for p in results]})
 
 
-def report_failure(future: asyncio.Future[None]) -> None:
-    """A background save that failed is logged; it must not pass unseen, nor fail a request."""
+def report_failure(future: asyncio.Future[Any]) -> None:
+    """A background write that failed is logged; it must not pass unseen, nor fail a request."""
     if not future.cancelled() and future.exception() is not None:
-        LOG.error("drift: saving the window failed", exc_info=future.exception())
+        LOG.error("a background write failed (the drift window or a kept sample)", exc_info=future.exception())
 
 
 class RawImageUploads:

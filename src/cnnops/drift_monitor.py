@@ -111,25 +111,35 @@ class DriftMonitor:
             return f"holds embeddings {saved.width} wide, not the served model's {self.width}"
         return None
 
-    def record(self, probabilities: np.ndarray, embeddings: np.ndarray, images: list[DecodedImage]) -> None:
-        """Add one request's images; rows are copied, so the batch's arrays are not kept alive."""
+    def record(
+        self, probabilities: np.ndarray, embeddings: np.ndarray, pixels: np.ndarray, images: list[DecodedImage]
+    ) -> None:
+        """Add one request's images (`pixels` is their stacked uint8 batch). The work is done per
+        batch, not per image: one finiteness check, one brightness reduction, one lock; the
+        embeddings are copied, so the rows keep nothing of the model call's output alive."""
         if not self.recording:
             return
         now = self.clock()
-        for probs, embedding, image in zip(probabilities, embeddings, images, strict=True):
-            top = int(probs.argmax())
-            self.window.add(
+        kept = np.array(embeddings, dtype=np.float32)
+        top = probabilities.argmax(axis=1)
+        confidence = probabilities[np.arange(len(top)), top].astype(np.float64)
+        brightness = pixels.mean(axis=tuple(range(1, pixels.ndim))) / 255.0
+        finite = np.isfinite(kept).all(axis=1) & np.isfinite(confidence)
+        self.window.extend_checked(
+            [
                 Served(
                     at=now,
-                    embedding=np.array(embedding, dtype=np.float32),
-                    predicted=top,
-                    confidence=float(probs[top]),
-                    width=image.width,
-                    height=image.height,
-                    mode=image.source_mode,
-                    brightness=float(image.pixels.mean()) / 255.0,
+                    embedding=kept[i],
+                    predicted=int(top[i]),
+                    confidence=float(confidence[i]),
+                    width=images[i].width,
+                    height=images[i].height,
+                    mode=images[i].source_mode,
+                    brightness=float(brightness[i]),
                 )
-            )
+                for i in np.flatnonzero(finite)
+            ]
+        )
 
     def verdict(self) -> DriftVerdict:
         if self.baseline is None:

@@ -58,12 +58,22 @@ class SampleKeeper:
 
     def offer(self, data: bytes, extension: str, label: str, confidence: float) -> Path | None:
         """The kept file's path, or None when the image is not kept (rate, size, a failed write)."""
+        if not self.admit(len(data)):
+            return None
+        return self.keep(data, extension, label, confidence)
+
+    def admit(self, size: int) -> bool:
+        """Whether an image of `size` bytes is to be kept: a token taken, no file touched. The
+        service asks this in its event loop and runs `keep` in a worker thread."""
+        with self._lock:
+            return size <= self.max_bytes and self._take_token()
+
+    def keep(self, data: bytes, extension: str, label: str, confidence: float) -> Path | None:
+        """Write an admitted image and its index line, then enforce the bounds."""
         suffix = extension.lower().lstrip(".")
         if not SUFFIX.fullmatch(suffix):
             raise CnnopsError(f"{extension!r} is not an image file extension for a kept sample.")
         with self._lock:
-            if len(data) > self.max_bytes or not self._take_token():
-                return None
             return self._keep(data, suffix, label, confidence)
 
     def kept(self) -> list[Path]:
@@ -85,7 +95,7 @@ class SampleKeeper:
         return True
 
     def _keep(self, data: bytes, suffix: str, label: str, confidence: float) -> Path | None:
-        at = datetime.fromtimestamp(self._last, UTC)
+        at = datetime.fromtimestamp(self.clock(), UTC)
         digest = sha256_bytes(data)
         name = f"{at:%Y%m%dT%H%M%S.%fZ}-{digest[:8]}.{suffix}"
         if name in self._kept:  # the same bytes in the same microsecond: kept already

@@ -65,6 +65,11 @@ class TrafficWindow:
             self._items.append(item)
         return True
 
+    def extend_checked(self, items: list[Served]) -> None:
+        """Add items whose values the caller has checked to be finite, under one lock."""
+        with self._lock:
+            self._items.extend(items)
+
     def extend(self, items: list[Served]) -> int:
         """Add saved items, oldest first; how many the window holds now, within its bounds."""
         for item in items:

@@ -55,11 +55,13 @@ def reference_in(folder: Path, run_id: str = RUN, n: int = 200, width: int = WID
     return folder
 
 
-def batch(rng: np.random.Generator, n: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray, list[DecodedImage]]:
+def batch(
+    rng: np.random.Generator, n: int, shift: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[DecodedImage]]:
     probabilities = rng.dirichlet([1, 1, 1], size=n).astype(np.float32)
     embeddings = (rng.normal(size=(n, WIDTH)) + shift).astype(np.float32)
     images = [DecodedImage(np.full((8, 8, 3), 100, np.uint8), "PNG", "RGB", 64, 48) for _ in range(n)]
-    return probabilities, embeddings, images
+    return probabilities, embeddings, np.stack([image.pixels for image in images]), images
 
 
 def test_the_window_is_judged_against_the_served_models_reference(tmp_path: Path) -> None:
@@ -135,11 +137,15 @@ def test_saves_are_throttled_and_an_unwritable_volume_is_said_once(tmp_path: Pat
     assert len(caplog.records) == 1 and "kept in memory only" in caplog.records[0].getMessage()
 
 
-def test_a_recorded_row_holds_no_view_of_its_batch(tmp_path: Path) -> None:
+def test_a_recorded_row_holds_no_view_of_its_batch_and_no_row_that_is_not_finite(tmp_path: Path) -> None:
     monitor = open_monitor(reference_in(tmp_path / "m"), RUN, CLASSES, WIDTH, CONFIG, None)
-    probabilities, embeddings, images = batch(np.random.default_rng(4), 4)
-    monitor.record(probabilities, embeddings, images)
-    assert all(item.embedding.base is None for item in monitor.window.current())
+    probabilities, embeddings, pixels, images = batch(np.random.default_rng(4), 4)
+    embeddings[1, 3] = np.nan
+    probabilities[2, 0] = np.inf
+    monitor.record(probabilities, embeddings, pixels, images)
+    rows = monitor.window.current()
+    assert len(rows) == 2 and not any(np.shares_memory(row.embedding, embeddings) for row in rows)
+    np.testing.assert_array_equal(np.stack([row.embedding for row in rows]), embeddings[[0, 3]])
 
 
 def test_a_saved_window_is_judged_as_saved_however_old(tmp_path: Path) -> None:
