@@ -309,6 +309,15 @@ class DriftConfig(_Section):
         default=0.9, gt=0, le=1, description="Components are kept until they explain this share of the variance."
     )
 
+    @model_validator(mode="after")
+    def _a_full_window_is_judged(self) -> DriftConfig:
+        if self.min_window > self.window_size:
+            raise ValueError(
+                f"drift.min_window {self.min_window} is over drift.window_size {self.window_size}: "
+                "the window could never hold enough requests for a verdict"
+            )
+        return self
+
 
 class Config(_Section):
     """The whole configuration: defaults here, a YAML file (--config) on top, then --set and the named flags."""

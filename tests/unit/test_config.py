@@ -58,6 +58,11 @@ def test_set_value_of_the_wrong_type_is_one_line():
         build_config(overrides=parse_overrides(["train.epochs=["]))
 
 
+def test_a_drift_window_too_small_for_a_verdict_is_one_line():
+    with pytest.raises(CnnopsError, match="drift.min_window 400 is over drift.window_size 300"):
+        build_config(overrides=parse_overrides(["drift.min_window=400"]))
+
+
 @pytest.mark.parametrize("bad", ["novalue", "=3"])
 def test_malformed_set_is_rejected(bad):
     with pytest.raises(CnnopsError, match="section.key=value"):
