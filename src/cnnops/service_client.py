@@ -4,6 +4,7 @@ ask a running service for its drift verdict."""
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import time
 import urllib.error
@@ -94,14 +95,24 @@ def fetch_drift(url: str, timeout: float = 30) -> ServedDrift:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise ServiceFault(f"{base} did not answer ({reason}); is the service running?") from None
+    except http.client.HTTPException as err:  # not HTTP on that port, or an answer cut short
+        raise ServiceFault(f"{base} did not answer as an HTTP service ({type(err).__name__}).") from None
     try:
         return ServedDrift.model_validate_json(body)
-    except ValidationError:
-        raise ServiceFault(f"{base}/drift answered with something that is not a drift verdict.") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the answer"
+        raise ServiceFault(
+            f"{base}/drift answered with something that is not this cnnops's drift verdict "
+            f"({where}: {first['msg']}; a service of another cnnops version?)."
+        ) from None
 
 
 def service_base(url: str) -> str:
-    """`url` without a trailing slash, once it is an http(s) URL with a host."""
+    """`url` without a trailing slash (or `/drift`), once it is an http(s) URL with a host. A
+    path is kept: a service may sit under a prefix behind a proxy."""
+    if any(c.isspace() or not c.isprintable() for c in url.strip()):
+        raise CnnopsError(f"{url!r} is not a service URL: it holds spaces or control characters.")
     parts = urlsplit(url.strip())
     try:
         parts.port  # noqa: B018 - reading it checks it
@@ -109,4 +120,5 @@ def service_base(url: str) -> str:
         parts = parts._replace(netloc="")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CnnopsError(f"{url!r} is not a service URL; give one like http://127.0.0.1:3000.")
-    return url.strip().rstrip("/")
+    base = url.strip().rstrip("/")
+    return base.removesuffix("/drift") if parts.path.rstrip("/").endswith("/drift") else base

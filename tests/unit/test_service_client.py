@@ -51,8 +51,8 @@ def url() -> Iterator[str]:
         ("/missing", CnnopsError, "has no /drift"),
         ("/locked", CnnopsError, "refused the request with HTTP 403"),
         ("/broken", ServiceFault, "failed with HTTP 500"),
-        ("/foreign", ServiceFault, "not a drift verdict"),
-        ("/garbage", ServiceFault, "not a drift verdict"),
+        ("/foreign", ServiceFault, "not this cnnops's drift verdict .registered_model: Field required"),
+        ("/garbage", ServiceFault, "not this cnnops's drift verdict"),
     ],
 )
 def test_each_wrong_answer_is_named_as_the_callers_or_the_services(url, path, fault, said) -> None:
@@ -66,11 +66,36 @@ def test_no_answer_is_the_services_fault() -> None:
         fetch_drift("http://127.0.0.1:9", timeout=5)
 
 
-@pytest.mark.parametrize("url", ["myhost/drift", "ftp://host/x", "http://", "http://host:port", ""])
+@pytest.mark.parametrize(
+    "url", ["myhost/drift", "ftp://host/x", "http://", "http://host:port", "", "http://host/a b", "http://h\x00"]
+)
 def test_a_url_that_cannot_be_a_services_is_the_callers(url: str) -> None:
-    with pytest.raises(CnnopsError, match="is not a service URL"):
+    with pytest.raises(CnnopsError, match="is not a service URL") as raised:
         service_base(url)
+    assert not isinstance(raised.value, ServiceFault)
 
 
-def test_a_trailing_slash_is_dropped() -> None:
+def test_a_trailing_slash_or_drift_is_dropped_and_a_prefix_kept() -> None:
     assert service_base(" http://127.0.0.1:3000/ ") == "http://127.0.0.1:3000"
+    assert service_base("http://127.0.0.1:3000/drift") == "http://127.0.0.1:3000"
+    assert service_base("https://ml.example/classifier/") == "https://ml.example/classifier"
+
+
+def test_a_port_that_does_not_speak_http_is_the_services_fault() -> None:
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def banner() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+        thread = threading.Thread(target=banner, daemon=True)
+        thread.start()
+        with pytest.raises(ServiceFault, match="did not answer as an HTTP service"):
+            fetch_drift(f"http://127.0.0.1:{port}", timeout=5)
+        thread.join(5)
