@@ -243,7 +243,7 @@ def retrain(
             if submit_to is None:
                 raise CnnopsError("--cluster-data names the data a submitted run reads; give --submit too.")
             parameters = parameters.model_copy(update={"data_source": cluster_data})
-        drift = None if if_drift is None else ask_drift(if_drift)
+        drift = None if if_drift is None or force else ask_drift(if_drift)  # --force: whatever it says
         request = RetrainRequest(checked, overlay, parameters, log, force, runner, submit_to, experiment, drift=drift)
         outcome = run_retrain(request)
     except CnnopsError as err:  # bad input (2), or a store that failed (1: the system's fault)
@@ -782,7 +782,11 @@ def drift(
             typer.echo(f"cnnops: error: {err}", err=True)
             raise typer.Exit(1) from None
         verdict = found.verdict
-        report = write_drift_report(out or state_home() / "drift" / "report.html", verdict, found.class_names, source)
+        path = out or state_home() / "drift" / "report.html"
+        try:
+            report = write_drift_report(path, verdict, found.class_names, source)
+        except OSError as err:
+            raise CnnopsError(f"cannot write the report to {path}: {err.strerror or err}.") from None
         typer.echo(f"cnnops: {found.registered_model}: {verdict.status}: {verdict.reason}; report {report}")
         code = DRIFT_EXIT if verdict.drift else 0
     raise typer.Exit(code)
@@ -813,7 +817,10 @@ def judge_window_file(window: Path, model_dir: Path | None, cfg: Config) -> Serv
         run_id = saved.run_id
         if not run_id.isalnum():
             raise CnnopsError(f"{window} names run {run_id!r}, which is not an MLflow run id.")
-        found = lookup(lambda: MlflowClient().search_model_versions(f"run_id = '{run_id}'"))
+        client = MlflowClient()
+        if lookup(lambda: client.get_run(run_id)) is None:
+            raise CnnopsError(f"{window} is the traffic of run {run_id}, which this store does not have.")
+        found = lookup(lambda: client.search_model_versions(f"run_id = '{run_id}'"))
         versions = list(found or [])
         download_reference(run_id, Path(scratch))
         name = versions[0].name if versions else f"run {run_id}"

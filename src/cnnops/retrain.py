@@ -33,7 +33,9 @@ from cnnops.tracking import lookup, store_faults, use_tracking_store
 if TYPE_CHECKING:
     import pandas as pd
 
-Reason = Literal["unchanged", "data-changed", "forced", "no-champion", "cooldown", "drift", "no-drift"]
+Reason = Literal[
+    "unchanged", "data-changed", "forced", "no-champion", "cooldown", "drift", "no-drift", "drift-same-data"
+]
 # The registered model's tag holding when its last retrain started training (Unix seconds).
 LAST_RETRAIN_TAG = "cnnops.retrain.last_started"
 # How many characters of the fingerprint a training run's dataset input keeps as its digest.
@@ -118,8 +120,9 @@ def decide_retrain(
     seconds) and decide against the registry. A champion whose data cannot be compared, or a
     class the champion knows that has no image now, is a one-line error unless forced.
 
-    Given the service's drift report (`--if-drift`), the report decides instead of the data: a
-    retrain only when it says drift, the cooldown still holding."""
+    Given the service's drift report (`--if-drift`), the report decides first: no retrain unless
+    it says drift, and then only on data the newest version was not trained on (the same images
+    would give the same model), the cooldown still holding."""
     info = ingest_source(config, dataset_dir)
     name = model_name_for(config, info.source)
     use_tracking_store()
@@ -159,10 +162,18 @@ def decide_retrain(
     if drift is not None:
         if not drift.detected:
             return decided(False, "no-drift", f"{drift.url} reports {drift.status}: {drift.reason}")
+        said = f"{drift.url} reports drift ({drift.reason})"
+        if newest is not None and newest_digest == digest:
+            return decided(
+                False,
+                "drift-same-data",
+                f"{said}; but v{newest.version} was trained on exactly this data, and training on it again "
+                "would learn nothing new: label served images (serve.keep_samples) into the source, or --force",
+            )
         if champion is not None and champion_digest is not None:
             check_comparable(name, champion, champion_digest, change, info)
-        data = change.describe() if change is not None else "the data is unchanged since the champion's"
-        detail = f"{drift.url} reports drift ({drift.reason}); {data}"
+        data = change.describe() if change is not None else "images changed since the champion's"
+        detail = f"{said}; {data}"
         if last is not None and moment - last < cooldown:
             return decided(False, "cooldown", cooled(detail, name, moment - last, config))
         return decided(True, "drift", detail)

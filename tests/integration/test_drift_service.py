@@ -82,7 +82,7 @@ def drift_model(served, tmp_path_factory) -> dict:
     shutil.copytree(folder, bare)
     (work / "reference").mkdir()
     write_reference_of(folder, fresh_images(SEED, REFERENCE_IMAGES), work / "reference")
-    return {"folder": folder, "bare": bare, "work": work, **served}
+    return {**served, "folder": folder, "bare": bare, "work": work, "store": served["home"]}
 
 
 class Server:
@@ -210,14 +210,14 @@ def test_own_images_are_quiet_shifted_ones_drift_and_the_window_outlives_a_resta
 
 
 def test_samples_are_kept_only_when_asked_and_at_the_rate_asked(stack):
-    server = serve(stack, keep_samples=True, samples_per_minute=3, max_samples=2)
+    server = serve(stack, keep_samples=True, samples_per_minute=3, max_samples=10)
     try:
         server.send(fresh_images(SEED + 3, 10))
     finally:
         server.stop()
     folder = stack["home"] / "samples"
     images = sorted(p for p in folder.rglob("*.png"))
-    assert len(images) == 2  # a burst of 3 passed the rate, the bound of 2 kept the newest
+    assert len(images) == 3  # ten requests in a few seconds: the rate's burst of 3, no more
     lines = [json.loads(line) for line in next(folder.rglob("samples.jsonl")).read_text().splitlines()]
     assert sorted(line["file"] for line in lines) == [p.name for p in images]
     assert all(line["label"] in KINDS for line in lines)
@@ -234,33 +234,40 @@ def test_a_model_without_a_reference_serves_and_says_so(stack):
     assert "no drift reference" in verdict["reason"]
 
 
-def retrain(source: str, url: str) -> list[str]:
+def retrain(source: Path, url: str, name: str) -> list[str]:
     cheap = ["train.epochs=2", "train.batch_size=16", "train.patience=20"]
-    return ["retrain", "--data", source, "--if-drift", url, *[f"--set={item}" for item in cheap]]
+    flags = ["--data", str(source), "--model-name", name, "--if-drift", url]
+    return ["retrain", *flags, *[f"--set={item}" for item in cheap]]
 
 
 def test_retrain_if_drift_trains_only_on_a_drift_verdict(stack, champion, tmp_path):
-    """Against the service, with the champion's store copied: a quiet service is a skip, a
-    drifted one trains a new version with "drift" as the reason, on unchanged data."""
+    """Against the service, with the champion's store copied and six images added to a copy of
+    its source: a quiet service is a skip though the data changed; a drifted one trains a new
+    version, with "drift" as the reason and the change in the detail."""
     with champion_copy(champion, tmp_path) as copy:
         home = copy["work"] / "state"
-        source = str(copy["source"])
+        name = copy["strong"]["registered_model"]
+        source = tmp_path / "images"
+        shutil.copytree(copy["source"], source)
+        for index, data in enumerate(fresh_images(SEED + 7, 18)[::3]):  # six discs
+            (source / "disc" / f"labelled_{index}.png").write_bytes(data)
         server = serve(stack)
         try:
             server.send(fresh_images(SEED + 5, DRIFT["window_size"]))
             outputs = tmp_path / "quiet.out"
-            quiet = cnnops(*retrain(source, server.url), home=home, env={"GITHUB_OUTPUT": str(outputs)})
+            quiet = cnnops(*retrain(source, server.url, name), home=home, env={"GITHUB_OUTPUT": str(outputs)})
             assert quiet.returncode == 0, quiet.stderr
-            assert "reason=no-drift" in outputs.read_text() and "trained=false" in outputs.read_text()
+            said = outputs.read_text()
+            assert "reason=no-drift" in said and "trained=false" in said
 
             server.send(inverted(fresh_images(SEED + 6, DRIFT["window_size"])))
             outputs = tmp_path / "drift.out"
-            drifted = cnnops(*retrain(source, server.url), home=home, env={"GITHUB_OUTPUT": str(outputs)})
+            drifted = cnnops(*retrain(source, server.url, name), home=home, env={"GITHUB_OUTPUT": str(outputs)})
         finally:
             server.stop()
         assert drifted.returncode == 0, drifted.stderr
         said = outputs.read_text()
-        assert "reason=drift" in said and "trained=true" in said
+        assert "reason=drift" in said and "trained=true" in said and "+6 in disc" in said
         assert "version=2" in said
 
 
@@ -271,3 +278,19 @@ def test_if_drift_says_whose_fault_an_unanswered_url_is(stack, tmp_path):
     assert "Traceback" not in unreachable.stderr
     malformed = cnnops("drift", "--url", "myhost/drift", home=tmp_path)
     assert malformed.returncode == 2 and "is not a service URL" in malformed.stderr
+
+
+def test_a_window_file_is_judged_against_its_runs_reference_from_the_registry(stack, tmp_path):
+    """No --model-dir: the window names its run, and the reference comes from that run's
+    evaluation artifacts in the store (the shared champion's, read only)."""
+    from cnnops.traffic_window import TrafficWindow
+
+    assert stack["window"].is_file()  # saved by the first test's servers
+    done = cnnops("drift", "--window", str(stack["window"]), "--out", str(tmp_path / "r.html"), home=stack["store"])
+    assert done.returncode in (0, 3), done.stderr
+    assert done.stdout.startswith(f"cnnops: {stack['name']}: ") and (tmp_path / "r.html").is_file()
+
+    stranger = tmp_path / "stranger.npz"
+    TrafficWindow(10, 60).save(stranger, "f" * 32, 8)
+    unknown = cnnops("drift", "--window", str(stranger), home=stack["store"])
+    assert unknown.returncode == 2 and "which this store does not have" in unknown.stderr

@@ -34,6 +34,12 @@ def test_an_imported_model_gives_the_embedding_of_its_own_head(logits: bool, tmp
     probabilities, embedding = both.predict_on_batch(PIXELS)
     assert embedding.shape == (6, 5)  # the width of the layer the head reads
     np.testing.assert_allclose(probabilities, loaded.predict_on_batch(PIXELS), atol=1e-6)
+    # one pass through the user's layers: the wrapper's own call of the user's model is not in the
+    # graph, and the one nested model there is built of the user's very layers (shared weights)
+    user = next(layer for layer in loaded.layers if isinstance(layer, keras.Model))
+    nested = [layer for layer in both.layers if isinstance(layer, keras.Model)]
+    assert len(nested) == 1 and nested[0] is not user
+    assert [id(layer) for layer in nested[0].layers[1:]] == [id(layer) for layer in user.layers[1:]]
     # predict_pixels gives both side by side, as the service's batcher passes them on
     assert predict_pixels(both, PIXELS).shape == (6, 3 + 5)
 

@@ -92,26 +92,30 @@ def drift_report(status: str) -> DriftReport:
     )
 
 
-def test_with_a_drift_report_only_drift_retrains_and_the_cooldown_still_holds(state_home, tmp_path):
+def test_with_a_drift_report_only_drift_on_new_data_retrains_and_the_cooldown_still_holds(state_home, tmp_path):
     source = write_images(tmp_path / "images", per_class=6)
-    register_trained_on(source, tmp_path, "champion")
+    version = register_trained_on(source, tmp_path, "champion")
     for status in ("no-drift", "too-few", "no-reference"):
         quiet = decide_retrain(config_for(source), tmp_path / "d", drift=drift_report(status))
         assert (quiet.train, quiet.reason) == (False, "no-drift")
         assert quiet.detail == f"{URL} reports {status}: {status} said"
-    # unchanged data: without the report a skip; with drift, a retrain all the same
-    drifted = decide_retrain(config_for(source), tmp_path / "d", drift=drift_report("drift"))
-    assert (drifted.train, drifted.reason) == (True, "drift")
-    assert (
-        drifted.detail == "http://127.0.0.1:3000 reports drift (drift said); the data is unchanged since the champion's"
-    )
-    assert drifted.drift is not None and drifted.drift.p_value == 1e-6
+    # drift, on the very data the newest version was trained on: the same images, the same model
+    same = decide_retrain(config_for(source), tmp_path / "d", drift=drift_report("drift"))
+    assert (same.train, same.reason) == (False, "drift-same-data")
+    assert same.detail.startswith(f"{URL} reports drift (drift said); but v{version} was trained on exactly this")
+    assert same.drift is not None and same.drift.p_value == 1e-6
 
     write_images(tmp_path / "more", per_class=2, classes=("cross",), seed=8)
     for image in (tmp_path / "more" / "cross").iterdir():
         shutil.copy(image, source / "cross" / f"new_{image.name}")
-    # changed data: the report still decides; a quiet service is no retrain
+    # changed data: the report still decides; a quiet service is no retrain, a drifted one trains
     assert decide_retrain(config_for(source), tmp_path / "d", drift=drift_report("no-drift")).train is False
+    drifted = decide_retrain(config_for(source), tmp_path / "d", drift=drift_report("drift"))
+    assert (drifted.train, drifted.reason, drifted.detail) == (
+        True,
+        "drift",
+        f"{URL} reports drift (drift said); +2 in cross",
+    )
     mark_retrain_started(NAME)
     cooled = decide_retrain(config_for(source), tmp_path / "d", drift=drift_report("drift"))
     assert (cooled.train, cooled.reason) == (False, "cooldown")
