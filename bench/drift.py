@@ -10,7 +10,10 @@ evaluation recorded. The service runs with the default `drift` settings but `win
 verdict is of those requests alone. Each window's images are drawn without replacement from one
 pool, sent one per request as the raw image body (16 in flight), and every answer must be a 200.
 Pools:
-- test: the version's own test images, their files as they are (the false-alarm rate);
+- test: the version's own test images, their files as they are (the false-alarm rate the issue
+  asks for: these images are in the reference, which is of the val and test images);
+- test, held out: the same, to a second server whose reference is of the val images alone, so
+  that no window image is in it (a stricter false-alarm rate);
 - inverted, rotated by 90 degrees, brightness x0.5: the test images, decoded, shifted, sent as PNG;
 - Fashion-MNIST: Debian's test split, sent to the model as if it were its own kind of image.
 """
@@ -56,14 +59,40 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def find_test_split(run_id: str) -> Path:
-    """The test split of the pipeline run whose evaluation scored this model run."""
+def find_split(run_id: str) -> Path:
+    """The split folder of the pipeline run whose evaluation scored this model run."""
     from cnnops.paths import state_home
 
     for metrics in sorted((state_home() / "pipeline-root").glob("*/evaluate/evaluation/metrics.json")):
         if json.loads(metrics.read_text()).get("run_id") == run_id:
-            return metrics.parents[2] / "split" / "test_data"
+            return metrics.parents[2] / "split"
     sys.exit(f"no pipeline run under {state_home() / 'pipeline-root'} evaluated run {run_id}")
+
+
+def val_only_copy(folder: Path, reference: Any, n_val: int, target: Path) -> Path:
+    """A copy of the served folder whose reference keeps only its first `n_val` rows: the val
+    images (evaluation puts them before the test images)."""
+    import shutil
+    from dataclasses import replace
+
+    from cnnops.drift import Observations
+    from cnnops.drift_reference import write_reference
+
+    shutil.copytree(folder, target)
+    obs = reference.observations
+    kept = slice(0, n_val)
+    write_reference(
+        target,
+        replace(
+            reference,
+            observations=Observations(obs.embeddings[kept], obs.predicted[kept], obs.confidence[kept], obs.classes),
+            width=reference.width[kept],
+            height=reference.height[kept],
+            mode=reference.mode[kept],
+            brightness=reference.brightness[kept],
+        ),
+    )
+    return target
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -108,6 +137,7 @@ def start_server(folder: Path, window_size: int, scratch: Path) -> tuple[subproc
     from cnnops.processes import LOOPBACK, free_port
     from cnnops.service_client import wait_until_ready
 
+    scratch.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
         **os.environ,
@@ -153,40 +183,54 @@ def main() -> None:
     reference = read_reference(served.folder)
     if reference is None:
         sys.exit(f"{args.model_name} v{version} has no drift reference; run `make run` with this cnnops first")
-    test_files = [Path(p) for p in read_manifest(find_test_split(reference.run_id))["path"]]
+    split = find_split(reference.run_id)
+    test_files = [Path(p) for p in read_manifest(split / "test_data")["path"]]
+    n_val = len(read_manifest(split / "val_data"))
+    if n_val + len(test_files) != len(reference.observations):
+        sys.exit(f"the reference holds {len(reference.observations)} images, not the run's val and test images")
     pools = pools_of(test_files, served.spec)
+    small = [name for name, pool in pools.items() if len(pool) < args.window_size]
+    if small:  # a window must be all of one pool, or its verdict mixes two
+        sys.exit(f"pools smaller than a window of {args.window_size}: {', '.join(small)}")
     rng = np.random.default_rng(args.seed)
     print(
-        f"model {args.model_name} v{version}, reference {len(reference.observations)} images (val and test), "
-        f"{args.windows} windows of {args.window_size} requests over HTTP",
+        f"model {args.model_name} v{version}, reference {len(reference.observations)} images "
+        f"({n_val} val, {len(test_files)} test), {args.windows} windows of {args.window_size} requests over HTTP",
         flush=True,
     )
     results: dict[str, Any] = {}
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cnnops-bench-drift-") as scratch:
-        proc, url = start_server(served.folder, args.window_size, Path(scratch))
-        try:
-            for name, pool in pools.items():
-                verdicts, drift_s = [], []
-                for _ in range(args.windows):
-                    chosen = rng.choice(len(pool), size=min(args.window_size, len(pool)), replace=False)
-                    answer, seconds = judge_window(url, [pool[i] for i in chosen])
-                    verdicts.append(answer["verdict"])
-                    drift_s.append(seconds)
-                results[name] = summarize(verdicts, drift_s, args.window_size)
-                row = results[name]
-                print(
-                    f"{name:>24}  drift in {row['drift']:2d} of {args.windows}  median p {row['median_p']:.2g}  "
-                    f"max p {row['max_p']:.2g}  GET /drift {row['drift_ms_median']:.0f} ms",
-                    flush=True,
-                )
-        finally:
-            stop_process_group(proc)
+        held_out = val_only_copy(served.folder, reference, n_val, Path(scratch) / "val-only")
+        cases = [(served.folder, name, pool) for name, pool in pools.items()]
+        cases.insert(1, (held_out, "test, held out", pools["test"]))
+        for folder in (served.folder, held_out):
+            proc, url = start_server(folder, args.window_size, Path(scratch) / folder.name)
+            try:
+                for name, pool in [(name, pool) for where, name, pool in cases if where == folder]:
+                    row = results[name] = measure_pool(url, pool, rng, args)
+                    print(
+                        f"{name:>24}  drift in {row['drift']:2d} of {args.windows}  median p {row['median_p']:.2g}  "
+                        f"max p {row['max_p']:.2g}  GET /drift {row['drift_ms_median']:.0f} ms",
+                        flush=True,
+                    )
+            finally:
+                stop_process_group(proc)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": args.model_name, "version": version, "settings": vars(args) | {"out": str(args.out)}}
     payload |= {"results": results, "minutes": (time.monotonic() - began) / 60}
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"results in {args.out}")
+
+
+def measure_pool(url: str, pool: list[bytes], rng: np.random.Generator, args: argparse.Namespace) -> dict[str, Any]:
+    verdicts, drift_s = [], []
+    for _ in range(args.windows):
+        chosen = rng.choice(len(pool), size=args.window_size, replace=False)
+        answer, seconds = judge_window(url, [pool[i] for i in chosen])
+        verdicts.append(answer["verdict"])
+        drift_s.append(seconds)
+    return summarize(verdicts, drift_s, args.window_size)
 
 
 def summarize(verdicts: list[dict[str, Any]], drift_s: list[float], window_size: int) -> dict[str, Any]:

@@ -22,6 +22,8 @@ What each server is fed:
 - no-op (`bench/noop_service.py`): the multipart upload, read and answered with a constant.
 - Flask (`bench/flask_app.py`): the multipart upload, one `model.predict` each.
 - ceiling: decode plus the model call in-process on batches of 32, no HTTP.
+- drift: the cnnops service with its drift window recorded (the default) against `drift.record`
+  off, multipart uploads at the top level, three rounds in alternating order, a fresh server each.
 The goals are judged at the highest concurrency level (32 by default) and printed as a table;
 everything measured goes to a JSON file.
 """
@@ -33,8 +35,10 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -217,10 +221,21 @@ def measure_drift_cost(
             with running(server, logs):
                 url = server.url("/classify")
                 run_load(url, payloads, *WARMUP)
-                rows[mode].append(run_load(url, payloads, top, args.requests))
+                check_recording(server.url("/drift"), mode == "recorded")
+                rows[mode].append(run_load(url, payloads, top, args.drift_requests))
                 show(f"drift {mode}", rows[mode][-1])
     medians = {mode: float(np.median([r.req_per_s for r in found])) for mode, found in rows.items()}
     return {**rows, "median_req_per_s": medians, "cost": 1 - medians["recorded"] / medians["off"]}
+
+
+def check_recording(url: str, expected: bool) -> None:
+    """Stop unless the server records its window exactly when it should: a version without a
+    drift reference records nothing, and would make the cost look like none."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        verdict = json.loads(response.read())["verdict"]
+    recording = verdict["status"] != "no-reference"
+    if recording != expected:
+        raise SystemExit(f"drift cost: expected recording={expected}, the service says: {verdict['reason']}")
 
 
 def measure_hostile(url: str, payloads: list[Payload], args: argparse.Namespace) -> dict[str, Any]:
@@ -460,6 +475,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=1000, help="requests per concurrency level")
     parser.add_argument("--batch-requests", type=int, default=250, help="batch requests (32 images each) per level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--drift-requests", type=int, default=3000, help="requests per run of the drift cost")
     parser.add_argument("--hostile", type=int, default=8, help="hostile connections of each kind held open")
     parser.add_argument("--hostile-kinds", nargs="+", choices=HOSTILE_KINDS, default=list(HOSTILE_KINDS))
     parser.add_argument("--hostile-seconds", type=float, default=60, help="idle run, then the run beside hostiles")
@@ -484,7 +500,14 @@ def main() -> None:
     bodies = prepare_bodies(images, served.folder)
     logs = args.out.parent
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CNNOPS_MODEL_DIR": str(served.folder)}
+    # The servers' drift windows go to a scratch file, not the one `cnnops serve` of this version reads.
+    scratch = Path(tempfile.mkdtemp(prefix="cnnops-bench-serve-"))
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CNNOPS_MODEL_DIR": str(served.folder),
+        "CNNOPS_WINDOW_FILE": str(scratch / "window.npz"),
+    }
     top = max(args.concurrency)
     began = time.monotonic()
     print(
@@ -534,6 +557,7 @@ def main() -> None:
         )
     for key, step in steps:
         results[key] = step()
+    shutil.rmtree(scratch, ignore_errors=True)
 
     goals = judge(results, top)
     print_goals(goals)
