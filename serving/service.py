@@ -269,9 +269,10 @@ class Classifier:
         config = drift_config()
         # The embedding comes from the same call as the probabilities, side by side in one array.
         embedded = with_embedding(plain) if config.record else None
-        model = plain if embedded is None else embedded
         width = None if embedded is None else int(embedded.outputs[1].shape[-1])
         self.monitor = self.start_monitor(config, width)
+        # without a reference to judge against, the embedding would be computed for nothing
+        model = embedded if embedded is not None and self.monitor.recording else plain
         self.keeper = self.start_keeper()
         spec = self.served.spec
         buckets = batch_buckets(MAX_BATCH_SIZE)

@@ -119,28 +119,32 @@ def infra_validate(
     canaries = read_canaries(evaluation_dir)
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
-    # The canaries are not served traffic: their drift window stays beside the log, out of the
-    # one `cnnops serve` of this version would read back.
-    env = {
-        **os.environ,
-        "CNNOPS_SERVE_CONFIG": serve.model_dump_json(),
-        "CNNOPS_WINDOW_FILE": str(log.parent / "drift-window.npz"),
-    }
-    env.pop("CNNOPS_MODEL_DIR", None)  # serve the model packed in the Bento, nothing else
-    log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "bentoml", "serve", str(bento_dir), "--host", LOOPBACK, "--port", str(port)]
-    started = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        problem = wait_until_ready(url, proc, settings.ready_timeout_s)
-        ready = None if problem else round(time.monotonic() - started, 2)
-        checks = [] if problem else [check_canary(url, c, canaries, settings) for c in canaries.images]
-        garbage = (
-            None if problem else post_image(url, GARBAGE, "garbage.png", "image/png", None, settings.request_timeout_s)
-        )
-    finally:
-        stop_process_group(proc)
+    # The canaries are not served traffic: their drift window goes to scratch, removed after, and
+    # never to the one a `cnnops serve` of this version reads back. The model is served as it will
+    # be, its embedding beside its probabilities.
+    with tempfile.TemporaryDirectory(prefix="cnnops-infra-") as scratch:
+        env = {
+            **os.environ,
+            "CNNOPS_SERVE_CONFIG": serve.model_dump_json(),
+            "CNNOPS_WINDOW_FILE": str(Path(scratch) / "drift-window.npz"),
+        }
+        env.pop("CNNOPS_MODEL_DIR", None)  # serve the model packed in the Bento, nothing else
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "bentoml", "serve", str(bento_dir), "--host", LOOPBACK, "--port", str(port)]
+        started = time.monotonic()
+        with log.open("wb") as out:
+            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            problem = wait_until_ready(url, proc, settings.ready_timeout_s)
+            ready = None if problem else round(time.monotonic() - started, 2)
+            checks = [] if problem else [check_canary(url, c, canaries, settings) for c in canaries.images]
+            garbage = (
+                None
+                if problem
+                else post_image(url, GARBAGE, "garbage.png", "image/png", None, settings.request_timeout_s)
+            )
+        finally:
+            stop_process_group(proc)
     reason = problem or judge(checks, garbage, settings)
     return InfraValidation(
         run_id=canaries.run_id,

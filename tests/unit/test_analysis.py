@@ -222,6 +222,7 @@ def test_evaluate_component_publishes_the_page_as_html(trained, tmp_path):
     accuracy = evaluate.python_func(
         model=Model(uri=str(trained["model"])),
         test_data=Dataset(uri=str(trained["test"])),
+        val_data=Dataset(uri=str(trained["model"].parent / "val")),
         evaluation=Artifact(uri=str(tmp_path / "evaluation")),
         metrics=Metrics(uri=str(tmp_path / "metrics")),
         classification=ClassificationMetrics(uri=str(tmp_path / "classification")),
