@@ -117,13 +117,14 @@ lint: install ## Lint, format check and type check (and the GitHub workflows): w
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/actionlint -shellcheck $(BIN)/shellcheck -pyflakes= .github/workflows/*.yml
 
 compile: install ## Write the pipeline's IR YAML.
 	$(BIN)/cnnops compile --out pipelines/cnnops-train.yaml
 
 docs: install ## Rewrite docs/configuration.md from the config model (a unit test fails when it is stale).
-	$(BIN)/python -m cnnops.reference docs/configuration.md
+	$(BIN)/python -m cnnops.settings.reference docs/configuration.md
 
 ui: install ## MLflow UI and tracking server on 127.0.0.1 (one light worker, proxied artifacts).
 	$(BIN)/cnnops ui --port $(MLFLOW_PORT)

@@ -61,7 +61,7 @@ def parse_args() -> argparse.Namespace:
 
 def find_split(run_id: str) -> Path:
     """The split folder of the pipeline run whose evaluation scored this model run."""
-    from cnnops.paths import state_home
+    from cnnops.core.paths import state_home
 
     for metrics in sorted((state_home() / "pipeline-root").glob("*/evaluate/evaluation/metrics.json")):
         if json.loads(metrics.read_text()).get("run_id") == run_id:
@@ -75,8 +75,8 @@ def val_only_copy(folder: Path, reference: Any, n_val: int, target: Path) -> Pat
     import shutil
     from dataclasses import replace
 
-    from cnnops.drift import Observations
-    from cnnops.drift_reference import write_reference
+    from cnnops.monitoring.drift import Observations
+    from cnnops.monitoring.reference import write_reference
 
     shutil.copytree(folder, target)
     obs = reference.observations
@@ -104,7 +104,7 @@ def png(pixels: np.ndarray) -> bytes:
 
 
 def fashion_images() -> list[bytes]:
-    from cnnops.sources import FASHION_DIR, read_idx
+    from cnnops.data.sources import FASHION_DIR, read_idx
 
     return [png(image[..., None]) for image in read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")[:3000]]
 
@@ -112,7 +112,7 @@ def fashion_images() -> list[bytes]:
 def latest_version(name: str) -> str:
     from mlflow.tracking import MlflowClient
 
-    from cnnops.tracking import use_tracking_store
+    from cnnops.tracking.stores import use_tracking_store
 
     use_tracking_store()
     versions = MlflowClient().search_model_versions(f"name = '{name}'")
@@ -121,8 +121,8 @@ def latest_version(name: str) -> str:
 
 def pools_of(test_files: list[Path], spec: Any) -> dict[str, list[bytes]]:
     """Each case's images as request bodies, encoded before any clock starts."""
-    from cnnops.config import ServeConfig
-    from cnnops.predict import decode_for_model
+    from cnnops.modeling.predict import decode_for_model
+    from cnnops.settings.config import ServeConfig
 
     originals = [path.read_bytes() for path in test_files]
     pixels = np.stack([decode_for_model(data, spec, ServeConfig().max_image_pixels) for data in originals])
@@ -134,8 +134,8 @@ def pools_of(test_files: list[Path], spec: Any) -> dict[str, list[bytes]]:
 
 
 def start_server(folder: Path, window_size: int, scratch: Path) -> tuple[subprocess.Popen, str]:
-    from cnnops.processes import LOOPBACK, free_port
-    from cnnops.service_client import wait_until_ready
+    from cnnops.core.processes import LOOPBACK, free_port
+    from cnnops.inference.service_client import wait_until_ready
 
     scratch.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -145,7 +145,7 @@ def start_server(folder: Path, window_size: int, scratch: Path) -> tuple[subproc
         "CNNOPS_DRIFT_CONFIG": json.dumps({"window_size": window_size}),
         "CNNOPS_WINDOW_FILE": str(scratch / "window.npz"),
     }
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Classifier", "--host", LOOPBACK]
+    command = [sys.executable, "-m", "bentoml", "serve", "cnnops.serving.service:Classifier", "--host", LOOPBACK]
     log = (scratch / "serve.log").open("wb")
     proc = subprocess.Popen(
         [*command, "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -171,11 +171,11 @@ def judge_window(url: str, bodies: list[bytes]) -> tuple[dict[str, Any], float]:
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from cnnops.artifacts import read_manifest
-    from cnnops.drift_reference import read_reference
-    from cnnops.export import export_registered
-    from cnnops.paths import keep_tool_state_inside
-    from cnnops.processes import stop_process_group
+    from cnnops.contracts.dataset import read_manifest
+    from cnnops.core.paths import keep_tool_state_inside
+    from cnnops.core.processes import stop_process_group
+    from cnnops.inference.export import export_registered
+    from cnnops.monitoring.reference import read_reference
 
     keep_tool_state_inside()
     version = latest_version(args.model_name) if args.version == "latest" else args.version

@@ -78,12 +78,13 @@ def train_seeds(work: Path, seeds: int, per_class: int) -> tuple[np.ndarray, lis
     import keras
     from subsets import write_fashion_subset
 
-    from cnnops.artifacts import read_manifest, read_model_spec
-    from cnnops.config import build_config
-    from cnnops.evaluate import predict_manifest
-    from cnnops.ingest import ingest_source
-    from cnnops.split import SPLITS, split_dataset
-    from cnnops.train import train_model
+    from cnnops.contracts.dataset import read_manifest
+    from cnnops.contracts.model import read_model_spec
+    from cnnops.data.ingest import ingest_source
+    from cnnops.data.split import SPLITS, split_dataset
+    from cnnops.modeling.inputs import predict_manifest
+    from cnnops.settings.config import build_config
+    from cnnops.training.train import train_model
 
     source = write_fashion_subset(work / "data", per_class=per_class, test_per_class=1000)
     splits = work / "splits"
@@ -109,7 +110,7 @@ def promotion_rates(
 ) -> dict[str, Any]:
     """Share of (champion, candidate, test split) decisions each rule promotes, and of those where
     the candidate is not better by the margin on all test images, the share each rule promotes."""
-    from cnnops.evidence import compare_paired
+    from cnnops.evaluation.evidence import compare_paired
 
     counts = dict.fromkeys(("decisions", "not_better", "old", "paired", "old_false", "paired_false"), 0)
     for champion, candidate in itertools.permutations(range(len(predictions)), 2):

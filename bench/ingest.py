@@ -57,7 +57,7 @@ def main() -> None:
     env = {**os.environ, "CNNOPS_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
     os.environ["CNNOPS_HOME"] = str(home)
-    from cnnops.sources import list_class_files, resolve_source
+    from cnnops.data.sources import list_class_files, resolve_source
 
     began = time.perf_counter()
     folder = resolve_source("demo:fashion").root

@@ -16,8 +16,8 @@ from typing import Annotated, Any, cast
 import bentoml
 from bentoml.validators import ContentType
 
-from cnnops.config import ServeConfig
-from serving.limits import RequestGuard, RouteRules
+from cnnops.serving.limits import RequestGuard, RouteRules
+from cnnops.settings.config import ServeConfig
 
 ImageFile = Annotated[Path, ContentType("image/*")]
 ANSWER = {"predictions": [{"label": "noop", "probability": 1.0}]}

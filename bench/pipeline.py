@@ -79,7 +79,7 @@ def task_durations(log: str) -> dict[str, float]:
 
 def train_seconds(env: dict[str, str], run_id: str) -> float:
     code = (
-        "import sys, mlflow; from cnnops.tracking import use_tracking_store; use_tracking_store(); "
+        "import sys, mlflow; from cnnops.tracking.stores import use_tracking_store; use_tracking_store(); "
         "print(mlflow.get_run(sys.argv[1]).data.metrics['train_seconds'])"
     )
     out = subprocess.run([sys.executable, "-c", code, run_id], env=env, capture_output=True, text=True, check=True)

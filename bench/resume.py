@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import CNNOPS, write_images  # noqa: E402 - tests/ is not a package
 
-from cnnops.config import build_config  # noqa: E402
-from cnnops.ingest import ingest_source  # noqa: E402
-from cnnops.split import SPLITS, split_dataset  # noqa: E402
+from cnnops.data.ingest import ingest_source  # noqa: E402
+from cnnops.data.split import SPLITS, split_dataset  # noqa: E402
+from cnnops.settings.config import build_config  # noqa: E402
 
 
 def train_command(splits: Path, out: Path, epochs: int) -> list[str]:

@@ -53,8 +53,8 @@ def measure_skip(work: Path) -> dict[str, object]:
     """Cold and warm skip decisions over unchanged Fashion-MNIST."""
     store_home = work / "registered"
     os.environ["CNNOPS_HOME"] = str(store_home)
-    from cnnops.config import build_config
-    from cnnops.sources import list_class_files, resolve_source
+    from cnnops.data.sources import list_class_files, resolve_source
+    from cnnops.settings.config import build_config
 
     folder = resolve_source("demo:fashion").root
     n_images = sum(len(files) for files in list_class_files(folder).values())

@@ -66,7 +66,7 @@ from load import (  # noqa: E402 - bench/ is not a package; its sibling module i
     tree_rss_bytes,
 )
 
-from cnnops.processes import LOOPBACK, free_port, stop_process_group  # noqa: E402
+from cnnops.core.processes import LOOPBACK, free_port, stop_process_group  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -219,7 +219,7 @@ def measure_drift_cost(
         for mode in order:
             drift = {} if mode == "recorded" else {"record": False}
             server_env = {**env, "CNNOPS_DRIFT_CONFIG": json.dumps(drift)}
-            server = bentoml_server(f"drift-{mode}", "serving.service:Classifier", server_env)
+            server = bentoml_server(f"drift-{mode}", "cnnops.serving.service:Classifier", server_env)
             with running(server, logs):
                 url = server.url("/classify")
                 run_load(url, payloads, *WARMUP)
@@ -241,11 +241,11 @@ def measure_drift_cost(
 def time_bookkeeping(folder: Path, calls: int = 20_000) -> float:
     """Microseconds per one-image request of what recording adds to `classify_images`: the
     window's `record` and the save check, with the served model's reference and width."""
-    from cnnops.config import DriftConfig
-    from cnnops.drift_monitor import open_monitor
-    from cnnops.drift_reference import read_reference
-    from cnnops.export import read_served_model
-    from cnnops.images import DecodedImage
+    from cnnops.contracts.served import read_served_model
+    from cnnops.data.images import DecodedImage
+    from cnnops.monitoring.monitor import open_monitor
+    from cnnops.monitoring.reference import read_reference
+    from cnnops.settings.config import DriftConfig
 
     served = read_served_model(folder)
     reference = read_reference(folder)
@@ -331,9 +331,9 @@ def mlflow_workers(log: Path) -> int | None:
 
 def measure_ceiling(model_dir: Path, images: list[bytes], seconds: float = 10.0) -> float:
     """Images/s for decode + model call in-process, on batches of 32: no HTTP at all."""
-    from cnnops.config import ServeConfig
-    from cnnops.export import read_served_model
-    from cnnops.predict import decode_for_model, load_keras_model, predict_pixels
+    from cnnops.contracts.served import read_served_model
+    from cnnops.modeling.predict import decode_for_model, load_keras_model, predict_pixels
+    from cnnops.settings.config import ServeConfig
 
     served = read_served_model(model_dir)
     model = load_keras_model(model_dir)
@@ -351,9 +351,9 @@ def measure_ceiling(model_dir: Path, images: list[bytes], seconds: float = 10.0)
 
 def prepare_bodies(images: list[bytes], model_dir: Path) -> dict[str, list[Payload]]:
     """Every request body of every mode, built before any clock starts."""
-    from cnnops.config import ServeConfig
-    from cnnops.export import read_served_model
-    from cnnops.predict import decode_for_model
+    from cnnops.contracts.served import read_served_model
+    from cnnops.modeling.predict import decode_for_model
+    from cnnops.settings.config import ServeConfig
 
     spec = read_served_model(model_dir).spec
     pixels = ServeConfig().max_image_pixels
@@ -529,8 +529,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
-    from cnnops.export import export_registered
-    from cnnops.paths import data_cache, keep_tool_state_inside, tracking_uri
+    from cnnops.core.paths import data_cache, keep_tool_state_inside, tracking_uri
+    from cnnops.inference.export import export_registered
 
     keep_tool_state_inside()
     served = export_registered(args.model_name, args.version)
@@ -562,7 +562,9 @@ def main() -> None:
         steps.append(
             (
                 "cnnops",
-                lambda: measure_cnnops(bentoml_server("cnnops", "serving.service:Classifier", env), bodies, args, logs),
+                lambda: measure_cnnops(
+                    bentoml_server("cnnops", "cnnops.serving.service:Classifier", env), bodies, args, logs
+                ),
             )
         )
     if "drift" in args.parts:
@@ -591,7 +593,7 @@ def main() -> None:
             (
                 "soak",
                 lambda: measure_soak(
-                    bentoml_server("soak", "serving.service:Classifier", env), bodies["multipart"], args, logs
+                    bentoml_server("soak", "cnnops.serving.service:Classifier", env), bodies["multipart"], args, logs
                 ),
             )
         )

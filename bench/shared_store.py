@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import CNNOPS, write_images  # noqa: E402 - tests/ is not a package
 from postgres import start_postgres  # noqa: E402
 
-from cnnops.processes import free_port  # noqa: E402
-from cnnops.tracking_server import running_server  # noqa: E402
+from cnnops.core.processes import free_port  # noqa: E402
+from cnnops.tracking.server import running_server  # noqa: E402
 
 SETTINGS = ["train.batch_size=16", "train.patience=20"]
 

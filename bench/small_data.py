@@ -74,7 +74,7 @@ def main() -> None:
 
 
 def export_weights(work: Path) -> Path:
-    from cnnops.backbones import export_backbone
+    from cnnops.modeling.backbones import export_backbone
 
     dist = importlib.metadata.distribution(FACE_MASK_H5[0])
     out = work / "mobilenet_v2-face-mask.weights.h5"
@@ -92,9 +92,9 @@ def data_source(name: str, work: Path) -> str:
 
 
 def prepare(name: str, source: str, work: Path, overrides: dict[str, Any]) -> tuple[Any, Path]:
-    from cnnops.config import build_config
-    from cnnops.ingest import ingest_source
-    from cnnops.split import SPLITS, split_dataset
+    from cnnops.data.ingest import ingest_source
+    from cnnops.data.split import SPLITS, split_dataset
+    from cnnops.settings.config import build_config
 
     config = build_config(overrides={"data.source": source, "registry.model_name": f"bench-{name}", **overrides})
     folder = work / f"{name}-splits"
@@ -107,8 +107,8 @@ def prepare(name: str, source: str, work: Path, overrides: dict[str, Any]) -> tu
 def run_row(name: str, what: str, source: str, work: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     import mlflow
 
-    from cnnops.evaluate import evaluate_model
-    from cnnops.train import train_model
+    from cnnops.evaluation.evaluate import evaluate_model
+    from cnnops.training.train import train_model
 
     config, splits = prepare(name, source, work, overrides)
     out = work / f"{name}-{len(os.listdir(work))}"
@@ -130,7 +130,7 @@ def run_row(name: str, what: str, source: str, work: Path, overrides: dict[str, 
 
 
 def baseline_row(name: str, source: str, work: Path) -> dict[str, Any]:
-    from cnnops.baselines import train_baselines
+    from cnnops.evaluation.baselines import train_baselines
 
     config, splits = prepare(name, source, work, {})
     result = train_baselines(splits / "train", splits / "test", config)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnops.sources import FASHION_CLASSES, FASHION_DIR, read_idx
+from cnnops.data.sources import FASHION_CLASSES, FASHION_DIR, read_idx
 
 # Three classes that look alike (tops): hard enough that models, seeds and baselines differ.
 CLASSES = ("pullover", "coat", "shirt")

@@ -111,7 +111,7 @@ def import_cnnops_model() -> Any:
         import cnnops  # noqa: F401
     except ImportError:
         sys.path.insert(0, str(ROOT / "src"))
-    import cnnops.model as model_module
+    import cnnops.modeling.builders as model_module
 
     return model_module
 
@@ -197,7 +197,7 @@ def write_png_dataset(folder: Path, pixels: np.ndarray, labels: np.ndarray) -> l
     """The images as PNG files in class folders, and the manifest rows (path, label, sha256)."""
     from PIL import Image
 
-    from cnnops.images import sha256_bytes
+    from cnnops.data.images import sha256_bytes
 
     rows = []
     for i, (image, label) in enumerate(zip(pixels, labels, strict=True)):
@@ -210,7 +210,7 @@ def write_png_dataset(folder: Path, pixels: np.ndarray, labels: np.ndarray) -> l
 
 def decode_files(paths: list[str], mode: str, size: tuple[int, int]) -> np.ndarray:
     """The files through the project's one decode function: the arrays tf.data caches."""
-    from cnnops.images import decode_image
+    from cnnops.data.images import decode_image
 
     return np.stack([decode_image(Path(p).read_bytes(), mode, size).pixels for p in paths])
 
@@ -580,7 +580,7 @@ def tfdata_source(
     show that no file is decoded again once the cache is full."""
     import pandas as pd
 
-    import cnnops.inputs as inputs
+    import cnnops.modeling.inputs as inputs
 
     manifest = pd.DataFrame(rows)
     counter = {"n": 0}

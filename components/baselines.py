@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -16,9 +16,9 @@ def baselines(
     `scores` is what the gate holds the candidate to."""
     from pathlib import Path
 
-    from cnnops.baselines import train_baselines
-    from cnnops.config import validate_config
-    from cnnops.errors import exit_on_user_error
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.evaluation.baselines import train_baselines
+    from cnnops.settings.config import validate_config
 
     with exit_on_user_error():
         result = train_baselines(

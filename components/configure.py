@@ -1,6 +1,6 @@
 from kfp import dsl
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -19,8 +19,8 @@ def configure(
     """Resolve the typed parameters over the config overlay into the validated config every later
     task takes; an unset parameter ("", 0, -1, false) keeps the overlay's value, else the default.
     Imports no TensorFlow, so a bad setting stops the run within seconds."""
-    from cnnops.errors import exit_on_user_error
-    from cnnops.parameters import PipelineParameters, configure_pipeline
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.settings.parameters import PipelineParameters, configure_pipeline
 
     with exit_on_user_error():
         return configure_pipeline(

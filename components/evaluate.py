@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -20,8 +20,8 @@ def evaluate(
     import shutil
     from pathlib import Path
 
-    from cnnops.errors import exit_on_user_error
-    from cnnops.evaluate import evaluate_model
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.evaluation.evaluate import evaluate_model
 
     with exit_on_user_error():
         scores = evaluate_model(Path(model.path), Path(test_data.path), Path(evaluation.path), Path(val_data.path))

@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import PipelineTaskFinalStatus
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -9,8 +9,8 @@ def finalize(status: PipelineTaskFinalStatus, pipeline_run: str = "manual") -> i
     """The pipeline's exit handler: when the run did not succeed (it failed or was cancelled), end
     its MLflow runs still RUNNING (a sweep's parent, a candidate whose task died) as FAILED;
     returns how many it ended."""
-    from cnnops.errors import exit_on_user_error
-    from cnnops.sweep import fail_open_runs
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.training.sweep import fail_open_runs
 
     with exit_on_user_error():
         return len(fail_open_runs(pipeline_run, pipeline_failed=status.state != "SUCCEEDED"))

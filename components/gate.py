@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -19,9 +19,10 @@ def gate(
     """
     from pathlib import Path
 
-    from cnnops.config import validate_config
-    from cnnops.errors import exit_on_user_error
-    from cnnops.gate import decide_promotion, write_decision
+    from cnnops.contracts.gate import write_decision
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.promotion.gate import decide_promotion
+    from cnnops.settings.config import validate_config
 
     with exit_on_user_error():
         verdict = decide_promotion(

@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Output
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -13,9 +13,9 @@ def infra_validate(
     outcome, not an error: registration makes the version a challenger with the reason."""
     from pathlib import Path
 
-    from cnnops.config import validate_config
-    from cnnops.errors import exit_on_user_error
-    from cnnops.infra_validation import validate_bento_archive
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.serving.infra import validate_bento_archive
+    from cnnops.settings.config import validate_config
 
     with exit_on_user_error():
         outcome = validate_bento_archive(

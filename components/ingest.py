@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -9,9 +9,9 @@ def ingest(config: dict, dataset: Output[Dataset]) -> int:
     """Read the source once, quarantine bad files, drop exact duplicates; returns the image count."""
     from pathlib import Path
 
-    from cnnops.config import validate_config
-    from cnnops.errors import exit_on_user_error
-    from cnnops.ingest import ingest_source
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.data.ingest import ingest_source
+    from cnnops.settings.config import validate_config
 
     with exit_on_user_error():
         info = ingest_source(validate_config(config), Path(dataset.path))

@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -10,8 +10,8 @@ def package(model: Input[Model], evaluation: Input[Artifact], bento: Output[Arti
     infra-validation can serve it; returns its tag. The archive is the task's output."""
     from pathlib import Path
 
-    from cnnops.errors import exit_on_user_error
-    from serving.bento import package_candidate
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.serving.bento import package_candidate
 
     with exit_on_user_error():
         built = package_candidate(Path(model.path), Path(evaluation.path), Path(bento.path) / "cnnops.bento")

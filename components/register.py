@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -19,11 +19,11 @@ def register(
     passed infra-validation (`validation`) lets it be champion."""
     from pathlib import Path
 
-    from cnnops.config import validate_config
-    from cnnops.errors import exit_on_user_error
-    from cnnops.gate import read_decision
-    from cnnops.infra_validation import read_infra_validation
-    from cnnops.registration import register_model
+    from cnnops.contracts.gate import read_decision
+    from cnnops.contracts.infra import read_infra_validation
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.promotion.registration import register_model
+    from cnnops.settings.config import validate_config
 
     with exit_on_user_error():
         result = register_model(

@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Output
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -11,8 +11,8 @@ def release(candidate: Input[Artifact], version: int, bento: Output[Artifact]) -
     made it a challenger (the champion moved, or the validation failed)."""
     from pathlib import Path
 
-    from cnnops.errors import exit_on_user_error
-    from serving.bento import release_champion
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.serving.bento import release_champion
 
     with exit_on_user_error():
         built = release_champion(

@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -15,9 +15,9 @@ def split(
     """Stratified, seeded train/val/test manifests; the test manifest is what the gate compares on."""
     from pathlib import Path
 
-    from cnnops.config import validate_config
-    from cnnops.errors import exit_on_user_error
-    from cnnops.split import split_dataset
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.data.split import split_dataset
+    from cnnops.settings.config import validate_config
 
     outputs = {"train": train_data, "val": val_data, "test": test_data}
     with exit_on_user_error():

@@ -3,7 +3,7 @@ from typing import List  # noqa: UP035 - kfp reads this annotation
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -12,9 +12,9 @@ def plan_sweep(config: dict, train_data: Input[Dataset], pipeline_run: str = "ma
     it logs under."""
     from pathlib import Path
 
-    from cnnops.config import validate_config
-    from cnnops.errors import exit_on_user_error
-    from cnnops.sweep import start_sweep
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.settings.config import validate_config
+    from cnnops.training.sweep import start_sweep
 
     with exit_on_user_error():
         return start_sweep(validate_config(config), Path(train_data.path), pipeline_run)
@@ -25,9 +25,9 @@ def select_model(config: dict, models: Input[List[Model]], best: Output[Model]) 
     """Fan-in: the candidate with the best val score goes on; returns its MLflow run id."""
     from pathlib import Path
 
-    from cnnops.config import validate_config
-    from cnnops.errors import exit_on_user_error
-    from cnnops.sweep import select_best
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.settings.config import validate_config
+    from cnnops.training.sweep import select_best
 
     with exit_on_user_error():
         chosen = select_best([Path(model.path) for model in models], validate_config(config), Path(best.path))

@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -17,9 +17,9 @@ def train(
     that trained exactly this is resumed unless `fresh`."""
     from pathlib import Path
 
-    from cnnops.config import validate_config
-    from cnnops.errors import exit_on_user_error
-    from cnnops.train import train_model
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.settings.config import validate_config
+    from cnnops.training.train import train_model
 
     with exit_on_user_error():
         record = train_model(

@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Output
 
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -11,9 +11,9 @@ def validate(config: dict, dataset: Input[Dataset], validated: Output[Dataset], 
     import shutil
     from pathlib import Path
 
-    from cnnops.config import validate_config
-    from cnnops.errors import exit_on_user_error
-    from cnnops.validate import validate_dataset
+    from cnnops.core.errors import exit_on_user_error
+    from cnnops.data.validate import validate_dataset
+    from cnnops.settings.config import validate_config
 
     with exit_on_user_error():
         result = validate_dataset(Path(dataset.path), Path(validated.path), validate_config(config))

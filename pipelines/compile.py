@@ -8,9 +8,9 @@ from google.protobuf import json_format
 from kfp import compiler
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from components import BASE_IMAGE
-from pipelines.pipeline import build_pipeline
-from pipelines.platform import Platform
+from cnnops.components import BASE_IMAGE
+from cnnops.pipelines.pipeline import build_pipeline
+from cnnops.pipelines.platform import Platform
 
 
 def compile_pipeline(path: Path, platform: Platform = Platform(), image: str | None = None) -> Path:  # noqa: B008

@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cnnops.containers import find_image, image_user, open_docker
-from cnnops.errors import ERROR_FILE_ENV, CnnopsError
-from cnnops.paths import DATA_CACHE_ENV, data_cache
-from cnnops.sources import DEMO_PREFIX, Source
+from cnnops.core.containers import find_image, image_user, open_docker
+from cnnops.core.errors import ERROR_FILE_ENV, CnnopsError
+from cnnops.core.paths import DATA_CACHE_ENV, data_cache
+from cnnops.data.sources import DEMO_PREFIX, Source
 
 # Host networking: a tracking server on the host's loopback is the container's loopback too.
 NETWORK = "host"

@@ -7,22 +7,22 @@ from typing import Any
 
 from kfp import dsl
 
-from cnnops.parameters import UNSET_SEED, PipelineParameters
-from components.baselines import baselines
-from components.configure import configure
-from components.evaluate import evaluate
-from components.finalize import finalize
-from components.gate import gate
-from components.infra_validate import infra_validate
-from components.ingest import ingest
-from components.package import package
-from components.register import register
-from components.release import release
-from components.split import split
-from components.sweep import plan_sweep, select_model
-from components.train import train
-from components.validate import validate
-from pipelines.platform import Platform, configure_task
+from cnnops.components.baselines import baselines
+from cnnops.components.configure import configure
+from cnnops.components.evaluate import evaluate
+from cnnops.components.finalize import finalize
+from cnnops.components.gate import gate
+from cnnops.components.infra_validate import infra_validate
+from cnnops.components.ingest import ingest
+from cnnops.components.package import package
+from cnnops.components.register import register
+from cnnops.components.release import release
+from cnnops.components.split import split
+from cnnops.components.sweep import plan_sweep, select_model
+from cnnops.components.train import train
+from cnnops.components.validate import validate
+from cnnops.pipelines.platform import Platform, configure_task
+from cnnops.settings.parameters import UNSET_SEED, PipelineParameters
 
 PIPELINE_NAME = "cnnops-train"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-from cnnops.retries import STORE_RETRIES
+from cnnops.core.retries import STORE_RETRIES
 
 # Where the data volume is mounted in every task that reads image files; data.source names a
 # path under it (data.source=/data/flowers).

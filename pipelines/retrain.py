@@ -14,21 +14,21 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from cnnops.artifacts import read_evaluation
-from cnnops.config import Config
-from cnnops.console import say
-from cnnops.locks import retrain_lock
-from cnnops.naming import CHAMPION, model_name_for, slug
-from cnnops.parameters import PipelineParameters
-from cnnops.paths import state_home, tracking_uri
-from cnnops.registration import find_alias
-from cnnops.retrain import DriftReport, RetrainDecision, decide_retrain, mark_retrain_started
-from cnnops.retrain_report import RetrainOutcome
-from cnnops.runlog import RunLog
-from cnnops.tracking import store_faults, use_tracking_store
-from pipelines.pipeline import pipeline_arguments
-from pipelines.run import run_locally
-from pipelines.summary import RunSummary, summarize_run
+from cnnops.contracts.evaluation import read_evaluation
+from cnnops.core.console import say
+from cnnops.core.paths import state_home, tracking_uri
+from cnnops.core.runlog import RunLog
+from cnnops.pipelines.pipeline import pipeline_arguments
+from cnnops.pipelines.run import run_locally
+from cnnops.pipelines.summary import RunSummary, summarize_run
+from cnnops.promotion.retrain import DriftReport, RetrainDecision, decide_retrain, mark_retrain_started
+from cnnops.promotion.retrain_report import RetrainOutcome
+from cnnops.settings.config import Config
+from cnnops.settings.naming import CHAMPION, model_name_for, slug
+from cnnops.settings.parameters import PipelineParameters
+from cnnops.tracking.locks import retrain_lock
+from cnnops.tracking.registry import find_alias
+from cnnops.tracking.stores import store_faults, use_tracking_store
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def retrain(request: RetrainRequest) -> RetrainOutcome:
             return RetrainOutcome(status="skipped", model=name, decision=decision, seconds=time.monotonic() - started)
         mark_retrain_started(name)
         if request.submit is not None:
-            from pipelines.submit import submit_pipeline
+            from cnnops.pipelines.submit import submit_pipeline
 
             arguments = pipeline_arguments(request.overlay, request.parameters, request.fresh)
             made = submit_pipeline(request.submit, arguments, request.experiment)

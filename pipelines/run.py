@@ -19,10 +19,9 @@ from typing import Any
 
 from kfp import local
 
-from cnnops.errors import ERROR_FILE_ENV, CnnopsError
-from cnnops.locks import sqlite_run_lock
-from cnnops.parameters import PipelineParameters, configure_pipeline
-from cnnops.paths import (
+from cnnops.components import BASE_IMAGE
+from cnnops.core.errors import ERROR_FILE_ENV, CnnopsError
+from cnnops.core.paths import (
     STATE_ENV,
     environment_restored,
     keep_tool_state_inside,
@@ -31,10 +30,11 @@ from cnnops.paths import (
     state_home,
     tracking_uri,
 )
-from cnnops.runlog import ANSI, RunLog, TaskFailure, announce, captured
-from components import BASE_IMAGE
-from pipelines.pipeline import PIPELINE_NAME, build_pipeline, pipeline_arguments
-from pipelines.platform import LOCAL
+from cnnops.core.runlog import ANSI, RunLog, TaskFailure, announce, captured
+from cnnops.pipelines.pipeline import PIPELINE_NAME, build_pipeline, pipeline_arguments
+from cnnops.pipelines.platform import LOCAL
+from cnnops.settings.parameters import PipelineParameters, configure_pipeline
+from cnnops.tracking.locks import sqlite_run_lock
 
 RUNNERS = ("subprocess", "docker")
 EXECUTOR_OUTPUT = "executor_output.json"
@@ -93,9 +93,9 @@ def run_locally(
 @contextmanager
 def task_runner(runner: str, config: dict[str, Any], root: Path, errors: Path) -> Iterator[Any]:
     if runner == "subprocess":
-        from cnnops.config import validate_config
-        from cnnops.naming import model_name_for
-        from cnnops.tracking_server import proxied_artifacts_reachable
+        from cnnops.settings.config import validate_config
+        from cnnops.settings.naming import model_name_for
+        from cnnops.tracking.server import proxied_artifacts_reachable
 
         with environment_restored():
             os.environ[ERROR_FILE_ENV] = str(errors)
@@ -103,9 +103,9 @@ def task_runner(runner: str, config: dict[str, Any], root: Path, errors: Path) -
             with proxied_artifacts_reachable(model_name_for(validate_config(config))):
                 yield local.SubprocessRunner(use_venv=False)
     elif runner == "docker":
-        from cnnops.config import validate_config
-        from cnnops.ingest import open_source
-        from pipelines.docker import check_docker, docker_runner
+        from cnnops.data.ingest import open_source
+        from cnnops.pipelines.docker import check_docker, docker_runner
+        from cnnops.settings.config import validate_config
 
         check_docker(BASE_IMAGE)  # the daemon and the image, before any server starts
         with tracking_server_for_containers(config) as uri:
@@ -119,8 +119,8 @@ def task_runner(runner: str, config: dict[str, Any], root: Path, errors: Path) -
 def tracking_server_for_containers(config: dict[str, Any]) -> Iterator[str]:
     """The tracking server the containers log to: `$MLFLOW_TRACKING_URI` when it names one, else the
     project's own on a free loopback port, stopped by PID when the run ends."""
-    from cnnops.processes import free_port
-    from cnnops.tracking_server import answers, is_server_uri, running_server, server_log
+    from cnnops.core.processes import free_port
+    from cnnops.tracking.server import answers, is_server_uri, running_server, server_log
 
     if os.environ.get("MLFLOW_TRACKING_URI"):
         uri = tracking_uri()
@@ -147,8 +147,8 @@ def check_artifacts_reachable(uri: str, config: dict[str, Any]) -> None:
     container can write to; say so before any task runs."""
     from mlflow.tracking import MlflowClient
 
-    from cnnops.config import validate_config
-    from cnnops.naming import model_name_for
+    from cnnops.settings.config import validate_config
+    from cnnops.settings.naming import model_name_for
 
     name = model_name_for(validate_config(config))
     experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnops.errors import CnnopsError
-from pipelines.compile import compile_pipeline
-from pipelines.pipeline import PIPELINE_NAME
-from pipelines.platform import Platform
+from cnnops.core.errors import CnnopsError
+from cnnops.pipelines.compile import compile_pipeline
+from cnnops.pipelines.pipeline import PIPELINE_NAME
+from cnnops.pipelines.platform import Platform
 
 
 @dataclass(frozen=True)

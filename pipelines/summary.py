@@ -12,12 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnops.artifacts import read_run_record
-from cnnops.errors import CnnopsError
-from cnnops.gate import GateDecision, read_decision
-from cnnops.paths import tracking_uri
-from cnnops.runlog import format_seconds
-from pipelines.run import EXECUTOR_OUTPUT, PipelineRun, task_folders
+from cnnops.contracts.gate import GateDecision, read_decision
+from cnnops.contracts.model import read_run_record
+from cnnops.core.errors import CnnopsError
+from cnnops.core.paths import tracking_uri
+from cnnops.core.runlog import format_seconds
+from cnnops.pipelines.run import EXECUTOR_OUTPUT, PipelineRun, task_folders
 
 # What `make ui` and `make serve` listen on unless MLFLOW_PORT or PORT say otherwise.
 UI_PORT, SERVE_PORT = 5000, 3000

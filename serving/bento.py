@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import cnnops
-from cnnops.export import MODEL_FILE, ServedModel, export_candidate, export_registered
+from cnnops.contracts.served import MODEL_FILE, ServedModel
+from cnnops.inference.export import export_candidate, export_registered
 
 SERVING = Path(__file__).resolve().parent
 # The service image: its repository (the kustomize image name in infra/k8s) and its Dockerfile.
@@ -22,6 +23,12 @@ LIBRARY = Path(cnnops.__file__).resolve().parent
 # What a Bento carries of this folder: the service and what it imports, and the web page. Nothing
 # else here (this builder, experiments, a stray model) goes into a Bento.
 SERVICE_FILES = ("__init__.py", "service.py", "limits.py", "static")
+# The library packages the service imports, and nothing above them: no training, evaluation,
+# promotion, tracking or pipeline code goes into a Bento (a test holds this list to the service's
+# import graph).
+SERVICE_PACKAGES = ("core", "settings", "contracts", "data", "modeling", "inference", "monitoring")
+# Where the packed model sits in a Bento, beside the service that reads it (`PACKED_MODEL_DIR`).
+PACKED_MODEL = f"src/cnnops/serving/model/{MODEL_FILE}"
 # What the service imports at run time; versions are pinned to the ones this build runs with.
 RUNTIME_PACKAGES = ("bentoml", "tensorflow", "keras", "numpy", "pandas", "pyarrow", "pillow", "pydantic", "pyyaml")
 
@@ -63,8 +70,8 @@ def package_candidate(model_dir: Path, evaluation_dir: Path, export_to: Path) ->
 def release_champion(name: str, version: int, validated: Path, export_to: Path) -> BuiltBento | None:
     """`release_version` when `version` holds `champion` now; None, saying so, when it does not
     (registration made it a challenger)."""
-    from cnnops.console import say
-    from cnnops.registration import current_champion
+    from cnnops.core.console import say
+    from cnnops.tracking.registry import current_champion
 
     holder = current_champion(name)
     if holder != version:
@@ -92,9 +99,9 @@ def extract_model_file(archive: Path, target: Path) -> None:
     """Copy the packed model file out of a Bento archive."""
     import tarfile
 
-    from cnnops.errors import CnnopsError
+    from cnnops.core.errors import CnnopsError
 
-    member = f"src/serving/model/{MODEL_FILE}"
+    member = PACKED_MODEL
     with tarfile.open(archive, "r:*") as tar:
         found = [name for name in tar.getnames() if name.removeprefix("./") == member]
         packed = tar.extractfile(found[0]) if found else None
@@ -126,7 +133,8 @@ def source_digest() -> str:
     """Eight hex digits over the service's and library's source: a new cnnops gives a new Bento
     for the same model version, and the same source finds the Bento it built before."""
     digest = hashlib.sha256()
-    for root in (SERVING, LIBRARY):
+    roots = [SERVING] + [LIBRARY / package for package in SERVICE_PACKAGES]
+    for root in roots:
         for path in sorted(p for p in root.rglob("*") if p.suffix in {".py", ".html"} and "model" not in p.parts):
             digest.update(path.relative_to(root.parent).as_posix().encode())
             digest.update(path.read_bytes())
@@ -134,12 +142,19 @@ def source_digest() -> str:
 
 
 def copy_service(target: Path) -> None:
+    """The service's part of the library into `target` (a `cnnops` folder): the package's init,
+    the stage packages the service imports, and the service's own files."""
+    skip = shutil.ignore_patterns("__pycache__")
     target.mkdir(parents=True)
+    shutil.copy2(LIBRARY / "__init__.py", target / "__init__.py")
+    for package in SERVICE_PACKAGES:
+        shutil.copytree(LIBRARY / package, target / package, ignore=skip)
+    (target / "serving").mkdir()
     for name in SERVICE_FILES:
         if (SERVING / name).is_dir():
-            shutil.copytree(SERVING / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(SERVING / name, target / "serving" / name, ignore=skip)
         else:
-            shutil.copy2(SERVING / name, target / name)
+            shutil.copy2(SERVING / name, target / "serving" / name)
 
 
 def make_bento(served: ServedModel, version: str) -> Any:
@@ -148,15 +163,14 @@ def make_bento(served: ServedModel, version: str) -> Any:
     info = served.info
     with tempfile.TemporaryDirectory(prefix="cnnops-bento-") as scratch:
         context = Path(scratch)
-        copy_service(context / "serving")
-        # Hidden entries are writes in progress (`cnnops.atomic`), never part of the model.
-        shutil.copytree(served.folder, context / "serving" / "model", ignore=shutil.ignore_patterns(".*"))
-        shutil.copytree(LIBRARY, context / "cnnops", ignore=shutil.ignore_patterns("__pycache__"))
+        copy_service(context / "cnnops")
+        # Hidden entries are writes in progress (`cnnops.core.atomic`), never part of the model.
+        shutil.copytree(served.folder, context / "cnnops" / "serving" / "model", ignore=shutil.ignore_patterns(".*"))
         bento = bentoml.bentos.build(
-            "serving.service:Classifier",
+            "cnnops.serving.service:Classifier",
             version=version,
             build_ctx=str(context),
-            include=["serving/**", "cnnops/**"],
+            include=["cnnops/**"],
             labels={
                 "registered_model": info.registered_model,
                 "model_version": "" if info.version is None else str(info.version),
@@ -181,7 +195,7 @@ def containerize(built: BuiltBento, project_image: str, repository: str = SERVIC
     The project image already holds every package the service imports, so nothing is installed
     and nothing is downloaded: the build only copies the Bento in.
     """
-    from cnnops.containers import find_image, open_docker
+    from cnnops.core.containers import find_image, open_docker
 
     version = built.bento.split(":", 1)[1]
     tags = [f"{repository}:{version}", f"{repository}:latest"]

@@ -43,16 +43,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
-from cnnops.batching import AdaptiveBatcher
-from cnnops.config import DriftConfig, ServeConfig
-from cnnops.drift import DriftVerdict
-from cnnops.drift_monitor import DriftMonitor, ServedDrift, open_monitor
-from cnnops.errors import CnnopsError, ImageDecodeError
-from cnnops.export import ServedModel, read_served_model
-from cnnops.images import DecodedImage, decode_image
-from cnnops.naming import slug
-from cnnops.paths import state_home
-from cnnops.predict import (
+from cnnops.contracts.drift import DriftVerdict, ServedDrift
+from cnnops.contracts.served import ServedModel, read_served_model
+from cnnops.core.errors import CnnopsError, ImageDecodeError
+from cnnops.core.paths import state_home
+from cnnops.data.images import DecodedImage, decode_image
+from cnnops.inference.batching import AdaptiveBatcher
+from cnnops.modeling.predict import (
     batch_buckets,
     decode_base64_image,
     load_keras_model,
@@ -61,8 +58,11 @@ from cnnops.predict import (
     top_k,
     with_embedding,
 )
-from cnnops.sample_keeper import SampleKeeper
-from serving.limits import BODY_TIMEOUT_S, ASGIApp, Receive, RequestGuard, RouteRules, Scope, Send, matches
+from cnnops.monitoring.monitor import DriftMonitor, open_monitor
+from cnnops.monitoring.sample_keeper import SampleKeeper
+from cnnops.serving.limits import BODY_TIMEOUT_S, ASGIApp, Receive, RequestGuard, RouteRules, Scope, Send, matches
+from cnnops.settings.config import DriftConfig, ServeConfig
+from cnnops.settings.naming import slug
 
 Section = TypeVar("Section", bound=BaseModel)
 MODEL_DIR_ENV = "CNNOPS_MODEL_DIR"

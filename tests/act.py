@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnops.processes import stop_process_group
+from cnnops.core.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 ACT = ROOT / "infra" / "ci" / "act"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnops.processes import free_port, stop_process_group  # noqa: F401 - the tests import them from here
+from cnnops.core.processes import free_port, stop_process_group  # noqa: F401 - the tests import them from here
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -66,10 +66,10 @@ def register_trained_on(config: Any, work: Path, alias: str | None, labels: bool
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from cnnops.artifacts import SOURCE_LABELS_FILE, read_dataset_info, read_manifest, write_source_labels
-    from cnnops.ingest import ingest_source
-    from cnnops.naming import model_name_for
-    from cnnops.tracking import ensure_experiment, log_dataset, use_tracking_store
+    from cnnops.contracts.dataset import SOURCE_LABELS_FILE, read_dataset_info, read_manifest, write_source_labels
+    from cnnops.data.ingest import ingest_source
+    from cnnops.settings.naming import model_name_for
+    from cnnops.tracking.stores import ensure_experiment, log_dataset, use_tracking_store
 
     folder = work / f"ingested-{time.monotonic_ns()}"
     ingest_source(config, folder)
@@ -108,11 +108,11 @@ def snapshot(root: Path) -> dict[str, tuple[int, float]]:
 
 def train_candidate(work: Path, source: Path, **overrides) -> dict:
     """ingest -> split -> train -> evaluate through the library, as the components call it."""
-    from cnnops.config import build_config
-    from cnnops.evaluate import evaluate_model
-    from cnnops.ingest import ingest_source
-    from cnnops.split import SPLITS, split_dataset
-    from cnnops.train import train_model
+    from cnnops.data.ingest import ingest_source
+    from cnnops.data.split import SPLITS, split_dataset
+    from cnnops.evaluation.evaluate import evaluate_model
+    from cnnops.settings.config import build_config
+    from cnnops.training.train import train_model
 
     config = build_config(
         overrides={"data.source": str(source), "train.batch_size": 16, "train.patience": 20, **overrides}
@@ -133,7 +133,7 @@ def train_candidate(work: Path, source: Path, **overrides) -> dict:
 
 def component_config(source: Path, **overrides) -> dict:
     """A component's `config` parameter: the resolved config as the pipeline passes it."""
-    from cnnops.config import build_config, to_pipeline_parameter
+    from cnnops.settings.config import build_config, to_pipeline_parameter
 
     return to_pipeline_parameter(build_config(overrides={"data.source": str(source), **overrides}))
 
@@ -143,8 +143,8 @@ def component_splits(config: dict, work: Path) -> dict:
     Dataset artifacts, as the next components receive them."""
     from kfp.dsl import Dataset
 
-    from components.ingest import ingest
-    from components.split import split
+    from cnnops.components.ingest import ingest
+    from cnnops.components.split import split
 
     dataset = Dataset(uri=str(work / "dataset"))
     ingest.python_func(config=config, dataset=dataset)
@@ -160,8 +160,8 @@ def gate_the_champion_against_itself(copy: dict, work: Path, config: dict) -> tu
     candidate on its own splits: the alias it earns, and the decision artifact."""
     from kfp.dsl import Artifact, Dataset, Metrics, Model
 
-    from components.baselines import baselines
-    from components.gate import gate
+    from cnnops.components.baselines import baselines
+    from cnnops.components.gate import gate
 
     strong = copy["strong"]
     scores = Artifact(uri=str(work / "baselines"))
@@ -238,10 +238,10 @@ def own_store(work: Path) -> Iterator[None]:
 def train_first_champion(work: Path) -> dict:
     """In its own state folder under `work`: tiny images, a model trained on them for 12 epochs,
     gated, infra-validated in a real server and registered as the first champion."""
-    from cnnops.gate import decide_promotion
-    from cnnops.infra_validation import write_infra_validation
-    from cnnops.registration import register_model
-    from serving.infra import validate_candidate
+    from cnnops.contracts.infra import write_infra_validation
+    from cnnops.promotion.gate import decide_promotion
+    from cnnops.promotion.registration import register_model
+    from cnnops.serving.infra import validate_candidate
 
     with own_store(work):
         source = write_images(work / "images", per_class=30, seed=1)
@@ -288,7 +288,7 @@ def champion_copy(champion: dict, work: Path) -> Iterator[dict]:
     """The shared champion's store and training outputs copied under `work`, with MLflow pointed at
     the copy for the block. The images stay shared and read-only: the registered model's name
     comes from their path."""
-    from cnnops.tracking import use_tracking_store
+    from cnnops.tracking.stores import use_tracking_store
 
     origin = champion["work"]
     for folder in ("state", "strong"):
@@ -330,7 +330,7 @@ def rebased(value: object, origin: Path, work: Path) -> object:
 @pytest.fixture(scope="session")
 def served(champion) -> dict:
     """The shared champion exported for serving."""
-    from cnnops.export import export_registered
+    from cnnops.inference.export import export_registered
 
     name = champion["strong"]["registered_model"]
     with own_store(champion["work"]):
@@ -359,7 +359,7 @@ def cnnops_serving(home: Path, model_name: str, log: Path, seconds: float = 120)
     port: its URL and PID once it is ready, stopped by PID (its children with it) afterwards."""
     import subprocess
 
-    from cnnops.service_client import wait_until_ready
+    from cnnops.inference.service_client import wait_until_ready
 
     env = {**os.environ, "CNNOPS_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -408,7 +408,7 @@ def postgres() -> Iterator[Any]:
 def shared_server(postgres: Any, tmp_path: Path) -> Iterator[dict]:
     """An MLflow tracking server on the PostgreSQL store with proxied artifacts, as a team runs it:
     `uri` (what clients set as MLFLOW_TRACKING_URI), `postgres`, `artifacts` and `log`."""
-    from cnnops.tracking_server import running_server
+    from cnnops.tracking.server import running_server
 
     artifacts, log = tmp_path / "shared-artifacts", tmp_path / "shared-server.log"
     with running_server(free_port(), log, store=postgres.uri, artifacts=artifacts) as uri:

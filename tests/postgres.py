@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnops.processes import LOOPBACK, free_port
+from cnnops.core.processes import LOOPBACK, free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 USER = "cnnops"

@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cnnops.config import Config, build_config, parse_overrides, to_pipeline_parameter
-from cnnops.errors import CnnopsError, SystemFault, exit_on_user_error
-from cnnops.parameters import PipelineParameters
-from cnnops.paths import keep_tool_state_inside
-from cnnops.retries import bound_store_retries
+from cnnops.core.errors import CnnopsError, SystemFault, exit_on_user_error
+from cnnops.core.paths import keep_tool_state_inside
+from cnnops.core.retries import bound_store_retries
+from cnnops.settings.config import Config, build_config, parse_overrides, to_pipeline_parameter
+from cnnops.settings.parameters import PipelineParameters
 
 if TYPE_CHECKING:
-    from cnnops.drift_monitor import ServedDrift
-    from cnnops.retrain import DriftReport
-    from cnnops.retrain_report import RetrainOutcome
-    from cnnops.runlog import RunLog
+    from cnnops.contracts.drift import ServedDrift
+    from cnnops.core.runlog import RunLog
+    from cnnops.promotion.retrain import DriftReport
+    from cnnops.promotion.retrain_report import RetrainOutcome
 
 app = typer.Typer(
     name="cnnops",
@@ -126,8 +126,8 @@ def run(
     """Run the whole pipeline with kfp.local: ingest, split, train, evaluate, gate and register.
     Shows a line per task and cnnops's progress, and ends with a summary; the rest is in the run's log.
     The named flags are the pipeline's typed parameters; --config and --set make its config overlay."""
-    from cnnops.paths import new_run_log
-    from cnnops.runlog import RunLog, TaskFailure, append_to_log
+    from cnnops.core.paths import new_run_log
+    from cnnops.core.runlog import RunLog, TaskFailure, append_to_log
 
     log = RunLog(new_run_log(), verbose)
     with exit_on_user_error():
@@ -148,8 +148,8 @@ def run(
             gate_metric=gate_metric,
             force_promote=force_promote,
         )
-        from pipelines.run import run_locally
-        from pipelines.summary import format_summary, summarize_run
+        from cnnops.pipelines.run import run_locally
+        from cnnops.pipelines.summary import format_summary, summarize_run
 
         try:
             finished = run_locally(overlay, runner=runner, log=log, parameters=parameters, fresh=fresh)
@@ -165,8 +165,8 @@ def run(
 def prepare_local_run(log: RunLog, resolved: Config, **flags: Any) -> tuple[dict[str, Any], PipelineParameters, Config]:
     """The pipeline's config overlay and typed parameters from the flags, checked before any task
     (preflight): what `cnnops run` and `cnnops retrain` both start the pipeline with."""
-    from cnnops.parameters import resolve_parameters
-    from cnnops.runlog import captured
+    from cnnops.core.runlog import captured
+    from cnnops.settings.parameters import resolve_parameters
 
     overlay = to_pipeline_parameter(resolved)
     parameters = pipeline_parameters(**flags)
@@ -215,29 +215,29 @@ def retrain(
     --if-drift when the serving champion reports drift; one retrain of a model at a time. Writes a
     Markdown report (state folder, $GITHUB_STEP_SUMMARY) and key=value lines ($GITHUB_OUTPUT).
     Exit 0: trained or skipped; 1: the pipeline, the store or the service failed; 2: bad input."""
-    from cnnops.paths import new_run_log
-    from cnnops.retrain_report import check_workflow_files, publish_outcome
-    from cnnops.runlog import RunLog, TaskFailure, append_to_log
+    from cnnops.core.paths import new_run_log
+    from cnnops.core.runlog import RunLog, TaskFailure, append_to_log
+    from cnnops.promotion.retrain_report import check_workflow_files, publish_outcome
 
     started = time.monotonic()
     log = RunLog(new_run_log(), verbose)
     name: str | None = None
     code, said = 0, ""
     try:
-        from pipelines.run import RUNNERS
+        from cnnops.pipelines.run import RUNNERS
 
         if runner not in RUNNERS:
             raise CnnopsError(f"--runner {runner} is not one of {', '.join(RUNNERS)}.")
         check_workflow_files()
-        from cnnops.naming import model_name_for
-        from cnnops.parameters import resolve_parameters
+        from cnnops.settings.naming import model_name_for
+        from cnnops.settings.parameters import resolve_parameters
 
         resolved = resolve_config(config, sets, **{"data.trust_pickle": trust_pickle})
         flags = {"data_source": data, "model_name": model_name, "epochs": epochs, "architecture": architecture}
         name = model_name_for(resolve_parameters(to_pipeline_parameter(resolved), pipeline_parameters(**flags)))
         overlay, parameters, checked = prepare_local_run(log, resolved, **flags)
-        from pipelines.retrain import RetrainRequest
-        from pipelines.retrain import retrain as run_retrain
+        from cnnops.pipelines.retrain import RetrainRequest
+        from cnnops.pipelines.retrain import retrain as run_retrain
 
         if cluster_data is not None:
             if submit_to is None:
@@ -271,8 +271,8 @@ def retrain(
 
 def ask_drift(url: str) -> DriftReport:
     """The service's verdict on its traffic, as the retrain decision takes it."""
-    from cnnops.retrain import DriftReport
-    from cnnops.service_client import fetch_drift
+    from cnnops.inference.service_client import fetch_drift
+    from cnnops.promotion.retrain import DriftReport
 
     verdict = fetch_drift(url).verdict
     return DriftReport(
@@ -281,13 +281,13 @@ def ask_drift(url: str) -> DriftReport:
 
 
 def failed_outcome(name: str | None, err: Exception, started: float) -> RetrainOutcome:
-    from cnnops.retrain_report import RetrainOutcome
+    from cnnops.promotion.retrain_report import RetrainOutcome
 
     return RetrainOutcome(status="failed", model=name, error=str(err), seconds=time.monotonic() - started)
 
 
 def describe_outcome(outcome: RetrainOutcome) -> str:
-    from cnnops.retrain_report import headline
+    from cnnops.promotion.retrain_report import headline
 
     detail = outcome.decision.detail if outcome.decision is not None else outcome.error
     return f"{headline(outcome)}: {detail}"
@@ -302,7 +302,7 @@ def ingest(
     trust_pickle: TrustPickle = None,
 ) -> None:
     """Read a source into a manifest, quarantining bad files and dropping exact duplicates."""
-    from cnnops.ingest import ingest_source
+    from cnnops.data.ingest import ingest_source
 
     with exit_on_user_error():
         ingest_source(resolve_config(config, sets, **{"data.source": data, "data.trust_pickle": trust_pickle}), out)
@@ -316,7 +316,7 @@ def validate_(
     sets: Sets = None,
 ) -> None:
     """Check an ingested dataset (balance, quarantine, near-duplicates) and write the report; exits 2 on a fail."""
-    from cnnops.validate import validate_dataset
+    from cnnops.data.validate import validate_dataset
 
     with exit_on_user_error():
         validate_dataset(dataset, out, resolve_config(config, sets))
@@ -339,8 +339,8 @@ def data_report(
     import shutil
     import tempfile
 
-    from cnnops.ingest import ingest_source
-    from cnnops.validate import validate_dataset
+    from cnnops.data.ingest import ingest_source
+    from cnnops.data.validate import validate_dataset
 
     with exit_on_user_error(), tempfile.TemporaryDirectory(prefix="cnnops-report-") as scratch:
         cfg = resolve_config(config, sets, **{"data.source": source, "data.trust_pickle": trust_pickle})
@@ -362,7 +362,7 @@ def split(
     sets: Sets = None,
 ) -> None:
     """Split a dataset into stratified, seeded train/val/test folders."""
-    from cnnops.split import SPLITS, split_dataset
+    from cnnops.data.split import SPLITS, split_dataset
 
     with exit_on_user_error():
         split_dataset(dataset, {name: out / name for name in SPLITS}, resolve_config(config, sets))
@@ -396,7 +396,7 @@ def train(
     ] = None,
 ) -> None:
     """Train a model on the train split, early-stopped on val, tracked in MLflow."""
-    from cnnops.train import train_model
+    from cnnops.training.train import train_model
 
     with exit_on_user_error():
         cfg = resolve_config(
@@ -420,7 +420,7 @@ def baselines_(
     sets: Sets = None,
 ) -> None:
     """Fit a logistic regression and a random forest on downscaled pixels, as floors for the CNN."""
-    from cnnops.baselines import train_baselines
+    from cnnops.evaluation.baselines import train_baselines
 
     with exit_on_user_error():
         train_baselines(splits / "train", splits / "test", resolve_config(config, sets), out)
@@ -436,7 +436,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score a model on the test split and log the evaluation to its MLflow run."""
-    from cnnops.evaluate import evaluate_model
+    from cnnops.evaluation.evaluate import evaluate_model
 
     with exit_on_user_error():
         evaluate_model(model, test, out, val)
@@ -457,8 +457,8 @@ def register(
 ) -> None:
     """Gate the model (chance, baselines, the champion on the same images) and register it as
     champion or challenger; a champion's Bento is infra-validated in a real server first."""
-    from cnnops.registration import gate_and_register
-    from serving.infra import validate_candidate
+    from cnnops.promotion.registration import gate_and_register
+    from cnnops.serving.infra import validate_candidate
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"gate.force_promote": force_promote})
@@ -490,9 +490,9 @@ def import_model_(
 ) -> None:
     """Evaluate an outside model on a test set and register it through the same gate and the same
     infra-validation."""
-    from cnnops.importer import ImportSpec, import_model, prepare_test_set
-    from cnnops.paths import state_home
-    from serving.infra import validate_candidate
+    from cnnops.core.paths import state_home
+    from cnnops.promotion.importer import ImportSpec, import_model, prepare_test_set
+    from cnnops.serving.infra import validate_candidate
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
@@ -514,7 +514,7 @@ def export_backbone_(
     out: Annotated[Path, typer.Option(help="Weights file to write; its name must end in .weights.h5.")],
 ) -> None:
     """Export a backbone's weights from a model file, for train.weights (pretrained weights offline)."""
-    from cnnops.backbones import export_backbone
+    from cnnops.modeling.backbones import export_backbone
 
     with exit_on_user_error():
         result = export_backbone(file, architecture, out)
@@ -550,8 +550,8 @@ def compile_(
 ) -> None:
     """Compile the pipeline to Kubeflow Pipelines IR YAML, with its platform spec (volume, secret,
     resources, GPU, retries, caching)."""
-    from pipelines.compile import compile_pipeline
-    from pipelines.platform import Platform
+    from cnnops.pipelines.compile import compile_pipeline
+    from cnnops.pipelines.platform import Platform
 
     platform = Platform(gpu=gpu, data_volume=data_volume, mlflow_secret=mlflow_secret)
     typer.echo(f"cnnops: wrote {compile_pipeline(out, platform, image=image)}")
@@ -587,10 +587,10 @@ def submit(
     """Submit the pipeline to a Kubeflow Pipelines cluster with the typed parameters and the config
     overlay, once or on a schedule. The config is checked here first; the data is not (it is on
     the cluster's volume)."""
-    from cnnops.parameters import resolve_parameters
-    from pipelines.pipeline import pipeline_arguments
-    from pipelines.platform import Platform
-    from pipelines.submit import submit_pipeline
+    from cnnops.pipelines.pipeline import pipeline_arguments
+    from cnnops.pipelines.platform import Platform
+    from cnnops.pipelines.submit import submit_pipeline
+    from cnnops.settings.parameters import resolve_parameters
 
     with exit_on_user_error():
         overlay = to_pipeline_parameter(resolve_config(config, sets))
@@ -636,7 +636,7 @@ def ui(
 ) -> None:
     """The MLflow UI and tracking server, one light worker with proxied artifacts: the state folder's
     store by default, or a shared one (docs/guide/shared-store.md)."""
-    from cnnops.tracking_server import serve_forever
+    from cnnops.tracking.server import serve_forever
 
     with exit_on_user_error():
         serve_forever(port, host, store_uri, artifacts)
@@ -648,7 +648,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (docs/guide/gate.md).")] = False,
 ) -> None:
     """Show registered models, their champion and challenger, and each version's test metrics."""
-    from cnnops.status import describe_registry, format_status
+    from cnnops.promotion.status import describe_registry, format_status
 
     with exit_on_user_error():
         described = describe_registry(model_name)
@@ -676,8 +676,8 @@ def serve(
     import os
     import sys
 
-    from cnnops.export import export_registered
-    from cnnops.naming import model_name_for
+    from cnnops.inference.export import export_registered
+    from cnnops.settings.naming import model_name_for
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
@@ -694,7 +694,17 @@ def serve(
     # exec: the server keeps this process's PID, so stopping `cnnops serve` stops the server.
     os.execve(
         sys.executable,
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:Classifier", "--host", host, "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "cnnops.serving.service:Classifier",
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
         env,
     )
 
@@ -711,9 +721,9 @@ def predict(
 ) -> None:
     """Classify image files with a registered model, by the service's own decode and model call.
     Exits 1 when any file could not be classified."""
-    from cnnops.export import export_registered
-    from cnnops.naming import model_name_for
-    from cnnops.predict import classify_files
+    from cnnops.inference.export import export_registered
+    from cnnops.modeling.predict import classify_files
+    from cnnops.settings.naming import model_name_for
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name, "serve.top_k": top_k})
@@ -760,8 +770,8 @@ def drift(
     """Is the served traffic drifting from the model's own data? Writes an HTML report of the
     verdict. Exit 0: no drift, or too little traffic or no reference for a verdict; 3: drift;
     1: the service or the store failed; 2: bad input."""
-    from cnnops.drift_report import write_drift_report
-    from cnnops.paths import state_home
+    from cnnops.core.paths import state_home
+    from cnnops.monitoring.report import write_drift_report
 
     code = 0
     with exit_on_user_error():
@@ -772,7 +782,7 @@ def drift(
                 raise CnnopsError("--model-dir names the reference for a --window file; a service has its own.")
             cfg = resolve_config(config, sets)
             if url is not None:
-                from cnnops.service_client import fetch_drift
+                from cnnops.inference.service_client import fetch_drift
 
                 found, source = fetch_drift(url), url
             else:
@@ -796,11 +806,11 @@ def judge_window_file(window: Path, model_dir: Path | None, cfg: Config) -> Serv
     """A saved window against `model_dir`'s reference, or its run's from the registry."""
     import tempfile
 
-    from cnnops.drift_monitor import judge_saved_window
-    from cnnops.traffic_window import read_window
+    from cnnops.monitoring.monitor import judge_saved_window
+    from cnnops.monitoring.window import read_window
 
     if model_dir is not None:
-        from cnnops.export import read_served_model
+        from cnnops.contracts.served import read_served_model
 
         served = read_served_model(model_dir)
         return judge_saved_window(window, model_dir, cfg.drift, served.info.registered_model)
@@ -809,8 +819,8 @@ def judge_window_file(window: Path, model_dir: Path | None, cfg: Config) -> Serv
         raise CnnopsError(f"there is no traffic window at {window}.")
     from mlflow.tracking import MlflowClient
 
-    from cnnops.export import download_reference
-    from cnnops.tracking import lookup, store_faults, use_tracking_store
+    from cnnops.inference.export import download_reference
+    from cnnops.tracking.stores import lookup, store_faults, use_tracking_store
 
     use_tracking_store()
     with store_faults(), tempfile.TemporaryDirectory(prefix="cnnops-drift-") as scratch:
@@ -839,8 +849,8 @@ def bento(
     sets: Sets = None,
 ) -> None:
     """Build a Bento pinned to one registered version (the champion by default)."""
-    from cnnops.naming import model_name_for
-    from serving.bento import package_version
+    from cnnops.serving.bento import package_version
+    from cnnops.settings.naming import model_name_for
 
     with exit_on_user_error():
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
@@ -850,8 +860,8 @@ def bento(
             f"at {built.path}" + (f"; archive {built.archive}" if built.archive else "")
         )
         if containerize:
-            from components import BASE_IMAGE
-            from serving.bento import containerize as build_service_image
+            from cnnops.components import BASE_IMAGE
+            from cnnops.serving.bento import containerize as build_service_image
 
             tags = build_service_image(built, BASE_IMAGE)
             typer.echo(
@@ -866,10 +876,10 @@ def preflight(config: Config) -> Config:
     Returns the config with a path source made absolute, so every task and the MLflow params
     name the same data whatever directory they run in.
     """
-    from cnnops.ingest import check_has_classes, open_source
-    from cnnops.sources import list_source_files
-    from cnnops.split import check_class_counts
-    from cnnops.sweep import check_candidates
+    from cnnops.data.ingest import check_has_classes, open_source
+    from cnnops.data.sources import list_source_files
+    from cnnops.data.split import check_class_counts
+    from cnnops.training.sweep import check_candidates
 
     check_candidates(config)  # every sweep candidate trainable, before any task runs
     source = open_source(config)

@@ -16,7 +16,7 @@ import pytest
 from conftest import CNNOPS, stop_process_group
 from mlflow.tracking import MlflowClient
 
-from cnnops.config import build_config
+from cnnops.settings.config import build_config
 
 NAME = "concurrent"
 # Tiny and cheap; floors off so that whichever registers first is crowned, and the second is then

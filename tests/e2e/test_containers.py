@@ -21,8 +21,8 @@ import pytest
 import yaml
 from conftest import CNNOPS, free_port, write_images
 
-from cnnops.service_client import post_image as upload_image
-from components import BASE_IMAGE
+from cnnops.components import BASE_IMAGE
+from cnnops.inference.service_client import post_image as upload_image
 
 pytestmark = pytest.mark.containers
 
@@ -130,7 +130,7 @@ def shared_store(tmp_path_factory) -> Iterator[dict]:
     `mlflow server` with proxied artifacts, as the function-scoped `shared_server` fixture makes."""
     import postgres as pg
 
-    from cnnops.tracking_server import running_server
+    from cnnops.tracking.server import running_server
 
     folder = Path(tempfile.mkdtemp(prefix="cnnops-pg-"))  # outside tmp_path: see the postgres fixture
     database = pg.start_postgres(folder)

@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 import cnnops
-from cnnops.config import build_config, to_pipeline_parameter
-from cnnops.naming import model_name_for
-from cnnops.status import describe_registry
-from components import BASE_IMAGE
-from pipelines.compile import compile_pipeline, load_pipeline_spec
-from pipelines.platform import Platform
-from pipelines.run import run_locally
+from cnnops.components import BASE_IMAGE
+from cnnops.pipelines.compile import compile_pipeline, load_pipeline_spec
+from cnnops.pipelines.platform import Platform
+from cnnops.pipelines.run import run_locally
+from cnnops.promotion.status import describe_registry
+from cnnops.settings.config import build_config, to_pipeline_parameter
+from cnnops.settings.naming import model_name_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / "pipelines" / "cnnops-train.yaml"
@@ -88,7 +88,7 @@ def test_checked_in_yaml_is_current(tmp_path):
 def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_images, state_home):
     from mlflow.tracking import MlflowClient
 
-    from cnnops.tracking import use_tracking_store
+    from cnnops.tracking.stores import use_tracking_store
 
     source = make_images(per_class=30)
     config = build_config(
@@ -143,7 +143,7 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
     assert "Dataset report" in report.read_text()
     # The champion branch packaged it: a Bento pinned to v1, and its archive as the task's output.
     (bento,) = (state_home / "bentoml" / "bentos" / "cnnops").glob(f"{name.lower()}-v1-*")
-    assert (bento / "src" / "serving" / "model" / "model.keras").is_file()
+    assert (bento / "src" / "cnnops" / "serving" / "model" / "model.keras").is_file()
     assert list((state_home / "pipeline-root").rglob("release/bento/cnnops.bento"))
     assert list((state_home / "pipeline-root").rglob("infra-validate/validation/infra_validation.json"))
 

@@ -50,10 +50,10 @@ def is_locked(lock: Path) -> bool:
 def test_a_killed_run_resumes_its_training_run_and_registers(make_images, state_home):
     from mlflow.tracking import MlflowClient
 
-    from cnnops.config import build_config
-    from cnnops.naming import model_name_for
-    from cnnops.tracking import use_tracking_store
-    from cnnops.train import candidate_label
+    from cnnops.settings.config import build_config
+    from cnnops.settings.naming import model_name_for
+    from cnnops.tracking.stores import use_tracking_store
+    from cnnops.training.train import candidate_label
 
     source = make_images(per_class=20)
     command = [

@@ -19,7 +19,7 @@ from conftest import CNNOPS, cnnops_serving, draw, free_port, write_images
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from cnnops.processes import LOOPBACK
+from cnnops.core.processes import LOOPBACK
 
 NAME = "ci-retrain"
 # Tiny and cheap: two epochs, and floors off so that the first candidate is crowned whatever it

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import CNNOPS, write_images
 
-from cnnops.retries import STORE_RETRIES
+from cnnops.core.retries import STORE_RETRIES
 
 TRAINING_STARTS_WITHIN = 600  # seconds, on 2 shared cores: ingest, validate and split come first
 RUN_ENDS_WITHIN = 900

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from cnnops.config import Config, build_config, to_pipeline_parameter
-from cnnops.errors import CnnopsError
-from cnnops.naming import model_name_for
-from cnnops.parameters import PipelineParameters
-from cnnops.sweep import ENDED_BY_TAG
-from cnnops.tracking import use_tracking_store
-from pipelines.run import run_locally
+from cnnops.core.errors import CnnopsError
+from cnnops.pipelines.run import run_locally
+from cnnops.settings.config import Config, build_config, to_pipeline_parameter
+from cnnops.settings.naming import model_name_for
+from cnnops.settings.parameters import PipelineParameters
+from cnnops.tracking.stores import use_tracking_store
+from cnnops.training.sweep import ENDED_BY_TAG
 
 
 @pytest.mark.pipeline

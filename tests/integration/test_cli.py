@@ -199,7 +199,7 @@ def test_step_commands_chain_to_a_champion(make_images, tmp_path):
 
 def test_preflight_makes_a_relative_source_absolute(make_images, tmp_path, monkeypatch):
     from cnnops.cli import preflight
-    from cnnops.config import build_config
+    from cnnops.settings.config import build_config
 
     root = make_images(per_class=12)
     monkeypatch.chdir(root.parent)

@@ -22,8 +22,8 @@ import pytest
 from conftest import CNNOPS, champion_copy, draw, free_port, stop_process_group
 from PIL import Image
 
-from cnnops.images import sha256_bytes
-from cnnops.service_client import post_image, wait_until_ready
+from cnnops.data.images import sha256_bytes
+from cnnops.inference.service_client import post_image, wait_until_ready
 
 pytestmark = pytest.mark.server
 
@@ -52,10 +52,10 @@ def inverted(images: list[bytes]) -> list[bytes]:
 def write_reference_of(folder: Path, images: list[bytes], work: Path) -> None:
     """The folder's drift reference made the way evaluation makes it (`embed_manifest`, then
     `build_reference`), on more images than the tiny champion's test split holds."""
-    from cnnops.drift_reference import build_reference, write_reference
-    from cnnops.evaluate import embed_manifest
-    from cnnops.export import read_served_model
-    from cnnops.predict import load_keras_model
+    from cnnops.contracts.served import read_served_model
+    from cnnops.evaluation.evaluate import embed_manifest
+    from cnnops.modeling.predict import load_keras_model
+    from cnnops.monitoring.reference import build_reference, write_reference
 
     rows = []
     for index, data in enumerate(images):
@@ -103,7 +103,7 @@ class Server:
         self.log = log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", "serving.service:Classifier", "--host", "127.0.0.1"]
+                [sys.executable, "-m", "bentoml", "serve", "cnnops.serving.service:Classifier", "--host", "127.0.0.1"]
                 + ["--port", port],
                 env=env,
                 stdout=out,
@@ -283,7 +283,7 @@ def test_if_drift_says_whose_fault_an_unanswered_url_is(stack, tmp_path):
 def test_a_window_file_is_judged_against_its_runs_reference_from_the_registry(stack, tmp_path):
     """No --model-dir: the window names its run, and the reference comes from that run's
     evaluation artifacts in the store (the shared champion's, read only)."""
-    from cnnops.traffic_window import TrafficWindow
+    from cnnops.monitoring.window import TrafficWindow
 
     assert stack["window"].is_file()  # saved by the first test's servers
     done = cnnops("drift", "--window", str(stack["window"]), "--out", str(tmp_path / "r.html"), home=stack["store"])

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from serving.limits import BODY_TIMEOUT_S
+from cnnops.serving.limits import BODY_TIMEOUT_S
 
 pytestmark = pytest.mark.server
 

@@ -10,10 +10,11 @@ import pytest
 from conftest import champion_copy, train_candidate
 from mlflow.tracking import MlflowClient
 
-from cnnops.config import build_config
-from cnnops.gate import decide_promotion
-from cnnops.infra_validation import read_infra_validation, validate_bento_archive
-from cnnops.registration import register_model
+from cnnops.contracts.infra import read_infra_validation
+from cnnops.promotion.gate import decide_promotion
+from cnnops.promotion.registration import register_model
+from cnnops.serving.infra import validate_bento_archive
+from cnnops.settings.config import build_config
 
 pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 
@@ -39,7 +40,7 @@ def test_a_bento_of_another_version_is_refused_and_the_champion_stays(champion, 
     """A candidate the gate would crown (forced), whose Bento serves the champion's model instead
     of its own: the canaries' probabilities differ, so it is registered as challenger with the
     reason and the server's log, and `champion` does not move."""
-    from serving.bento import package_version
+    from cnnops.serving.bento import package_version
 
     with champion_copy(champion, tmp_path / "copy") as copy:
         name = copy["strong"]["registered_model"]

@@ -62,7 +62,7 @@ def test_gpu_overlay_adds_a_gpu_limit_and_toleration(tmp_path):
 
 
 def test_tracking_server_takes_postgres_from_a_secret_and_keeps_artifacts_on_a_volume(tmp_path):
-    from components import BASE_IMAGE
+    from cnnops.components import BASE_IMAGE
 
     _, docs = render("mlflow", tmp_path)
     assert set(docs) == {"Deployment", "Service", "PersistentVolumeClaim"}

@@ -58,7 +58,7 @@ def test_the_ui_shows_a_runs_error_analysis(served, monkeypatch):
 
     from mlflow.tracking import MlflowClient
 
-    from cnnops.tracking import use_tracking_store
+    from cnnops.tracking.stores import use_tracking_store
 
     monkeypatch.setenv("CNNOPS_HOME", str(served["home"]))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -36,7 +36,7 @@ def group_command_lines(leader: int) -> list[str]:
 
 
 def wait_for_health(uri: str, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
-    from cnnops.tracking_server import answers
+    from cnnops.tracking.server import answers
 
     deadline = time.monotonic() + seconds
     while not answers(uri):
@@ -134,8 +134,8 @@ def test_the_store_password_comes_from_pgpassword_not_the_uri(tmp_path, monkeypa
 
     import postgres as pg
 
-    from cnnops.errors import CnnopsError
-    from cnnops.tracking_server import check_store
+    from cnnops.core.errors import CnnopsError
+    from cnnops.tracking.server import check_store
 
     folder = Path(tempfile.mkdtemp(prefix="cnnops-pgpw-"))  # outside tmp_path: see the postgres fixture
     server = pg.Postgres(folder, free_port())
@@ -171,8 +171,8 @@ def test_runs_that_log_the_same_dataset_and_experiment_at_once_all_succeed(share
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from cnnops.artifacts import DatasetInfo
-    from cnnops.tracking import ensure_experiment, log_dataset
+    from cnnops.contracts.dataset import DatasetInfo
+    from cnnops.tracking.stores import ensure_experiment, log_dataset
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", shared_server["uri"])
     mlflow.set_tracking_uri(shared_server["uri"])

@@ -18,14 +18,15 @@ import pytest
 from conftest import own_store, train_candidate, write_images
 from mlflow.tracking import MlflowClient
 
-from cnnops.config import to_pipeline_parameter
-from cnnops.errors import CnnopsError
-from cnnops.gate import decide_promotion, write_decision
-from cnnops.infra_validation import write_infra_validation
-from cnnops.locks import EXPIRES_TAG, HOLDER_TAG, lock_name, promotion_lock
-from cnnops.registration import register_model
-from cnnops.status import describe_registry
-from serving.infra import validate_candidate
+from cnnops.contracts.gate import write_decision
+from cnnops.contracts.infra import write_infra_validation
+from cnnops.core.errors import CnnopsError
+from cnnops.promotion.gate import decide_promotion
+from cnnops.promotion.registration import register_model
+from cnnops.promotion.status import describe_registry
+from cnnops.serving.infra import validate_candidate
+from cnnops.settings.config import to_pipeline_parameter
+from cnnops.tracking.locks import EXPIRES_TAG, HOLDER_TAG, lock_name, promotion_lock
 
 NAME = "lock-test"
 
@@ -74,7 +75,7 @@ def dead_pid() -> int:
 
 @pytest.mark.server
 def test_the_lock_admits_one_holder_in_every_store(shared_server, state_home):
-    from cnnops.paths import tracking_uri
+    from cnnops.core.paths import tracking_uri
 
     sqlite = tracking_uri()
     MlflowClient(tracking_uri=sqlite).search_registered_models()  # creates the store's tables
@@ -227,9 +228,9 @@ def test_the_retrain_lock_admits_one_retrain_and_renews_its_lease(shared_server,
     """The retrain lock as both stores hold it: a file lock beside sqlite, a registry lock on a
     server. The second retrain waits for the first, within its bound; a holder's lease is renewed
     while it works, so a retrain longer than one lease keeps its lock."""
-    from cnnops import locks
-    from cnnops.locks import RETRAIN, retrain_lock
-    from cnnops.paths import tracking_uri
+    from cnnops.core.paths import tracking_uri
+    from cnnops.tracking.locks import RETRAIN, retrain_lock
+    from cnnops.tracking.stores import locks
 
     for uri in (tracking_uri(), shared_server["uri"]):
         order: list[str] = []

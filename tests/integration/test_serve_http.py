@@ -13,7 +13,7 @@ import pytest
 from conftest import draw
 from PIL import Image
 
-from cnnops.images import sha256_bytes
+from cnnops.data.images import sha256_bytes
 
 
 @pytest.mark.server
@@ -58,9 +58,8 @@ def test_parity_training_input_and_http_endpoint(server, tmp_path):
     arrays, and probabilities equal to 1e-5."""
     import httpx
 
-    from cnnops.evaluate import predict_manifest
-    from cnnops.inputs import make_dataset
-    from cnnops.predict import decode_for_model, load_keras_model
+    from cnnops.modeling.inputs import make_dataset, predict_manifest
+    from cnnops.modeling.predict import decode_for_model, load_keras_model
 
     model = server["model"]
     spec = model.spec

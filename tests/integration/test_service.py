@@ -32,7 +32,7 @@ def images():
 def client(served, tmp_path_factory):
     """The real ASGI app with tight limits, so the limits can be tested with small bodies; its
     drift window is saved in a state folder of its own."""
-    from serving.service import Classifier
+    from cnnops.serving.service import Classifier
 
     limits = {"max_request_mb": 0.05, "max_image_pixels": 250_000, "max_batch_images": 4, "top_k": 2}
     with pytest.MonkeyPatch.context() as patch:
@@ -46,7 +46,7 @@ def client(served, tmp_path_factory):
 @pytest.fixture(scope="module")
 def expected(served, images):
     """The label the model itself gives each image, called directly: what every endpoint must return."""
-    from cnnops.predict import decode_for_model, load_keras_model, predict_pixels
+    from cnnops.modeling.predict import decode_for_model, load_keras_model, predict_pixels
 
     model = load_keras_model(served["model"].folder)
     spec = served["model"].spec
@@ -65,7 +65,7 @@ def test_service_class_classifies_decoded_images(served, images, expected, monke
     """The class on its own: model facts from the registry, decoding to the model's input."""
     import asyncio
 
-    from serving.service import Classifier
+    from cnnops.serving.service import Classifier
 
     monkeypatch.setenv("CNNOPS_MODEL_DIR", str(served["model"].folder))
     service = Classifier()
@@ -211,7 +211,7 @@ def test_bad_batches(client, images):
 
 
 def test_service_refuses_to_start_without_a_model(tmp_path, monkeypatch):
-    from serving.service import load_served_model
+    from cnnops.serving.service import load_served_model
 
     monkeypatch.setenv("CNNOPS_MODEL_DIR", str(tmp_path / "missing"))
     with pytest.raises(SystemExit, match="cannot serve: .*holds no model.keras"):

@@ -14,13 +14,13 @@ import pytest
 import yaml
 from conftest import CNNOPS
 
-from cnnops.config import build_config, to_pipeline_parameter
-from cnnops.errors import CnnopsError
-from cnnops.parameters import PipelineParameters
-from cnnops.processes import free_port
-from pipelines.pipeline import pipeline_arguments
-from pipelines.platform import Platform
-from pipelines.submit import submit_pipeline
+from cnnops.core.errors import CnnopsError
+from cnnops.core.processes import free_port
+from cnnops.pipelines.pipeline import pipeline_arguments
+from cnnops.pipelines.platform import Platform
+from cnnops.pipelines.submit import submit_pipeline
+from cnnops.settings.config import build_config, to_pipeline_parameter
+from cnnops.settings.parameters import PipelineParameters
 
 
 class FakeApi(BaseHTTPRequestHandler):

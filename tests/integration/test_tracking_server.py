@@ -27,7 +27,7 @@ def cli(home: Path, *args: str, timeout: float = 900, **env: str) -> subprocess.
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory):
     """`cnnops ui` (what `make ui` runs) on a free loopback port, in a state folder of its own."""
-    from cnnops.tracking_server import answers
+    from cnnops.tracking.server import answers
 
     home = tmp_path_factory.mktemp("server") / "state"
     port = free_port()
@@ -130,8 +130,8 @@ def test_docker_runner_on_a_missing_data_path(tmp_path):
 
 
 def test_a_folder_the_task_user_cannot_enter_is_named_with_the_fix(tmp_path):
-    from cnnops.errors import CnnopsError
-    from pipelines.docker import check_readable
+    from cnnops.core.errors import CnnopsError
+    from cnnops.pipelines.docker import check_readable
 
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
@@ -142,8 +142,8 @@ def test_a_folder_the_task_user_cannot_enter_is_named_with_the_fix(tmp_path):
 
 
 def test_no_docker_daemon_is_one_line(monkeypatch):
-    from cnnops.containers import open_docker
-    from cnnops.errors import CnnopsError
+    from cnnops.core.containers import open_docker
+    from cnnops.core.errors import CnnopsError
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
     with pytest.raises(CnnopsError, match="no Docker daemon answers.*make docker-start"):
@@ -152,8 +152,8 @@ def test_no_docker_daemon_is_one_line(monkeypatch):
 
 @pytest.mark.containers
 def test_a_missing_image_names_make_image():
-    from cnnops.containers import find_image, open_docker
-    from cnnops.errors import CnnopsError
+    from cnnops.core.containers import find_image, open_docker
+    from cnnops.core.errors import CnnopsError
 
     client = open_docker()
     try:

@@ -19,7 +19,7 @@ EPOCHS = 8
 
 def start_server(port: int, log: Path) -> subprocess.Popen:
     """The project's tracking server on this test's embedded store, in its own process group."""
-    from cnnops.tracking_server import server_command, server_environment, wait_until_up
+    from cnnops.tracking.server import server_command, server_environment, wait_until_up
 
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -47,9 +47,9 @@ def wait_for_epoch(checkpoints: Path, proc: subprocess.Popen, seconds: float = 2
 def test_a_server_killed_mid_training_is_one_line_and_a_rerun_resumes(state_home, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from cnnops.config import build_config
-    from cnnops.ingest import ingest_source
-    from cnnops.split import SPLITS, split_dataset
+    from cnnops.data.ingest import ingest_source
+    from cnnops.data.split import SPLITS, split_dataset
+    from cnnops.settings.config import build_config
 
     config = build_config(overrides={"data.source": str(write_images(tmp_path / "images", per_class=20))})
     ingest_source(config, tmp_path / "dataset")

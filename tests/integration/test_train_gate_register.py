@@ -9,12 +9,14 @@ import pytest
 from conftest import champion_copy, train_candidate, write_images
 from mlflow.tracking import MlflowClient
 
-from cnnops.artifacts import EvaluationScores, ModelSpec, read_model_spec, write_evaluation
-from cnnops.config import build_config
-from cnnops.errors import CnnopsError
-from cnnops.gate import decide_promotion
-from cnnops.registration import register_model, version_spec
-from cnnops.status import describe_registry
+from cnnops.contracts.evaluation import EvaluationScores, write_evaluation
+from cnnops.contracts.model import ModelSpec, read_model_spec
+from cnnops.core.errors import CnnopsError
+from cnnops.promotion.gate import decide_promotion
+from cnnops.promotion.registration import register_model
+from cnnops.promotion.status import describe_registry
+from cnnops.settings.config import build_config
+from cnnops.tracking.registry import version_spec
 
 pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 
@@ -211,9 +213,9 @@ def test_champion_is_scored_without_its_own_training_images(registry):
 def test_gate_and_register_components(registry):
     from kfp.dsl import Artifact, Dataset, Metrics, Model
 
-    from components.baselines import baselines
-    from components.gate import gate
-    from components.register import register
+    from cnnops.components.baselines import baselines
+    from cnnops.components.gate import gate
+    from cnnops.components.register import register
 
     strong = registry["strong"]
     scores = Artifact(uri=str(registry["work"] / "component-baselines"))

@@ -12,8 +12,10 @@ from conftest import own_store, train_candidate, write_images
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from cnnops import analysis
-from cnnops.analysis import (
+from cnnops.contracts.dataset import read_manifest
+from cnnops.contracts.model import ModelSpec, read_model_spec
+from cnnops.evaluation import analysis
+from cnnops.evaluation.analysis import (
     EPSILON,
     TOP_LOSSES_COLUMNS,
     compute_activations,
@@ -21,9 +23,8 @@ from cnnops.analysis import (
     rank_losses,
     write_analysis,
 )
-from cnnops.artifacts import ModelSpec, read_manifest, read_model_spec
-from cnnops.evaluate import predict_manifest
-from cnnops.model import ModelOptions, build_model
+from cnnops.modeling.builders import ModelOptions, build_model
+from cnnops.modeling.inputs import predict_manifest
 
 PNGS = ("top_losses.png", "misclassified.png", "activation_maps.png")
 # A test split big enough to hold mistakes of every kind after a short training.
@@ -216,7 +217,7 @@ def test_backbone_activation_maps_come_from_inside_it(tmp_path, monkeypatch):
 def test_evaluate_component_publishes_the_page_as_html(trained, tmp_path):
     from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
-    from components.evaluate import evaluate
+    from cnnops.components.evaluate import evaluate
 
     page = HTML(uri=str(tmp_path / "outputs" / "analysis"))
     accuracy = evaluate.python_func(

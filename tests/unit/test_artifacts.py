@@ -8,19 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from cnnops.artifacts import (
-    DatasetInfo,
+from cnnops.contracts.dataset import DatasetInfo, read_dataset_info
+from cnnops.contracts.model import (
     EarlyStoppingState,
     RunRecord,
     TrainingState,
-    read_dataset_info,
     read_run_record,
     read_training_state,
-    write_record,
     write_training_state,
 )
-from cnnops.atomic import is_complete, replace_atomically, write_folder_atomically
-from cnnops.errors import CnnopsError
+from cnnops.contracts.records import write_record
+from cnnops.core.atomic import is_complete, replace_atomically, write_folder_atomically
+from cnnops.core.errors import CnnopsError
 
 INFO = DatasetInfo(
     source="demo:shapes",

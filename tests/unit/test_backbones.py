@@ -17,10 +17,10 @@ import keras
 import numpy as np
 import pytest
 
-from cnnops.artifacts import ModelSpec
-from cnnops.backbones import export_backbone
-from cnnops.legacy import load_legacy_h5
-from cnnops.model import ModelOptions, build_model, find_backbone
+from cnnops.contracts.model import ModelSpec
+from cnnops.modeling.backbones import export_backbone
+from cnnops.modeling.builders import ModelOptions, build_model, find_backbone
+from cnnops.modeling.legacy import load_legacy_h5
 
 CNNOPS = Path(sys.executable).parent / "cnnops"
 FACE_MASK_H5 = Path(

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from cnnops.batchnorm import own_batchnorm_layers, recalibrate_batchnorm
+from cnnops.training.batchnorm import own_batchnorm_layers, recalibrate_batchnorm
 
 
 def test_statistics_become_the_average_over_the_batches():
@@ -58,7 +58,7 @@ def test_a_failed_recalibration_leaves_the_statistics_as_they_were():
 
 
 def test_early_stopping_waits_for_the_warm_up():
-    from cnnops.checkpoints import ResumableEarlyStopping
+    from cnnops.training.checkpoints import ResumableEarlyStopping
 
     model, _ = model_with_a_backbone()
     early = ResumableEarlyStopping(monitor="val_loss", patience=1, min_epochs=5)

@@ -7,12 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cnnops.artifacts import ModelSpec
-from cnnops.canaries import pick_canaries, read_canaries, write_canaries
-from cnnops.config import InfraValidationConfig
-from cnnops.gate import GateDecision
-from cnnops.infra_validation import CanaryCheck, InfraValidation, judge, require_infra_validation
-from cnnops.service_client import Answer
+from cnnops.contracts.gate import GateDecision
+from cnnops.contracts.infra import CanaryCheck, InfraValidation, read_canaries, write_canaries
+from cnnops.contracts.model import ModelSpec
+from cnnops.evaluation.canaries import pick_canaries
+from cnnops.inference.service_client import Answer
+from cnnops.promotion.infra_validation import judge
+from cnnops.promotion.registration import require_infra_validation
+from cnnops.settings.config import InfraValidationConfig
 
 SPEC = ModelSpec(class_names=["a", "b", "c"], height=8, width=8, mode="RGB", architecture="tiny")
 

@@ -6,9 +6,9 @@ from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from cnnops.retries import STORE_RETRIES
-from pipelines.compile import compile_pipeline, load_pipeline_spec, load_platform_spec
-from pipelines.platform import IMAGE_READERS, LOCAL, Platform
+from cnnops.core.retries import STORE_RETRIES
+from cnnops.pipelines.compile import compile_pipeline, load_pipeline_spec, load_platform_spec
+from cnnops.pipelines.platform import IMAGE_READERS, LOCAL, Platform
 
 STRING = pipeline_spec_pb2.ParameterType.STRING
 INTEGER = pipeline_spec_pb2.ParameterType.NUMBER_INTEGER

@@ -1,7 +1,7 @@
 import pytest
 
-from cnnops.config import build_config, flatten_config, parse_overrides, to_pipeline_parameter, validate_config
-from cnnops.errors import CnnopsError
+from cnnops.core.errors import CnnopsError
+from cnnops.settings.config import build_config, flatten_config, parse_overrides, to_pipeline_parameter, validate_config
 
 
 def test_defaults_then_file_then_overrides(tmp_path):

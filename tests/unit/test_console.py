@@ -3,7 +3,7 @@ line reports it."""
 
 import re
 
-from cnnops.console import Progress, say
+from cnnops.core.console import Progress, say
 
 
 def lines(capsys):

@@ -13,11 +13,11 @@ import pytest
 from conftest import train_candidate, write_images
 from mlflow.tracking import MlflowClient
 
-from cnnops.config import build_config
-from cnnops.evaluate import evaluate_model
-from cnnops.ingest import ingest_source
-from cnnops.split import SPLITS, split_dataset
-from cnnops.train import train_model
+from cnnops.data.ingest import ingest_source
+from cnnops.data.split import SPLITS, split_dataset
+from cnnops.evaluation.evaluate import evaluate_model
+from cnnops.settings.config import build_config
+from cnnops.training.train import train_model
 
 
 def flip_labels(root: Path, share: float, seed: int) -> None:
@@ -89,9 +89,9 @@ def test_a_distilled_student_beats_the_same_student_without_its_teacher(state_ho
 def test_a_registered_teacher_is_exported_like_serving_and_must_match_the_data(served, monkeypatch):
     import pytest
 
-    from cnnops.artifacts import ModelSpec
-    from cnnops.distill import load_teacher, resolve_teacher
-    from cnnops.errors import CnnopsError
+    from cnnops.contracts.model import ModelSpec
+    from cnnops.core.errors import CnnopsError
+    from cnnops.training.distill import load_teacher, resolve_teacher
 
     monkeypatch.setenv("CNNOPS_HOME", str(served["home"]))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

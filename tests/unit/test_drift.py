@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnops.config import DriftConfig
-from cnnops.drift import DriftVerdict, Observations, fit_projection, judge_drift, prepare_baseline
+from cnnops.contracts.drift import DriftVerdict
+from cnnops.monitoring.drift import Observations, fit_projection, judge_drift, prepare_baseline
+from cnnops.settings.config import DriftConfig
 
 CLASSES = 4
 WIDTH = 32
@@ -76,7 +77,7 @@ def test_the_class_test_counts_the_references_own_sampling_error() -> None:
     """Ten classes, a reference of 300: a one-sample test against the reference's frequencies
     alarms on about a fifth of same-distribution windows; the two-sample test stays near alpha."""
     rng = np.random.default_rng(9)
-    from cnnops.drift import compare_frequencies
+    from cnnops.monitoring.drift import compare_frequencies
 
     alarms = sum(
         compare_frequencies(rng.integers(0, 10, 300), rng.integers(0, 10, 300), 10).p_value < 0.01 for _ in range(200)

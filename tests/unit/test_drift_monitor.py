@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnops.config import DriftConfig
-from cnnops.drift import Observations
-from cnnops.drift_monitor import SAVE_EVERY_S, judge_saved_window, open_monitor
-from cnnops.drift_reference import DriftReference, write_reference
-from cnnops.errors import CnnopsError
-from cnnops.images import DecodedImage
-from cnnops.traffic_window import read_window
+from cnnops.core.errors import CnnopsError
+from cnnops.data.images import DecodedImage
+from cnnops.monitoring.drift import Observations
+from cnnops.monitoring.monitor import SAVE_EVERY_S, judge_saved_window, open_monitor
+from cnnops.monitoring.reference import DriftReference, write_reference
+from cnnops.monitoring.window import read_window
+from cnnops.settings.config import DriftConfig
 
 CLASSES = ["cat", "dog", "fox"]
 WIDTH = 12
@@ -166,7 +166,7 @@ def test_a_saved_window_is_judged_as_saved_however_old(tmp_path: Path) -> None:
 
 
 def test_a_reference_that_is_not_finite_is_set_aside_by_the_service_and_refused_by_the_cli(tmp_path: Path) -> None:
-    from cnnops.drift_reference import read_reference
+    from cnnops.monitoring.reference import read_reference
 
     folder = reference_in(tmp_path / "m")
     reference = read_reference(folder)

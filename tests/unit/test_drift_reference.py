@@ -11,15 +11,16 @@ import pandas as pd
 import pytest
 from conftest import train_candidate
 
-from cnnops.artifacts import read_manifest, read_model_spec
-from cnnops.drift_reference import REFERENCE_FILE, read_reference
-from cnnops.errors import CnnopsError
+from cnnops.contracts.dataset import read_manifest
+from cnnops.contracts.model import read_model_spec
+from cnnops.core.errors import CnnopsError
+from cnnops.monitoring.reference import REFERENCE_FILE, read_reference
 
 
 @pytest.mark.slow
 def test_evaluation_keeps_the_models_own_embeddings_of_its_val_and_test_images(make_images, state_home, tmp_path):
-    from cnnops.evaluate import predict_manifest
-    from cnnops.export import export_candidate
+    from cnnops.inference.export import export_candidate
+    from cnnops.modeling.inputs import predict_manifest
 
     trained = train_candidate(tmp_path / "m", make_images(per_class=10), **{"train.epochs": 1})
     reference = read_reference(trained["evaluation"])

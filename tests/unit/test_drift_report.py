@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnops.config import DriftConfig
-from cnnops.drift import DriftVerdict, Observations, judge_drift, prepare_baseline
-from cnnops.drift_report import write_drift_report
-from cnnops.errors import CnnopsError
+from cnnops.contracts.drift import DriftVerdict
+from cnnops.core.errors import CnnopsError
+from cnnops.monitoring.drift import Observations, judge_drift, prepare_baseline
+from cnnops.monitoring.report import write_drift_report
+from cnnops.settings.config import DriftConfig
 
 CLASSES = 4
 NAMES = ["cat", "dog", "fox", "owl"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from keras import layers
 
-from cnnops.importer import wrap_for_cnnops
-from cnnops.predict import predict_pixels, with_embedding
+from cnnops.modeling.predict import predict_pixels, with_embedding
+from cnnops.promotion.importer import wrap_for_cnnops
 
 PIXELS = np.random.default_rng(0).integers(0, 256, size=(6, 16, 16, 3)).astype(np.uint8)
 

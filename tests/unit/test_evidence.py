@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cnnops.evidence import BOOTSTRAP_ROUNDS, bootstrap_difference, chance_score, compare_paired, mcnemar_exact
+from cnnops.evaluation.evidence import (
+    BOOTSTRAP_ROUNDS,
+    bootstrap_difference,
+    chance_score,
+    compare_paired,
+    mcnemar_exact,
+)
 
 
 def paired(n_both: int, only_candidate: int, only_champion: int, n_neither: int, classes: int = 3):
@@ -113,8 +119,8 @@ def test_macro_f1_counts_every_class_of_the_model():
 
 @pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"schema_version": 1, "scores": {}}'])
 def test_a_damaged_baselines_file_is_one_line(tmp_path, content):
-    from cnnops.artifacts import read_baseline_scores
-    from cnnops.errors import CnnopsError
+    from cnnops.contracts.evaluation import read_baseline_scores
+    from cnnops.core.errors import CnnopsError
 
     (tmp_path / "baselines.json").write_text(content)
     with pytest.raises(CnnopsError, match="baselines") as err:

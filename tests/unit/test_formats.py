@@ -15,10 +15,10 @@ import pytest
 from conftest import TINY_CLASSES, draw, snapshot, write_images
 from PIL import Image
 
-from cnnops.artifacts import read_manifest
-from cnnops.config import build_config
-from cnnops.errors import CnnopsError
-from cnnops.ingest import ingest_source
+from cnnops.contracts.dataset import read_manifest
+from cnnops.core.errors import CnnopsError
+from cnnops.data.ingest import ingest_source
+from cnnops.settings.config import build_config
 
 
 def ingest(source, tmp_path: Path, **overrides) -> tuple[dict, pd.DataFrame]:
@@ -178,7 +178,7 @@ def test_archive_with_a_link_or_over_the_size_bound_is_refused(state_home, tmp_p
     with pytest.raises(CnnopsError, match="a link or special file"):
         ingest(archive, tmp_path)
 
-    import cnnops.formats as formats
+    import cnnops.data.formats as formats
 
     monkeypatch.setattr(formats, "MAX_ARCHIVE_BYTES", 1000)
     big = tmp_path / "big.zip"
@@ -196,7 +196,7 @@ def test_unknown_file_kind_is_a_clear_error(state_home, tmp_path):
 
 
 def test_pre_split_tree_keeps_its_split(state_home, tmp_path):
-    from cnnops.split import SPLITS, split_dataset
+    from cnnops.data.split import SPLITS, split_dataset
 
     root = tmp_path / "presplit"
     for folder, count, seed in (("train", 6, 1), ("validation", 2, 2), ("test", 3, 3)):
@@ -218,7 +218,7 @@ def test_pre_split_tree_keeps_its_split(state_home, tmp_path):
 
 
 def test_pre_split_tree_with_an_empty_split_is_refused(state_home, tmp_path):
-    from cnnops.split import SPLITS, split_dataset
+    from cnnops.data.split import SPLITS, split_dataset
 
     root = tmp_path / "presplit"
     write_images(root / "train", per_class=4)

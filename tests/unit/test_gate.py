@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 from conftest import CNNOPS, own_store, train_candidate, write_images
 
-from cnnops.baselines import train_baselines
-from cnnops.config import build_config
-from cnnops.errors import CnnopsError
-from cnnops.evidence import compare_paired
-from cnnops.gate import GateDecision, GateFacts, decide_promotion, judge_candidate, read_decision, write_decision
-from cnnops.registration import Registration, register_model
-from cnnops.status import describe_registry
+from cnnops.contracts.gate import GateDecision, GateFacts, read_decision, write_decision
+from cnnops.contracts.registry import Registration
+from cnnops.core.errors import CnnopsError
+from cnnops.evaluation.baselines import train_baselines
+from cnnops.evaluation.evidence import compare_paired
+from cnnops.promotion.gate import decide_promotion, judge_candidate
+from cnnops.promotion.registration import register_model
+from cnnops.promotion.status import describe_registry
+from cnnops.settings.config import build_config
 
 NAME = "gate-test"
 # 60 images per class, 3 classes: 108 train, 18 val, 54 test images.
@@ -53,7 +55,7 @@ def gate(candidate: dict, floors, **overrides) -> GateDecision:
 def register(candidate: dict, decision: GateDecision, floors, **overrides) -> Registration:
     """Register with the inputs and rules the candidate was gated with, as the pipeline does: a
     champion's Bento infra-validated in a real server first."""
-    from serving.infra import validate_candidate
+    from cnnops.serving.infra import validate_candidate
 
     config = build_config(overrides={**SMALL, **overrides})
     inputs = (candidate["model"], candidate["test"], candidate["evaluation"], config)

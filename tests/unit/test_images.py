@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnops.errors import ImageDecodeError
-from cnnops.images import decode_image
+from cnnops.core.errors import ImageDecodeError
+from cnnops.data.images import decode_image
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

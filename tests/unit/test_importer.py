@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
 
-from serving.infra import validate_candidate
+from cnnops.serving.infra import validate_candidate
 
 CNNOPS = Path(sys.executable).parent / "cnnops"
 FACE_MASK_H5 = Path(
@@ -70,10 +70,10 @@ def test_the_legacy_face_mask_h5_is_imported_evaluated_and_crowned(state_home, t
     assert result.returncode == 0, result.stderr
     assert "imported face_mask_detector.h5 as face-mask v1 @champion" in result.stdout
 
-    from cnnops.export import export_registered
-    from cnnops.predict import load_keras_model, predict_pixels
-    from cnnops.status import describe_registry
-    from cnnops.tracking import use_tracking_store
+    from cnnops.inference.export import export_registered
+    from cnnops.modeling.predict import load_keras_model, predict_pixels
+    from cnnops.promotion.status import describe_registry
+    from cnnops.tracking.stores import use_tracking_store
 
     use_tracking_store()
     (described,) = describe_registry("face-mask").models
@@ -97,9 +97,9 @@ def test_the_legacy_face_mask_h5_is_imported_evaluated_and_crowned(state_home, t
 def test_a_keras_file_without_its_spec_is_imported_with_the_classes_given(make_images, state_home, tmp_path):
     from conftest import train_candidate
 
-    from cnnops.config import build_config
-    from cnnops.errors import CnnopsError
-    from cnnops.importer import ImportSpec, import_model
+    from cnnops.core.errors import CnnopsError
+    from cnnops.promotion.importer import ImportSpec, import_model
+    from cnnops.settings.config import build_config
 
     trained = train_candidate(tmp_path / "outside", make_images(per_class=20), **{"train.epochs": 8})
     file = tmp_path / "theirs" / "net.keras"
@@ -122,9 +122,9 @@ def test_a_keras_file_without_its_spec_is_imported_with_the_classes_given(make_i
 
 @pytest.mark.slow
 def test_a_float_model_without_a_scale_and_an_unknown_format_are_one_line_errors(state_home, tmp_path):
-    from cnnops.config import build_config
-    from cnnops.errors import CnnopsError
-    from cnnops.importer import ImportSpec, import_model
+    from cnnops.core.errors import CnnopsError
+    from cnnops.promotion.importer import ImportSpec, import_model
+    from cnnops.settings.config import build_config
 
     test = write_face_mask_test_set(tmp_path / "faces")
     with pytest.raises(CnnopsError, match=r"takes float pixels and does not say how they are scaled; pass --scale"):
@@ -140,8 +140,8 @@ def test_a_float_model_without_a_scale_and_an_unknown_format_are_one_line_errors
 def test_a_logits_model_is_refused_unless_a_softmax_is_asked_for(tmp_path):
     import keras
 
-    from cnnops.errors import CnnopsError
-    from cnnops.importer import wrap_for_cnnops
+    from cnnops.core.errors import CnnopsError
+    from cnnops.promotion.importer import wrap_for_cnnops
 
     inputs = keras.Input((8, 8, 3))
     logits = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs))

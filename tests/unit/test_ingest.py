@@ -6,11 +6,11 @@ import pytest
 from conftest import snapshot
 from PIL import Image
 
-from cnnops.artifacts import read_dataset_info, read_manifest
-from cnnops.config import build_config
-from cnnops.errors import CnnopsError
-from cnnops.ingest import ingest_source
-from cnnops.naming import default_model_name
+from cnnops.contracts.dataset import read_dataset_info, read_manifest
+from cnnops.core.errors import CnnopsError
+from cnnops.data.ingest import ingest_source
+from cnnops.settings.config import build_config
+from cnnops.settings.naming import default_model_name
 
 
 def test_manifest_and_fingerprint(make_images, state_home, tmp_path):
@@ -115,10 +115,10 @@ def test_second_ingest_decodes_nothing_unchanged_and_rereads_what_changed(
 ):
     import os
 
-    import cnnops.ingest as ingest_module
-    from cnnops.artifacts import read_manifest
-    from cnnops.config import build_config
-    from cnnops.ingest import ingest_source
+    import cnnops.data.ingest as ingest_module
+    from cnnops.contracts.dataset import read_manifest
+    from cnnops.data.ingest import ingest_source
+    from cnnops.settings.config import build_config
 
     source = make_images(per_class=12)
     config = build_config(overrides={"data.source": str(source)})
@@ -153,10 +153,10 @@ def test_second_ingest_decodes_nothing_unchanged_and_rereads_what_changed(
 def test_worker_processes_give_the_same_manifest_as_threads(state_home, make_images, tmp_path, monkeypatch):
     import shutil
 
-    import cnnops.ingest as ingest_module
-    from cnnops.artifacts import read_manifest
-    from cnnops.config import build_config
-    from cnnops.image_cache import cache_path
+    import cnnops.data.ingest as ingest_module
+    from cnnops.contracts.dataset import read_manifest
+    from cnnops.data.image_cache import cache_path
+    from cnnops.settings.config import build_config
 
     source = make_images(per_class=12)
     (source / "disc" / "junk.png").write_bytes(b"junk")

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from skimage.data import astronaut
 
-from cnnops.errors import CnnopsError
-from cnnops.legacy import load_legacy_h5
+from cnnops.core.errors import CnnopsError
+from cnnops.modeling.legacy import load_legacy_h5
 
 FACE_MASK_MODEL = Path(
     str(

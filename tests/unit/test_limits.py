@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from serving.limits import (
+from cnnops.serving.limits import (
     MAX_HEAD_BYTES,
     MAX_PARTS,
     MAX_TEXT_PART_BYTES,

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnops.artifacts import ModelSpec
-from cnnops.errors import CnnopsError
-from cnnops.model import ARCHITECTURES, ModelOptions, build_model
+from cnnops.contracts.model import ModelSpec
+from cnnops.core.errors import CnnopsError
+from cnnops.modeling.builders import ARCHITECTURES, ModelOptions, build_model
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "cnnops"
 
@@ -35,7 +35,7 @@ def test_unknown_architecture():
 
 
 def test_model_code_is_backend_agnostic():
-    tree = ast.parse((SRC / "model.py").read_text())
+    tree = ast.parse((SRC / "modeling" / "builders.py").read_text())
     imported = {
         alias.name.split(".")[0]
         for node in ast.walk(tree)
@@ -92,7 +92,7 @@ def test_caffe_inputs_are_bgr_minus_the_imagenet_mean():
 def test_weights_from_a_local_file_and_a_mismatched_file(tmp_path):
     import keras
 
-    from cnnops.model import load_backbone
+    from cnnops.modeling.builders import load_backbone
 
     own = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
     own.save_weights(tmp_path / "mobilenet.weights.h5")
@@ -109,7 +109,7 @@ def test_weights_from_a_local_file_and_a_mismatched_file(tmp_path):
 def test_imagenet_weights_offline_is_a_clear_error():
     from urllib.error import URLError
 
-    from cnnops.model import load_backbone
+    from cnnops.modeling.builders import load_backbone
 
     def offline(**kwargs):  # what keras.applications raises when the weights cannot be fetched
         raise URLError("no route to host")
@@ -124,7 +124,7 @@ def test_scratch_networks_refuse_pretrained_weights():
 
 
 def test_augmentation_presets_and_per_layer_overrides():
-    from cnnops.model import augmentation_strengths
+    from cnnops.modeling.builders import augmentation_strengths
 
     light = dict(augmentation_strengths("light", {}))
     assert set(light) == {"flip", "rotation", "zoom", "translation", "contrast", "brightness"}
@@ -137,7 +137,7 @@ def test_augmentation_presets_and_per_layer_overrides():
 def test_augmentation_acts_in_training_only_and_survives_saving(architecture, tmp_path):
     import keras
 
-    from cnnops.model import augmentation_strengths
+    from cnnops.modeling.builders import augmentation_strengths
 
     spec = ModelSpec(["a", "b"], 32, 32, "RGB", architecture)
     model = build_model(spec, ModelOptions(working_size=32, augment=augmentation_strengths("strong", {})))

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from cnnops.artifacts import SPEC_SCHEMA, ModelSpec, read_model_spec, write_model_spec
-from cnnops.errors import CnnopsError
+from cnnops.contracts.model import SPEC_SCHEMA, ModelSpec, read_model_spec, write_model_spec
+from cnnops.core.errors import CnnopsError
 
 SPEC = ModelSpec(["cross", "disc", "stripes"], 16, 16, "RGB", "simple-cnn")
 

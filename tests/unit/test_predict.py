@@ -11,10 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from cnnops.batching import AdaptiveBatcher
-from cnnops.errors import CnnopsError, ImageDecodeError
-from cnnops.export import export_registered, read_served_model
-from cnnops.predict import (
+from cnnops.contracts.served import read_served_model
+from cnnops.core.errors import CnnopsError, ImageDecodeError
+from cnnops.inference.batching import AdaptiveBatcher
+from cnnops.inference.export import export_registered
+from cnnops.modeling.predict import (
     batch_buckets,
     decode_base64_image,
     load_keras_model,
@@ -156,7 +157,7 @@ def test_a_version_without_cnnops_metadata_is_not_served(state_home):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from cnnops.tracking import use_tracking_store
+    from cnnops.tracking.stores import use_tracking_store
 
     use_tracking_store()
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])

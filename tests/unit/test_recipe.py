@@ -2,9 +2,9 @@
 
 import pytest
 
-from cnnops.config import build_config
-from cnnops.errors import CnnopsError
-from cnnops.recipe import plan_recipe
+from cnnops.core.errors import CnnopsError
+from cnnops.settings.config import build_config
+from cnnops.training.recipe import plan_recipe
 
 
 def recipe(n_train: int, **overrides):

@@ -7,8 +7,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field
 
-from cnnops.config import Config, flatten_config
-from cnnops.reference import REGENERATE, render_reference, write_reference
+from cnnops.settings.config import Config, flatten_config
+from cnnops.settings.reference import REGENERATE, render_reference, write_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "configuration.md"

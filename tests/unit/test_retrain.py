@@ -14,9 +14,9 @@ from conftest import register_trained_on as register_version
 from conftest import write_images
 from mlflow.tracking import MlflowClient
 
-from cnnops.config import build_config
-from cnnops.errors import CnnopsError
-from cnnops.retrain import LAST_RETRAIN_TAG, DriftReport, compare_labels, decide_retrain, mark_retrain_started
+from cnnops.core.errors import CnnopsError
+from cnnops.promotion.retrain import LAST_RETRAIN_TAG, DriftReport, compare_labels, decide_retrain, mark_retrain_started
+from cnnops.settings.config import build_config
 
 NAME = "retrain-test"
 
@@ -157,10 +157,9 @@ def test_a_vanished_source_is_one_line(state_home, tmp_path):
 
 
 def test_the_report_answers_did_it_train_why_is_it_better_and_where_to_look(state_home, tmp_path, monkeypatch):
-    from cnnops.evidence import PairedEvidence
-    from cnnops.gate import GateDecision
-    from cnnops.retrain import ClassChange, DataChange, Relabel, RetrainDecision
-    from cnnops.retrain_report import RetrainOutcome, publish_outcome
+    from cnnops.contracts.gate import GateDecision, PairedEvidence
+    from cnnops.promotion.retrain import ClassChange, DataChange, Relabel, RetrainDecision
+    from cnnops.promotion.retrain_report import RetrainOutcome, publish_outcome
 
     evidence = PairedEvidence(
         n_images=40, only_candidate_right=9, only_champion_right=1, candidate_score=0.9, champion_score=0.7,

@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from cnnops.config import build_config, to_pipeline_parameter
-from cnnops.errors import CnnopsError
-from cnnops.runlog import RunLog, TaskFailure
-from pipelines.run import check_finished, run_locally
+from cnnops.core.errors import CnnopsError
+from cnnops.core.runlog import RunLog, TaskFailure
+from cnnops.pipelines.run import check_finished, run_locally
+from cnnops.settings.config import build_config, to_pipeline_parameter
 
 # What a run sets for its tasks; the state_home fixture unsets them so that the run must.
 SET_BY_A_RUN = ("CNNOPS_HOME", "KERAS_HOME", "MPLCONFIGDIR", "BENTOML_HOME", "CNNOPS_ERROR_FILE")

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from cnnops.runlog import FAILURE, SUCCESS, RunLog, format_seconds
+from cnnops.core.runlog import FAILURE, SUCCESS, RunLog, format_seconds
 
 STARTED = "05:02:03.745 - INFO - Executing task \x1b[96m'ingest'\x1b[0m"
 ENDED = "05:02:05.601 - INFO - Task \x1b[96m'ingest'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m"
@@ -80,7 +80,7 @@ CAPTURE = textwrap.dedent(
     """
     import os, subprocess, sys
     from pathlib import Path
-    from cnnops.runlog import RunLog, captured
+    from cnnops.core.runlog import RunLog, captured
 
     log = RunLog(Path(sys.argv[1]), verbose=sys.argv[2] == "verbose")
     print("before", flush=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cnnops.errors import CnnopsError
-from cnnops.sample_keeper import INDEX, SampleKeeper
+from cnnops.core.errors import CnnopsError
+from cnnops.monitoring.sample_keeper import INDEX, SampleKeeper
 
 
 class Clock:

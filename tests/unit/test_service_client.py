@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cnnops.errors import CnnopsError, ServiceFault
-from cnnops.service_client import fetch_drift, service_base
+from cnnops.core.errors import CnnopsError, ServiceFault
+from cnnops.inference.service_client import fetch_drift, service_base
 
 ANSWERS = {
     "/missing/drift": (404, b'{"error": "not found"}'),

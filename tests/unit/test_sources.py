@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnops.sources import ANIMAL_CLASSES, list_class_files, materialize_demo, resolve_source
+from cnnops.data.sources import ANIMAL_CLASSES, list_class_files, materialize_demo, resolve_source
 
 
 def test_demo_animals_is_written_once_as_class_folders(state_home):
@@ -63,7 +63,7 @@ def write_idx(path, array: np.ndarray) -> None:
 
 
 def test_demo_fashion_reads_the_debian_idx_files(state_home, tmp_path, monkeypatch):
-    import cnnops.sources as sources
+    import cnnops.data.sources as sources
 
     debian = tmp_path / "fashion-mnist"
     debian.mkdir()
@@ -79,8 +79,8 @@ def test_demo_fashion_reads_the_debian_idx_files(state_home, tmp_path, monkeypat
 
 
 def test_demo_fashion_without_the_debian_package_says_how_to_get_it(state_home, tmp_path, monkeypatch):
-    import cnnops.sources as sources
-    from cnnops.errors import CnnopsError
+    import cnnops.data.sources as sources
+    from cnnops.core.errors import CnnopsError
 
     monkeypatch.setattr(sources, "FASHION_DIR", tmp_path / "absent")
     with pytest.raises(CnnopsError, match="apt-get install dataset-fashion-mnist"):
@@ -91,8 +91,8 @@ def test_demo_fashion_without_the_debian_package_says_how_to_get_it(state_home, 
 def test_truncated_idx_file_is_refused(tmp_path):
     import gzip
 
-    from cnnops.errors import CnnopsError
-    from cnnops.sources import read_idx
+    from cnnops.core.errors import CnnopsError
+    from cnnops.data.sources import read_idx
 
     path = tmp_path / "bad.gz"
     with gzip.open(path, "wb") as f:

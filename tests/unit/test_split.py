@@ -1,11 +1,11 @@
 import pandas as pd
 import pytest
 
-from cnnops.artifacts import read_dataset_info, read_manifest
-from cnnops.config import build_config
-from cnnops.errors import CnnopsError
-from cnnops.ingest import ingest_source
-from cnnops.split import SPLITS, assign_splits, min_images_per_class, split_counts, split_dataset
+from cnnops.contracts.dataset import read_dataset_info, read_manifest
+from cnnops.core.errors import CnnopsError
+from cnnops.data.ingest import ingest_source
+from cnnops.data.split import SPLITS, assign_splits, min_images_per_class, split_counts, split_dataset
+from cnnops.settings.config import build_config
 
 
 def manifest(counts: dict[str, int]) -> pd.DataFrame:

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from cnnops.gate import GateDecision
-from pipelines.summary import RunSummary, format_summary
+from cnnops.contracts.gate import GateDecision
+from cnnops.pipelines.summary import RunSummary, format_summary
 
 
 def summary(**decided):

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from cnnops.artifacts import RunRecord, write_record
-from cnnops.config import build_config
-from cnnops.errors import CnnopsError
-from cnnops.sweep import check_candidates, plan_candidates, select_best
+from cnnops.contracts.model import RunRecord
+from cnnops.contracts.records import write_record
+from cnnops.core.errors import CnnopsError
+from cnnops.settings.config import build_config
+from cnnops.training.sweep import check_candidates, plan_candidates, select_best
 
 
 def test_candidates_are_every_combination_and_empty_lists_keep_the_train_values():

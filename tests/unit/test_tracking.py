@@ -13,12 +13,12 @@ import pytest
 from conftest import CNNOPS
 from mlflow.tracking import MlflowClient
 
-from cnnops.errors import CnnopsError
-from cnnops.export import export_registered
-from cnnops.processes import free_port
-from cnnops.registration import find_alias
-from cnnops.status import describe_registry
-from cnnops.tracking import shown_uri, use_tracking_store
+from cnnops.core.errors import CnnopsError
+from cnnops.core.processes import free_port
+from cnnops.inference.export import export_registered
+from cnnops.promotion.status import describe_registry
+from cnnops.tracking.registry import find_alias
+from cnnops.tracking.stores import shown_uri, use_tracking_store
 
 FAULT = "this is a fault of the store, not a missing model"
 

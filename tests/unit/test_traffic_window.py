@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnops.errors import CnnopsError
-from cnnops.traffic_window import Served, TrafficWindow, read_window
+from cnnops.core.errors import CnnopsError
+from cnnops.monitoring.window import Served, TrafficWindow, read_window
 
 
 class Clock:

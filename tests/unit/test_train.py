@@ -22,11 +22,11 @@ def test_mixed_precision_trains_and_leaves_the_global_policy_alone(make_images, 
 
 @pytest.mark.slow
 def test_input_changed_after_ingest_is_a_one_line_error(make_images, state_home, tmp_path):
-    from cnnops.config import build_config
-    from cnnops.errors import CnnopsError
-    from cnnops.ingest import ingest_source
-    from cnnops.split import SPLITS, split_dataset
-    from cnnops.train import train_model
+    from cnnops.core.errors import CnnopsError
+    from cnnops.data.ingest import ingest_source
+    from cnnops.data.split import SPLITS, split_dataset
+    from cnnops.settings.config import build_config
+    from cnnops.training.train import train_model
 
     source = make_images(per_class=10)
     config = build_config(overrides={"data.source": str(source), "train.epochs": 1, "train.batch_size": 8})
@@ -40,9 +40,9 @@ def test_input_changed_after_ingest_is_a_one_line_error(make_images, state_home,
 
 @pytest.mark.slow
 def test_evaluating_on_unknown_classes_is_a_one_line_error(make_images, state_home, tmp_path):
-    from cnnops.artifacts import read_dataset_info, read_manifest, write_dataset
-    from cnnops.errors import CnnopsError
-    from cnnops.evaluate import evaluate_model
+    from cnnops.contracts.dataset import read_dataset_info, read_manifest, write_dataset
+    from cnnops.core.errors import CnnopsError
+    from cnnops.evaluation.evaluate import evaluate_model
 
     result = train_candidate(tmp_path / "m", make_images(per_class=10), **{"train.epochs": 1})
     test = read_manifest(result["test"]).assign(label="zebra")
@@ -98,8 +98,8 @@ def test_cosine_schedule_and_augmentation_train_through_the_same_step(make_image
 def test_baselines_score_the_same_test_split_and_log_to_the_same_experiment(make_images, state_home, tmp_path):
     from conftest import train_candidate
 
-    from cnnops.artifacts import read_baseline_scores
-    from cnnops.baselines import train_baselines
+    from cnnops.contracts.evaluation import read_baseline_scores
+    from cnnops.evaluation.baselines import train_baselines
 
     source = make_images(per_class=20, name="floors")
     trained = train_candidate(tmp_path / "cnn", source, **{"train.epochs": "1"})

@@ -20,9 +20,9 @@ from mlflow.tracking import MlflowClient
 
 
 def prepare_splits(work: Path, source: Path, **overrides) -> tuple[Path, object]:
-    from cnnops.config import build_config
-    from cnnops.ingest import ingest_source
-    from cnnops.split import SPLITS, split_dataset
+    from cnnops.data.ingest import ingest_source
+    from cnnops.data.split import SPLITS, split_dataset
+    from cnnops.settings.config import build_config
 
     config = build_config(overrides={"data.source": str(source), "train.batch_size": 16, **overrides})
     ingest_source(config, work / "dataset")
@@ -32,7 +32,7 @@ def prepare_splits(work: Path, source: Path, **overrides) -> tuple[Path, object]
 
 def no_runs() -> bool:
     """True when this test's own store holds no run at all."""
-    from cnnops.tracking import use_tracking_store
+    from cnnops.tracking.stores import use_tracking_store
 
     use_tracking_store()
     return mlflow.search_runs(search_all_experiments=True).empty
@@ -42,7 +42,7 @@ def no_runs() -> bool:
 def test_a_backbone_trains_head_then_fine_tune_in_one_run_with_the_right_layers_frozen(
     make_images, state_home, tmp_path
 ):
-    from cnnops.model import find_backbone
+    from cnnops.modeling.builders import find_backbone
 
     trained = train_candidate(
         tmp_path / "ft",
@@ -136,7 +136,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_without_repeating_epochs(state
     first_epoch_line = next(line for line in resumed.stdout.splitlines() if "train: epoch " in line)
     assert f"epoch {stopped_at + 1}/{epochs}" in first_epoch_line  # finished epochs are not trained again
 
-    from cnnops.tracking import use_tracking_store
+    from cnnops.tracking.stores import use_tracking_store
 
     use_tracking_store()
     client = MlflowClient()
@@ -149,10 +149,11 @@ def test_a_killed_run_resumes_from_its_checkpoint_without_repeating_epochs(state
 
 
 def test_resuming_with_a_different_config_is_refused_before_training(state_home, tmp_path):
-    from cnnops.artifacts import TrainingState, read_dataset_info
-    from cnnops.checkpoints import checkpoint_dir, write_checkpoint
-    from cnnops.errors import CnnopsError
-    from cnnops.train import train_model
+    from cnnops.contracts.dataset import read_dataset_info
+    from cnnops.contracts.model import TrainingState
+    from cnnops.core.errors import CnnopsError
+    from cnnops.training.checkpoints import checkpoint_dir, write_checkpoint
+    from cnnops.training.train import train_model
 
     splits, config = prepare_splits(tmp_path, write_images(tmp_path / "images", per_class=10))
     folder = checkpoint_dir("abc123")
@@ -196,9 +197,9 @@ def test_resuming_with_a_different_config_is_refused_before_training(state_home,
 def test_bad_training_requests_are_one_line_errors_before_any_run(
     make_images, state_home, tmp_path, overrides, message
 ):
-    from cnnops.config import build_config
-    from cnnops.errors import CnnopsError
-    from cnnops.train import train_model
+    from cnnops.core.errors import CnnopsError
+    from cnnops.settings.config import build_config
+    from cnnops.training.train import train_model
 
     splits, config = prepare_splits(tmp_path, make_images(per_class=10))
     bad = build_config(overrides={"data.source": config.data.source, "train.batch_size": 16, **overrides})
@@ -227,11 +228,11 @@ def test_bfloat16_with_xla_trains_and_records_both_flags(make_images, state_home
 def test_a_rerun_claims_the_newest_open_run_of_the_same_training_and_no_other(state_home, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from cnnops.artifacts import TrainingState
-    from cnnops.checkpoints import CheckpointBusy, checkpoint_dir, locked_checkpoint, write_checkpoint
-    from cnnops.config import build_config
-    from cnnops.tracking import use_tracking_store
-    from cnnops.train import claim_interrupted
+    from cnnops.contracts.model import TrainingState
+    from cnnops.settings.config import build_config
+    from cnnops.tracking.stores import use_tracking_store
+    from cnnops.training.checkpoints import CheckpointBusy, checkpoint_dir, locked_checkpoint, write_checkpoint
+    from cnnops.training.train import claim_interrupted
 
     use_tracking_store()
     client = MlflowClient()
@@ -273,8 +274,8 @@ def test_a_rerun_claims_the_newest_open_run_of_the_same_training_and_no_other(st
 
 @pytest.mark.slow
 def test_fresh_after_a_kill_starts_a_new_run_and_retires_the_killed_one(state_home, tmp_path, capsys):
-    from cnnops.config import build_config
-    from cnnops.train import train_model
+    from cnnops.settings.config import build_config
+    from cnnops.training.train import train_model
 
     splits, _ = prepare_splits(tmp_path, write_images(tmp_path / "images", per_class=20))
     settings = {"train.batch_size": "16", "train.epochs": "6", "train.patience": "8", "train.min_steps": "0"}
@@ -330,9 +331,9 @@ def test_fresh_after_a_kill_starts_a_new_run_and_retires_the_killed_one(state_ho
 def test_backfill_logs_each_checkpointed_epoch_once(state_home):
     """A kill between an epoch's checkpoint and its metrics leaves epochs unlogged: the resumed
     run logs them, under the run-wide name and the phase's prefix, and skips those already logged."""
-    from cnnops.artifacts import PhaseSummary, TrainingState
-    from cnnops.tracking import use_tracking_store
-    from cnnops.train import Phase, backfill_metrics
+    from cnnops.contracts.model import PhaseSummary, TrainingState
+    from cnnops.tracking.stores import use_tracking_store
+    from cnnops.training.train import Phase, backfill_metrics
 
     use_tracking_store()
     client = MlflowClient()

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from cnnops.train_progress import StepProgress
+from cnnops.training.progress import StepProgress
 
 
 def test_steps_are_counted_in_the_first_epoch(capsys):

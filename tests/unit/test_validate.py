@@ -17,14 +17,14 @@ from conftest import draw, snapshot, write_images
 from PIL import Image
 
 import cnnops
-from cnnops.artifacts import ValidationReport, read_manifest, read_split_plan
-from cnnops.config import build_config
-from cnnops.errors import CnnopsError
-from cnnops.images import perceptual_hash
-from cnnops.ingest import ingest_source
-from cnnops.provenance import config_hash
-from cnnops.split import SPLITS, split_dataset
-from cnnops.validate import group_near_duplicates, validate_dataset
+from cnnops.contracts.dataset import ValidationReport, read_manifest, read_split_plan
+from cnnops.core.errors import CnnopsError
+from cnnops.data.images import perceptual_hash
+from cnnops.data.ingest import ingest_source
+from cnnops.data.split import SPLITS, split_dataset
+from cnnops.data.validate import group_near_duplicates, validate_dataset
+from cnnops.settings.config import build_config
+from cnnops.tracking.provenance import config_hash
 
 
 def run(source: Path, tmp_path: Path, **overrides) -> tuple[ValidationReport, Path]:
@@ -197,7 +197,7 @@ def test_data_report_command_writes_the_report_only(state_home, tmp_path):
 
 
 def test_unchanged_dataset_and_settings_reuse_the_validation(state_home, tmp_path, monkeypatch):
-    import cnnops.validate as validate_module
+    import cnnops.data.validate as validate_module
 
     source = write_images(tmp_path / "images", per_class=12)
     first, _ = run(source, tmp_path / "first")

@@ -9,8 +9,8 @@ import sys
 import keras
 import numpy as np
 
-from cnnops.artifacts import ModelSpec
-from cnnops.model import ARCHITECTURES, ModelOptions, build_model
+from cnnops.contracts.model import ModelSpec
+from cnnops.modeling.builders import ARCHITECTURES, ModelOptions, build_model
 
 TRAINED = ("simple-cnn",)
 seen = {"backend": keras.backend.backend(), "models": {}}

@@ -4,7 +4,7 @@ import pytest
 from conftest import champion_copy
 from kfp.dsl import Artifact, Dataset, Metrics
 
-from components.baselines import baselines
+from cnnops.components.baselines import baselines
 
 pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 

@@ -3,8 +3,8 @@ unset one keeping the overlay's value, else the default; a bad value is one line
 
 import pytest
 
-from cnnops.config import build_config, validate_config
-from components.configure import configure
+from cnnops.components.configure import configure
+from cnnops.settings.config import build_config, validate_config
 
 
 def test_set_parameters_win_unset_ones_keep_the_overlay_then_the_default():

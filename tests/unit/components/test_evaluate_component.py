@@ -5,9 +5,9 @@ import pytest
 from conftest import champion_copy
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
-from cnnops.artifacts import read_manifest
-from cnnops.drift_reference import read_reference
-from components.evaluate import evaluate
+from cnnops.components.evaluate import evaluate
+from cnnops.contracts.dataset import read_manifest
+from cnnops.monitoring.reference import read_reference
 
 pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 

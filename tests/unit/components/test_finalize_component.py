@@ -4,9 +4,9 @@ MLflow runs still RUNNING as FAILED, and touches no run of another pipeline run,
 from kfp.dsl import PipelineTaskFinalStatus
 from mlflow.tracking import MlflowClient
 
-from cnnops.sweep import ENDED_BY_TAG
-from cnnops.tracking import use_tracking_store
-from components.finalize import finalize
+from cnnops.components.finalize import finalize
+from cnnops.tracking.stores import use_tracking_store
+from cnnops.training.sweep import ENDED_BY_TAG
 
 
 def final_status(state):

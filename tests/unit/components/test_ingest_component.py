@@ -4,9 +4,9 @@ one-line exit every component gives a user's error."""
 import pytest
 from kfp.dsl import Dataset
 
-from cnnops.artifacts import read_manifest
-from cnnops.config import build_config, to_pipeline_parameter
-from components.ingest import ingest
+from cnnops.components.ingest import ingest
+from cnnops.contracts.dataset import read_manifest
+from cnnops.settings.config import build_config, to_pipeline_parameter
 
 
 def test_ingest_counts_the_images_and_describes_the_dataset(make_images, state_home, tmp_path):

@@ -6,7 +6,7 @@ from conftest import champion_copy, gate_the_champion_against_itself
 from kfp.dsl import Artifact, Dataset, Model
 from mlflow.tracking import MlflowClient
 
-from components.register import register
+from cnnops.components.register import register
 
 pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 

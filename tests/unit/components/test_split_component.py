@@ -3,9 +3,9 @@
 from conftest import component_config
 from kfp.dsl import Dataset
 
-from cnnops.artifacts import read_manifest
-from components.ingest import ingest
-from components.split import split
+from cnnops.components.ingest import ingest
+from cnnops.components.split import split
+from cnnops.contracts.dataset import read_manifest
 
 
 def test_split_writes_three_disjoint_manifests(make_images, state_home, tmp_path):

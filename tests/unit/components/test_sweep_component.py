@@ -9,8 +9,8 @@ from conftest import component_config, component_splits
 from kfp.dsl import Model
 from mlflow.tracking import MlflowClient
 
-from components.sweep import plan_sweep, select_model
-from components.train import train
+from cnnops.components.sweep import plan_sweep, select_model
+from cnnops.components.train import train
 
 SWEEP = {"sweep.learning_rate": [0.003, 0.00001], "train.epochs": 2, "train.batch_size": 16}
 

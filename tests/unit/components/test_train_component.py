@@ -7,7 +7,7 @@ from conftest import component_config, component_splits
 from kfp.dsl import Model
 from mlflow.tracking import MlflowClient
 
-from components.train import train
+from cnnops.components.train import train
 
 
 @pytest.mark.slow

@@ -3,9 +3,9 @@
 from conftest import component_config
 from kfp.dsl import HTML, Dataset
 
-from cnnops.artifacts import read_manifest
-from components.ingest import ingest
-from components.validate import validate
+from cnnops.components.ingest import ingest
+from cnnops.components.validate import validate
+from cnnops.contracts.dataset import read_manifest
 
 
 def test_validate_returns_the_verdict_and_publishes_the_report(make_images, state_home, tmp_path):

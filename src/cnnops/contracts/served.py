@@ -1,0 +1,52 @@
+"""The served-model folder: one registered version (or a candidate) pinned for serving. It holds
+`model.keras`, `model_spec.json` (the input spec, the same file a model folder holds),
+`served.json` (`ServedInfo`: the version's name, number, aliases and test scores, as `cnnops
+status` describes it) and `drift_reference.npz` when its evaluation kept one. Reading one needs
+neither TensorFlow nor MLflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnops.contracts.model import ModelSpec, read_model_spec
+from cnnops.contracts.records import Record, read_record
+from cnnops.contracts.registry import VersionFacts
+from cnnops.core.errors import CnnopsError
+
+SERVED_FILE = "served.json"
+
+
+MODEL_FILE = "model.keras"
+
+
+EXPORT_STEP = "`cnnops serve` (or `make bento`) to export it again"
+
+
+class ServedInfo(VersionFacts, Record):
+    """What the service says about its model (`/info`): the version as `cnnops status` shows it,
+    the registered model, and the alias or number it was asked for. No tracking URI: /info is
+    public, and a store URI can carry credentials. A candidate served to be infra-validated
+    before it is registered has no version yet (None), and `requested` is "candidate"."""
+
+    version: int | None
+    registered_model: str
+    requested: str
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """An exported folder: where it is, the spec to feed its model, and the registry facts."""
+
+    folder: Path
+    spec: ModelSpec
+    info: ServedInfo
+
+
+def read_served_model(folder: Path) -> ServedModel:
+    """The spec and registry facts of an exported folder; no TensorFlow needed."""
+    if not (folder / MODEL_FILE).is_file():
+        raise CnnopsError(
+            f"{folder} holds no {MODEL_FILE}; export a registered version first (`cnnops serve` and `make bento` do)."
+        )
+    return ServedModel(folder, read_model_spec(folder), read_record(folder / SERVED_FILE, ServedInfo, EXPORT_STEP))

@@ -1,0 +1,2 @@
+"""What a served model needs, without TensorFlow: the served-model folder, the adaptive batcher and
+the service client."""

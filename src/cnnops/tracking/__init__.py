@@ -1,0 +1,2 @@
+"""MLflow: stores, the project's tracking server, the tags every run carries, the promotion and
+retrain locks, and reads of the registry."""

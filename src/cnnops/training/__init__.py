@@ -1,0 +1,2 @@
+"""Training a candidate: the job, its recipe, batchnorm recalibration, progress, checkpoints, the
+sweep and distillation."""
