@@ -264,7 +264,9 @@ def train_first_champion(work: Path) -> dict:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The shared champion trains for 12 epochs: a test that uses it is marked slow (or server or
-    browser), so that `make test-fast` never pays for it."""
+    browser), so that `make test-fast` never pays for it. Tests that need the Docker daemon share
+    one xdist group: under `--dist loadgroup` they run one after another on one worker, so two
+    image builds never compete for the daemon and its cache."""
     unmarked = [
         item.nodeid
         for item in items
@@ -273,14 +275,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ]
     if unmarked:
         raise pytest.UsageError("mark these slow, they use the shared champion: " + ", ".join(unmarked))
+    for item in items:
+        if item.get_closest_marker("containers"):
+            item.add_marker(pytest.mark.xdist_group("docker"))
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], dict]) -> dict:
+    """`build(folder)` run once for the whole session, whatever the number of xdist workers: the
+    first worker builds it under a file lock in the session's shared temporary folder, the others
+    read what it pickled. Its folders are shared, so they are read, never changed."""
+    import pickle
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    shared = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    done = shared / f"{name}.pickle"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.is_file():
+            built = build(shared / name)
+            done.write_bytes(pickle.dumps(built))
+        return pickle.loads(done.read_bytes())
 
 
 @pytest.fixture(scope="session")
 def champion(tmp_path_factory) -> dict:
-    """The first champion, trained once per session and shared by every test that needs one. Its
-    store is read, never changed: a test that registers versions, moves aliases or logs runs takes
-    `champion_copy` instead."""
-    return train_first_champion(tmp_path_factory.mktemp("champion"))
+    """The first champion, trained once per session and shared by every test (and xdist worker)
+    that needs one. Its store is read, never changed: a test that registers versions, moves
+    aliases or logs runs takes `champion_copy` instead."""
+    return built_once(tmp_path_factory, "champion", train_first_champion)
 
 
 @contextmanager
@@ -328,21 +351,24 @@ def rebased(value: object, origin: Path, work: Path) -> object:
 
 
 @pytest.fixture(scope="session")
-def served(champion) -> dict:
-    """The shared champion exported for serving."""
+def served(champion, tmp_path_factory) -> dict:
+    """The shared champion exported for serving, once per session."""
     from cnnops.inference.export import export_registered
 
-    name = champion["strong"]["registered_model"]
-    with own_store(champion["work"]):
-        model = export_registered(name)
-    return {
-        "home": champion["work"] / "state",
-        "model": model,
-        "source": champion["source"],
-        "test": champion["strong"]["test"],
-        "test_accuracy": champion["strong"]["metrics"]["accuracy"],
-        "name": name,
-    }
+    def export(_: Path) -> dict:
+        name = champion["strong"]["registered_model"]
+        with own_store(champion["work"]):
+            model = export_registered(name)
+        return {
+            "home": champion["work"] / "state",
+            "model": model,
+            "source": champion["source"],
+            "test": champion["strong"]["test"],
+            "test_accuracy": champion["strong"]["metrics"]["accuracy"],
+            "name": name,
+        }
+
+    return built_once(tmp_path_factory, "served", export)
 
 
 @pytest.fixture(scope="session")
@@ -361,7 +387,9 @@ def cnnops_serving(home: Path, model_name: str, log: Path, seconds: float = 120)
 
     from cnnops.inference.service_client import wait_until_ready
 
-    env = {**os.environ, "CNNOPS_HOME": str(home)}
+    # The drift window is kept beside the log, not in `home`: servers of other tests (and xdist
+    # workers) may serve the same state folder, and must not read each other's traffic back.
+    env = {**os.environ, "CNNOPS_HOME": str(home), "CNNOPS_WINDOW_FILE": str(log.parent / "drift-window.npz")}
     env.pop("MLFLOW_TRACKING_URI", None)
     port = free_port()
     with log.open("wb") as out:
