@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from mlflow.tracking import MlflowClient
 
@@ -23,9 +22,8 @@ from cnnops.pipelines.run import run_locally
 from cnnops.pipelines.summary import RunSummary, summarize_run
 from cnnops.promotion.retrain import DriftReport, RetrainDecision, decide_retrain, mark_retrain_started
 from cnnops.promotion.retrain_report import RetrainOutcome
-from cnnops.settings.config import Config
 from cnnops.settings.naming import CHAMPION, model_name_for, slug
-from cnnops.settings.parameters import PipelineParameters
+from cnnops.settings.parameters import RunPlan
 from cnnops.tracking.locks import retrain_lock
 from cnnops.tracking.registry import find_alias
 from cnnops.tracking.stores import store_faults, use_tracking_store
@@ -33,12 +31,9 @@ from cnnops.tracking.stores import store_faults, use_tracking_store
 
 @dataclass(frozen=True)
 class RetrainRequest:
-    """A checked retrain: the resolved config (preflighted), the overlay and typed parameters the
-    pipeline takes, and how to run it."""
+    """A checked retrain: the run's plan (its config preflighted) and how to run it."""
 
-    config: Config
-    overlay: dict[str, Any]
-    parameters: PipelineParameters
+    plan: RunPlan
     log: RunLog
     force: bool = False
     runner: str = "subprocess"
@@ -52,10 +47,11 @@ def retrain(request: RetrainRequest) -> RetrainOutcome:
     """Decide and, when the decision says so, train; a user error or a failed task propagates (the
     caller reports it), a skip or a finished run is the outcome."""
     started = time.monotonic()
-    name = model_name_for(request.config)
-    with retrain_lock(tracking_uri(), name, request.config.retrain.wait_minutes * 60):
+    config = request.plan.config
+    name = model_name_for(config)
+    with retrain_lock(tracking_uri(), name, config.retrain.wait_minutes * 60):
         dataset = state_home() / "retrain" / slug(name) / "dataset"
-        decision = decide_retrain(request.config, dataset, request.force, drift=request.drift)
+        decision = decide_retrain(config, dataset, request.force, drift=request.drift)
         say(f"retrain: {'training' if decision.train else 'skipped'}: {decision.detail}")
         if not decision.train:
             return RetrainOutcome(status="skipped", model=name, decision=decision, seconds=time.monotonic() - started)
@@ -63,7 +59,7 @@ def retrain(request: RetrainRequest) -> RetrainOutcome:
         if request.submit is not None:
             from cnnops.pipelines.submit import submit_pipeline
 
-            arguments = pipeline_arguments(request.overlay, request.parameters, request.fresh)
+            arguments = pipeline_arguments(request.plan.overlay, request.plan.parameters, request.fresh)
             made = submit_pipeline(request.submit, arguments, request.experiment)
             return RetrainOutcome(
                 status="submitted",
@@ -72,9 +68,7 @@ def retrain(request: RetrainRequest) -> RetrainOutcome:
                 submitted=f"{made.kind} {made.id} to {request.submit} (experiment {made.experiment})",
                 seconds=time.monotonic() - started,
             )
-        finished = run_locally(
-            request.overlay, runner=request.runner, log=request.log, parameters=request.parameters, fresh=request.fresh
-        )
+        finished = run_locally(request.plan, runner=request.runner, log=request.log, fresh=request.fresh)
         return trained_outcome(name, decision, summarize_run(finished), time.monotonic() - started)
 
 

@@ -33,7 +33,9 @@ from cnnops.core.paths import (
 from cnnops.core.runlog import ANSI, RunLog, TaskFailure, announce, captured
 from cnnops.pipelines.pipeline import PIPELINE_NAME, build_pipeline, pipeline_arguments
 from cnnops.pipelines.platform import LOCAL
-from cnnops.settings.parameters import PipelineParameters, configure_pipeline
+from cnnops.settings.config import Config
+from cnnops.settings.naming import model_name_for
+from cnnops.settings.parameters import RunPlan
 from cnnops.tracking.locks import sqlite_run_lock
 
 RUNNERS = ("subprocess", "docker")
@@ -50,15 +52,11 @@ class PipelineRun:
 
 
 def run_locally(
-    config: dict[str, Any],
-    runner: str = "subprocess",
-    log: RunLog | None = None,
-    parameters: PipelineParameters = PipelineParameters(),  # noqa: B008 - frozen
-    fresh: bool = False,
+    plan: RunPlan, runner: str = "subprocess", log: RunLog | None = None, fresh: bool = False
 ) -> PipelineRun:
-    """Run the pipeline with kfp.local on the `config` overlay and the typed `parameters` (`fresh`:
-    train from scratch rather than resume), its output kept in `log` (a new one in the state
-    folder by default); every variable it sets for its tasks is restored after.
+    """Run the pipeline with kfp.local on a resolved plan (`fresh`: train from scratch rather than
+    resume), its output kept in `log` (a new one in the state folder by default); every variable
+    it sets for its tasks is restored after.
 
     A task that stops on a user error raises CnnopsError with that task's one-line reason; a task
     that fails otherwise (a bug, a crash, no outputs written) raises TaskFailure, one line naming
@@ -78,10 +76,10 @@ def run_locally(
             errors.parent.mkdir(exist_ok=True)
             errors.touch()
             try:
-                resolved = configure_pipeline(config, parameters)  # what the configure task will make
-                with captured(log), task_runner(runner, resolved, root, errors) as chosen:
+                with captured(log), task_runner(runner, plan.config, root, errors) as chosen:
                     local.init(runner=chosen, pipeline_root=str(root))
-                    folder = run_pipeline(pipeline_arguments(config, parameters, fresh), root, errors, log)
+                    arguments = pipeline_arguments(plan.overlay, plan.parameters, fresh)
+                    folder = run_pipeline(arguments, root, errors, log)
             finally:
                 errors.unlink(missing_ok=True)
     except CnnopsError:
@@ -91,32 +89,29 @@ def run_locally(
 
 
 @contextmanager
-def task_runner(runner: str, config: dict[str, Any], root: Path, errors: Path) -> Iterator[Any]:
+def task_runner(runner: str, config: Config, root: Path, errors: Path) -> Iterator[Any]:
     if runner == "subprocess":
-        from cnnops.settings.config import validate_config
-        from cnnops.settings.naming import model_name_for
         from cnnops.tracking.server import proxied_artifacts_reachable
 
         with environment_restored():
             os.environ[ERROR_FILE_ENV] = str(errors)
             # A model first trained in containers logs through a server; so do these tasks then.
-            with proxied_artifacts_reachable(model_name_for(validate_config(config))):
+            with proxied_artifacts_reachable(model_name_for(config)):
                 yield local.SubprocessRunner(use_venv=False)
     elif runner == "docker":
         from cnnops.data.ingest import open_source
         from cnnops.pipelines.docker import check_docker, docker_runner
-        from cnnops.settings.config import validate_config
 
         check_docker(BASE_IMAGE)  # the daemon and the image, before any server starts
         with tracking_server_for_containers(config) as uri:
             errors.chmod(0o666)  # the tasks' user appends its reasons here
-            yield docker_runner(open_source(validate_config(config)), root, BASE_IMAGE, uri, errors)
+            yield docker_runner(open_source(config), root, BASE_IMAGE, uri, errors)
     else:
         raise CnnopsError(f"unknown runner {runner!r}; choose one of: {', '.join(RUNNERS)}")
 
 
 @contextmanager
-def tracking_server_for_containers(config: dict[str, Any]) -> Iterator[str]:
+def tracking_server_for_containers(config: Config) -> Iterator[str]:
     """The tracking server the containers log to: `$MLFLOW_TRACKING_URI` when it names one, else the
     project's own on a free loopback port, stopped by PID when the run ends."""
     from cnnops.core.processes import free_port
@@ -142,15 +137,12 @@ def tracking_server_for_containers(config: dict[str, Any]) -> Iterator[str]:
         yield uri
 
 
-def check_artifacts_reachable(uri: str, config: dict[str, Any]) -> None:
+def check_artifacts_reachable(uri: str, config: Config) -> None:
     """An experiment made against a local store keeps its artifacts in a host folder, which no
     container can write to; say so before any task runs."""
     from mlflow.tracking import MlflowClient
 
-    from cnnops.settings.config import validate_config
-    from cnnops.settings.naming import model_name_for
-
-    name = model_name_for(validate_config(config))
+    name = model_name_for(config)
     experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
     if experiment is not None and experiment.artifact_location.startswith(("file:", "/")):
         raise CnnopsError(

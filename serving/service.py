@@ -44,8 +44,16 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from cnnops.contracts.drift import DriftVerdict, ServedDrift
-from cnnops.contracts.served import ServedModel, read_served_model
-from cnnops.core.errors import CnnopsError, ImageDecodeError
+from cnnops.contracts.served import (
+    BatchClassification,
+    Classification,
+    ModelInput,
+    Prediction,
+    ServedModel,
+    ServiceInfo,
+    read_served_model,
+)
+from cnnops.core.errors import CnnopsError, ImageDecodeError, first_problem
 from cnnops.core.paths import state_home
 from cnnops.data.images import DecodedImage, decode_image
 from cnnops.inference.batching import AdaptiveBatcher
@@ -125,23 +133,6 @@ ImageFiles = Annotated[
 ]
 
 
-class Prediction(BaseModel):
-    label: str = Field(description="A class name, as /info lists them.")
-    probability: float = Field(ge=0, le=1)
-
-
-class Classification(BaseModel):
-    """One image's most likely classes, most likely first."""
-
-    predictions: list[Prediction] = Field(min_length=1)
-
-
-class BatchClassification(BaseModel):
-    """Each image's classes, in upload order."""
-
-    results: list[Classification] = Field(min_length=1)
-
-
 def served_model_dir() -> Path:
     """The folder to serve: `$CNNOPS_MODEL_DIR`, else the one packed into this bento."""
     return Path(os.environ.get(MODEL_DIR_ENV) or PACKED_MODEL_DIR)
@@ -163,11 +154,7 @@ def section_from_env(section: type[Section], variable: str) -> Section:
     try:
         return section.model_validate_json(os.environ.get(variable) or "{}")
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise SystemExit(
-            f"cnnops: error: cannot serve: ${variable}: {where + ': ' if where else ''}{first['msg']}"
-        ) from None
+        raise SystemExit(f"cnnops: error: cannot serve: ${variable}: {first_problem(err, 'the section')}") from None
 
 
 def window_file(served: ServedModel) -> Path:
@@ -211,7 +198,7 @@ async def api_docs(_: Request) -> FileResponse:
 
 
 async def model_info(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.state.info)
+    return JSONResponse(request.app.state.info.model_dump(mode="json", exclude={"schema_version"}))
 
 
 async def drift_status(request: Request) -> JSONResponse:
@@ -332,19 +319,16 @@ class Classifier:
         except Exception:  # a shutdown must finish whatever the file system says
             LOG.exception("drift: the window could not be saved at shutdown")
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ServiceInfo:
         """Model facts for clients and the page: name, version, aliases, test metrics, classes."""
-        return {
-            **self.served.info.model_dump(mode="json", exclude={"schema_version"}),
-            "class_names": self.served.spec.class_names,
-            "input": {
-                "height": self.served.spec.height,
-                "width": self.served.spec.width,
-                "mode": self.served.spec.mode,
-            },
-            "limits": self.settings.model_dump(),
-            "max_request_bytes": self.settings.max_request_bytes,
-        }
+        spec = self.served.spec
+        return ServiceInfo(
+            **self.served.info.model_dump(),
+            class_names=spec.class_names,
+            input=ModelInput(height=spec.height, width=spec.width, mode=spec.mode),
+            limits=self.settings,
+            max_request_bytes=self.settings.max_request_bytes,
+        )
 
     def decode(self, data: bytes) -> DecodedImage:
         spec = self.served.spec
@@ -352,7 +336,7 @@ class Classifier:
 
     async def classify_images(
         self, images: list[DecodedImage], uploads: list[bytes], k: int | None
-    ) -> list[list[dict[str, Any]]]:
+    ) -> list[list[Prediction]]:
         """Top-k per image, the model call shared with whatever other requests are waiting; the
         same call's embeddings go to the drift window, and the upload to the sample keeper."""
         pixels = np.stack([image.pixels for image in images])
@@ -388,7 +372,7 @@ class Classifier:
         """One image's top-k; ImageDecodeError names why its bytes are not a usable image."""
         image = await self.decode_bytes(data)
         (predictions,) = await self.classify_images([image], [data], k)
-        return Classification.model_validate({"predictions": predictions})
+        return Classification(predictions=predictions)
 
     async def classify_raw(self, body: bytes, query_string: bytes) -> tuple[int, dict[str, Any]]:
         """A raw `image/*` body (`RawImageUploads`): the status and JSON an upload would get."""
@@ -445,7 +429,7 @@ class Classifier:
             except ImageDecodeError as err:
                 return error(ctx, 400, f"images[{index}]: {err}")
         results = await self.classify_images(decoded, uploads, top_k)
-        return BatchClassification.model_validate({"results": [{"predictions": p} for p in results]})
+        return BatchClassification(results=[Classification(predictions=p) for p in results])
 
 
 def report_failure(future: asyncio.Future[Any]) -> None:
@@ -516,23 +500,6 @@ TOP_K_QUERY = {
     "description": "How many classes to return (the multipart field `top_k` wins when both are sent).",
     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K},
 }
-INFO_SCHEMA = {
-    "type": "object",
-    "required": ["registered_model", "version", "aliases", "class_names", "input", "limits", "max_request_bytes"],
-    "properties": {
-        "registered_model": {"type": "string"},
-        "version": {"type": "integer", "nullable": True},
-        "aliases": {"type": "array", "items": {"type": "string"}},
-        "class_names": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-        "input": {
-            "type": "object",
-            "required": ["height", "width", "mode"],
-            "properties": {"height": {"type": "integer"}, "width": {"type": "integer"}, "mode": {"type": "string"}},
-        },
-        "limits": {"type": "object"},
-        "max_request_bytes": {"type": "integer"},
-    },
-}
 
 
 def contract_document(generated: dict[str, Any], settings: ServeConfig) -> dict[str, Any]:
@@ -575,12 +542,15 @@ def contract_document(generated: dict[str, Any], settings: ServeConfig) -> dict[
     doc["paths"]["/docs"] = {
         "get": {"tags": ["Web"], "description": "This document, as a page.", "responses": {"200": html}}
     }
+    info_schema, info_parts = openapi_schema(ServiceInfo)
+    info_schema["properties"].pop("schema_version", None)
+    info_schema["required"] = [name for name in info_schema.get("required", []) if name != "schema_version"]
     doc["paths"]["/info"] = {
         "get": {
             "tags": ["Web"],
             "description": "The served model: name, version, aliases, test metrics, classes, input, limits.",
             "responses": {
-                "200": {"description": "Model facts.", "content": {"application/json": {"schema": INFO_SCHEMA}}}
+                "200": {"description": "Model facts.", "content": {"application/json": {"schema": info_schema}}}
             },
         }
     }
@@ -604,7 +574,7 @@ def contract_document(generated: dict[str, Any], settings: ServeConfig) -> dict[
             },
         }
     }
-    schemas = {**doc["components"]["schemas"], **drift_parts, "Error": ERROR_SCHEMA}
+    schemas = {**doc["components"]["schemas"], **info_parts, **drift_parts, "Error": ERROR_SCHEMA}
     used = set(references(doc["paths"], schemas))
     doc["components"]["schemas"] = {name: schema for name, schema in schemas.items() if f"{COMPONENTS}{name}" in used}
     return doc

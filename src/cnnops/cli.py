@@ -15,7 +15,7 @@ from cnnops.core.errors import CnnopsError, SystemFault, exit_on_user_error
 from cnnops.core.paths import keep_tool_state_inside
 from cnnops.core.retries import bound_store_retries
 from cnnops.settings.config import Config, build_config, parse_overrides, to_pipeline_parameter
-from cnnops.settings.parameters import PipelineParameters
+from cnnops.settings.parameters import PipelineParameters, RunPlan
 
 if TYPE_CHECKING:
     from cnnops.contracts.drift import ServedDrift
@@ -131,7 +131,7 @@ def run(
 
     log = RunLog(new_run_log(), verbose)
     with exit_on_user_error():
-        overlay, parameters, _ = prepare_local_run(
+        plan = prepare_local_run(
             log,
             resolve_config(
                 config,
@@ -152,7 +152,7 @@ def run(
         from cnnops.pipelines.summary import format_summary, summarize_run
 
         try:
-            finished = run_locally(overlay, runner=runner, log=log, parameters=parameters, fresh=fresh)
+            finished = run_locally(plan, runner=runner, log=log, fresh=fresh)
         except TaskFailure as err:  # not the user's doing: one line, the log has the rest
             typer.echo(f"cnnops: {err}", err=True)
             append_to_log(err.log, [f"cnnops: {err}"])
@@ -162,20 +162,26 @@ def run(
         typer.echo("\n".join(lines))
 
 
-def prepare_local_run(log: RunLog, resolved: Config, **flags: Any) -> tuple[dict[str, Any], PipelineParameters, Config]:
-    """The pipeline's config overlay and typed parameters from the flags, checked before any task
+def prepare_local_run(log: RunLog, resolved: Config, **flags: Any) -> RunPlan:
+    """The run's plan from the config and the flags, resolved once and checked before any task
     (preflight): what `cnnops run` and `cnnops retrain` both start the pipeline with."""
-    from cnnops.core.runlog import captured
-    from cnnops.settings.parameters import resolve_parameters
+    from cnnops.settings.parameters import plan_run
 
-    overlay = to_pipeline_parameter(resolved)
-    parameters = pipeline_parameters(**flags)
-    cfg = resolve_parameters(overlay, parameters)
+    return preflight_plan(log, plan_run(to_pipeline_parameter(resolved), pipeline_parameters(**flags)))
+
+
+def preflight_plan(log: RunLog, plan: RunPlan) -> RunPlan:
+    """The plan with its config preflighted; a data path made absolute is passed to every task."""
+    from dataclasses import replace
+
+    from cnnops.core.runlog import captured
+
     with captured(log):  # TensorFlow's start-up notices, from the checks that build models
-        checked = preflight(cfg)
-    if checked.data.source != cfg.data.source:  # a path made absolute, for every task
+        checked = preflight(plan.config)
+    parameters = plan.parameters
+    if checked.data.source != plan.config.data.source:
         parameters = parameters.model_copy(update={"data_source": checked.data.source})
-    return overlay, parameters, checked
+    return replace(plan, parameters=parameters, config=checked)
 
 
 @app.command()
@@ -229,22 +235,25 @@ def retrain(
         if runner not in RUNNERS:
             raise CnnopsError(f"--runner {runner} is not one of {', '.join(RUNNERS)}.")
         check_workflow_files()
+        from dataclasses import replace
+
         from cnnops.settings.naming import model_name_for
-        from cnnops.settings.parameters import resolve_parameters
+        from cnnops.settings.parameters import plan_run
 
         resolved = resolve_config(config, sets, **{"data.trust_pickle": trust_pickle})
         flags = {"data_source": data, "model_name": model_name, "epochs": epochs, "architecture": architecture}
-        name = model_name_for(resolve_parameters(to_pipeline_parameter(resolved), pipeline_parameters(**flags)))
-        overlay, parameters, checked = prepare_local_run(log, resolved, **flags)
+        plan = plan_run(to_pipeline_parameter(resolved), pipeline_parameters(**flags))
+        name = model_name_for(plan.config)
+        plan = preflight_plan(log, plan)
         from cnnops.pipelines.retrain import RetrainRequest
         from cnnops.pipelines.retrain import retrain as run_retrain
 
         if cluster_data is not None:
             if submit_to is None:
                 raise CnnopsError("--cluster-data names the data a submitted run reads; give --submit too.")
-            parameters = parameters.model_copy(update={"data_source": cluster_data})
+            plan = replace(plan, parameters=plan.parameters.model_copy(update={"data_source": cluster_data}))
         drift = None if if_drift is None or force else ask_drift(if_drift)  # --force: whatever it says
-        request = RetrainRequest(checked, overlay, parameters, log, force, runner, submit_to, experiment, drift=drift)
+        request = RetrainRequest(plan, log, force, runner, submit_to, experiment, drift=drift)
         outcome = run_retrain(request)
     except CnnopsError as err:  # bad input (2), or a store that failed (1: the system's fault)
         code = 1 if isinstance(err, SystemFault) else 2
@@ -590,7 +599,7 @@ def submit(
     from cnnops.pipelines.pipeline import pipeline_arguments
     from cnnops.pipelines.platform import Platform
     from cnnops.pipelines.submit import submit_pipeline
-    from cnnops.settings.parameters import resolve_parameters
+    from cnnops.settings.parameters import plan_run
 
     with exit_on_user_error():
         overlay = to_pipeline_parameter(resolve_config(config, sets))
@@ -605,7 +614,7 @@ def submit(
             gate_metric=gate_metric,
             force_promote=force_promote,
         )
-        resolve_parameters(overlay, parameters)  # a bad setting is one line here, not a failed run there
+        plan_run(overlay, parameters)  # a bad setting is one line here, not a failed run there
         platform = Platform(gpu=gpu, data_volume=data_volume, mlflow_secret=mlflow_secret)
         made = submit_pipeline(
             host, pipeline_arguments(overlay, parameters, fresh), experiment, platform, image, schedule
@@ -730,22 +739,18 @@ def predict(
         served = export_registered(model_name_for(cfg), version)
         results = classify_files(images, served, cfg.serve.top_k, cfg.serve.max_image_pixels)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"model": served.info.registered_model, "version": served.info.version, "results": results},
-                indent=2,
-            )
-        )
+        answers = [result.model_dump(mode="json", exclude_none=True) for result in results]
+        payload = {"model": served.info.registered_model, "version": served.info.version, "results": answers}
+        typer.echo(json.dumps(payload, indent=2))
     else:
         for result in results:
-            found = result.get("predictions")
             shown = (
-                "  ".join(f"{p['label']} {p['probability']:.3f}" for p in found)
-                if found
-                else f"error: {result['error']}"
+                "  ".join(f"{p.label} {p.probability:.3f}" for p in result.predictions)
+                if result.predictions
+                else f"error: {result.error}"
             )
-            typer.echo(f"{result['file']}: {shown}")
-    if any("error" in result for result in results):
+            typer.echo(f"{result.file}: {shown}")
+    if any(result.error is not None for result in results):
         raise typer.Exit(1)
 
 

@@ -17,6 +17,7 @@ from cnnops.pipelines.run import run_locally
 from cnnops.promotion.status import describe_registry
 from cnnops.settings.config import build_config, to_pipeline_parameter
 from cnnops.settings.naming import model_name_for
+from cnnops.settings.parameters import plan_run
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / "pipelines" / "cnnops-train.yaml"
@@ -101,7 +102,7 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
         }
     )
     before = dict(os.environ)
-    finished = run_locally(to_pipeline_parameter(config))
+    finished = run_locally(plan_run(to_pipeline_parameter(config)))
     assert dict(os.environ) == before  # the run set variables for its tasks, and only for them
     assert finished.log.parent == state_home / "logs" and "Got executor_input:" in finished.log.read_text()
     name = model_name_for(config)

@@ -10,7 +10,7 @@ from cnnops.core.errors import CnnopsError
 from cnnops.pipelines.run import run_locally
 from cnnops.settings.config import Config, build_config, to_pipeline_parameter
 from cnnops.settings.naming import model_name_for
-from cnnops.settings.parameters import PipelineParameters
+from cnnops.settings.parameters import PipelineParameters, plan_run
 from cnnops.tracking.stores import use_tracking_store
 from cnnops.training.sweep import ENDED_BY_TAG
 
@@ -29,7 +29,7 @@ def test_a_failed_candidate_ends_the_sweeps_parent_run_failed(make_images, state
     )
     typed = PipelineParameters(epochs=2, batch_size=16, seed=7)
     with pytest.raises(CnnopsError) as stopped:
-        run_locally(overlay, parameters=typed)
+        run_locally(plan_run(overlay, typed))
     assert str(stopped.value) == (
         "mobilenet_v2 needs a working size of at least 32 pixels; set train.working_size. (nothing was registered)"
     )

@@ -70,14 +70,14 @@ def test_service_class_classifies_decoded_images(served, images, expected, monke
     monkeypatch.setenv("CNNOPS_MODEL_DIR", str(served["model"].folder))
     service = Classifier()
     info = service.info()
-    assert info["registered_model"] == served["name"] and info["version"] == 1
-    assert info["aliases"] == ["champion"] and info["class_names"] == ["cross", "disc", "stripes"]
-    assert info["test_accuracy"] == pytest.approx(served["test_accuracy"])  # what evaluate scored
+    assert info.registered_model == served["name"] and info.version == 1
+    assert info.aliases == ["champion"] and info.class_names == ["cross", "disc", "stripes"]
+    assert info.test_accuracy == pytest.approx(served["test_accuracy"])  # what evaluate scored
     image = service.decode(images["disc"])
     assert image.pixels.shape == (16, 16, 3) and image.pixels.dtype == np.uint8
     (top,) = asyncio.run(service.classify_images([image], [images["disc"]], 3))
-    assert top[0]["label"] == expected["disc"]
-    assert sum(p["probability"] for p in top) == pytest.approx(1.0, abs=1e-5)
+    assert top[0].label == expected["disc"]
+    assert sum(p.probability for p in top) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_upload_returns_top_k_labels_and_probabilities(client, images, expected):

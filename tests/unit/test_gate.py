@@ -136,7 +136,10 @@ def test_the_gate_holds_candidates_to_chance_the_baselines_and_evidence(small):
     assert f"only this right {evidence.only_candidate_right}" in line and "McNemar p" in line
     assert f"best baseline {best} {best_score:.4f}" in status.stdout
     recorded = json.loads(mlflow.artifacts.load_text(f"runs:/{default['run_id']}/gate/decision-v{crowned}.json"))
-    assert recorded["evidence"] == evidence.model_dump() and recorded["chance_score"] == pytest.approx(1 / 3)
+    assert recorded["outcome"] == "complete" and recorded["version"] == crowned
+    assert recorded["gate"]["evidence"] == evidence.model_dump() and recorded["gate"]["chance_score"] == pytest.approx(
+        1 / 3
+    )
 
 
 def facts(**values) -> GateFacts:

@@ -48,9 +48,9 @@ def test_base64_refusals(text, words):
 
 def test_top_k_orders_and_clamps():
     probabilities = np.array([0.1, 0.6, 0.3], dtype=np.float32)
-    assert [p["label"] for p in top_k(probabilities, ["a", "b", "c"], 2)] == ["b", "c"]
+    assert [p.label for p in top_k(probabilities, ["a", "b", "c"], 2)] == ["b", "c"]
     assert len(top_k(probabilities, ["a", "b", "c"], 99)) == 3
-    assert top_k(probabilities, ["a", "b", "c"], 1)[0]["probability"] == pytest.approx(0.6)
+    assert top_k(probabilities, ["a", "b", "c"], 1)[0].probability == pytest.approx(0.6)
 
 
 def test_buckets_are_powers_of_two_up_to_the_cap():

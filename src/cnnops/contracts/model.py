@@ -16,13 +16,12 @@ from cnnops.contracts.records import (
     TRAIN_STEP,
     Frozen,
     Record,
-    first_problem,
     read_json,
     read_record,
     write_json,
     write_record,
 )
-from cnnops.core.errors import CnnopsError
+from cnnops.core.errors import CnnopsError, first_problem
 
 if TYPE_CHECKING:  # ModelSpec users (a bare GPU benchmark machine, the served runtime) need no Keras
     import keras

@@ -11,17 +11,10 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cnnops.core.atomic import write_text_atomically
-from cnnops.core.errors import CnnopsError
+from cnnops.core.errors import CnnopsError, first_problem
 
 # The steps that write each record, named in the error when one cannot be read.
 INGEST_STEP, TRAIN_STEP, EVALUATE_STEP = "`cnnops ingest` (and validate, split)", "`cnnops train`", "`cnnops evaluate`"
-
-
-def first_problem(err: ValidationError) -> str:
-    """`where: what` of a validation error's first problem: the one line a refusal shows."""
-    first = err.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "its fields"
-    return f"{where}: {first['msg']}"
 
 
 class Frozen(BaseModel):

@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from cnnops.contracts.model import ModelSpec, read_model_spec
 from cnnops.contracts.records import Record, read_record
 from cnnops.contracts.registry import VersionFacts
 from cnnops.core.errors import CnnopsError
+from cnnops.settings.config import ServeConfig
 
 SERVED_FILE = "served.json"
 
@@ -50,3 +53,60 @@ def read_served_model(folder: Path) -> ServedModel:
             f"{folder} holds no {MODEL_FILE}; export a registered version first (`cnnops serve` and `make bento` do)."
         )
     return ServedModel(folder, read_model_spec(folder), read_record(folder / SERVED_FILE, ServedInfo, EXPORT_STEP))
+
+
+class Prediction(BaseModel):
+    """One class and its probability: the one type of a prediction, from the library's `top_k` to
+    the service's answers, `cnnops predict` and infra-validation's reading of a served answer.
+    (A plain frozen model: the published OpenAPI contract keeps its shape.)"""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str = Field(description="A class name, as /info lists them.")
+    probability: float = Field(ge=0, le=1)
+
+
+class Classification(BaseModel):
+    """One image's most likely classes, most likely first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    predictions: list[Prediction] = Field(min_length=1)
+
+
+class BatchClassification(BaseModel):
+    """Each image's classes, in upload order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    results: list[Classification] = Field(min_length=1)
+
+
+class FilePrediction(BaseModel):
+    """`cnnops predict`'s answer for one file: its classes, or why it could not be classified."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    predictions: list[Prediction] | None = None
+    error: str | None = None
+
+
+class ModelInput(BaseModel):
+    """What the model takes: decoded images of this height, width and colour mode."""
+
+    model_config = ConfigDict(frozen=True)
+
+    height: int
+    width: int
+    mode: str
+
+
+class ServiceInfo(ServedInfo):
+    """What the service's `GET /info` answers: the served version (`ServedInfo`), its classes and
+    input, and this service's limits."""
+
+    class_names: list[str] = Field(min_length=1)
+    input: ModelInput
+    limits: ServeConfig
+    max_request_bytes: int

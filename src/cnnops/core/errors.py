@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 import os
 import sys
 from collections.abc import Iterator
@@ -51,3 +56,11 @@ def exit_on_user_error() -> Iterator[None]:
             with open(report, "a", encoding="utf-8") as handle:
                 handle.write(f"{err}\n")
         raise SystemExit(2) from None
+
+
+def first_problem(err: ValidationError, whole: str = "its fields") -> str:
+    """`where: what` of a validation error's first problem, the one line every refusal of a record,
+    an answer or a setting shows (`whole` names the place when the problem is not in one field)."""
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or whole
+    return f"{where}: {first['msg']}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from cnnops.core.errors import CnnopsError, ServiceFault
+from cnnops.core.errors import CnnopsError, ServiceFault, first_problem
 
 if TYPE_CHECKING:
     from cnnops.contracts.drift import ServedDrift
@@ -100,11 +100,9 @@ def fetch_drift(url: str, timeout: float = 30) -> ServedDrift:
     try:
         return ServedDrift.model_validate_json(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the answer"
         raise ServiceFault(
             f"{base}/drift answered with something that is not this cnnops's drift verdict "
-            f"({where}: {first['msg']}; a service of another cnnops version?)."
+            f"({first_problem(err, 'the answer')}; a service of another cnnops version?)."
         ) from None
 
 

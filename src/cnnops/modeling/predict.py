@@ -14,12 +14,12 @@ import base64
 import binascii
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnnops.contracts.model import ModelSpec
-from cnnops.contracts.served import MODEL_FILE, ServedModel
+from cnnops.contracts.served import MODEL_FILE, FilePrediction, Prediction, ServedModel
 from cnnops.core.errors import ImageDecodeError
 from cnnops.data.images import decode_image
 
@@ -131,29 +131,32 @@ def predict_bucketed(model: keras.Model, pixels: np.ndarray, buckets: list[int])
     return predict_pixels(model, padded)[: len(pixels)]
 
 
-def top_k(probabilities: np.ndarray, class_names: list[str], k: int) -> list[dict[str, Any]]:
+def top_k(probabilities: np.ndarray, class_names: list[str], k: int) -> list[Prediction]:
     """The k most likely classes of one image, most likely first."""
     order = np.argsort(-probabilities, kind="stable")[: max(1, min(k, len(class_names)))]
-    return [{"label": class_names[i], "probability": float(probabilities[i])} for i in order]
+    return [Prediction(label=class_names[i], probability=float(probabilities[i])) for i in order]
 
 
-def classify_files(paths: list[Path], served: ServedModel, k: int, max_pixels: int) -> list[dict[str, Any]]:
+def classify_files(paths: list[Path], served: ServedModel, k: int, max_pixels: int) -> list[FilePrediction]:
     """`cnnops predict`: the service's decode and model call, on files; an unreadable file gets its
     reason instead of predictions and does not stop the others."""
     model = load_keras_model(served.folder)
-    results: list[dict[str, Any]] = []
+    results: list[FilePrediction] = []
     pixels: list[np.ndarray] = []
     for path in paths:
         try:
             pixels.append(decode_for_model(path.read_bytes(), served.spec, max_pixels))
-            results.append({"file": str(path)})
+            results.append(FilePrediction(file=str(path)))
         except ImageDecodeError as err:
-            results.append({"file": str(path), "error": str(err)})
+            results.append(FilePrediction(file=str(path), error=str(err)))
         except OSError as err:
-            results.append({"file": str(path), "error": f"cannot read: {err.strerror}"})
-    if pixels:
-        probabilities = iter(predict_pixels(model, np.stack(pixels)))
-        for result in results:
-            if "error" not in result:
-                result["predictions"] = top_k(next(probabilities), served.spec.class_names, k)
-    return results
+            results.append(FilePrediction(file=str(path), error=f"cannot read: {err.strerror}"))
+    if not pixels:
+        return results
+    probabilities = iter(predict_pixels(model, np.stack(pixels)))
+    return [
+        result
+        if result.error is not None
+        else result.model_copy(update={"predictions": top_k(next(probabilities), served.spec.class_names, k)})
+        for result in results
+    ]

@@ -10,7 +10,6 @@ is the one place that turns a failed or missing validation into a challenger.
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import os
 import subprocess
@@ -20,7 +19,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from cnnops.contracts.infra import Canary, CanaryCheck, CanarySet, InfraValidation, read_canaries, read_infra_validation
+from cnnops.contracts.served import Classification
 from cnnops.core.errors import CnnopsError
 from cnnops.core.processes import LOOPBACK, free_port, stop_process_group
 from cnnops.inference.service_client import Answer, post_image, wait_until_ready
@@ -114,11 +116,11 @@ def read_answer(answer: Answer, canary: Canary, class_names: list[str]) -> tuple
     if answer.status != 200:
         return None, None
     try:
-        predictions = json.loads(answer.body)["predictions"]
-        served = {str(p["label"]): float(p["probability"]) for p in predictions}
-        top = str(predictions[0]["label"])
-    except (ValueError, KeyError, IndexError, TypeError):
+        predictions = Classification.model_validate_json(answer.body).predictions
+    except ValidationError:
         return None, None
+    served = {p.label: p.probability for p in predictions}
+    top = predictions[0].label
     if set(served) != set(class_names):
         return top, 1.0
     return top, max(abs(served[name] - p) for name, p in zip(class_names, canary.probabilities, strict=True))

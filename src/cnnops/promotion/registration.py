@@ -35,13 +35,19 @@ from cnnops.contracts.infra import InfraValidation
 from cnnops.contracts.model import ModelSpec, RunRecord, read_model_spec, read_run_record
 from cnnops.contracts.registry import (
     COMPLETE,
+    DECISION_ARTIFACT,
     DECISION_TAG,
     INTERRUPTED,
     MANAGED_TAG,
     PENDING,
     REGISTRATION_TAG,
-    SPEC_TAG,
+    RecordedEvidence,
+    RegisteredDecision,
     Registration,
+    VersionTags,
+    read_version_tags,
+    tag_key,
+    version_tag_values,
 )
 from cnnops.core.console import say
 from cnnops.promotion.gate import check_same_model
@@ -89,8 +95,8 @@ def register_model(
             from cnnops.promotion.gate import decide_promotion  # the gate reads the registry through this module
 
             say(
-                f"register: the champion of {name} moved from {describe_version(decision.champion_version)} to "
-                f"{describe_version(current_version)} while this run was gated; gating again against it"
+                f"register: the champion of {name} moved from {version_label(decision.champion_version)} to "
+                f"{version_label(current_version)} while this run was gated; gating again against it"
             )
             decision = decide_promotion(model_dir, test_dir, evaluation_dir, config, baselines_dir)
             renew_lease(client, lease)
@@ -124,7 +130,7 @@ def gate_and_register(
     return register_model(model_dir, test_dir, evaluation_dir, config, decision, baselines_dir, validation)
 
 
-def describe_version(number: int | None) -> str:
+def version_label(number: int | None) -> str:
     return "none" if number is None else f"v{number}"
 
 
@@ -142,17 +148,19 @@ def write_registration(
     previous_tag = client.get_run(run.run_id).data.tags.get(DECISION_TAG)
     created_model = ensure_registered_model(client, name)
     version: ModelVersion | None = None
-    record: dict[str, Any] = {}
+    record: RegisteredDecision | None = None
     try:
         version = client.create_model_version(
             name,
             source=run.model_uri,
             run_id=run.run_id,
-            tags={**version_tags(spec, decision, metrics, run), REGISTRATION_TAG: PENDING},
+            tags={**version_tag_values(version_tags(spec, decision, metrics, run)), REGISTRATION_TAG: PENDING},
             model_id=run.model_id,
         )
-        record = {**decision.model_dump(mode="json"), "version": int(version.version)}
-        client.log_dict(run.run_id, record, decision_artifact(version))
+        record = RegisteredDecision(
+            version=int(version.version), alias=alias, reason=decision.reason, outcome="complete", gate=decision
+        )
+        log_decision(client, run.run_id, record)
         client.set_tag(run.run_id, DECISION_TAG, alias)
         check_held(client, lease)
         client.set_registered_model_alias(name, alias, version.version)
@@ -169,17 +177,19 @@ def resolve_interrupted(client: MlflowClient, name: str) -> list[int]:
     one that was killed; returns the versions it settled."""
     settled = []
     for version in pending_versions(client, name):
-        intended = version.tags.get("cnnops.decision", "unknown")
+        intended = read_version_tags(version.tags).decision or "unknown"
         reason = (
             f"interrupted: the registration of v{version.version} stopped after the version was created and "
             f"before its alias was set (the gate had said {intended}); it holds no alias, run the pipeline "
             "again to gate it."
         )
-        client.set_model_version_tag(name, version.version, "cnnops.decision", CHALLENGER)
-        client.set_model_version_tag(name, version.version, "cnnops.reason", reason)
+        client.set_model_version_tag(name, version.version, tag_key("decision"), CHALLENGER)
+        client.set_model_version_tag(name, version.version, tag_key("reason"), reason)
         if version.run_id:
-            record = {"version": int(version.version), "alias": CHALLENGER, "reason": reason, "interrupted": True}
-            client.log_dict(version.run_id, record, decision_artifact(version))
+            record = RegisteredDecision(
+                version=int(version.version), alias=CHALLENGER, reason=reason, outcome="interrupted"
+            )
+            log_decision(client, version.run_id, record)
         client.set_model_version_tag(name, version.version, REGISTRATION_TAG, INTERRUPTED)
         say(f"register: {name} v{version.version} was interrupted while registering; recorded as challenger, no alias")
         settled.append(int(version.version))
@@ -192,9 +202,10 @@ def pending_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     return sorted(found, key=lambda v: int(v.version))
 
 
-def decision_artifact(version: ModelVersion) -> str:
-    """Run artifact holding the gate's decision for one registered version."""
-    return f"gate/decision-v{version.version}.json"
+def log_decision(client: MlflowClient, run_id: str, record: RegisteredDecision) -> None:
+    """The one writer of `gate/decision-vN.json`, whatever became of the version."""
+    path = DECISION_ARTIFACT.format(version=record.version)
+    client.log_dict(run_id, record.model_dump(mode="json"), path)
 
 
 def roll_back(
@@ -204,7 +215,7 @@ def roll_back(
     version: ModelVersion | None,
     created_model: bool,
     previous_tag: str | None,
-    record: dict[str, Any],
+    record: RegisteredDecision | None,
 ) -> None:
     """Undo a partial registration, restoring what an earlier registration of the same run wrote.
     A failing step is reported but never hides the error that caused the rollback."""
@@ -217,8 +228,9 @@ def roll_back(
     ]
     if version is not None:
         # MLflow cannot delete a run artifact; mark the record so nobody takes it for a registration.
-        if record:
-            steps.append(lambda: client.log_dict(run_id, {**record, "rolled_back": True}, decision_artifact(version)))
+        if record is not None:
+            rolled_back = record.model_copy(update={"outcome": "rolled-back"})
+            steps.append(lambda: log_decision(client, run_id, rolled_back))
         steps.append(lambda: client.delete_model_version(name, version.version))
     if created_model:
         steps.append(lambda: client.delete_registered_model(name))
@@ -246,42 +258,39 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def version_tags(spec: ModelSpec, decision: GateDecision, metrics: EvaluationScores, run: RunRecord) -> dict[str, str]:
+def version_tags(spec: ModelSpec, decision: GateDecision, metrics: EvaluationScores, run: RunRecord) -> VersionTags:
     """What a registry reader needs without opening the run: scores, decision, input spec."""
-    tags = {
-        "cnnops.decision": decision.alias,
-        "cnnops.reason": decision.reason,
-        "cnnops.gate_metric": decision.metric,
-        "cnnops.candidate_score": f"{decision.candidate_score:.6f}",
-        "cnnops.test_accuracy": f"{metrics.accuracy:.6f}",
-        "cnnops.test_macro_f1": f"{metrics.macro_f1:.6f}",
-        "cnnops.n_test": str(metrics.n_test),
-        SPEC_TAG: spec.to_json(),
-        "cnnops.run_id": run.run_id,
-    }
-    if decision.champion_version is not None:
-        tags["cnnops.compared_with_version"] = str(decision.champion_version)
-    if decision.champion_score is not None and decision.candidate_score_compared is not None:
-        tags["cnnops.champion_score"] = f"{decision.champion_score:.6f}"
-        tags["cnnops.candidate_score_compared"] = f"{decision.candidate_score_compared:.6f}"
-        tags["cnnops.compared_on"] = str(decision.compared_on)
-    tags["cnnops.chance_score"] = f"{decision.chance_score:.6f}"
-    if decision.best_baseline is not None and decision.best_baseline_score is not None:
-        tags["cnnops.best_baseline"] = decision.best_baseline
-        tags["cnnops.best_baseline_score"] = f"{decision.best_baseline_score:.6f}"
+    compared = decision.champion_score is not None and decision.candidate_score_compared is not None
     evidence = decision.evidence
-    if evidence is not None:
-        tags.update(
-            {
-                "cnnops.p_value": f"{evidence.p_value:.6g}",
-                "cnnops.difference": f"{evidence.difference:.6f}",
-                "cnnops.interval": f"[{evidence.interval_low:.6f}, {evidence.interval_high:.6f}]",
-                "cnnops.confidence": f"{evidence.confidence:g}",
-                "cnnops.only_candidate_right": str(evidence.only_candidate_right),
-                "cnnops.only_champion_right": str(evidence.only_champion_right),
-            }
-        )
-    return tags
+    return VersionTags(
+        decision=decision.alias,
+        reason=decision.reason,
+        gate_metric=decision.metric,
+        candidate_score=decision.candidate_score,
+        test_accuracy=metrics.accuracy,
+        test_macro_f1=metrics.macro_f1,
+        n_test=metrics.n_test,
+        spec=spec.to_json(),
+        run_id=run.run_id,
+        compared_with_version=decision.champion_version,
+        champion_score=decision.champion_score if compared else None,
+        candidate_score_compared=decision.candidate_score_compared if compared else None,
+        compared_on=decision.compared_on if compared else None,
+        chance_score=decision.chance_score,
+        best_baseline=decision.best_baseline if decision.best_baseline_score is not None else None,
+        best_baseline_score=decision.best_baseline_score if decision.best_baseline is not None else None,
+        evidence=None
+        if evidence is None
+        else RecordedEvidence(
+            p_value=evidence.p_value,
+            difference=evidence.difference,
+            interval_low=evidence.interval_low,
+            interval_high=evidence.interval_high,
+            confidence=evidence.confidence,
+            only_candidate_right=evidence.only_candidate_right,
+            only_champion_right=evidence.only_champion_right,
+        ),
+    )
 
 
 def ensure_registered_model(client: MlflowClient, name: str) -> bool:

@@ -11,11 +11,13 @@ imported here, so the configure task that resolves them starts without TensorFlo
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cnnops.settings.config import Config, set_dotted, to_pipeline_parameter, validate_config
+from cnnops.settings.naming import model_name_for
 
 UNSET_SEED = -1
 
@@ -56,11 +58,33 @@ CONFIG_KEYS = {
 
 
 def resolve_parameters(overlay: dict[str, Any], parameters: PipelineParameters) -> Config:
-    """The validated config: defaults, then the overlay, then the typed parameters that are set."""
+    """The validated config of one pipeline run: defaults, then the overlay, then the typed
+    parameters that are set, with the registered-model name filled in (the configured one, else
+    the one derived from the data source), so that every task of the run names the same model
+    whatever path it sees the data at."""
     raw = copy.deepcopy(overlay)
     for dotted, value in parameters.overrides().items():
         set_dotted(raw, dotted, value)
-    return validate_config(raw)
+    config = validate_config(raw)
+    registry = config.registry.model_copy(update={"model_name": model_name_for(config)})
+    return config.model_copy(update={"registry": registry})
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A pipeline run's settings, resolved once: the config overlay and the typed parameters the
+    pipeline is given (the KFP UI shows them apart), and the config they resolve to, which every
+    check before the run and the runner itself read."""
+
+    overlay: dict[str, Any]
+    parameters: PipelineParameters
+    config: Config
+
+
+def plan_run(overlay: dict[str, Any], parameters: PipelineParameters | None = None) -> RunPlan:
+    """Resolve a run's settings once; an invalid setting is one line, before anything starts."""
+    typed = parameters or PipelineParameters()
+    return RunPlan(overlay, typed, resolve_parameters(overlay, typed))
 
 
 def configure_pipeline(overlay: dict[str, Any], parameters: PipelineParameters) -> dict[str, Any]:

@@ -4,14 +4,13 @@ a one-line error naming it, never "none"."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from cnnops.contracts.model import ModelSpec
-from cnnops.contracts.registry import SPEC_TAG, RecordedEvidence, VersionStatus
+from cnnops.contracts.registry import SPEC_TAG, VersionFacts, VersionStatus, read_version_tags
 from cnnops.settings.naming import CHAMPION
 from cnnops.tracking.stores import ALIAS_NOT_FOUND, lookup, store_faults, use_tracking_store
 
@@ -38,46 +37,12 @@ def version_spec(version: ModelVersion) -> ModelSpec | None:
 
 
 def describe_version(version: ModelVersion, aliases: list[str]) -> VersionStatus:
-    tags = version.tags
-
-    def number(key: str) -> float | None:
-        return float(tags[key]) if key in tags else None
-
-    def whole(key: str) -> int | None:
-        return int(tags[key]) if key in tags else None
-
+    """A registered version as `cnnops status` and `/info` show it, from its tags."""
+    tags = read_version_tags(version.tags)
     return VersionStatus(
         version=int(version.version),
         aliases=aliases,
         run_id=version.run_id,
         created_at=datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
-        test_accuracy=number("cnnops.test_accuracy"),
-        test_macro_f1=number("cnnops.test_macro_f1"),
-        decision=tags.get("cnnops.decision"),
-        reason=tags.get("cnnops.reason"),
-        registration=tags.get("cnnops.registration"),
-        champion_score=number("cnnops.champion_score"),
-        candidate_score_compared=number("cnnops.candidate_score_compared"),
-        compared_on=whole("cnnops.compared_on"),
-        compared_with_version=whole("cnnops.compared_with_version"),
-        chance_score=number("cnnops.chance_score"),
-        best_baseline=tags.get("cnnops.best_baseline"),
-        best_baseline_score=number("cnnops.best_baseline_score"),
-        evidence=version_evidence(tags),
-    )
-
-
-def version_evidence(tags: dict[str, str]) -> RecordedEvidence | None:
-    """The paired comparison recorded on a version, or None when it was not compared paired."""
-    if "cnnops.p_value" not in tags:
-        return None
-    low, high = json.loads(tags["cnnops.interval"])
-    return RecordedEvidence(
-        p_value=float(tags["cnnops.p_value"]),
-        difference=float(tags["cnnops.difference"]),
-        interval_low=low,
-        interval_high=high,
-        confidence=float(tags["cnnops.confidence"]),
-        only_candidate_right=int(tags["cnnops.only_candidate_right"]),
-        only_champion_right=int(tags["cnnops.only_champion_right"]),
+        **tags.model_dump(include=set(VersionFacts.model_fields) - {"aliases", "run_id", "created_at"}),
     )
