@@ -112,6 +112,9 @@ def test_make_mlflow_server_without_a_store_names_the_variables():
         ("nosuchdb://somewhere/mlflow", "artifacts", "cannot open the MLflow backend store nosuchdb://somewhere"),
         ("postgresql+psycopg2://cnnops@127.0.0.1:5432/mlflow", None, "needs an artifact destination"),
     ],
+    # Named, not derived from the values: the first holds a free port, and xdist workers must
+    # collect the same test ids.
+    ids=["postgres-not-answering", "unknown-store-scheme", "no-artifact-destination"],
 )
 def test_a_store_the_server_cannot_use_is_one_line(store, artifacts, expected, tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
