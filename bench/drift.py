@@ -134,8 +134,8 @@ def pools_of(test_files: list[Path], spec: Any) -> dict[str, list[bytes]]:
 
 
 def start_server(folder: Path, window_size: int, scratch: Path) -> tuple[subprocess.Popen, str]:
-    from cnnops.core.processes import LOOPBACK, free_port
-    from cnnops.inference.service_client import wait_until_ready
+    from cnnops.core.processes import LOOPBACK, free_port, start_process, wait_until
+    from cnnops.inference.service_client import is_ready
 
     scratch.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -146,12 +146,10 @@ def start_server(folder: Path, window_size: int, scratch: Path) -> tuple[subproc
         "CNNOPS_WINDOW_FILE": str(scratch / "window.npz"),
     }
     command = [sys.executable, "-m", "bentoml", "serve", "cnnops.serving.service:Classifier", "--host", LOOPBACK]
-    log = (scratch / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [*command, "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    (scratch / "serve.log").unlink(missing_ok=True)
+    proc = start_process([*command, "--port", str(port)], scratch / "serve.log", env, ROOT)
     url = f"http://{LOOPBACK}:{port}"
-    failed = wait_until_ready(url, proc, 180)
+    failed = wait_until(lambda: is_ready(url), proc, 180)
     if failed:
         sys.exit(f"{failed}; see {scratch / 'serve.log'}")
     return proc, url

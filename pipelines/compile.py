@@ -30,13 +30,18 @@ def set_task_image(path: Path, image: str) -> None:
     path.write_text(text.replace(f"image: {BASE_IMAGE}\n", f"image: {image}\n"))
 
 
+def read_ir_documents(path: Path) -> list[dict]:
+    """The compiled YAML's documents, parsed with libyaml where PyYAML has it (the pure-Python
+    parser takes seconds for the pipeline's IR)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return list(yaml.load_all(path.read_text(), Loader=loader))
+
+
 def load_pipeline_spec(path: Path) -> pipeline_spec_pb2.PipelineSpec:
     """Parse compiled YAML into kfp's protobuf; the first document is the PipelineSpec."""
-    document = next(yaml.safe_load_all(path.read_text()))
-    return json_format.ParseDict(document, pipeline_spec_pb2.PipelineSpec())
+    return json_format.ParseDict(read_ir_documents(path)[0], pipeline_spec_pb2.PipelineSpec())
 
 
 def load_platform_spec(path: Path) -> pipeline_spec_pb2.PlatformSpec:
     """The second document: the Kubernetes settings of each executor (volumes, secrets, tolerations)."""
-    documents = list(yaml.safe_load_all(path.read_text()))
-    return json_format.ParseDict(documents[1], pipeline_spec_pb2.PlatformSpec())
+    return json_format.ParseDict(read_ir_documents(path)[1], pipeline_spec_pb2.PlatformSpec())

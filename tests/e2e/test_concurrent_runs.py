@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CNNOPS, stop_process_group
 from mlflow.tracking import MlflowClient
+from support.commands import CNNOPS
 
+from cnnops.core.processes import stop_process_group
 from cnnops.settings.config import build_config
 
 NAME = "concurrent"

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CNNOPS, free_port, write_images
+from support.commands import CNNOPS
+from support.images import write_images
 
 from cnnops.components import BASE_IMAGE
+from cnnops.core.processes import free_port
 from cnnops.inference.service_client import post_image as upload_image
 
 pytestmark = pytest.mark.containers
@@ -128,7 +130,7 @@ def test_the_build_ca_bundle_stays_out_of_the_image(project_image):
 def shared_store(tmp_path_factory) -> Iterator[dict]:
     """A team's shared MLflow server for the module: PostgreSQL 15 (tests/postgres.py) behind
     `mlflow server` with proxied artifacts, as the function-scoped `shared_server` fixture makes."""
-    import postgres as pg
+    from support import postgres as pg
 
     from cnnops.tracking.server import running_server
 

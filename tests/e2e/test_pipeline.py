@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 import cnnops
 from cnnops.components import BASE_IMAGE
-from cnnops.pipelines.compile import compile_pipeline, load_pipeline_spec
+from cnnops.pipelines.compile import compile_pipeline, load_pipeline_spec, read_ir_documents
 from cnnops.pipelines.platform import Platform
 from cnnops.pipelines.run import run_locally
 from cnnops.promotion.status import describe_registry
@@ -81,8 +80,8 @@ def test_gpu_variant_requests_a_gpu(tmp_path):
 
 
 def test_checked_in_yaml_is_current(tmp_path):
-    fresh = list(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text()))
-    assert fresh == list(yaml.safe_load_all(CHECKED_IN.read_text())), "run `make compile` and commit the result"
+    fresh = read_ir_documents(compile_pipeline(tmp_path / "p.yaml"))
+    assert fresh == read_ir_documents(CHECKED_IN), "run `make compile` and commit the result"
 
 
 @pytest.mark.pipeline

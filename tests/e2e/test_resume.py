@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CNNOPS
+from support.commands import CNNOPS
 
 EPOCHS = 8
 

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from act import ActRun, dispatch, finish_act, run_act, start_act
-from conftest import CNNOPS, cnnops_serving, draw, free_port, write_images
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from support.act import ActRun, dispatch, finish_act, run_act, start_act
+from support.commands import CNNOPS
+from support.images import draw, write_images
+from support.serving import cnnops_serving
 
-from cnnops.core.processes import LOOPBACK
+from cnnops.core.processes import LOOPBACK, free_port
 
 NAME = "ci-retrain"
 # Tiny and cheap: two epochs, and floors off so that the first candidate is crowned whatever it

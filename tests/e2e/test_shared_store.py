@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CNNOPS, write_images
+from support.commands import CNNOPS
+from support.images import write_images
 
 from cnnops.core.retries import STORE_RETRIES
 

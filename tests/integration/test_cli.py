@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
+from support.images import snapshot
 
 CNNOPS = Path(sys.executable).parent / "cnnops"
 

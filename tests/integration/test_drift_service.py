@@ -19,11 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CNNOPS, champion_copy, draw, free_port, stop_process_group
 from PIL import Image
+from support.commands import CNNOPS
+from support.images import draw
+from support.stores import champion_copy
 
+from cnnops.core.processes import free_port, start_process, stop_process_group, wait_until
 from cnnops.data.images import sha256_bytes
-from cnnops.inference.service_client import post_image, wait_until_ready
+from cnnops.inference.service_client import is_ready, post_image
 
 pytestmark = pytest.mark.server
 
@@ -101,17 +104,9 @@ class Server:
         env.pop("MLFLOW_TRACKING_URI", None)
         port = self.url.rsplit(":", 1)[1]
         self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", "cnnops.serving.service:Classifier", "--host", "127.0.0.1"]
-                + ["--port", port],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=Path(__file__).resolve().parents[2],
-            )
-        failed = wait_until_ready(self.url, self.proc, 120)
+        command = [sys.executable, "-m", "bentoml", "serve", "cnnops.serving.service:Classifier"]
+        self.proc = start_process([*command, "--host", "127.0.0.1", "--port", port], log, env)
+        failed = wait_until(lambda: is_ready(self.url), self.proc, 120)
         if failed:
             self.stop()
             raise RuntimeError(f"{failed}:\n{log.read_text()[-3000:]}")

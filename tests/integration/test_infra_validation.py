@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import champion_copy, train_candidate
 from mlflow.tracking import MlflowClient
+from support.stores import champion_copy
+from support.training import train_candidate
 
 from cnnops.contracts.infra import read_infra_validation
 from cnnops.promotion.gate import decide_promotion

@@ -1,53 +1,39 @@
 """`make ui` starts a real MLflow server on loopback; the test stops it by its process group."""
 
 import os
-import subprocess
-import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import free_port, stop_process_group
+
+from cnnops.core.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_ui(home: Path) -> tuple[subprocess.Popen, int]:
-    """`make ui` on a free loopback port, waited for until /health answers."""
+@contextmanager
+def make_ui(home: Path) -> Iterator[int]:
+    """`make ui` on a free loopback port, ready once /health answers; stopped by PID after."""
+    from cnnops.core.processes import running_process
+    from cnnops.tracking.server import answers
+
     port = free_port()
     env = {**os.environ, "CNNOPS_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    server = subprocess.Popen(
-        ["make", "--no-print-directory", "ui", f"MLFLOW_PORT={port}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline, body = time.monotonic() + 90, None
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    body = response.read().decode()
-                    break
-            except OSError:
-                time.sleep(1)
-        assert body == "OK", server.stderr.read().decode()[-2000:] if server.poll() is not None else body
-    except BaseException:
-        stop_process_group(server)
-        raise
-    return server, port
+    log = home.parent / "make-ui.log"
+    command = ["make", "--no-print-directory", "ui", f"MLFLOW_PORT={port}"]
+    ready = lambda: answers(f"http://127.0.0.1:{port}")  # noqa: E731
+    with running_process(command, log, ready, 90, env, ROOT, "make ui") as started:
+        assert started.problem is None, f"{started.problem}:\n{log.read_text()[-2000:]}"
+        yield port
 
 
 @pytest.mark.server
 def test_make_ui_serves_the_store_on_loopback(tmp_path):
-    server, _ = start_ui(tmp_path / "state")
-    try:
+    with make_ui(tmp_path / "state"):
         assert (tmp_path / "state" / "mlflow" / "mlflow.db").is_file()
-    finally:
-        stop_process_group(server)
 
 
 @pytest.mark.slow
@@ -64,8 +50,7 @@ def test_the_ui_shows_a_runs_error_analysis(served, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     use_tracking_store()
     run_id = MlflowClient().get_model_version_by_alias(served["name"], "champion").run_id
-    server, port = start_ui(served["home"])
-    try:
+    with make_ui(served["home"]) as port:
         base = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(
             f"{base}/ajax-api/2.0/mlflow/artifacts/list?run_id={run_id}&path=evaluation/analysis", timeout=30
@@ -84,5 +69,3 @@ def test_the_ui_shows_a_runs_error_analysis(served, monkeypatch):
             f"{base}/get-artifact?path=evaluation/analysis/top_losses.png&run_uuid={run_id}", timeout=30
         ) as response:
             assert response.read(8) == b"\x89PNG\r\n\x1a\n"
-    finally:
-        stop_process_group(server)

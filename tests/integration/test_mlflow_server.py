@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import CNNOPS, free_port, stop_process_group
+from support.commands import CNNOPS
+
+from cnnops.core.processes import free_port, running_process
+from cnnops.tracking.server import answers
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "not-in-ps-7f3a"  # trust authentication on loopback ignores it; it must still not leak
@@ -35,16 +37,6 @@ def group_command_lines(leader: int) -> list[str]:
     return lines
 
 
-def wait_for_health(uri: str, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
-    from cnnops.tracking.server import answers
-
-    deadline = time.monotonic() + seconds
-    while not answers(uri):
-        assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, f"no answer at {uri} within {seconds} s"
-        time.sleep(0.5)
-
-
 @pytest.mark.server
 def test_make_mlflow_server_serves_postgres_with_proxied_artifacts(postgres, tmp_path):
     import sqlalchemy
@@ -57,18 +49,11 @@ def test_make_mlflow_server_serves_postgres_with_proxied_artifacts(postgres, tmp
         "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts),
         "CNNOPS_HOME": str(tmp_path / "state"),
     }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            ["make", "--no-print-directory", "mlflow-server", f"MLFLOW_PORT={port}"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(uri, proc, log)
+    command = ["make", "--no-print-directory", "mlflow-server", f"MLFLOW_PORT={port}"]
+    with running_process(command, log, lambda: answers(uri), 120, env, ROOT, "make mlflow-server") as started:
+        assert started.problem is None, f"{started.problem}:\n{log.read_text()[-3000:]}"
+        proc = started.proc
         command_lines = group_command_lines(proc.pid)
         assert any("mlflow server" in line and "--workers 1" in line for line in command_lines), command_lines
         assert not [line for line in command_lines if PASSWORD in line or "postgresql" in line]
@@ -77,8 +62,6 @@ def test_make_mlflow_server_serves_postgres_with_proxied_artifacts(postgres, tmp
         run = client.create_run(experiment)
         client.log_text(run.info.run_id, "hello", "notes/hello.txt")
         assert client.get_experiment(experiment).artifact_location.startswith("mlflow-artifacts:")
-    finally:
-        stop_process_group(proc)
     # The run is a row in PostgreSQL, its artifact a file in the server's destination.
     engine = sqlalchemy.create_engine(postgres.uri)
     with engine.connect() as db:
@@ -135,7 +118,7 @@ def test_the_store_password_comes_from_pgpassword_not_the_uri(tmp_path, monkeypa
     import shutil
     import tempfile
 
-    import postgres as pg
+    from support import postgres as pg
 
     from cnnops.core.errors import CnnopsError
     from cnnops.tracking.server import check_store

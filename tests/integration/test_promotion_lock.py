@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import own_store, train_candidate, write_images
 from mlflow.tracking import MlflowClient
+from support.images import write_images
+from support.stores import own_store
+from support.training import train_candidate
 
 from cnnops.contracts.gate import write_decision
 from cnnops.contracts.infra import write_infra_validation

@@ -7,7 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import CNNOPS, write_images
+from support.commands import CNNOPS
+from support.images import write_images
 
 
 def retrain(args: list[str], state: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,7 @@ line before any task starts, and a sentinel ("unset") value cannot be passed by 
 import os
 import subprocess
 
-from conftest import CNNOPS
+from support.commands import CNNOPS
 
 
 def run(state_home, *args):

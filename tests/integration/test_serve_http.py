@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import draw
 from PIL import Image
+from support.images import draw
 
 from cnnops.data.images import sha256_bytes
 

@@ -9,9 +9,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import draw
 from PIL import Image
 from starlette.testclient import TestClient
+from support.images import draw
 
 pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 

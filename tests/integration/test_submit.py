@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CNNOPS
+from support.commands import CNNOPS
 
 from cnnops.core.errors import CnnopsError
 from cnnops.core.processes import free_port
@@ -168,7 +168,7 @@ def test_a_refusal_or_no_server_is_one_line(api, state_home):
 def test_a_retrain_that_must_train_submits_the_run_and_says_so(api, state_home, tmp_path):
     """The decision is made here on the local copy of the data; the run goes to the cluster with
     the data as its tasks see it."""
-    from conftest import write_images
+    from support.images import write_images
 
     host, handler = api
     source = write_images(tmp_path / "images", per_class=10)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import CNNOPS, free_port, stop_process_group, write_images
+from support.commands import CNNOPS
+from support.images import write_images
+
+from cnnops.core.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,28 +29,18 @@ def cli(home: Path, *args: str, timeout: float = 900, **env: str) -> subprocess.
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory):
     """`cnnops ui` (what `make ui` runs) on a free loopback port, in a state folder of its own."""
+    from cnnops.core.processes import running_process
     from cnnops.tracking.server import answers
 
     home = tmp_path_factory.mktemp("server") / "state"
     port = free_port()
     env = {**os.environ, "CNNOPS_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [str(CNNOPS), "ui", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while not answers(uri):
-            assert proc.poll() is None and time.monotonic() < deadline, "the MLflow server did not come up"
-            time.sleep(0.5)
+    uri, log = f"http://127.0.0.1:{port}", home.parent / "ui.log"
+    command = [str(CNNOPS), "ui", "--port", str(port)]
+    with running_process(command, log, lambda: answers(uri), 90, env, what="cnnops ui") as started:
+        assert started.problem is None, f"{started.problem}:\n{log.read_text()[-3000:]}"
         yield {"uri": uri, "home": home}
-    finally:
-        stop_process_group(proc)
 
 
 @pytest.mark.pipeline

@@ -12,20 +12,22 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CNNOPS, free_port, stop_process_group, write_images
+from support.commands import CNNOPS
+from support.images import write_images
+
+from cnnops.core.processes import free_port, stop_process_group
 
 EPOCHS = 8
 
 
 def start_server(port: int, log: Path) -> subprocess.Popen:
     """The project's tracking server on this test's embedded store, in its own process group."""
-    from cnnops.tracking.server import server_command, server_environment, wait_until_up
+    from cnnops.core.processes import start_process, wait_until
+    from cnnops.tracking.server import answers, server_command, server_environment
 
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            server_command(port), env=server_environment(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    wait_until_up(f"http://127.0.0.1:{port}", proc, log)
+    proc = start_process(server_command(port), log, server_environment())
+    problem = wait_until(lambda: answers(f"http://127.0.0.1:{port}"), proc, 120, "the MLflow server")
+    assert problem is None, f"{problem}:\n{log.read_text()[-3000:]}"
     return proc
 
 

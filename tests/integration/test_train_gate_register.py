@@ -6,8 +6,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import champion_copy, train_candidate, write_images
 from mlflow.tracking import MlflowClient
+from support.images import write_images
+from support.stores import champion_copy
+from support.training import train_candidate
 
 from cnnops.contracts.evaluation import EvaluationScores, write_evaluation
 from cnnops.contracts.model import ModelSpec, read_model_spec

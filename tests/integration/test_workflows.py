@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import yaml
-from act import ACT, WORKFLOWS, ActRun, dispatch, run_act
-from conftest import CNNOPS
+from support.act import ACT, WORKFLOWS, ActRun, dispatch, run_act
+from support.commands import CNNOPS
 
 BIN = Path(sys.executable).parent
 WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.y*ml"))

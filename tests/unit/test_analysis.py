@@ -8,9 +8,11 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import own_store, train_candidate, write_images
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from support.images import write_images
+from support.stores import own_store
+from support.training import train_candidate
 
 from cnnops.contracts.dataset import read_manifest
 from cnnops.contracts.model import ModelSpec, read_model_spec

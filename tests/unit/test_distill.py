@@ -10,8 +10,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from conftest import train_candidate, write_images
 from mlflow.tracking import MlflowClient
+from support.images import write_images
+from support.training import train_candidate
 
 from cnnops.data.ingest import ingest_source
 from cnnops.data.split import SPLITS, split_dataset

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import train_candidate
+from support.training import train_candidate
 
 from cnnops.contracts.dataset import read_manifest
 from cnnops.contracts.model import read_model_spec

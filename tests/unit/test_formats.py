@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_CLASSES, draw, snapshot, write_images
 from PIL import Image
+from support.images import TINY_CLASSES, draw, snapshot, write_images
 
 from cnnops.contracts.dataset import read_manifest
 from cnnops.core.errors import CnnopsError

@@ -9,7 +9,10 @@ import subprocess
 import mlflow
 import numpy as np
 import pytest
-from conftest import CNNOPS, own_store, train_candidate, write_images
+from support.commands import CNNOPS
+from support.images import write_images
+from support.stores import own_store
+from support.training import train_candidate
 
 from cnnops.contracts.gate import GateDecision, GateFacts, read_decision, write_decision
 from cnnops.contracts.registry import Registration

@@ -95,7 +95,7 @@ def test_the_legacy_face_mask_h5_is_imported_evaluated_and_crowned(state_home, t
 
 @pytest.mark.slow
 def test_a_keras_file_without_its_spec_is_imported_with_the_classes_given(make_images, state_home, tmp_path):
-    from conftest import train_candidate
+    from support.training import train_candidate
 
     from cnnops.core.errors import CnnopsError
     from cnnops.promotion.importer import ImportSpec, import_model

@@ -3,8 +3,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import snapshot
 from PIL import Image
+from support.images import snapshot
 
 from cnnops.contracts.dataset import read_dataset_info, read_manifest
 from cnnops.core.errors import CnnopsError

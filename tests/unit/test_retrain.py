@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import register_trained_on as register_version
-from conftest import write_images
 from mlflow.tracking import MlflowClient
+from support.images import write_images
+from support.stores import register_trained_on as register_version
 
 from cnnops.core.errors import CnnopsError
 from cnnops.promotion.retrain import LAST_RETRAIN_TAG, DriftReport, compare_labels, decide_retrain, mark_retrain_started

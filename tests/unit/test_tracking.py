@@ -10,8 +10,8 @@ import sqlite3
 import subprocess
 
 import pytest
-from conftest import CNNOPS
 from mlflow.tracking import MlflowClient
+from support.commands import CNNOPS
 
 from cnnops.core.errors import CnnopsError
 from cnnops.core.processes import free_port

@@ -2,8 +2,8 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-from conftest import train_candidate
 from mlflow.tracking import MlflowClient
+from support.training import train_candidate
 
 
 @pytest.mark.slow
@@ -54,7 +54,7 @@ def test_evaluating_on_unknown_classes_is_a_one_line_error(make_images, state_ho
 @pytest.mark.slow
 def test_a_frozen_backbone_trains_its_head_through_the_same_step(make_images, state_home, tmp_path):
     import keras
-    from conftest import train_candidate
+    from support.training import train_candidate
 
     source = make_images(per_class=12, name="backbone")
     trained = train_candidate(
@@ -75,7 +75,7 @@ def test_a_frozen_backbone_trains_its_head_through_the_same_step(make_images, st
 
 @pytest.mark.slow
 def test_cosine_schedule_and_augmentation_train_through_the_same_step(make_images, state_home, tmp_path):
-    from conftest import train_candidate
+    from support.training import train_candidate
 
     source = make_images(per_class=12, name="augmented")
     trained = train_candidate(
@@ -96,7 +96,7 @@ def test_cosine_schedule_and_augmentation_train_through_the_same_step(make_image
 
 @pytest.mark.slow
 def test_baselines_score_the_same_test_split_and_log_to_the_same_experiment(make_images, state_home, tmp_path):
-    from conftest import train_candidate
+    from support.training import train_candidate
 
     from cnnops.contracts.evaluation import read_baseline_scores
     from cnnops.evaluation.baselines import train_baselines

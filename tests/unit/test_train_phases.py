@@ -15,8 +15,9 @@ from pathlib import Path
 import keras
 import mlflow
 import pytest
-from conftest import train_candidate, write_images
 from mlflow.tracking import MlflowClient
+from support.images import write_images
+from support.training import train_candidate
 
 
 def prepare_splits(work: Path, source: Path, **overrides) -> tuple[Path, object]:

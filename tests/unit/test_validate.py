@@ -13,8 +13,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import draw, snapshot, write_images
 from PIL import Image
+from support.images import draw, snapshot, write_images
 
 import cnnops
 from cnnops.contracts.dataset import ValidationReport, read_manifest, read_split_plan

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import mimetypes
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,8 +22,8 @@ from pydantic import ValidationError
 from cnnops.contracts.infra import Canary, CanaryCheck, CanarySet, InfraValidation, read_canaries, read_infra_validation
 from cnnops.contracts.served import Classification
 from cnnops.core.errors import CnnopsError
-from cnnops.core.processes import LOOPBACK, free_port, stop_process_group
-from cnnops.inference.service_client import Answer, post_image, wait_until_ready
+from cnnops.core.processes import LOOPBACK, free_port, running_process
+from cnnops.inference.service_client import Answer, is_ready, post_image
 from cnnops.settings.config import InfraValidationConfig, ServeConfig
 
 if TYPE_CHECKING:  # the gate imports the registry, which imports this module
@@ -60,22 +58,16 @@ def infra_validate(
             "CNNOPS_WINDOW_FILE": str(Path(scratch) / "drift-window.npz"),
         }
         env.pop("CNNOPS_MODEL_DIR", None)  # serve the model packed in the Bento, nothing else
-        log.parent.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
         command = [sys.executable, "-m", "bentoml", "serve", str(bento_dir), "--host", LOOPBACK, "--port", str(port)]
-        started = time.monotonic()
-        with log.open("wb") as out:
-            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            problem = wait_until_ready(url, proc, settings.ready_timeout_s)
-            ready = None if problem else round(time.monotonic() - started, 2)
+        with running_process(command, log, lambda: is_ready(url), settings.ready_timeout_s, env) as started:
+            problem, ready = started.problem, started.ready_seconds
             checks = [] if problem else [check_canary(url, c, canaries, settings) for c in canaries.images]
             garbage = (
                 None
                 if problem
                 else post_image(url, GARBAGE, "garbage.png", "image/png", None, settings.request_timeout_s)
             )
-        finally:
-            stop_process_group(proc)
     reason = problem or judge(checks, garbage, settings)
     return InfraValidation(
         run_id=canaries.run_id,

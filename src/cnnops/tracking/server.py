@@ -11,9 +11,7 @@ password in it stays out of the process list.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from pathlib import Path
 
 from cnnops.core.errors import CnnopsError
 from cnnops.core.paths import artifact_root, default_tracking_uri, state_home, tracking_uri
-from cnnops.core.processes import LOOPBACK, free_port, stop_process_group
+from cnnops.core.processes import LOOPBACK, free_port, running_process
 
 HOST = LOOPBACK
 READY_SECONDS = 90
@@ -117,29 +115,13 @@ def running_server(port: int, log: Path, store: str | None = None, artifacts: Pa
     """Start a server for the duration of a block (the project's, or one on `store` with `artifacts`),
     wait until it answers, and stop it, with everything it spawned, by its PID afterwards. Yields its URI."""
     (artifacts or artifact_root()).mkdir(parents=True, exist_ok=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
     command = server_command(port, artifacts=None if artifacts is None else str(artifacts))
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            command, env=server_environment(store), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
     uri = f"http://{HOST}:{port}"
-    try:
-        wait_until_up(uri, proc, log)
+    env = server_environment(store)
+    with running_process(command, log, lambda: answers(uri), READY_SECONDS, env, what="the MLflow server") as started:
+        if started.problem is not None:
+            raise CnnopsError(f"{started.problem} at {uri}; see {log}")
         yield uri
-    finally:
-        stop_process_group(proc)
-
-
-def wait_until_up(uri: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise CnnopsError(f"the MLflow server exited with status {proc.returncode} before answering; see {log}")
-        if answers(uri):
-            return
-        time.sleep(0.5)
-    raise CnnopsError(f"the MLflow server did not answer at {uri} within {READY_SECONDS} s; see {log}")
 
 
 def answers(uri: str, timeout: float = 2.0) -> bool:

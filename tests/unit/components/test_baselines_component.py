@@ -1,8 +1,8 @@
 """components.baselines through `.python_func`, on the splits of a copy of the session's champion."""
 
 import pytest
-from conftest import champion_copy
 from kfp.dsl import Artifact, Dataset, Metrics
+from support.stores import champion_copy
 
 from cnnops.components.baselines import baselines
 

@@ -2,8 +2,8 @@
 score, the KFP metrics and confusion matrix, and the analysis page."""
 
 import pytest
-from conftest import champion_copy
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
+from support.stores import champion_copy
 
 from cnnops.components.evaluate import evaluate
 from cnnops.contracts.dataset import read_manifest

@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import champion_copy, gate_the_champion_against_itself
+from support.stores import champion_copy
+from support.training import gate_the_champion_against_itself
 
 pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 

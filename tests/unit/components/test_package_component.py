@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import champion_copy
+from support.stores import champion_copy
 
 pytestmark = pytest.mark.slow  # uses the session's 12-epoch champion
 

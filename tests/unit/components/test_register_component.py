@@ -2,9 +2,10 @@
 number it returns and the alias the gate's decision gave it."""
 
 import pytest
-from conftest import champion_copy, gate_the_champion_against_itself
 from kfp.dsl import Artifact, Dataset, Model
 from mlflow.tracking import MlflowClient
+from support.stores import champion_copy
+from support.training import gate_the_champion_against_itself
 
 from cnnops.components.register import register
 

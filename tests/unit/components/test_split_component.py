@@ -1,7 +1,7 @@
 """components.split through `.python_func`, on a dataset the ingest component wrote."""
 
-from conftest import component_config
 from kfp.dsl import Dataset
+from support.training import component_config
 
 from cnnops.components.ingest import ingest
 from cnnops.components.split import split

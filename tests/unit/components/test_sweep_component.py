@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import component_config, component_splits
 from kfp.dsl import Model
 from mlflow.tracking import MlflowClient
+from support.training import component_config, component_splits
 
 from cnnops.components.sweep import plan_sweep, select_model
 from cnnops.components.train import train

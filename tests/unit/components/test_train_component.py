@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-from conftest import component_config, component_splits
 from kfp.dsl import Model
 from mlflow.tracking import MlflowClient
+from support.training import component_config, component_splits
 
 from cnnops.components.train import train
 

@@ -1,7 +1,7 @@
 """components.validate through `.python_func`: the verdict, the grouped dataset and the report."""
 
-from conftest import component_config
 from kfp.dsl import HTML, Dataset
+from support.training import component_config
 
 from cnnops.components.ingest import ingest
 from cnnops.components.validate import validate

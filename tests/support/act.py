@@ -19,7 +19,7 @@ from typing import Any
 
 from cnnops.core.processes import stop_process_group
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ACT = ROOT / "infra" / "ci" / "act"
 WORKFLOWS = ROOT / ".github" / "workflows"
 # Variables of the machine running the tests that would steer the workflow's steps.
