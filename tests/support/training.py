@@ -113,3 +113,15 @@ def train_first_champion(work: Path) -> dict:
         "validation": validation,
         "validation_dir": work / "validation",
     }
+
+
+def prepare_splits(work: Path, source: Path, **overrides: Any) -> tuple[Path, Any]:
+    """ingest -> split of `source` under `work`: the splits folder and the config."""
+    from cnnops.data.ingest import ingest_source
+    from cnnops.data.split import SPLITS, split_dataset
+    from cnnops.settings.config import build_config
+
+    config = build_config(overrides={"data.source": str(source), "train.batch_size": 16, **overrides})
+    ingest_source(config, work / "dataset")
+    split_dataset(work / "dataset", {name: work / "splits" / name for name in SPLITS}, config)
+    return work / "splits", config

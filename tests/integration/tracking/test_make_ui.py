@@ -10,7 +10,7 @@ import pytest
 
 from cnnops.core.processes import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @contextmanager

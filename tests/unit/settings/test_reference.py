@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from cnnops.settings.config import Config, flatten_config
 from cnnops.settings.reference import REGENERATE, render_reference, write_reference
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PAGE = ROOT / "docs" / "configuration.md"
 
 

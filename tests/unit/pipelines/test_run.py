@@ -11,9 +11,6 @@ from cnnops.pipelines.run import check_finished, run_locally
 from cnnops.settings.config import build_config, to_pipeline_parameter
 from cnnops.settings.parameters import plan_run
 
-# What a run sets for its tasks; the state_home fixture unsets them so that the run must.
-SET_BY_A_RUN = ("CNNOPS_HOME", "KERAS_HOME", "MPLCONFIGDIR", "BENTOML_HOME", "CNNOPS_ERROR_FILE")
-
 
 def test_a_run_stopped_before_any_task_restores_the_environment(state_home):
     before = dict(os.environ)
@@ -23,21 +20,6 @@ def test_a_run_stopped_before_any_task_restores_the_environment(state_home):
         plan_run({"train": {"epoch": 3}})  # resolved once, before the run
     assert dict(os.environ) == before
     assert "KERAS_HOME" not in os.environ  # set for the run's tasks, and only for them
-
-
-@pytest.mark.pipeline
-def test_a_run_on_a_bad_source_restores_the_environment_and_logs_the_task(state_home, tmp_path, monkeypatch):
-    monkeypatch.delenv("CNNOPS_HOME")  # the run pins the state folder for its tasks, and unpins it after
-    monkeypatch.chdir(tmp_path)
-    before = dict(os.environ)
-    with pytest.raises(CnnopsError, match="does not exist") as stopped:
-        run_locally(plan_run(to_pipeline_parameter(build_config(overrides={"data.source": str(tmp_path / "nope")}))))
-    assert "nothing was registered" in str(stopped.value)
-    assert dict(os.environ) == before
-    assert not any(name in os.environ for name in SET_BY_A_RUN)
-    (log,) = (tmp_path / ".cnnops" / "logs").glob("run-*.log")
-    text = log.read_text()
-    assert "cnnops: ingest: started" in text and "Got executor_input:" in text
 
 
 def task_folders(root, *names, written=()):

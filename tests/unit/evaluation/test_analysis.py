@@ -2,20 +2,14 @@
 the misclassified grid, the model summary and activation maps (from inside a nested backbone)."""
 
 import csv
-import json
 
-import keras
 import numpy as np
 import pandas as pd
-import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
-from support.images import write_images
-from support.stores import own_store
-from support.training import train_candidate
+from support.images import PNGS, assert_png
 
-from cnnops.contracts.dataset import read_manifest
-from cnnops.contracts.model import ModelSpec, read_model_spec
+from cnnops.contracts.model import ModelSpec
 from cnnops.evaluation import analysis
 from cnnops.evaluation.analysis import (
     EPSILON,
@@ -27,29 +21,6 @@ from cnnops.evaluation.analysis import (
 )
 from cnnops.modeling.builders import ModelOptions, build_model
 from cnnops.modeling.inputs import predict_manifest
-
-PNGS = ("top_losses.png", "misclassified.png", "activation_maps.png")
-# A test split big enough to hold mistakes of every kind after a short training.
-SPLIT = {"split.train": 0.6, "split.val": 0.1, "split.test": 0.3, "train.batch_size": 16}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A simple-cnn trained for 2 epochs and evaluated, in its own MLflow store."""
-    work = tmp_path_factory.mktemp("analysis")
-    with own_store(work):
-        source = write_images(work / "images", per_class=20, seed=3)
-        result = train_candidate(work / "run", source, **{"train.epochs": 2, **SPLIT})
-        result["keras"] = keras.saving.load_model(result["model"] / "model.keras", compile=False)
-        result["spec"] = read_model_spec(result["model"])
-        result["manifest"] = read_manifest(result["test"])
-        yield result
-
-
-def assert_png(path):
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with Image.open(path) as image:
-        image.verify()
 
 
 def test_evaluate_writes_and_logs_the_analysis(trained):
@@ -92,16 +63,6 @@ def test_top_losses_are_the_highest_cross_entropies(trained):
     assert list(table["label"]) == list(manifest["label"].iloc[rows])
     # The table holds the largest losses of the whole test split, not just some of them.
     np.testing.assert_allclose(table["loss"], np.sort(losses)[::-1][: len(table)], rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.slow
-def test_misclassified_counts_match_the_confusion_matrix(trained, tmp_path):
-    metrics = json.loads((trained["evaluation"] / "metrics.json").read_text())
-    matrix = np.array(metrics["confusion_matrix"])
-    probabilities = predict_manifest(trained["keras"], trained["spec"], trained["manifest"])
-    summary = write_analysis(trained["keras"], trained["spec"], trained["manifest"], probabilities, tmp_path)
-    wrong = {name: int(matrix[i].sum() - matrix[i, i]) for i, name in enumerate(metrics["class_names"])}
-    assert summary.misclassified == wrong
 
 
 def test_misclassified_grid_rows_and_empty_class(trained, tmp_path):
@@ -179,41 +140,6 @@ def test_caffe_backbone_skips_the_colour_flip_conv():
     chain, shown = find_feature_layers(model)
     assert chain[0] is model and chain[1].name == "vgg16" and len(chain) == 2
     assert [layer.name for layer in shown] == ["block1_conv1", "block1_conv2", "block2_conv1"]
-
-
-@pytest.mark.slow
-def test_backbone_activation_maps_come_from_inside_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("CNNOPS_HOME", str(tmp_path / "state"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    source = write_images(tmp_path / "images", per_class=10, seed=5)
-    result = train_candidate(
-        tmp_path / "run",
-        source,
-        **{"train.architecture": "mobilenet_v2", "train.working_size": 32, "train.epochs": 1, **SPLIT},
-    )
-    folder = result["evaluation"] / "analysis"
-    for name in PNGS:
-        assert_png(folder / name)
-    assert "Conv1_relu" in (folder / "model_summary.txt").read_text()
-
-    model = keras.saving.load_model(result["model"] / "model.keras", compile=False)
-    chain, shown = find_feature_layers(model)
-    backbone = chain[-1]
-    assert len(chain) == 2 and backbone in model.layers and isinstance(backbone, keras.Model)
-    assert shown[0].name == "Conv1_relu" and all(layer in backbone.layers for layer in shown)
-    assert not {layer.name for layer in shown} & {layer.name for layer in model.layers}
-
-    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
-    maps = dict(compute_activations(model, images))
-    assert maps["Conv1_relu"].shape == (2, 16, 16, 32)
-    # The same maps by hand: the outer model's resize (uint8 in, rounded uint8 out) and [-1, 1]
-    # scaling, then the backbone's own layers.
-    resized = np.round(keras.ops.convert_to_numpy(keras.ops.image.resize(images.astype("float32"), (32, 32))))
-    x = resized / 127.5 - 1.0
-    by_hand = keras.Model(backbone.inputs[0], backbone.get_layer("Conv1_relu").output)(x, training=False)
-    np.testing.assert_allclose(maps["Conv1_relu"], keras.ops.convert_to_numpy(by_hand), atol=1e-4)
-    logged = {a.path for a in MlflowClient().list_artifacts(result["run_id"], "evaluation/analysis")}
-    assert "evaluation/analysis/activation_maps.png" in logged
 
 
 def test_evaluate_component_publishes_the_page_as_html(trained, tmp_path):

@@ -14,7 +14,7 @@ from support.images import write_images
 
 from cnnops.core.processes import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def cli(home: Path, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:

