@@ -1,11 +1,17 @@
-"""The whole pipeline against a shared MLflow server on PostgreSQL 15, with PostgreSQL restarted
-while the model trains: transient store errors are retried, the run finishes, and the version and
-its decision are rows in PostgreSQL. A lasting outage is one line naming the store."""
+"""The whole pipeline against a shared MLflow server on PostgreSQL 15 (`MLFLOW_TRACKING_URI`, the
+subprocess runner). A `cnnops run` SIGKILLed during training: the next `cnnops run` with the same
+config and data resumes that training run from its last checkpoint, under the same MLflow run, and
+rides out PostgreSQL restarted while it trains (transient store errors are retried); it registers
+and packages a champion through the server, nothing kept locally, and the version and its decision
+are rows in PostgreSQL. A lasting outage is one line naming the store."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -13,11 +19,15 @@ from pathlib import Path
 import pytest
 from support.commands import CNNOPS
 from support.images import write_images
+from support.training import wait_for_checkpoint
 
+from cnnops.core.processes import stop_process_group
 from cnnops.core.retries import STORE_RETRIES
 
 TRAINING_STARTS_WITHIN = 600  # seconds, on 2 shared cores: ingest, validate and split come first
 RUN_ENDS_WITHIN = 900
+# Enough for the 30 tiny images a class to make a champion of at least 0.8 test accuracy.
+EPOCHS = 12
 
 
 def cli_env(home: Path, uri: str) -> dict[str, str]:
@@ -27,23 +37,16 @@ def cli_env(home: Path, uri: str) -> dict[str, str]:
     return env
 
 
-def training_has_logged_an_epoch(uri: str) -> bool:
-    """Whether the store holds a running training run with its first epoch's loss."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    ids = [experiment.experiment_id for experiment in client.search_experiments()]
-    return bool(ids) and bool(
-        client.search_runs(ids, "attributes.status = 'RUNNING' and metrics.loss >= 0", max_results=1)
-    )
-
-
-def wait_for_training(uri: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + TRAINING_STARTS_WITHIN
-    while not training_has_logged_an_epoch(uri):
-        assert proc.poll() is None, "the run ended before training logged an epoch"
-        assert time.monotonic() < deadline, f"training logged no epoch within {TRAINING_STARTS_WITHIN} s"
-        time.sleep(0.5)
+def is_locked(lock: Path) -> bool:
+    """Whether some process still holds the checkpoint's lock (is still training that run)."""
+    handle = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)
+    return False
 
 
 def registry_rows(store: str, name: str) -> dict:
@@ -73,44 +76,121 @@ def registry_rows(store: str, name: str) -> dict:
 
 @pytest.mark.pipeline
 @pytest.mark.server
-def test_the_pipeline_survives_a_postgres_restart_during_training(shared_server, tmp_path):
-    source = write_images(tmp_path / "images", per_class=24, seed=3)
+def test_a_killed_run_resumes_through_a_postgres_restart_and_registers_over_http(shared_server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from cnnops.settings.config import build_config
+    from cnnops.settings.naming import model_name_for
+    from cnnops.training.train import candidate_label
+
+    source = write_images(tmp_path / "images", per_class=30, seed=1)
     home, uri, postgres = tmp_path / "state", shared_server["uri"], shared_server["postgres"]
-    args = ["run", "--data", str(source), "--epochs", "6", "--set", "train.batch_size=16"]
-    proc = subprocess.Popen(
-        [str(CNNOPS), *args, "--set", "train.patience=20"],
-        env=cli_env(home, uri),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    command = [
+        str(CNNOPS),
+        "run",
+        "--data",
+        str(source),
+        "--epochs",
+        str(EPOCHS),
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "train.patience=20",
+        "--set",
+        "train.min_steps=0",
+    ]
+    env = cli_env(home, uri)
+    checkpoints = home / "checkpoints"
+
+    # (1) `cnnops run` SIGKILLed, with kfp and its train task (the whole group), once an epoch is
+    # checkpointed.
+    killed = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
     try:
-        wait_for_training(uri, proc)
-        postgres.restart(down_seconds=2)
-        restarted_mid_run = proc.poll() is None
-        out, err = proc.communicate(timeout=RUN_ENDS_WITHIN)
+        progress = wait_for_checkpoint(checkpoints, killed, seconds=TRAINING_STARTS_WITHIN)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=30)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout.read() if killed.stdout else ""
+    run_id = progress["run_id"]
+    folder = checkpoints / run_id
+    deadline = time.monotonic() + 15  # the killed train task's exit, which drops its lock
+    while is_locked(folder / "lock") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not is_locked(folder / "lock")  # no train task outlived the kill
+    stopped_at = json.loads((folder / "progress.json").read_text())["epoch"]
+    assert 1 <= stopped_at < EPOCHS
+
+    # (2) The same `cnnops run` again: it resumes that training run, and PostgreSQL restarts under
+    # the server once the resumed run has trained an epoch.
+    rerun = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        wait_for_checkpoint(checkpoints, rerun, after_epoch=stopped_at, seconds=TRAINING_STARTS_WITHIN)
+        postgres.restart(down_seconds=2)
+        restarted_mid_run = rerun.poll() is None
+        out, err = rerun.communicate(timeout=RUN_ENDS_WITHIN)
+    finally:
+        stop_process_group(rerun)
     assert restarted_mid_run, "the run had finished before PostgreSQL came back"
-    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    assert rerun.returncode == 0, out[-3000:] + err[-3000:]
     # The server met the restart (its pooled connections died with it) and answered the retry.
     assert "OperationalError" in shared_server["log"].read_text()
-    status = subprocess.run(
-        [str(CNNOPS), "status", "--json"], env=cli_env(home, uri), capture_output=True, text=True, timeout=120
-    )
+
+    # Resumed, not started over: the epochs the killed run finished are not trained again.
+    (log_line,) = [line for line in out.splitlines() if line.startswith("  log         ")]
+    logged = Path(log_line.split()[-1]).read_text()
+    assert (
+        f"cnnops: train: resuming run {run_id} after epoch {stopped_at} (an earlier run was interrupted); "
+        "pass --fresh to start over"
+    ) in err
+    trained = re.findall(r"train: epoch (\d+)/(\d+) ", logged)
+    assert trained == [(str(epoch), str(EPOCHS)) for epoch in range(stopped_at + 1, EPOCHS + 1)]  # none again
+    assert not folder.exists()  # a finished run leaves no checkpoint behind
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["cnnops.resumed_after_epoch"] == str(stopped_at)
+    for metric in ("loss", "val_accuracy", "train.loss"):  # every epoch once: backfilled, never twice
+        assert [m.step for m in client.get_metric_history(run_id, metric)] == list(range(EPOCHS)), metric
+    config = build_config(overrides={"data.source": str(source)})
+    name = model_name_for(config)
+    training_runs = [
+        found.info.run_id
+        for found in client.search_runs([run.info.experiment_id])
+        if found.info.run_name == candidate_label(config)
+    ]
+    assert training_runs == [run_id]  # the rerun opened no second training run
+    (registered,) = client.search_model_versions(f"name='{name}'")
+    assert registered.run_id == run_id
+    assert client.get_model_version(name, registered.version).aliases in (["champion"], ["challenger"])
+
+    # The registry as `cnnops status` reads it over HTTP, and as PostgreSQL itself holds it.
+    status = subprocess.run([str(CNNOPS), "status", "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stderr[-2000:]
     (model,) = json.loads(status.stdout)["models"]
     (version,) = model["versions"]
     assert version["version"] == 1 and version["registration"] == "complete"
     assert version["decision"] in {"champion", "challenger"} and version["aliases"] == [version["decision"]]
+    assert model["champion"]["version"] == 1 and model["champion"]["test_accuracy"] >= 0.8
+    assert model["champion"]["evidence"] is None or isinstance(model["champion"]["evidence"], dict)
     rows = registry_rows(postgres.uri, model["name"])
     assert rows == {"versions": {1: version["decision"]}, "aliases": {version["decision"]: 1}}
-    # Every artifact went through the server's proxy: nothing in the client's state folder.
+    # Registered through the server: nothing in the client's state folder, every artifact in the
+    # server's proxied folder.
     assert not (home / "mlflow").exists()
-    assert list(shared_server["artifacts"].rglob("MLmodel"))
+    artifacts = shared_server["artifacts"]
+    assert list(artifacts.rglob("MLmodel")) and list(artifacts.rglob("gate/decision-v1.json"))
+    # The champion branch packaged it, reading the model back over HTTP, and so does `cnnops bento`.
+    assert list((home / "pipeline-root").rglob("package/bento/cnnops.bento"))
+    bento = subprocess.run(
+        [str(CNNOPS), "bento", "--model-name", model["name"]], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert bento.returncode == 0, bento.stderr[-2000:]
+    assert f"({model['name']} v1)" in bento.stdout
 
 
 @pytest.mark.server

@@ -1,8 +1,9 @@
 """A candidate trained and evaluated through the library, the components' own calls on a copy of
-the champion, and the session's first champion."""
+the champion, the session's first champion, and the wait for a training's next checkpoint."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,27 @@ def prepare_splits(work: Path, source: Path, **overrides: Any) -> tuple[Path, An
     ingest_source(config, work / "dataset")
     split_dataset(work / "dataset", {name: work / "splits" / name for name in SPLITS}, config)
     return work / "splits", config
+
+
+def wait_for_checkpoint(
+    checkpoints: Path, proc: Any, *, after_epoch: int = 0, skip: Collection[str] = (), seconds: float = 300
+) -> dict:
+    """The first progress.json under `checkpoints` (a state folder's checkpoints) of a run not in
+    `skip` that names an epoch past `after_epoch`, polled every 50 ms while `proc` (the training's
+    Popen) runs, for at most `seconds`."""
+    import json
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        for path in checkpoints.glob("*/progress.json") if checkpoints.is_dir() else []:
+            try:
+                progress = json.loads(path.read_text())
+            except (json.JSONDecodeError, OSError):  # replaced while being read: read it again
+                continue
+            if progress["run_id"] not in skip and progress["epoch"] > after_epoch:
+                return progress
+        time.sleep(0.05)
+    raise AssertionError(
+        f"no epoch past {after_epoch} checkpointed within {seconds:g} s (exit status of the training: {proc.poll()})"
+    )

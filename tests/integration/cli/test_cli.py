@@ -32,45 +32,70 @@ def assert_nothing_registered(home: Path) -> None:
     assert status.returncode == 0 and "no registered models yet" in status.stdout
 
 
-@pytest.mark.slow
-def test_missing_path(tmp_path):
-    result = cnnops("run", "--data", str(tmp_path / "nope"), home=tmp_path / "state")
-    assert_one_line_error(result, "does not exist", "one subfolder per class")
+def missing_path(tmp_path: Path, make_images) -> str:
+    return str(tmp_path / "nope")
 
 
-@pytest.mark.slow
-def test_empty_folder(tmp_path):
+def empty_folder(tmp_path: Path, make_images) -> str:
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(
-        cnnops("run", "--data", str(tmp_path / "empty"), home=tmp_path / "state"), "is empty", "one subfolder per class"
-    )
+    return str(tmp_path / "empty")
 
 
-@pytest.mark.slow
-def test_one_class_only(make_images, tmp_path):
-    root = make_images(per_class=12, classes=("disc",))
-    assert_one_line_error(
-        cnnops("run", "--data", str(root), home=tmp_path / "state"), "one class only", "at least two class subfolders"
-    )
+def one_class_only(tmp_path: Path, make_images) -> str:
+    return str(make_images(per_class=12, classes=("disc",)))
 
 
-@pytest.mark.slow
-def test_class_too_small_for_the_split(make_images, tmp_path):
+def class_too_small_for_the_split(tmp_path: Path, make_images) -> str:
     root = make_images(per_class=12)
     for extra in sorted((root / "cross").iterdir())[4:]:
         extra.unlink()
-    assert_one_line_error(
-        cnnops("run", "--data", str(root), home=tmp_path / "state"), "'cross' has 4", "needs at least 10"
-    )
+    return str(root)
+
+
+def unknown_demo(tmp_path: Path, make_images) -> str:
+    return "demo:unicorns"
+
+
+def preflight_refusal(data: str, home: Path) -> str:
+    """What `cnnops run --data DATA` refuses before any task, from the calls it makes (the config
+    resolved, then `prepare_local_run`: the run's plan and its preflight), made in this process:
+    the message it prints after `cnnops: error: `."""
+    from cnnops.cli import prepare_local_run, resolve_config
+    from cnnops.core.errors import CnnopsError
+    from cnnops.core.runlog import RunLog
+
+    with pytest.raises(CnnopsError) as refused:
+        prepare_local_run(RunLog(home / "logs" / "run-preflight.log"), resolve_config(None, None), data_source=data)
+    message = str(refused.value)
+    assert "\n" not in message, message
+    return message
+
+
+# The refusals of a bad --data that preflight makes, with the phrases each one line must hold.
+PREFLIGHT_REFUSALS = [
+    pytest.param(missing_path, ("does not exist", "one subfolder per class"), id="missing-path"),
+    pytest.param(empty_folder, ("is empty", "one subfolder per class"), id="empty-folder"),
+    pytest.param(one_class_only, ("one class only", "at least two class subfolders"), id="one-class-only"),
+    pytest.param(class_too_small_for_the_split, ("'cross' has 4", "needs at least 10"), id="class-too-small"),
+    pytest.param(unknown_demo, ("unknown demo dataset 'demo:unicorns'", "demo:animals"), id="unknown-demo"),
+]
+
+
+@pytest.mark.parametrize(("make_source", "phrases"), PREFLIGHT_REFUSALS)
+def test_preflight_refuses_bad_data_with_one_line(make_source, phrases, make_images, state_home, tmp_path):
+    message = preflight_refusal(make_source(tmp_path, make_images), state_home)
+    for phrase in phrases:
+        assert phrase in message, message
 
 
 @pytest.mark.slow
-def test_unknown_demo(tmp_path):
-    assert_one_line_error(
-        cnnops("run", "--data", "demo:unicorns", home=tmp_path / "state"),
-        "unknown demo dataset 'demo:unicorns'",
-        "demo:animals",
-    )
+def test_cnnops_run_says_a_preflight_refusal_in_one_line_and_exits_2(make_images, state_home, tmp_path):
+    """The CLI around those calls, once for real: the refusal is one line, exit status 2, no
+    traceback, the same message the calls raise."""
+    data = class_too_small_for_the_split(tmp_path, make_images)
+    result = cnnops("run", "--data", data, home=state_home)
+    assert_one_line_error(result, "'cross' has 4", "needs at least 10")
+    assert result.stderr.strip().splitlines()[-1] == f"cnnops: error: {preflight_refusal(data, state_home)}"
 
 
 def test_unknown_config_key(tmp_path):

@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from support.commands import CNNOPS
 from support.images import write_images
 
@@ -26,6 +27,7 @@ def outputs(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines())
 
 
+@pytest.mark.slow  # three `cnnops retrain` processes
 def test_bad_requests_are_one_line_exit_2_in_the_summary_and_nothing_trained(tmp_path):
     state = tmp_path / "state"
     summary, output = tmp_path / "summary.md", tmp_path / "output.txt"

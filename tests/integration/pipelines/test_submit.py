@@ -137,6 +137,7 @@ def test_a_schedule_makes_a_recurring_run_through_the_cli(api, state_home, tmp_p
     assert parameters["config"]["gate"]["margin"] == 0.02
 
 
+@pytest.mark.slow  # compiles twice, and waits out a server that is not there
 def test_a_refusal_or_no_server_is_one_line(api, state_home):
     host, handler = api
     handler.refuse = True
@@ -165,6 +166,7 @@ def test_a_refusal_or_no_server_is_one_line(api, state_home):
     assert [method for method, _, _ in handler.requests].count("POST") == 1  # only the refused one above
 
 
+@pytest.mark.slow  # ingests, then compiles and submits
 def test_a_retrain_that_must_train_submits_the_run_and_says_so(api, state_home, tmp_path):
     """The decision is made here on the local copy of the data; the run goes to the cluster with
     the data as its tasks see it."""

@@ -1,16 +1,16 @@
-"""cnnops against a real `mlflow server` (the project's own, proxied artifacts), and the one-line
-refusals of the Docker runner when a daemon, an image or a tracking server is missing."""
+"""The one-line refusals of the Docker runner when a daemon, an image or a tracking server is
+missing. (A whole run against a real tracking server, with proxied artifacts, is
+tests/e2e/test_shared_store.py; `cnnops ui` itself is tests/integration/tracking/test_make_ui.py and
+test_mlflow_server.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 from support.commands import CNNOPS
-from support.images import write_images
 
 from cnnops.core.processes import free_port
 
@@ -24,60 +24,6 @@ def cli(home: Path, *args: str, timeout: float = 900, **env: str) -> subprocess.
     if "MLFLOW_TRACKING_URI" not in env:
         environment.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([str(CNNOPS), *args], capture_output=True, text=True, timeout=timeout, env=environment)
-
-
-@pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory):
-    """`cnnops ui` (what `make ui` runs) on a free loopback port, in a state folder of its own."""
-    from cnnops.core.processes import running_process
-    from cnnops.tracking.server import answers
-
-    home = tmp_path_factory.mktemp("server") / "state"
-    port = free_port()
-    env = {**os.environ, "CNNOPS_HOME": str(home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    uri, log = f"http://127.0.0.1:{port}", home.parent / "ui.log"
-    command = [str(CNNOPS), "ui", "--port", str(port)]
-    with running_process(command, log, lambda: answers(uri), 90, env, what="cnnops ui") as started:
-        assert started.problem is None, f"{started.problem}:\n{log.read_text()[-3000:]}"
-        yield {"uri": uri, "home": home}
-
-
-@pytest.mark.pipeline
-@pytest.mark.server
-def test_train_gate_register_package_and_status_over_http(tracking_server, tmp_path):
-    """The subprocess runner with MLFLOW_TRACKING_URI at a server: nothing is kept locally."""
-    source = write_images(tmp_path / "images", per_class=30, seed=1)
-    client_home = tmp_path / "client"
-    uri = {"MLFLOW_TRACKING_URI": tracking_server["uri"]}
-    run = cli(
-        client_home,
-        "run",
-        "--data",
-        str(source),
-        "--epochs",
-        "12",
-        "--set",
-        "train.batch_size=16",
-        "--set",
-        "train.patience=20",
-        **uri,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    status = cli(client_home, "status", "--json", **uri)
-    assert status.returncode == 0, status.stderr[-2000:]
-    (model,) = json.loads(status.stdout)["models"]
-    assert model["champion"]["version"] == 1 and model["champion"]["test_accuracy"] >= 0.8
-    assert model["champion"]["evidence"] is None or isinstance(model["champion"]["evidence"], dict)
-    # Registered through the server: its store and its artifact folder hold everything.
-    assert not (client_home / "mlflow").exists()
-    server_artifacts = tracking_server["home"] / "mlflow" / "artifacts"
-    assert list(server_artifacts.rglob("MLmodel")) and list(server_artifacts.rglob("gate/decision-v1.json"))
-    # The champion branch packaged it, reading the model back over HTTP.
-    assert list((client_home / "pipeline-root").rglob("package/bento/cnnops.bento"))
-    bento = cli(client_home, "bento", "--model-name", model["name"], **uri)
-    assert bento.returncode == 0, bento.stderr[-2000:]
-    assert f"({model['name']} v1)" in bento.stdout
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

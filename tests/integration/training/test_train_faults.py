@@ -1,6 +1,8 @@
-"""Training against a tracking server that is killed mid-run: the task stops with one line naming
-the store, nothing is registered, and once the server is back on the same store a rerun resumes
-the interrupted run from its checkpoint and finishes it."""
+"""One training interrupted every way, through `cnnops train` against the project's tracking
+server: killed outright, its run is retired by `--fresh`, which starts a new run from epoch 1; the
+server killed under that run stops it with one line naming the store and nothing registered; once
+the server is back on the same store, `--resume` finishes the run from its checkpoint without
+training an epoch again."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 from support.commands import CNNOPS
 from support.images import write_images
+from support.training import prepare_splits, wait_for_checkpoint
 
 from cnnops.core.processes import free_port, stop_process_group
 
@@ -31,40 +34,26 @@ def start_server(port: int, log: Path) -> subprocess.Popen:
     return proc
 
 
-def wait_for_epoch(checkpoints: Path, proc: subprocess.Popen, seconds: float = 240) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and proc.poll() is None:
-        for path in checkpoints.glob("*/progress.json") if checkpoints.is_dir() else []:
-            try:
-                progress = json.loads(path.read_text())
-            except (json.JSONDecodeError, OSError):  # replaced while being read: read it again
-                continue
-            if progress["epoch"] >= 1:
-                return progress
-        time.sleep(0.05)
-    raise AssertionError(f"no epoch checkpointed within {seconds} s (train exit status {proc.poll()})")
+def checkpointed_epoch(checkpoints: Path, run_id: str) -> int:
+    return json.loads((checkpoints / run_id / "progress.json").read_text())["epoch"]
 
 
+@pytest.mark.slow
 @pytest.mark.server
-def test_a_server_killed_mid_training_is_one_line_and_a_rerun_resumes(state_home, tmp_path):
+def test_a_training_killed_started_fresh_cut_off_from_its_store_and_resumed(state_home, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from cnnops.data.ingest import ingest_source
-    from cnnops.data.split import SPLITS, split_dataset
-    from cnnops.settings.config import build_config
-
-    config = build_config(overrides={"data.source": str(write_images(tmp_path / "images", per_class=20))})
-    ingest_source(config, tmp_path / "dataset")
-    split_dataset(tmp_path / "dataset", {name: tmp_path / "splits" / name for name in SPLITS}, config)
+    splits, _ = prepare_splits(tmp_path, write_images(tmp_path / "images", per_class=20))
     port, log = free_port(), tmp_path / "server.log"
     uri = f"http://127.0.0.1:{port}"
+    model = tmp_path / "model"
     command = [
         str(CNNOPS),
         "train",
         "--splits",
-        str(tmp_path / "splits"),
+        str(splits),
         "--out",
-        str(tmp_path / "model"),
+        str(model),
         "--epochs",
         str(EPOCHS),
         "--set",
@@ -75,43 +64,89 @@ def test_a_server_killed_mid_training_is_one_line_and_a_rerun_resumes(state_home
         "train.min_steps=0",
     ]
     env = {**os.environ, "CNNOPS_HOME": str(state_home), "MLFLOW_TRACKING_URI": uri}
+    checkpoints = state_home / "checkpoints"
 
     server = start_server(port, log)
     try:
-        train = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        # (1) A training SIGKILLed, with its whole process group, once an epoch is checkpointed.
+        first = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
         )
         try:
-            progress = wait_for_epoch(state_home / "checkpoints", train)
+            progress = wait_for_checkpoint(checkpoints, first, seconds=240)
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=30)
+        assert first.returncode == -signal.SIGKILL, first.stdout.read()  # killed mid-run, not finished
+        killed = progress["run_id"]
+        killed_at = checkpointed_epoch(checkpoints, killed)
+        assert 1 <= killed_at < EPOCHS
+        assert not (model / "model.keras").exists()
+
+        # (2) --fresh retires the killed run and trains a new one from epoch 1; the server is
+        # killed under it once its third epoch is checkpointed.
+        fresh = subprocess.Popen(
+            [*command, "--fresh"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            progress = wait_for_checkpoint(checkpoints, fresh, after_epoch=2, skip={killed}, seconds=240)
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
-            killed_at = time.monotonic()
-            out, err = train.communicate(timeout=150)  # the bounded retries: about 30 s
+            server_killed = time.monotonic()
+            out, err = fresh.communicate(timeout=150)  # the bounded retries: about 30 s
         finally:
-            stop_process_group(train)
-        print(f"train stopped {time.monotonic() - killed_at:.0f} s after the server was killed")
-        assert train.returncode == 2, err[-3000:]
+            stop_process_group(fresh)
+        print(f"train stopped {time.monotonic() - server_killed:.0f} s after the server was killed")
+        run_id = progress["run_id"]
+        assert run_id != killed
+        assert (
+            f"cnnops: train: starting over: run {killed}, interrupted after epoch {killed_at}, is ended as KILLED "
+            "and its checkpoint deleted"
+        ) in err
+        assert "resuming" not in err
+        assert not (checkpoints / killed).exists()
+        first_epoch_line = next(line for line in err.splitlines() if "train: epoch " in line)
+        assert f"epoch 1/{EPOCHS}" in first_epoch_line  # a new run, not the killed one's weights
+
+        # The server's loss: one line naming the store, as a fault, and exit status 2.
+        assert fresh.returncode == 2, err[-3000:]
         assert "Traceback" not in err + out
         lines = err.splitlines()
-        # Progress lines while it trained, then one line: the store, as a fault.
         assert lines[-1].startswith(f"cnnops: error: the MLflow store {uri} failed (")
         assert "this is a fault of the store, not a missing model" in lines[-1]
-        # Nothing between the last epoch's progress and that line: no retry notices, no second error.
-        assert lines[-2].startswith("cnnops: train: epoch 1/"), err
+        # Nothing between the last logged epoch's progress line and that line: no retry notices, no
+        # second error. The epoch whose metrics failed was checkpointed first (its line never came).
+        stopped_at = checkpointed_epoch(checkpoints, run_id)
+        assert 3 <= stopped_at < EPOCHS
+        assert lines[-2].startswith(f"cnnops: train: epoch {stopped_at - 1}/{EPOCHS} loss "), err
         assert [line for line in lines if line.startswith("cnnops: ") and " train: " not in line] == [lines[-1]]
         assert "Retrying" not in err
-        assert not (tmp_path / "model" / "model.keras").exists()
-        run_id = progress["run_id"]
-        stopped_at = json.loads((state_home / "checkpoints" / run_id / "progress.json").read_text())["epoch"]
+        assert not (model / "model.keras").exists()
 
-        server = start_server(port, log)  # back, on the same store
-        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-        assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert f"cnnops: train: resuming run {run_id} after epoch {stopped_at} (an earlier run" in rerun.stderr
+        # (3) The server back on the same store: --resume finishes the run from its checkpoint.
+        server = start_server(port, log)
+        resumed = subprocess.run([*command, "--resume", run_id], env=env, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"cnnops: train: resuming run {run_id} after epoch {stopped_at}" in resumed.stderr
+        first_epoch_line = next(line for line in resumed.stderr.splitlines() if "train: epoch " in line)
+        assert f"epoch {stopped_at + 1}/{EPOCHS}" in first_epoch_line  # finished epochs are not trained again
+
         client = MlflowClient(tracking_uri=uri)
-        assert client.get_run(run_id).info.status == "FINISHED"
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert client.get_run(killed).info.status == "KILLED"
+        # Every epoch once, from epoch 1 (the one whose metrics the store missed is backfilled).
         assert [m.step for m in client.get_metric_history(run_id, "loss")] == list(range(EPOCHS))
+        # The killed run and the fresh one; resuming opened no third.
+        assert {found.info.run_id for found in client.search_runs([run.info.experiment_id])} == {killed, run_id}
         assert client.search_registered_models() == []  # training registers nothing, failed or not
-        assert (tmp_path / "model" / "model.keras").is_file()
+        assert (model / "model.keras").is_file()
+        assert len(json.loads((model / "history.json").read_text())["loss"]) == EPOCHS
+        assert not (checkpoints / run_id).exists()  # a finished run leaves no checkpoint behind
     finally:
         stop_process_group(server)

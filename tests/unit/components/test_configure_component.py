@@ -14,8 +14,10 @@ def test_set_parameters_win_unset_ones_keep_the_overlay_then_the_default():
     assert (resolved.train.learning_rate, resolved.gate.metric) == (0.01, "macro_f1")  # the overlay's
     assert resolved.train.architecture == "simple-cnn" and resolved.train.batch_size is None  # the defaults
     assert overlay == {"train": {"epochs": 7, "learning_rate": 0.01}, "gate": {"metric": "macro_f1"}}
-    nothing_set = configure.python_func(config={})
-    assert validate_config(nothing_set) == build_config()
+    nothing_set = validate_config(configure.python_func(config={}))
+    # The defaults, with the registered-model name filled in from the data source for every task.
+    assert nothing_set.registry.model_name == "cnnops-animals"
+    assert nothing_set.model_copy(update={"registry": build_config().registry}) == build_config()
 
 
 def test_a_bad_parameter_is_one_line(capsys):
