@@ -33,7 +33,7 @@ CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 EXTRAS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEBIAN_TOOLS := /usr/sbin/dockerd /usr/bin/podman /usr/bin/catatonit /usr/sbin/debootstrap
-# Debian's PostgreSQL 15: the shared-store tests start a throwaway cluster with it (tests/postgres.py).
+# Debian's PostgreSQL 15: the shared-store tests start a throwaway cluster with it (tests/support/postgres.py).
 POSTGRES := /usr/lib/postgresql/15/bin/initdb
 
 .PHONY: install run retrain test test-fast lint compile docs ui serve bento browser clean image base-image service-image \
@@ -57,13 +57,13 @@ retrain: install ## Retrain the champion when its data changed (override: make r
 
 # The suite runs on xdist workers: servers bind free loopback ports, each test keeps its own state
 # folder, the shared champion is built once for all workers, and the Docker tests run as one group
-# on one worker (tests/conftest.py). Three workers on two cores: much of the suite waits on servers,
+# on one worker (tests/support/fixtures.py, tests/conftest.py). Three workers on two cores: much of the suite waits on servers,
 # subprocesses and image builds rather than computing.
 WORKERS ?= 3
 test: install $(CHROMIUM) $(DOT) $(POSTGRES) container-tools ## Run the test suite (starts dockerd if none runs, and stops it).
 	infra/docker/with-dockerd.sh $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-# The inner loop, under 2 minutes on 2 cores: `make test` less the tests marked slow (many epochs,
+# The inner loop (its time is in docs/benchmarks.md): `make test` less the tests marked slow (many epochs,
 # the shared 12-epoch champion and its users), pipeline (kfp.local runs), containers, browser and
 # server (real serve/ui/mlflow server processes); see the markers in pyproject.toml.
 test-fast: install $(DOT) ## The inner loop: no slow, pipeline, container, browser or server tests.

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys
 from pathlib import Path
-from cnnops.config import build_config
-from cnnops.ingest import ingest_source
-from cnnops.validate import validate_dataset
+from cnnops.settings.config import build_config
+from cnnops.data.ingest import ingest_source
+from cnnops.data.validate import validate_dataset
 config = build_config(overrides={"data.source": sys.argv[1]})
 out = Path(sys.argv[2])
 ingest_source(config, out / "dataset")

@@ -18,7 +18,7 @@ What each server is fed:
   skipped, saying why); `/classify_batch` with 32 images a request.
 - `mlflow models serve -m models:/NAME/VERSION --env-manager local`, as a user gets it (its own
   default worker count): `/invocations` with `{"inputs": [HxWxC uint8]}`, each image decoded
-  client-side by `cnnops.predict.decode_for_model` before the clock starts.
+  client-side by `cnnops.modeling.predict.decode_for_model` before the clock starts.
 - no-op (`bench/noop_service.py`): the multipart upload, read and answered with a constant.
 - Flask (`bench/flask_app.py`): the multipart upload, one `model.predict` each.
 - ceiling: decode plus the model call in-process on batches of 32, no HTTP.

@@ -15,7 +15,7 @@ Sections:
           on TensorFlow, numpy batches from a Python generator on JAX. With JAX, XLA is always on
           (--xla off there means eager, op-by-op JAX, so it is not run unless asked for).
   input   `simple-cnn` at fp32 (jit_compile "auto", as `cnnops train` compiles) fed three ways:
-          (a) tf.data: the project's `cnnops.inputs.make_dataset` over N synthetic PNG files in a
+          (a) tf.data: the project's `cnnops.modeling.inputs.make_dataset` over N synthetic PNG files in a
               temporary folder (manifest with sha256, shuffled as training does), measured after
               one full untimed pass has filled its decoded-array cache, i.e. what every epoch from
               the second on costs in real training (the first pass is reported apart);
@@ -105,7 +105,7 @@ ENV_KEYS = (
 
 
 def import_cnnops_model() -> Any:
-    """cnnops.model, from the installed package or from src/ (PYTHONPATH=src works too); it needs
+    """cnnops.modeling.builders, from the installed package or from src/ (PYTHONPATH=src works too); it needs
     only keras and numpy, so it imports on a bare GPU machine."""
     try:
         import cnnops  # noqa: F401

@@ -24,7 +24,7 @@ PASSED_THROUGH = (
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_INSECURE_TLS",
-    # How long a task rides out a server that does not answer (cnnops.retries).
+    # How long a task rides out a server that does not answer (cnnops.core.retries).
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
     "MLFLOW_HTTP_REQUEST_TIMEOUT",

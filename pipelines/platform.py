@@ -4,7 +4,7 @@ spec; kfp.local ignores the Kubernetes ones and the resources, so a local run ta
 
 Retries and environment variables are the settings kfp.local obeys: a user's mistake (exit 2) would
 be retried like a crash, and a task's variable would override the user's own. So a local run builds
-the pipeline with LOCAL, where tasks inherit the retry policy the CLI bound (cnnops.retries).
+the pipeline with LOCAL, where tasks inherit the retry policy the CLI bound (cnnops.core.retries).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class Platform:
     data_volume: str = "cnnops-data"
     mlflow_secret: str = "cnnops-mlflow"
     retries: int = 2
-    store_retries: bool = True  # set cnnops.retries' MLflow HTTP policy on every task
+    store_retries: bool = True  # set cnnops.core.retries' MLflow HTTP policy on every task
     parallelism: int = 2
 
 

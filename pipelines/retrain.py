@@ -1,6 +1,6 @@
 """`cnnops retrain`, the command CI calls: under the model's retrain lock, decide whether its data
-changed since its champion's (cnnops.retrain), and when it did, run the pipeline through the same
-code as `cnnops run` (or submit it to a cluster), then say how it ended (cnnops.retrain_report).
+changed since its champion's (cnnops.promotion.retrain), and when it did, run the pipeline through the same
+code as `cnnops run` (or submit it to a cluster), then say how it ended (cnnops.promotion.retrain_report).
 
 The lock covers the decision and the run, so a second trigger for the same data waits, then finds
 the first one's version trained on it and skips.

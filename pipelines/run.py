@@ -2,7 +2,7 @@
 task a container of the project image.
 
 A run changes the environment only for its own length, and keeps everything its tasks and kfp print
-in a log file of its own (cnnops.runlog), so the terminal shows a line per task and cnnops's own.
+in a log file of its own (cnnops.core.runlog), so the terminal shows a line per task and cnnops's own.
 """
 
 from __future__ import annotations

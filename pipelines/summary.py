@@ -2,7 +2,7 @@
 dataset report, the evaluation and the MLflow run are, and what to do next.
 
 Every fact is read from the run's task outputs under the pipeline root: the gate's decision
-(cnnops.gate's record), the register task's returned version, the selected model's run record.
+(cnnops.contracts.gate's record), the register task's returned version, the selected model's run record.
 """
 
 from __future__ import annotations

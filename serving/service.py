@@ -15,7 +15,7 @@ The contract is the OpenAPI document at /docs.json: BentoML generates it from th
 methods below, and `contract_document` adds what BentoML 1.4 cannot say (the refusals, the raw
 image body, the limits of this server's configuration).
 
-The model comes from a served-model folder (`cnnops.export`): `$CNNOPS_MODEL_DIR`, else the
+The model comes from a served-model folder (`cnnops.inference.export`): `$CNNOPS_MODEL_DIR`, else the
 copy packed beside this file when a bento is built.
 """
 

@@ -62,7 +62,7 @@ def resolve_config(config: Path | None, sets: list[str] | None, **flags: Any) ->
     return build_config(config, overrides)
 
 
-# The pipeline's typed parameters (cnnops.parameters), shared by `run` and `submit`.
+# The pipeline's typed parameters (cnnops.settings.parameters), shared by `run` and `submit`.
 Epochs = Annotated[int | None, typer.Option(min=1, help="Maximum training epochs.")]
 ModelNameFlag = Annotated[str | None, typer.Option(help="Registered model name.")]
 ArchitectureFlag = Annotated[

@@ -196,7 +196,7 @@ def test_a_killed_run_resumes_through_a_postgres_restart_and_registers_over_http
 @pytest.mark.server
 def test_a_lasting_postgres_outage_is_one_line_naming_the_store(shared_server, tmp_path):
     """PostgreSQL stopped for good under a server that has served the registry: the server answers
-    500s, the client's bounded retries (cnnops.retries) run out, and `cnnops status` says which
+    500s, the client's bounded retries (cnnops.core.retries) run out, and `cnnops status` says which
     store failed."""
     from mlflow.tracking import MlflowClient
 

@@ -1,7 +1,7 @@
 """Progress lines for long steps: plain lines, so they read the same in a terminal and in kfp logs.
 
 Every line starts with `cnnops: `; that prefix is what `cnnops run` keeps on the terminal
-(cnnops.runlog).
+(cnnops.core.runlog).
 """
 
 from __future__ import annotations

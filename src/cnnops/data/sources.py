@@ -1,5 +1,5 @@
 """Data sources: a folder with one subfolder per class (images at any depth inside it), a CSV or
-parquet table of path and label, a built-in demo set, or data that `cnnops.formats` writes out
+parquet table of path and label, a built-in demo set, or data that `cnnops.data.formats` writes out
 once as class folders (Quick, Draw! `.npy` files, a DataFrame of image arrays, an archive)."""
 
 from __future__ import annotations

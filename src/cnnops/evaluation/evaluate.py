@@ -1,5 +1,5 @@
 """Evaluate: score a model on a test manifest (accuracy, macro F1, per-class report, confusion
-matrix, learning curves), analyse its errors (`cnnops.analysis`, in `analysis/`) and log it all to
+matrix, learning curves), analyse its errors (`cnnops.evaluation.analysis`, in `analysis/`) and log it all to
 the model's MLflow run.
 """
 

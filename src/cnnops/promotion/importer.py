@@ -24,7 +24,7 @@ from cnnops.settings.config import Config, flatten_config
 from cnnops.tracking.provenance import provenance_tags
 from cnnops.tracking.stores import open_model_experiment
 
-# How an imported model expects its pixels, as a backbone input mode (cnnops.model.backbone_input)
+# How an imported model expects its pixels, as a backbone input mode (cnnops.modeling.builders.backbone_input)
 # or a plain rescale: raw 0-255 values, /255, [-1, 1] (MobileNet, Inception), caffe (VGG, ResNet).
 SCALES = ("raw", "unit", "minus1_1", "caffe")
 

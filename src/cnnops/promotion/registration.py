@@ -2,7 +2,7 @@
 recorded on the version's tags and in its run; and the registry reads the gate and serving share
 (an alias's version, a version's input spec).
 
-Registration runs under the registered model's promotion lock (`cnnops.locks`), so two runs never
+Registration runs under the registered model's promotion lock (`cnnops.tracking.locks`), so two runs never
 move `champion` at once. Under the lock it checks the champion again: if another run promoted a
 version after this run's gate decided, the gate decides again against the new champion, on this
 run's test images, and the version is registered with that decision.
@@ -281,15 +281,7 @@ def version_tags(spec: ModelSpec, decision: GateDecision, metrics: EvaluationSco
         best_baseline_score=decision.best_baseline_score if decision.best_baseline is not None else None,
         evidence=None
         if evidence is None
-        else RecordedEvidence(
-            p_value=evidence.p_value,
-            difference=evidence.difference,
-            interval_low=evidence.interval_low,
-            interval_high=evidence.interval_high,
-            confidence=evidence.confidence,
-            only_candidate_right=evidence.only_candidate_right,
-            only_champion_right=evidence.only_champion_right,
-        ),
+        else RecordedEvidence.model_validate(evidence.model_dump(include=set(RecordedEvidence.model_fields))),
     )
 
 

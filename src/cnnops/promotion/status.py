@@ -4,7 +4,7 @@ version's test scores and gate evidence, read from the version tags registration
 `RegistryStatus` is what `cnnops status --json` prints; `format_status` is the text view of it.
 
 Its one write: a version a killed registration left pending is resolved (challenger,
-"interrupted", no alias; see `cnnops.registration`) when the model's promotion lock is free, so
+"interrupted", no alias; see `cnnops.promotion.registration`) when the model's promotion lock is free, so
 that a registration in progress is shown as registering, never marked interrupted.
 """
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cnnops.core.errors import CnnopsError
 
-# The model zoo's names (each one a builder in cnnops.model) and the augmentation presets.
+# The model zoo's names (each one a builder in cnnops.modeling.builders) and the augmentation presets.
 Architecture = Literal["simple-cnn", "deep-cnn", "mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0"]
 Augmentation = Literal["none", "light", "strong"]
 
@@ -85,7 +85,8 @@ class TrainConfig(_Section):
     """The model, its recipe and its training phases."""
 
     architecture: Architecture = Field(
-        default="simple-cnn", description="The model builder (cnnops.model): a scratch net or a keras backbone."
+        default="simple-cnn",
+        description="The model builder (cnnops.modeling.builders): a scratch net or a keras backbone.",
     )
     weights: str = Field(
         default="none",

@@ -4,7 +4,7 @@ KFP UI, on top of the full config as an optional overlay.
 kfp.local cannot run a pipeline whose parameter defaults to None (an unset optional parameter has
 no value it can read, and None cannot be passed), so an unset parameter is a sentinel the config
 itself refuses: "" for a string, 0 for epochs, batch size and learning rate, -1 for the seed, false
-for force-promote. Unset means the overlay's value, else the config's default. Only cnnops.config is
+for force-promote. Unset means the overlay's value, else the config's default. Only cnnops.settings.config is
 imported here, so the configure task that resolves them starts without TensorFlow.
 """
 

@@ -1,6 +1,6 @@
 """The configuration reference (docs/configuration.md), rendered from the config model itself.
 
-The page is generated rather than written so that it cannot drift from `cnnops.config`: every key,
+The page is generated rather than written so that it cannot drift from `cnnops.settings.config`: every key,
 its type, default, allowed values and description come from the pydantic models, and a unit test
 fails when the checked-in page differs from what `render_reference` gives. `make docs` rewrites it.
 """

@@ -1,4 +1,4 @@
-"""Training's step counter: a Keras callback that reports through cnnops.console, in place of
+"""Training's step counter: a Keras callback that reports through cnnops.core.console, in place of
 Keras's own progress bar (which `fit(verbose=0)` turns off, since it floods kfp logs)."""
 
 from __future__ import annotations

@@ -116,10 +116,10 @@ KILLED_REGISTER = """
 import json, os, signal, sys
 from pathlib import Path
 from mlflow.tracking import MlflowClient
-from cnnops.config import validate_config
-from cnnops.gate import read_decision
-from cnnops.infra_validation import read_infra_validation
-from cnnops.registration import register_model
+from cnnops.settings.config import validate_config
+from cnnops.contracts.gate import read_decision
+from cnnops.contracts.infra import read_infra_validation
+from cnnops.promotion.registration import register_model
 
 def killed(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)  # what a lost machine does between version and alias
