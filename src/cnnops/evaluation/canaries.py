@@ -1,6 +1,6 @@
 """Canary images: a few test images and the class probabilities the offline evaluation gave each,
-kept in the evaluation folder so that infra-validation can ask a real server the same question
-and require the same answer.
+kept in the evaluation folder (`cnnops.contracts.infra.CanarySet`) so that infra-validation can
+ask a real server the same question and require the same answer.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Export a registered version for serving: pin it into a *served-model folder*.
 
-A served-model folder holds one registered version: `model.keras`, `model_spec.json` (the input
-spec, the same file a model folder holds) and `served.json` (`ServedInfo`: the version's name,
-number, aliases and test scores, as `cnnops status` describes it), and `drift_reference.npz` when
-its evaluation kept one (the images the service judges its traffic against). Reading one needs neither
-TensorFlow nor MLflow, so the service that only reads it stays light; MLflow is imported where a
-version is exported.
+The folder's layout and its reader are a contract (`cnnops.contracts.served`): reading one needs
+neither TensorFlow nor MLflow, so the service that only reads it stays light. MLflow is imported
+here, where a version is exported.
 """
 
 from __future__ import annotations

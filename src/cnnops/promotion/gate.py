@@ -1,8 +1,8 @@
 """The gate: hold an evaluated candidate to chance, the floor and the baselines, and compare it
 with the current `@champion` on the same test images, paired; decide champion or challenger.
 
-The decision is a `GateDecision`, written by `write_decision` and read by `read_decision`: the
-gate step's output and the register step's input. It writes nothing to the registry.
+The decision is a `GateDecision` (`cnnops.contracts.gate`): the gate step's output and the register
+step's input. The gate writes nothing to the registry.
 """
 
 from __future__ import annotations

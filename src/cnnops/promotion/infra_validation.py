@@ -1,11 +1,13 @@
 """Infra-validation: before a candidate becomes champion, start its Bento in a real server and
 require that it serves as it was evaluated.
 
+
 The server (`bentoml serve` on the Bento's folder, on a free loopback port, in a process group of
 its own) must be ready in time, answer every canary test image 200 with the evaluation's top-1
 label and probabilities (to the configured tolerance), and refuse a garbage upload with a 4xx. It
-is stopped by its PID whatever happens. The outcome is a typed record; `require_infra_validation`
-is the one place that turns a failed or missing validation into a challenger.
+is stopped by its PID whatever happens. The outcome is a typed record (`InfraValidation`);
+`cnnops.promotion.registration.require_infra_validation` is the one place that turns a failed or
+missing validation into a challenger. Unpacking a Bento archive is serving's (`cnnops.serving.infra`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -25,9 +26,6 @@ from cnnops.core.errors import CnnopsError
 from cnnops.core.processes import LOOPBACK, free_port, running_process
 from cnnops.inference.service_client import Answer, is_ready, post_image
 from cnnops.settings.config import InfraValidationConfig, ServeConfig
-
-if TYPE_CHECKING:  # the gate imports the registry, which imports this module
-    pass
 
 SERVER_LOG = "server.log"
 ARTIFACT_PATH = "infra_validation"

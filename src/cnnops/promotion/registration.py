@@ -1,9 +1,9 @@
 """Register a gated candidate as a new version under `champion` or `challenger`, with the decision
-recorded on the version's tags and in its run; and the registry reads the gate and serving share
-(an alias's version, a version's input spec).
+recorded on the version's tags (`VersionTags`) and in its run (`RegisteredDecision`), all or
+nothing; and the one promotion rule on infra-validation (`require_infra_validation`).
 
-Registration runs under the registered model's promotion lock (`cnnops.tracking.locks`), so two runs never
-move `champion` at once. Under the lock it checks the champion again: if another run promoted a
+Registration runs under the registered model's promotion lock (`cnnops.tracking.locks`), so two
+runs never move `champion` at once. Under the lock it checks the champion again: if another run promoted a
 version after this run's gate decided, the gate decides again against the new champion, on this
 run's test images, and the version is registered with that decision.
 

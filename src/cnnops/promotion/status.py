@@ -1,11 +1,12 @@
 """`cnnops status`: the registered models cnnops manages, their champion and challenger, and each
 version's test scores and gate evidence, read from the version tags registration wrote.
 
-`RegistryStatus` is what `cnnops status --json` prints; `format_status` is the text view of it.
+`RegistryStatus` (`cnnops.contracts.registry`) is what `cnnops status --json` prints;
+`format_status` is the text view of it.
 
 Its one write: a version a killed registration left pending is resolved (challenger,
-"interrupted", no alias; see `cnnops.promotion.registration`) when the model's promotion lock is free, so
-that a registration in progress is shown as registering, never marked interrupted.
+"interrupted", no alias; see `cnnops.promotion.registration`) when the model's promotion lock is
+free, so that a registration in progress is shown as registering, never marked interrupted.
 """
 
 from __future__ import annotations
