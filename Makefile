@@ -55,19 +55,19 @@ run: install ## Run the whole pipeline on the demo dataset (override: make run A
 retrain: install ## Retrain the champion when its data changed (override: make retrain ARGS="--data DIR --force").
 	$(BIN)/cnnops retrain $(ARGS)
 
-# The suite runs on xdist workers: servers bind free loopback ports, each test keeps its own state
-# folder, the shared champion is built once for all workers, and the Docker tests run as one group
-# on one worker (tests/support/fixtures.py, tests/conftest.py). Three workers on two cores: much of the suite waits on servers,
-# subprocesses and image builds rather than computing.
+# The suite runs on xdist workers, a file to a worker (`--dist loadfile`): servers bind free
+# loopback ports, each test keeps its own state folder, the shared champion is built once for all
+# workers (tests/support/fixtures.py), and every test that needs the Docker daemon is in one file.
+# Three workers on two cores: much of the suite waits on servers, subprocesses and image builds.
 WORKERS ?= 3
 test: install $(CHROMIUM) $(DOT) $(POSTGRES) container-tools ## Run the test suite (starts dockerd if none runs, and stops it).
-	infra/docker/with-dockerd.sh $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	infra/docker/with-dockerd.sh $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The inner loop (its time is in docs/benchmarks.md): `make test` less the tests marked slow (many epochs,
 # the shared 12-epoch champion and its users), pipeline (kfp.local runs), containers, browser and
 # server (real serve/ui/mlflow server processes); see the markers in pyproject.toml.
 test-fast: install $(DOT) ## The inner loop: no slow, pipeline, container, browser or server tests.
-	$(BIN)/python -m pytest -n 2 -m "not slow and not pipeline and not containers and not browser and not server" -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow and not pipeline and not containers and not browser and not server" -p no:cacheprovider $(PYTEST_ARGS)
 
 container-tools: $(DEBIAN_TOOLS) ## Debian's docker.io, podman (with catatonit) and debootstrap.
 

@@ -17,9 +17,12 @@ pytest_plugins = ["support.fixtures"]
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The shared champion trains for 12 epochs: a test that uses it is marked slow (or server or
     browser), so that `make test-fast` never pays for it. Nothing under tests/unit is marked heavy:
-    unit tests train for a few steps at most and start no server. Tests that need the Docker daemon
-    share one xdist group: under `--dist loadgroup` they run one after another on one worker, so
-    two image builds never compete for the daemon and its cache."""
+    unit tests train for a few steps at most and start no server.
+
+    `make test` runs with `--dist loadfile`: each file's tests run together, in order, on one xdist
+    worker, so a module-scoped fixture (a trained model, a running server) is built once; every
+    test that needs the Docker daemon is in tests/e2e/test_containers.py, so two image builds never
+    compete for it."""
     unmarked = [
         item.nodeid
         for item in items
@@ -37,6 +40,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ]
     if misplaced:
         raise pytest.UsageError("tests/unit trains briefly and starts no server; move these: " + ", ".join(misplaced))
-    for item in items:
-        if item.get_closest_marker("containers"):
-            item.add_marker(pytest.mark.xdist_group("docker"))
+    docker = Path(__file__).parent / "e2e" / "test_containers.py"
+    scattered = [item.nodeid for item in items if item.get_closest_marker("containers") and item.path != docker]
+    if scattered:
+        raise pytest.UsageError(
+            f"tests that need the Docker daemon share one xdist worker in {docker.name}: " + ", ".join(scattered)
+        )

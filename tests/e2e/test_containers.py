@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.commands import CNNOPS
+from support.commands import CNNOPS, docker_run_error
 from support.images import write_images
 
 from cnnops.components import BASE_IMAGE
@@ -384,4 +384,45 @@ def test_podman_plays_the_rendered_base_and_the_pod_serves_a_photo(service_image
         sh(*PODMAN, "kube", "down", str(manifest), env=env, check=False, timeout=120)
     assert not [
         line for line in sh(*PODMAN, "ps", "-a", "--format", "{{.Names}}").stdout.split() if "classifier" in line
+    ]
+
+
+# The Docker runner's refusals before any task starts: one line each, naming the fix.
+
+
+def test_docker_runner_without_a_tracking_server_names_the_fix(project_image, tmp_path, make_images):
+    """With the image present (so the run gets past it), the store is what is refused."""
+    line = docker_run_error(tmp_path, make_images, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
+    assert "no MLflow tracking server answers at http://127.0.0.1:" in line and "unset" in line
+
+
+def test_docker_runner_with_a_file_store_names_the_fix(project_image, tmp_path, make_images):
+    line = docker_run_error(tmp_path, make_images, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db")
+    assert "containers cannot reach" in line and "unset it" in line
+
+
+def test_a_missing_image_names_make_image():
+    from cnnops.core.containers import find_image, open_docker
+    from cnnops.core.errors import CnnopsError
+
+    client = open_docker()
+    try:
+        with pytest.raises(CnnopsError, match=r"cnnops:no-such-version is not in the local Docker store.*make image"):
+            find_image(client, "cnnops:no-such-version")
+    finally:
+        client.close()
+
+
+def test_a_missing_base_image_names_make_base_image():
+    docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+    result = subprocess.run(
+        [str(ROOT / "infra/docker/build.sh"), docker, "cnnops:test-no-base", "no-such-base:1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "build.sh: base image no-such-base:1 is not in the local Docker store: run `make base-image` (Debian via "
+        "debootstrap), or `docker pull no-such-base:1` where a registry is reachable"
     ]

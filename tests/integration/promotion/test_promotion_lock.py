@@ -231,8 +231,8 @@ def test_the_retrain_lock_admits_one_retrain_and_renews_its_lease(shared_server,
     server. The second retrain waits for the first, within its bound; a holder's lease is renewed
     while it works, so a retrain longer than one lease keeps its lock."""
     from cnnops.core.paths import tracking_uri
+    from cnnops.tracking import locks
     from cnnops.tracking.locks import RETRAIN, retrain_lock
-    from cnnops.tracking.stores import locks
 
     for uri in (tracking_uri(), shared_server["uri"]):
         order: list[str] = []
