@@ -23,6 +23,9 @@ from cnnops.contracts.records import (
 )
 from cnnops.core.errors import CnnopsError, first_problem
 
+# In the model folder `select` outputs: the ranking of every sweep candidate.
+SWEEP_FILE = "sweep.json"
+
 if TYPE_CHECKING:  # ModelSpec users (a bare GPU benchmark machine, the served runtime) need no Keras
     import keras
 
@@ -184,3 +187,36 @@ def write_training_state(path: Path, state: TrainingState) -> None:
 
 def read_training_state(path: Path) -> TrainingState:
     return read_record(path, TrainingState, "`cnnops train` afresh (this checkpoint cannot be resumed)")
+
+
+class RankedCandidate(Frozen):
+    """A trained sweep candidate as the ranking shows it: its run, what it tried, its val scores."""
+
+    run_id: str
+    architecture: str
+    learning_rate: float
+    augmentation: str
+    best_epoch: int | None
+    val_accuracy: float
+    val_loss: float
+    folder: str
+
+    def score(self, metric: str) -> float:
+        return self.val_accuracy if metric == "val_accuracy" else self.val_loss
+
+
+class SweepRanking(Record):
+    """`sweep.json` in the selected model's folder: every candidate of the sweep, best first, by
+    `metric`, under the sweep's parent run."""
+
+    metric: str
+    parent_run_id: str  # "" for a sweep run without MLflow parent
+    ranking: list[RankedCandidate]
+
+
+def write_sweep_ranking(folder: Path, ranking: SweepRanking) -> None:
+    write_record(folder / SWEEP_FILE, ranking)
+
+
+def read_sweep_ranking(folder: Path) -> SweepRanking:
+    return read_record(folder / SWEEP_FILE, SweepRanking, "the sweep's select step")

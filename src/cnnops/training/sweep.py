@@ -17,8 +17,13 @@ from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 from cnnops.contracts.dataset import read_dataset_info
-from cnnops.contracts.model import read_model_config, read_run_record
-from cnnops.contracts.records import Frozen, write_json
+from cnnops.contracts.model import (
+    RankedCandidate,
+    SweepRanking,
+    read_model_config,
+    read_run_record,
+    write_sweep_ranking,
+)
 from cnnops.core.console import say
 from cnnops.core.errors import CnnopsError
 from cnnops.settings.config import Config, to_pipeline_parameter
@@ -91,22 +96,6 @@ def start_sweep(config: Config, train_dir: Path, pipeline_run: str = "manual") -
     ]
 
 
-class RankedCandidate(Frozen):
-    """A trained sweep candidate as the ranking shows it: its run, what it tried, its val scores."""
-
-    run_id: str
-    architecture: str
-    learning_rate: float
-    augmentation: str
-    best_epoch: int | None
-    val_accuracy: float
-    val_loss: float
-    folder: str
-
-    def score(self, metric: str) -> float:
-        return self.val_accuracy if metric == "val_accuracy" else self.val_loss
-
-
 def rank_candidate(folder: Path) -> RankedCandidate:
     run, cfg = read_run_record(folder), read_model_config(folder)
     return RankedCandidate(
@@ -146,8 +135,7 @@ def select_best(model_dirs: list[Path], config: Config, out_dir: Path) -> Ranked
     if out_dir.exists():
         shutil.rmtree(out_dir)
     shutil.copytree(best.folder, out_dir)
-    ranking = [row.model_dump() for row in rows]
-    write_json(out_dir / "sweep.json", {"metric": metric, "parent_run_id": parent_run_id, "ranking": ranking})
+    write_sweep_ranking(out_dir, SweepRanking(metric=metric, parent_run_id=parent_run_id, ranking=rows))
     if parent_run_id:
         record_ranking(parent_run_id, rows, metric)
     say(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnops.contracts.model import RunRecord
+from cnnops.contracts.model import RunRecord, read_sweep_ranking
 from cnnops.contracts.records import write_record
 from cnnops.core.errors import CnnopsError
 from cnnops.settings.config import build_config
@@ -85,7 +85,8 @@ def test_a_diverged_candidate_ranks_last_whatever_the_metric(tmp_path, metric):
     ]
     best = select_best(folders, config, tmp_path / "best")
     assert best.run_id == "better"
-    ranking = json.loads((tmp_path / "best" / "sweep.json").read_text())["ranking"]
-    assert [row["run_id"] for row in ranking] == ["better", "good", "diverged"]
+    recorded = read_sweep_ranking(tmp_path / "best")
+    assert [row.run_id for row in recorded.ranking] == ["better", "good", "diverged"]
+    assert recorded.metric == "val_accuracy"
     with pytest.raises(CnnopsError, match=r"^every one of the 1 sweep candidates diverged"):
         select_best(folders[:1], config, tmp_path / "none")
