@@ -87,6 +87,6 @@ def test_a_diverged_candidate_ranks_last_whatever_the_metric(tmp_path, metric):
     assert best.run_id == "better"
     recorded = read_sweep_ranking(tmp_path / "best")
     assert [row.run_id for row in recorded.ranking] == ["better", "good", "diverged"]
-    assert recorded.metric == "val_accuracy"
+    assert recorded.metric == config.sweep.metric
     with pytest.raises(CnnopsError, match=r"^every one of the 1 sweep candidates diverged"):
         select_best(folders[:1], config, tmp_path / "none")
