@@ -61,7 +61,7 @@ retrain: install ## Retrain the champion when its data changed (override: make r
 # Three workers on two cores: much of the suite waits on servers, subprocesses and image builds.
 WORKERS ?= 3
 test: install $(CHROMIUM) $(DOT) $(POSTGRES) container-tools ## Run the test suite (starts dockerd if none runs, and stops it).
-	infra/docker/with-dockerd.sh $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
+	infra/docker/with-dockerd.sh $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The inner loop (its time is in docs/benchmarks.md): `make test` less the tests marked slow (many epochs,
 # the shared 12-epoch champion and its users), pipeline (kfp.local runs), containers, browser and

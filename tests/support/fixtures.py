@@ -167,9 +167,11 @@ SPLIT = {"split.train": 0.6, "split.val": 0.1, "split.test": 0.3, "train.batch_s
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """A simple-cnn trained for 2 epochs (six steps) and evaluated, in its own MLflow store: what
-    the error analysis's tests read."""
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A simple-cnn trained for 2 epochs (six steps) and evaluated, in its own MLflow store under
+    `work` (a test that reads the store enters `own_store(trained["work"])`): what the error
+    analysis's tests read. The environment is put back before any test runs: a session fixture
+    must not leave its store set for the worker's later tests."""
     import keras
 
     from cnnops.contracts.dataset import read_manifest
@@ -183,4 +185,4 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         result["keras"] = keras.saving.load_model(result["model"] / "model.keras", compile=False)
         result["spec"] = read_model_spec(result["model"])
         result["manifest"] = read_manifest(result["test"])
-        yield result
+    return {**result, "work": work}

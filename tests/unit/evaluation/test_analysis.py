@@ -8,6 +8,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from support.images import PNGS, assert_png
+from support.stores import own_store
 
 from cnnops.contracts.model import ModelSpec
 from cnnops.evaluation import analysis
@@ -21,6 +22,7 @@ from cnnops.evaluation.analysis import (
 )
 from cnnops.modeling.builders import ModelOptions, build_model
 from cnnops.modeling.inputs import predict_manifest
+from cnnops.tracking.stores import use_tracking_store
 
 
 def test_evaluate_writes_and_logs_the_analysis(trained):
@@ -37,7 +39,9 @@ def test_evaluate_writes_and_logs_the_analysis(trained):
     assert 'Model: "simple_cnn"' in summary and "probabilities" in summary
     assert ("model.png: the layer diagram" in summary) == (folder / "model.png").is_file()
 
-    logged = {a.path for a in MlflowClient().list_artifacts(trained["run_id"], "evaluation/analysis")}
+    with own_store(trained["work"]):
+        use_tracking_store()
+        logged = {a.path for a in MlflowClient().list_artifacts(trained["run_id"], "evaluation/analysis")}
     expected = {
         f"evaluation/analysis/{name}" for name in (*PNGS, "top_losses.csv", "model_summary.txt", "analysis.html")
     }
@@ -148,15 +152,16 @@ def test_evaluate_component_publishes_the_page_as_html(trained, tmp_path):
     from cnnops.components.evaluate import evaluate
 
     page = HTML(uri=str(tmp_path / "outputs" / "analysis"))
-    accuracy = evaluate.python_func(
-        model=Model(uri=str(trained["model"])),
-        test_data=Dataset(uri=str(trained["test"])),
-        val_data=Dataset(uri=str(trained["model"].parent / "val")),
-        evaluation=Artifact(uri=str(tmp_path / "evaluation")),
-        metrics=Metrics(uri=str(tmp_path / "metrics")),
-        classification=ClassificationMetrics(uri=str(tmp_path / "classification")),
-        analysis=page,
-    )
+    with own_store(trained["work"]):  # the evaluation logs to the model's run
+        accuracy = evaluate.python_func(
+            model=Model(uri=str(trained["model"])),
+            test_data=Dataset(uri=str(trained["test"])),
+            val_data=Dataset(uri=str(trained["model"].parent / "val")),
+            evaluation=Artifact(uri=str(tmp_path / "evaluation")),
+            metrics=Metrics(uri=str(tmp_path / "metrics")),
+            classification=ClassificationMetrics(uri=str(tmp_path / "classification")),
+            analysis=page,
+        )
     assert accuracy == trained["metrics"]["accuracy"]
     assert (tmp_path / "outputs" / "analysis").read_text() == (
         tmp_path / "evaluation" / "analysis" / "analysis.html"
