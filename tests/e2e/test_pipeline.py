@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.images import snapshot
 
 from cnnops.pipelines.run import run_locally
 from cnnops.promotion.status import describe_registry
@@ -20,12 +21,19 @@ CNNOPS = Path(sys.executable).parent / "cnnops"
 
 
 @pytest.mark.pipeline
-def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_images, state_home):
+@pytest.mark.usefixtures("state_home")  # a clean environment; the test names its own state folder
+def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_images, monkeypatch, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from cnnops.tracking.stores import use_tracking_store
 
+    # The state folder is the default one, `.cnnops` in the folder the command line starts from.
+    work, user_home = tmp_path / "work", tmp_path / "user-home"
+    state_home = work / ".cnnops"
+    user_home.mkdir()
+    monkeypatch.setenv("CNNOPS_HOME", str(state_home))
     source = make_images(per_class=30)
+    before_source = snapshot(source)
     config = build_config(
         overrides={
             "data.source": str(source),
@@ -82,7 +90,10 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
     assert list((state_home / "pipeline-root").rglob("release/bento/cnnops.bento"))
     assert list((state_home / "pipeline-root").rglob("infra-validate/validation/infra_validation.json"))
 
-    # A deliberately weaker candidate, through the real command line.
+    # A deliberately weaker candidate, through the real command line as a user starts it: no
+    # variables of cnnops's own, so its state folder is `.cnnops` in the working folder.
+    own = {"CNNOPS_HOME", "MLFLOW_TRACKING_URI", "KERAS_HOME", "MPLCONFIGDIR", "BENTOML_HOME"}
+    user_env = {key: value for key, value in os.environ.items() if key not in own}
     weaker = subprocess.run(
         [
             str(CNNOPS),
@@ -101,9 +112,14 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "CNNOPS_HOME": str(state_home)},
+        cwd=work,
+        env={**user_env, "HOME": str(user_home)},
     )
     assert weaker.returncode == 0, weaker.stderr[-3000:]
+    # It wrote only inside the state folder: nothing beside it, nothing in HOME, nothing in the data.
+    assert sorted(p.name for p in work.iterdir()) == [".cnnops"]
+    assert list(user_home.iterdir()) == []
+    assert snapshot(source) == before_source
     # A line per task, cnnops's own lines and the summary; the rest is in the run's log.
     shown = weaker.stderr.splitlines() + weaker.stdout.splitlines()
     assert len(shown) <= 80, "\n".join(shown)

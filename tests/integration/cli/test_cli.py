@@ -137,45 +137,6 @@ def test_step_commands_share_the_error_path(tmp_path):
     assert_one_line_error(result, "no manifest.parquet")
 
 
-@pytest.mark.pipeline
-def test_run_writes_only_inside_the_state_folder(make_images, tmp_path):
-    source = make_images(per_class=10)
-    before = snapshot(source)
-    home, work = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"CNNOPS_HOME", "MLFLOW_TRACKING_URI", "KERAS_HOME", "MPLCONFIGDIR"}
-    }
-    result = subprocess.run(
-        [
-            str(CNNOPS),
-            "run",
-            "--data",
-            str(source),
-            "--epochs",
-            "1",
-            "--set",
-            "gate.floor=0",
-            "--set",
-            "train.batch_size=8",
-        ],
-        cwd=work,
-        env={**env, "HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in work.iterdir()) == [".cnnops"]
-    assert list(home.iterdir()) == []
-    (log,) = (work / ".cnnops" / "logs").glob("run-*.log")  # the run's full log, in the state folder too
-    assert f"full log in {log}" in result.stderr and result.stdout.splitlines()[-1].startswith("  next ")
-    assert snapshot(source) == before
-
-
 @pytest.mark.slow
 def test_step_commands_chain_to_a_champion(make_images, tmp_path):
     source, work, home = make_images(per_class=20), tmp_path / "work", tmp_path / "state"
