@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import cnnops
-from cnnops.contracts.served import MODEL_FILE, ServedModel
-from cnnops.inference.export import export_candidate, export_registered
+from cnnops.contracts.served import MODEL_FILE, PACKED_MODEL_FOLDER, ServedModel
+from cnnops.inference.export import VALIDATED_FILES, export_candidate, export_registered
 
 SERVING = Path(__file__).resolve().parent
 # The service image: its repository (the kustomize image name in infra/k8s) and its Dockerfile.
@@ -27,10 +27,19 @@ SERVICE_FILES = ("__init__.py", "service.py", "limits.py", "static")
 # promotion, tracking or pipeline code goes into a Bento (a test holds this list to the service's
 # import graph).
 SERVICE_PACKAGES = ("core", "settings", "contracts", "data", "modeling", "inference", "monitoring")
-# Where the packed model sits in a Bento, beside the service that reads it (`PACKED_MODEL_DIR`).
-PACKED_MODEL = f"src/cnnops/serving/model/{MODEL_FILE}"
 # What the service imports at run time; versions are pinned to the ones this build runs with.
-RUNTIME_PACKAGES = ("bentoml", "tensorflow", "keras", "numpy", "pandas", "pyarrow", "pillow", "pydantic", "pyyaml")
+RUNTIME_PACKAGES = (
+    "bentoml",
+    "onnxruntime",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pillow",
+    "pydantic",
+    "pyyaml",
+)
 
 
 @dataclass(frozen=True)
@@ -88,26 +97,28 @@ def release_version(name: str, version: int, validated: Path, export_to: Path) -
     import bentoml
 
     with tempfile.TemporaryDirectory(prefix="cnnops-release-") as scratch:
-        model_file = Path(scratch) / "model.keras"
-        extract_model_file(validated, model_file)
-        built = build_bento(export_registered(name, str(version), model_file=model_file))
+        extract_validated_files(validated, Path(scratch))
+        built = build_bento(export_registered(name, str(version), validated=Path(scratch)))
     export_to.parent.mkdir(parents=True, exist_ok=True)
     return replace(built, archive=bentoml.export_bento(built.bento, str(export_to)))
 
 
-def extract_model_file(archive: Path, target: Path) -> None:
-    """Copy the packed model file out of a Bento archive."""
+def extract_validated_files(archive: Path, target: Path) -> None:
+    """Copy the packed model files infra-validation served (`VALIDATED_FILES`) out of a Bento
+    archive into `target`; one with no Keras model is not a cnnops Bento."""
     import tarfile
 
     from cnnops.core.errors import CnnopsError
 
-    member = PACKED_MODEL
     with tarfile.open(archive, "r:*") as tar:
-        found = [name for name in tar.getnames() if name.removeprefix("./") == member]
-        packed = tar.extractfile(found[0]) if found else None
-        if packed is None:
-            raise CnnopsError(f"{archive} holds no {member}; it is not a cnnops Bento.")
-        target.write_bytes(packed.read())
+        members = {name.removeprefix("./"): name for name in tar.getnames()}
+        for file in VALIDATED_FILES:
+            found = members.get(f"{PACKED_MODEL_FOLDER}/{file}")
+            packed = tar.extractfile(found) if found else None
+            if packed is None and file == MODEL_FILE:
+                raise CnnopsError(f"{archive} holds no {PACKED_MODEL_FOLDER}/{MODEL_FILE}; it is not a cnnops Bento.")
+            if packed is not None:
+                (target / file).write_bytes(packed.read())
 
 
 def build_bento(served: ServedModel) -> BuiltBento:

@@ -35,7 +35,7 @@ def validate_bento_archive(
     with tempfile.TemporaryDirectory(prefix="cnnops-infra-") as scratch:
         folder = unpack_bento(archive, Path(scratch) / "bento")
         validation = infra_validate(
-            folder, bento, evaluation_dir, config.infra_validation, config.serve, out_dir / SERVER_LOG
+            folder, bento, evaluation_dir, config.infra_validation, config.serve, out_dir / SERVER_LOG, config.export
         )
     write_infra_validation(out_dir, validation)
     log_infra_validation(out_dir)

@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 from urllib.parse import parse_qs
@@ -44,12 +44,14 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from cnnops.contracts.drift import DriftVerdict, ServedDrift
+from cnnops.contracts.export import ONNX_FILE
 from cnnops.contracts.served import (
     BatchClassification,
     Classification,
     ModelInput,
     Prediction,
     ServedModel,
+    ServedRuntime,
     ServiceInfo,
     read_served_model,
 )
@@ -57,6 +59,8 @@ from cnnops.core.errors import CnnopsError, ImageDecodeError, first_problem
 from cnnops.core.paths import state_home
 from cnnops.data.images import DecodedImage, decode_image
 from cnnops.inference.batching import AdaptiveBatcher
+from cnnops.inference.onnx_runtime import load_onnx_model
+from cnnops.inference.runtime import choose_runtime
 from cnnops.modeling.predict import (
     batch_buckets,
     decode_base64_image,
@@ -178,6 +182,14 @@ def publish_verdict(verdict: DriftVerdict) -> None:
     DRIFT_WINDOW_SIZE.set(verdict.window_size)
 
 
+def pick_runtime(settings: ServeConfig, served: ServedModel) -> ServedRuntime:
+    """`serve.runtime` for this folder, or stop the service with the one reason it cannot."""
+    try:
+        return choose_runtime(settings.runtime, served)
+    except CnnopsError as err:
+        raise SystemExit(f"cnnops: error: cannot serve: {err}") from None
+
+
 def load_served_model() -> ServedModel:
     """Read the served-model folder, or stop the service with the one reason it cannot start."""
     try:
@@ -252,22 +264,13 @@ class Classifier:
     def __init__(self) -> None:
         self.settings = serve_config()
         self.served = load_served_model()
-        plain = load_keras_model(self.served.folder)
+        self.runtime = pick_runtime(self.settings, self.served)
         config = drift_config()
-        # The embedding comes from the same call as the probabilities, side by side in one array.
-        embedded = with_embedding(plain) if config.record else None
-        width = None if embedded is None else int(embedded.outputs[1].shape[-1])
-        self.monitor = self.start_monitor(config, width)
-        # without a reference to judge against, the embedding would be computed for nothing
-        model = embedded if embedded is not None and self.monitor.recording else plain
+        # Each loader also opens the drift window, whose width is the model's embedding's.
+        predict = self.load_onnx(config) if self.runtime.name == "onnx" else self.load_keras(config)
         self.keeper = self.start_keeper()
-        spec = self.served.spec
-        buckets = batch_buckets(MAX_BATCH_SIZE)
-        for size in buckets:  # trace every batch shape before the first request, not during one
-            predict_pixels(model, np.zeros((size, spec.height, spec.width, spec.channels), np.uint8))
-        self.batcher = AdaptiveBatcher(
-            lambda pixels: predict_bucketed(model, pixels, buckets), MAX_BATCH_SIZE, on_batch=BATCH_SIZES.observe
-        )
+        print(f"cnnops: runtime {self.runtime.name}: {self.runtime.reason}", file=sys.stderr, flush=True)
+        self.batcher = AdaptiveBatcher(predict, MAX_BATCH_SIZE, on_batch=BATCH_SIZES.observe)
         web.state.info = self.info()
         web.state.drift = self.drift
         generated = cast("bentoml.Service[Classifier]", Classifier).openapi_spec.asdict()
@@ -275,6 +278,41 @@ class Classifier:
         # TensorFlow and Keras leave millions of long-lived objects; without this, every full
         # collection walks them all and stalls every request in flight for a few hundred ms.
         gc.freeze()
+
+    def load_onnx(self, config: DriftConfig) -> Callable[[np.ndarray], np.ndarray]:
+        """ONNX Runtime on the exported served function: no TensorFlow in this process. Its rows
+        carry the embedding whenever the export found one; the first call allocates its buffers."""
+        spec = self.served.spec
+        try:
+            model = load_onnx_model(self.served.folder / ONNX_FILE, spec.height, spec.width, spec.channels)
+        except CnnopsError as err:
+            raise SystemExit(f"cnnops: error: cannot serve: {err}") from None
+        model.predict(np.zeros((1, spec.height, spec.width, spec.channels), np.uint8))
+        assert self.served.export is not None  # pick_runtime chose ONNX for a passed export
+        self.monitor = self.start_monitor(config, self.served.export.embedding_width or None)
+        return model.predict
+
+    def load_keras(self, config: DriftConfig) -> Callable[[np.ndarray], np.ndarray]:
+        """The Keras model, with the embedding as a second output when drift is recorded; every
+        batch shape traced before the first request, not during one."""
+        try:
+            plain = load_keras_model(self.served.folder)
+        except ImportError as err:  # the ONNX serving image has no Keras
+            raise SystemExit(
+                f"cnnops: error: cannot serve with Keras ({err}): {self.runtime.reason}; "
+                "build this model's service image on the project image (`cnnops bento --containerize --runtime keras`)"
+            ) from None
+        # The embedding comes from the same call as the probabilities, side by side in one array.
+        embedded = with_embedding(plain) if config.record else None
+        width = None if embedded is None else int(embedded.outputs[1].shape[-1])
+        self.monitor = self.start_monitor(config, width)
+        # without a reference to judge against, the embedding would be computed for nothing
+        model = embedded if embedded is not None and self.monitor.recording else plain
+        spec = self.served.spec
+        buckets = batch_buckets(MAX_BATCH_SIZE)
+        for size in buckets:
+            predict_pixels(model, np.zeros((size, spec.height, spec.width, spec.channels), np.uint8))
+        return lambda pixels: predict_bucketed(model, pixels, buckets)
 
     def start_monitor(self, config: DriftConfig, width: int | None) -> DriftMonitor:
         """The drift window, read back from its file; the verdict published before any request."""
@@ -326,6 +364,7 @@ class Classifier:
             **self.served.info.model_dump(),
             class_names=spec.class_names,
             input=ModelInput(height=spec.height, width=spec.width, mode=spec.mode),
+            runtime=self.runtime,
             limits=self.settings,
             max_request_bytes=self.settings.max_request_bytes,
         )

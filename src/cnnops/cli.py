@@ -754,6 +754,40 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command("export")
+def export_(
+    out: Annotated[Path, typer.Option(help="Where to write the export (a folder for savedmodel).")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx, litert or savedmodel.")] = "onnx",
+    model_name: ModelName = None,
+    version: Version = "champion",
+    model_dir: Annotated[
+        Path | None, typer.Option(help="Export this model or served-model folder instead of a registered version.")
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Check parity on these test images instead of the version's own.")
+    ] = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+) -> None:
+    """Export the served function (uint8 images in, probabilities and embedding out), checked
+    against the Keras model on the version's test images; an export that does not match is refused."""
+    from cnnops.contracts.export import EXPORT_FORMATS
+    from cnnops.settings.naming import model_name_for
+
+    with exit_on_user_error():
+        if fmt not in EXPORT_FORMATS:
+            raise CnnopsError(f"--format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}.")
+        from cnnops.modeling.convert import export_folder  # TensorFlow: only once the flags are right
+
+        cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
+        if model_dir is None:
+            from cnnops.inference.export import export_registered
+
+            model_dir = export_registered(model_name_for(cfg), version).folder
+        report = export_folder(model_dir, fmt, out, cfg.export, images)
+    typer.echo(f"cnnops: wrote {out}: {report.verdict()}; report in {out}.parity.json")
+
+
 # `cnnops drift` exits with this when the window drifted (0 for no drift or no verdict).
 DRIFT_EXIT = 3
 
@@ -824,7 +858,8 @@ def judge_window_file(window: Path, model_dir: Path | None, cfg: Config) -> Serv
         raise CnnopsError(f"there is no traffic window at {window}.")
     from mlflow.tracking import MlflowClient
 
-    from cnnops.inference.export import download_reference
+    from cnnops.inference.export import download_evaluation_files
+    from cnnops.monitoring.reference import REFERENCE_FILE
     from cnnops.tracking.stores import lookup, store_faults, use_tracking_store
 
     use_tracking_store()
@@ -837,7 +872,7 @@ def judge_window_file(window: Path, model_dir: Path | None, cfg: Config) -> Serv
             raise CnnopsError(f"{window} is the traffic of run {run_id}, which this store does not have.")
         found = lookup(lambda: client.search_model_versions(f"run_id = '{run_id}'"))
         versions = list(found or [])
-        download_reference(run_id, Path(scratch))
+        download_evaluation_files(run_id, Path(scratch), (REFERENCE_FILE,))
         name = versions[0].name if versions else f"run {run_id}"
         return judge_saved_window(window, Path(scratch), cfg.drift, name)
 

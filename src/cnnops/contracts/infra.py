@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnops.contracts.records import EVALUATE_STEP, Frozen, Record, read_record, write_record
+from cnnops.contracts.served import ServedRuntime
 
 CANARIES_FILE = "canaries.json"
 
@@ -64,6 +65,8 @@ class InfraValidation(Record):
     canaries: list[CanaryCheck]
     garbage_status: int | None
     log_tail: list[str]
+    # What ran the model (its /info), None when the server never answered.
+    runtime: ServedRuntime | None = None
 
 
 def write_infra_validation(folder: Path, validation: InfraValidation) -> None:

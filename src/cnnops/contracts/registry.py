@@ -104,6 +104,9 @@ class VersionTags(Frozen):
     best_baseline: str | None = None
     best_baseline_score: float | None = None
     evidence: RecordedEvidence | None = None
+    # What serves it (onnx or keras; None when `serve.runtime` cannot serve it) and why.
+    runtime: str | None = None
+    runtime_reason: str | None = None
 
 
 # How each kind of value is written into a tag; tags are strings, read back by `read_version_tags`.

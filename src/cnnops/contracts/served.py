@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cnnops.contracts.export import ExportReport, read_export_report
 from cnnops.contracts.model import ModelSpec, read_model_spec
 from cnnops.contracts.records import Record, read_record
 from cnnops.contracts.registry import VersionFacts
@@ -21,6 +23,8 @@ SERVED_FILE = "served.json"
 
 
 MODEL_FILE = "model.keras"
+# Where a Bento packs its served-model folder, beside the service that reads it.
+PACKED_MODEL_FOLDER = "src/cnnops/serving/model"
 
 
 EXPORT_STEP = "`cnnops serve` (or `make bento`) to export it again"
@@ -39,20 +43,32 @@ class ServedInfo(VersionFacts, Record):
 
 @dataclass(frozen=True)
 class ServedModel:
-    """An exported folder: where it is, the spec to feed its model, and the registry facts."""
+    """An exported folder: where it is, the spec to feed its model, the registry facts, and the
+    parity report of its ONNX export when it has one."""
 
     folder: Path
     spec: ModelSpec
     info: ServedInfo
+    export: ExportReport | None = None
 
 
 def read_served_model(folder: Path) -> ServedModel:
-    """The spec and registry facts of an exported folder; no TensorFlow needed."""
+    """The spec, registry facts and export report of an exported folder; no TensorFlow needed."""
     if not (folder / MODEL_FILE).is_file():
         raise CnnopsError(
             f"{folder} holds no {MODEL_FILE}; export a registered version first (`cnnops serve` and `make bento` do)."
         )
-    return ServedModel(folder, read_model_spec(folder), read_record(folder / SERVED_FILE, ServedInfo, EXPORT_STEP))
+    info = read_record(folder / SERVED_FILE, ServedInfo, EXPORT_STEP)
+    return ServedModel(folder, read_model_spec(folder), info, read_export_report(folder))
+
+
+class ServedRuntime(BaseModel):
+    """What runs the served model, and why: `onnx` (ONNX Runtime) or `keras`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: Literal["onnx", "keras"]
+    reason: str
 
 
 class Prediction(BaseModel):
@@ -108,5 +124,6 @@ class ServiceInfo(ServedInfo):
 
     class_names: list[str] = Field(min_length=1)
     input: ModelInput
+    runtime: ServedRuntime
     limits: ServeConfig
     max_request_bytes: int

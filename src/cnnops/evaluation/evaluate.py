@@ -15,6 +15,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from cnnops.contracts.dataset import manifest_fingerprint, read_manifest
 from cnnops.contracts.evaluation import ClassScore, EvaluationScores, write_evaluation, write_predictions
+from cnnops.contracts.export import ONNX_FILE, ExportReport, write_export_report, write_parity_images
 from cnnops.contracts.infra import write_canaries
 from cnnops.contracts.model import ModelSpec, read_history, read_model_config, read_model_spec, read_run_record
 from cnnops.core.console import say
@@ -22,9 +23,17 @@ from cnnops.core.errors import CnnopsError
 from cnnops.evaluation.analysis import write_analysis
 from cnnops.evaluation.canaries import pick_canaries
 from cnnops.evaluation.plots import plot_confusion_matrix, plot_learning_curves
-from cnnops.modeling.inputs import EVAL_BATCH, input_errors_as_user_errors, make_dataset, predict_manifest
+from cnnops.modeling.convert import export_model
+from cnnops.modeling.inputs import (
+    EVAL_BATCH,
+    input_errors_as_user_errors,
+    load_sample,
+    make_dataset,
+    predict_manifest,
+)
 from cnnops.modeling.predict import with_embedding
 from cnnops.monitoring.reference import DriftReference, build_reference, write_reference
+from cnnops.settings.config import ExportConfig
 from cnnops.tracking.stores import use_tracking_store
 
 
@@ -50,8 +59,9 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path, val_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     write_evaluation(out_dir, scores)
     write_predictions(out_dir, manifest, [spec.class_names[i] for i in probabilities.argmax(axis=1)])
-    count = read_model_config(model_dir).infra_validation.canaries
-    write_canaries(out_dir, pick_canaries(manifest, probabilities, spec, run.run_id, count))
+    config = read_model_config(model_dir)
+    write_canaries(out_dir, pick_canaries(manifest, probabilities, spec, run.run_id, config.infra_validation.canaries))
+    export_for_serving(model, spec, manifest, out_dir, config.export)
     if embedded is not None:
         write_reference(out_dir, reference_of(model, spec, run.run_id, manifest, embedded, val_dir))
     else:
@@ -69,6 +79,25 @@ def evaluate_model(model_dir: Path, test_dir: Path, out_dir: Path, val_dir: Path
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
     say(f"evaluate: test accuracy {scores.accuracy:.4f}, macro F1 {scores.macro_f1:.4f} on {scores.n_test} images")
     return scores
+
+
+def export_for_serving(
+    model: keras.Model, spec: ModelSpec, manifest: pd.DataFrame, out_dir: Path, config: ExportConfig
+) -> ExportReport | None:
+    """The ONNX export the service runs, checked on a sample of the test images that is kept
+    beside it; an export that fails its parity is reported, not written, and the service then
+    runs Keras (or, with `serve.runtime: onnx`, the version stays challenger). None, saying why,
+    for a model that cannot be exported at all."""
+    pixels = load_sample(manifest, spec, config.parity_images)
+    write_parity_images(out_dir, pixels)
+    try:
+        report = export_model(model, spec, pixels, "onnx", out_dir / ONNX_FILE, config)
+    except CnnopsError as err:
+        say(f"evaluate: no ONNX export: {err}")
+        return None
+    write_export_report(out_dir, report)
+    say(f"evaluate: {report.verdict()}")
+    return report
 
 
 def reference_of(

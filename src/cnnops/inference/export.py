@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnops.contracts.evaluation import read_evaluation
+from cnnops.contracts.export import EXPORT_REPORT_FILE, ONNX_FILE, PARITY_IMAGES_FILE
 from cnnops.contracts.model import read_model_spec, read_run_record, write_model_spec
 from cnnops.contracts.records import write_record
-from cnnops.contracts.served import MODEL_FILE, SERVED_FILE, ServedInfo, ServedModel
+from cnnops.contracts.served import MODEL_FILE, SERVED_FILE, ServedInfo, ServedModel, read_served_model
 from cnnops.core.atomic import replace_atomically
 from cnnops.core.errors import CnnopsError
 from cnnops.core.paths import state_home
 from cnnops.monitoring.reference import REFERENCE_FILE
+
+# What a served folder takes from its version's evaluation: the drift reference, the ONNX export
+# the service runs with its parity report, and the images that parity was measured on.
+EVALUATION_FILES = (REFERENCE_FILE, ONNX_FILE, EXPORT_REPORT_FILE, PARITY_IMAGES_FILE)
+# What infra-validation served, shipped byte for byte when the version is released.
+VALIDATED_FILES = (MODEL_FILE, ONNX_FILE, EXPORT_REPORT_FILE)
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -32,20 +40,21 @@ def served_models_home() -> Path:
 
 
 def export_registered(
-    name: str, reference: str = "champion", out_root: Path | None = None, model_file: Path | None = None
+    name: str, reference: str = "champion", out_root: Path | None = None, validated: Path | None = None
 ) -> ServedModel:
     """Pin one registered version (an alias or a version number) into a served-model folder.
 
     The folder is named by version, so re-exporting the same version reuses it, and a new
-    champion never changes what an already exported folder serves. `model_file`, when given, is
-    the version's model as infra-validation served it: it is copied in, byte for byte, instead of
-    the registry's copy being loaded and saved again.
+    champion never changes what an already exported folder serves. `validated`, when given, is a
+    folder holding the version's model files as infra-validation served them (`model.keras`,
+    and its ONNX export with the parity report when it had one): they are copied in, byte for
+    byte, instead of the registry's copies being loaded and saved again.
     """
     from cnnops.tracking.server import proxied_artifacts_reachable
     from cnnops.tracking.stores import store_faults
 
     with store_faults(), proxied_artifacts_reachable(name):
-        return export_version(name, reference, out_root or served_models_home(), model_file)
+        return export_version(name, reference, out_root or served_models_home(), validated)
 
 
 def export_candidate(model_dir: Path, evaluation_dir: Path, out_root: Path | None = None) -> ServedModel:
@@ -55,7 +64,7 @@ def export_candidate(model_dir: Path, evaluation_dir: Path, out_root: Path | Non
     scores = read_evaluation(evaluation_dir)
     spec = read_model_spec(model_dir)
     folder = (out_root or served_models_home()) / f"{run.registered_model}-run-{run.run_id}"
-    replace_atomically(folder / MODEL_FILE, lambda path: shutil.copyfile(model_dir / MODEL_FILE, path))
+    copy_files(model_dir, folder, (MODEL_FILE,))
     info = ServedInfo(
         version=None,
         registered_model=run.registered_model,
@@ -77,13 +86,13 @@ def export_candidate(model_dir: Path, evaluation_dir: Path, out_root: Path | Non
         best_baseline_score=None,
         evidence=None,
     )
-    copy_reference(evaluation_dir / REFERENCE_FILE, folder)
+    copy_files(evaluation_dir, folder, EVALUATION_FILES)
     write_model_spec(folder, spec)
     write_record(folder / SERVED_FILE, info)
-    return ServedModel(folder, spec, info)
+    return read_served_model(folder)
 
 
-def export_version(name: str, reference: str, out_root: Path, model_file: Path | None = None) -> ServedModel:
+def export_version(name: str, reference: str, out_root: Path, validated: Path | None = None) -> ServedModel:
     """`export_registered` once the store's artifacts are reachable; store faults are its to name."""
     from mlflow.tracking import MlflowClient
 
@@ -104,15 +113,16 @@ def export_version(name: str, reference: str, out_root: Path, model_file: Path |
     described = describe_version(version, aliases)
     info = ServedInfo(**dict(described), registered_model=name, requested=reference)
     folder = out_root / f"{name}-v{number}"
-    if model_file is not None:
-        replace_atomically(folder / MODEL_FILE, lambda path: shutil.copyfile(model_file, path))
+    if validated is not None:
+        copy_files(validated, folder, VALIDATED_FILES)
     elif not (folder / MODEL_FILE).is_file():
         write_model_file(f"models:/{name}/{number}", folder)
-    if version.run_id and not (folder / REFERENCE_FILE).is_file():
-        download_reference(version.run_id, folder)
+    if version.run_id:
+        skip = VALIDATED_FILES if validated is not None else ()
+        download_evaluation_files(version.run_id, folder, tuple(n for n in EVALUATION_FILES if n not in skip))
     write_model_spec(folder, spec)
     write_record(folder / SERVED_FILE, info)
-    return ServedModel(folder, spec, info)
+    return read_served_model(folder)
 
 
 def resolve_version(client: MlflowClient, name: str, reference: str, uri: str) -> ModelVersion:
@@ -142,24 +152,32 @@ def write_model_file(model_uri: str, folder: Path) -> None:
     replace_atomically(folder / MODEL_FILE, lambda path: model.save(path))
 
 
-def copy_reference(source: Path, folder: Path) -> None:
-    """The evaluation's drift reference into the served folder, when the evaluation kept one."""
-    if source.is_file():
-        replace_atomically(folder / REFERENCE_FILE, lambda path: shutil.copyfile(source, path))
+def copy_files(source: Path, folder: Path, names: tuple[str, ...]) -> None:
+    """Each named file of `source` into `folder`, written aside and moved in; a name `source`
+    lacks is removed from `folder`, so no file outlives the model it was made from."""
+    for name in names:
+        target = folder / name
+        if (source / name).is_file():
+            replace_atomically(target, partial(shutil.copyfile, source / name))
+        else:
+            target.unlink(missing_ok=True)
 
 
-def download_reference(run_id: str, folder: Path) -> None:
-    """The version's drift reference from its run's evaluation artifacts. A run evaluated without
-    one leaves the folder without one (the service then says no reference is available); a store
-    that fails while listing them is a fault, raised as one by the caller's `store_faults`."""
+def download_evaluation_files(run_id: str, folder: Path, names: tuple[str, ...] = EVALUATION_FILES) -> None:
+    """The version's evaluation files (drift reference, ONNX export and its parity report, parity
+    images) from its run's artifacts, those not in the folder yet. A run evaluated without one
+    leaves the folder without it (the service then says why); a store that fails while listing
+    them is a fault, raised as one by the caller's `store_faults`."""
     import tempfile
 
     from mlflow.tracking import MlflowClient
 
-    artifact = f"evaluation/{REFERENCE_FILE}"
     client = MlflowClient()
-    if artifact not in {f.path for f in client.list_artifacts(run_id, "evaluation")}:
+    logged = {f.path for f in client.list_artifacts(run_id, "evaluation")}
+    wanted = [n for n in names if not (folder / n).is_file() and f"evaluation/{n}" in logged]
+    if not wanted:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(client.download_artifacts(run_id, artifact, tmp))
-        copy_reference(local, folder)
+        for name in wanted:
+            local = Path(client.download_artifacts(run_id, f"evaluation/{name}", tmp))
+            replace_atomically(folder / name, partial(shutil.copyfile, local))

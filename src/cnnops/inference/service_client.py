@@ -16,6 +16,7 @@ from cnnops.core.errors import CnnopsError, ServiceFault, first_problem
 
 if TYPE_CHECKING:
     from cnnops.contracts.drift import ServedDrift
+    from cnnops.contracts.served import ServiceInfo
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,19 @@ def is_ready(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def fetch_info(url: str, timeout: float = 10) -> ServiceInfo | None:
+    """`url`/info as the service describes itself, or None when it does not answer with one."""
+    from pydantic import ValidationError
+
+    from cnnops.contracts.served import ServiceInfo
+
+    try:
+        with urllib.request.urlopen(f"{url}/info", timeout=timeout) as response:
+            return ServiceInfo.model_validate_json(response.read())
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValidationError):
+        return None
 
 
 def post_image(

@@ -75,6 +75,18 @@ def load_checked(path: Path, sha256: str, spec: ModelSpec) -> np.ndarray:
     return decode_image(data, spec.mode, spec.size).pixels
 
 
+def load_sample(manifest: pd.DataFrame, spec: ModelSpec, count: int, seed: int = 0) -> np.ndarray:
+    """At most `count` of the manifest's images, drawn with the seed and decoded as the model
+    takes them (N×H×W×C uint8): what an export is checked on."""
+    rows = manifest.sample(n=min(count, len(manifest)), random_state=seed).sort_index()
+    try:
+        return np.stack(
+            [load_checked(Path(path), sha, spec) for path, sha in zip(rows["path"], rows["sha256"], strict=True)]
+        )
+    except ValueError as err:
+        raise CnnopsError(str(err).removeprefix(_MARKER).strip()) from None
+
+
 @contextmanager
 def input_errors_as_user_errors() -> Iterator[None]:
     """Turn a changed or vanished input file, met deep inside tf.data, into a one-line CnnopsError."""

@@ -21,11 +21,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cnnops.contracts.infra import Canary, CanaryCheck, CanarySet, InfraValidation, read_canaries, read_infra_validation
-from cnnops.contracts.served import Classification
+from cnnops.contracts.served import PACKED_MODEL_FOLDER, Classification, read_served_model
 from cnnops.core.errors import CnnopsError
 from cnnops.core.processes import LOOPBACK, free_port, running_process
-from cnnops.inference.service_client import Answer, is_ready, post_image
-from cnnops.settings.config import InfraValidationConfig, ServeConfig
+from cnnops.inference.runtime import choose_runtime
+from cnnops.inference.service_client import Answer, fetch_info, is_ready, post_image
+from cnnops.settings.config import ExportConfig, InfraValidationConfig, ServeConfig
 
 SERVER_LOG = "server.log"
 ARTIFACT_PATH = "infra_validation"
@@ -40,10 +41,21 @@ def infra_validate(
     settings: InfraValidationConfig,
     serve: ServeConfig,
     log: Path,
+    export: ExportConfig,
 ) -> InfraValidation:
     """Serve the Bento in `bento_dir` and check it against the evaluation's canaries; the server's
-    output goes to `log`. Never raises for what the server does: that is the outcome."""
+    output goes to `log`. Never raises for what the server does: that is the outcome.
+
+    The server runs the runtime `serve.runtime` picks, as it will be deployed. Served by ONNX
+    Runtime, a canary may differ from the evaluation's Keras answer by the export's parity
+    tolerance; a Bento `serve.runtime` cannot serve fails before any server starts."""
     canaries = read_canaries(evaluation_dir)
+    try:
+        planned = choose_runtime(serve.runtime, read_served_model(bento_dir / PACKED_MODEL_FOLDER))
+    except CnnopsError as err:
+        return not_served(canaries.run_id, bento, str(err))
+    if planned.name == "onnx":
+        settings = settings.model_copy(update={"tolerance": max(settings.tolerance, export.max_abs_diff)})
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
     # The canaries are not served traffic: their drift window goes to scratch, removed after, and
@@ -60,6 +72,7 @@ def infra_validate(
         command = [sys.executable, "-m", "bentoml", "serve", str(bento_dir), "--host", LOOPBACK, "--port", str(port)]
         with running_process(command, log, lambda: is_ready(url), settings.ready_timeout_s, env) as started:
             problem, ready = started.problem, started.ready_seconds
+            info = None if problem else fetch_info(url, settings.request_timeout_s)
             checks = [] if problem else [check_canary(url, c, canaries, settings) for c in canaries.images]
             garbage = (
                 None
@@ -76,6 +89,21 @@ def infra_validate(
         canaries=checks,
         garbage_status=garbage_status(garbage),
         log_tail=tail(log, LOG_TAIL_LINES),
+        runtime=None if info is None else info.runtime,
+    )
+
+
+def not_served(run_id: str, bento: str, reason: str) -> InfraValidation:
+    """The outcome for a Bento that could not be served as configured: failed, for `reason`."""
+    return InfraValidation(
+        run_id=run_id,
+        bento=bento,
+        passed=False,
+        reason=reason,
+        ready_seconds=None,
+        canaries=[],
+        garbage_status=None,
+        log_tail=[],
     )
 
 

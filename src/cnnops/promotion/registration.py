@@ -49,7 +49,9 @@ from cnnops.contracts.registry import (
     tag_key,
     version_tag_values,
 )
+from cnnops.contracts.served import ServedRuntime
 from cnnops.core.console import say
+from cnnops.inference.runtime import planned_runtime
 from cnnops.promotion.gate import check_same_model
 from cnnops.settings.config import Config
 from cnnops.settings.naming import CHALLENGER, CHAMPION
@@ -101,7 +103,9 @@ def register_model(
             decision = decide_promotion(model_dir, test_dir, evaluation_dir, config, baselines_dir)
             renew_lease(client, lease)
         decision = require_infra_validation(decision, validation, run.run_id)
-        version = write_registration(client, lease, decision, spec, metrics, run)
+        served = validation.runtime if validation is not None and validation.runtime is not None else None
+        runtime = served or planned_runtime(config.serve.runtime, evaluation_dir)
+        version = write_registration(client, lease, decision, spec, metrics, run, runtime)
     say(f"register: {name} v{version.version} is now @{decision.alias}")
     return Registration(
         registered_model=name, version=int(version.version), alias=decision.alias, reason=decision.reason
@@ -141,6 +145,7 @@ def write_registration(
     spec: ModelSpec,
     metrics: EvaluationScores,
     run: RunRecord,
+    runtime: ServedRuntime | str,
 ) -> ModelVersion:
     """The version (pending), the run's decision record and tag, the alias, then complete; rolled
     back on any failure that lets it."""
@@ -154,7 +159,7 @@ def write_registration(
             name,
             source=run.model_uri,
             run_id=run.run_id,
-            tags={**version_tag_values(version_tags(spec, decision, metrics, run)), REGISTRATION_TAG: PENDING},
+            tags={**version_tag_values(version_tags(spec, decision, metrics, run, runtime)), REGISTRATION_TAG: PENDING},
             model_id=run.model_id,
         )
         record = RegisteredDecision(
@@ -258,8 +263,12 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def version_tags(spec: ModelSpec, decision: GateDecision, metrics: EvaluationScores, run: RunRecord) -> VersionTags:
-    """What a registry reader needs without opening the run: scores, decision, input spec."""
+def version_tags(
+    spec: ModelSpec, decision: GateDecision, metrics: EvaluationScores, run: RunRecord, runtime: ServedRuntime | str
+) -> VersionTags:
+    """What a registry reader needs without opening the run: scores, decision, input spec, and
+    what serves it (the runtime infra-validation served, or the one `serve.runtime` would pick,
+    or why none can) and why."""
     compared = decision.champion_score is not None and decision.candidate_score_compared is not None
     evidence = decision.evidence
     return VersionTags(
@@ -282,6 +291,8 @@ def version_tags(spec: ModelSpec, decision: GateDecision, metrics: EvaluationSco
         evidence=None
         if evidence is None
         else RecordedEvidence.model_validate(evidence.model_dump(include=set(RecordedEvidence.model_fields))),
+        runtime=runtime.name if isinstance(runtime, ServedRuntime) else None,
+        runtime_reason=runtime.reason if isinstance(runtime, ServedRuntime) else runtime,
     )
 
 

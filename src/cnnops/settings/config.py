@@ -239,6 +239,14 @@ class RetrainConfig(_Section):
 class ServeConfig(_Section):
     """The service's limits, which `cnnops serve` passes to it."""
 
+    runtime: Literal["auto", "onnx", "keras"] = Field(
+        default="auto",
+        description=(
+            "What runs the model: onnx (ONNX Runtime, no TensorFlow in the service) needs an export that passed "
+            "parity, and a version without one stays challenger; keras runs the Keras model; auto runs ONNX when "
+            "the export passed and Keras otherwise, with the reason in /info."
+        ),
+    )
     max_request_mb: float = Field(
         default=10, gt=0, le=1024, description="A request body over this is refused with 413 before it is parsed."
     )
@@ -268,6 +276,20 @@ class ServeConfig(_Section):
     @property
     def max_request_bytes(self) -> int:
         return int(self.max_request_mb * 1024 * 1024)
+
+
+class ExportConfig(_Section):
+    """How closely an exported model must answer as the Keras model does before it is used."""
+
+    max_abs_diff: float = Field(
+        default=1e-4, ge=0, le=1, description="Largest difference allowed in any class probability of any test image."
+    )
+    min_top1_agreement: float = Field(
+        default=1.0, ge=0, le=1, description="Share of test images whose most likely class must be the same."
+    )
+    parity_images: int = Field(
+        default=64, ge=1, le=4096, description="Test images evaluation keeps to check every export on."
+    )
 
 
 class InfraValidationConfig(_Section):
@@ -336,6 +358,7 @@ class Config(_Section):
     registry: RegistryConfig = RegistryConfig()
     retrain: RetrainConfig = RetrainConfig()
     serve: ServeConfig = ServeConfig()
+    export: ExportConfig = ExportConfig()
     infra_validation: InfraValidationConfig = InfraValidationConfig()
     drift: DriftConfig = DriftConfig()
 

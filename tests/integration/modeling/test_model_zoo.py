@@ -30,19 +30,26 @@ def test_weights_from_a_local_file_and_a_mismatched_file(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
-def test_every_architecture_takes_uint8_reloads_without_custom_code_and_trains_a_step(architecture, tmp_path):
+def test_every_architecture_takes_uint8_reloads_exports_and_trains_a_step(architecture, tmp_path):
     """Grey input feeds three-channel backbones; the saved model loads with plain Keras (as serving
-    does); and one optimizer step on tiny colour data moves its weights. One build per architecture."""
+    does) and exports to ONNX with parity, its embedding included; and one optimizer step on tiny
+    colour data moves its weights. One build per architecture."""
     import keras
 
-    grey = build_model(ModelSpec(["a", "b", "c"], 28, 28, "L", architecture), SMALL)
-    images = np.random.default_rng(1).integers(0, 256, size=(2, 28, 28, 1), dtype=np.uint8)
+    from cnnops.modeling.convert import export_model
+    from cnnops.settings.config import ExportConfig
+
+    spec = ModelSpec(["a", "b", "c"], 28, 28, "L", architecture)
+    grey = build_model(spec, SMALL)
+    images = np.random.default_rng(1).integers(0, 256, size=(8, 28, 28, 1), dtype=np.uint8)
     probabilities = np.asarray(grey.predict_on_batch(images))
-    assert probabilities.shape == (2, 3)
+    assert probabilities.shape == (8, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     grey.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", compile=False)
     np.testing.assert_allclose(np.asarray(again.predict_on_batch(images)), probabilities, atol=1e-5)
+    exported = export_model(again, spec, images, "onnx", tmp_path / "m.onnx", ExportConfig())
+    assert exported.passed and exported.embedding_width > 0, exported.verdict()
 
     model = build_model(ModelSpec(["a", "b", "c"], 16, 16, "RGB", architecture), SMALL)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")

@@ -145,3 +145,19 @@ def test_predict_command_uses_the_service_path(served, tmp_path):
     results = json.loads(done.stdout)["results"]
     assert len(results[0]["predictions"]) == 3
     assert results[1]["error"] == "not an image"
+
+
+@pytest.mark.server
+def test_the_real_server_runs_onnx_runtime_without_tensorflow(server):
+    """`cnnops serve` of the champion answers through ONNX Runtime, and no process of the server
+    has TensorFlow's libraries mapped: the serving process never imported it."""
+    import httpx
+    import psutil
+
+    info = httpx.get(f"{server['url']}/info", timeout=30).json()
+    assert info["runtime"]["name"] == "onnx", info["runtime"]
+    processes = [psutil.Process(server["pid"]), *psutil.Process(server["pid"]).children(recursive=True)]
+    mapped = {proc.pid: {m.path for m in proc.memory_maps()} for proc in processes}
+    assert any("onnxruntime" in path for paths in mapped.values() for path in paths), mapped
+    loaded = sorted(path for paths in mapped.values() for path in paths if "tensorflow" in path.lower())
+    assert loaded == []
