@@ -69,10 +69,20 @@ def served_function(model: keras.Model, spec: ModelSpec) -> tf.types.experimenta
 
 
 def write_onnx(model: keras.Model, spec: ModelSpec, path: Path) -> None:
+    """The served function frozen into one graph (weights and the constants layers keep, such as
+    a Normalization's mean, become graph constants; tf2onnx's own freezing leaves the latter as
+    extra inputs), then converted."""
     import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    serve = served_function(model, spec)
-    tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=ONNX_OPSET, output_path=str(path))
+    frozen = convert_variables_to_constants_v2(served_function(model, spec).get_concrete_function())
+    tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(),
+        input_names=[t.name for t in frozen.inputs],
+        output_names=[t.name for t in frozen.outputs],
+        opset=ONNX_OPSET,
+        output_path=str(path),
+    )
 
 
 def write_litert(model: keras.Model, spec: ModelSpec, path: Path) -> None:
