@@ -22,6 +22,7 @@ STATE := $(or $(CNNOPS_HOME),.cnnops)
 # Containers. The image's name and version come from components/__init__.py (the components name
 # it), read lazily because the venv may not exist yet.
 IMAGE ?= $(shell $(BIN)/python -c 'from components import BASE_IMAGE; print(BASE_IMAGE)')
+SERVE_IMAGE ?= cnnops-serve:$(shell $(BIN)/python -c 'from importlib.metadata import version; print(version("cnnops"))')
 # The local Debian base (infra/docker/base.sh): nothing can be pulled here. With a registry, pass
 # BASE_IMAGE=python:3.11-slim-bookworm.
 LOCAL_BASE := cnnops-base:bookworm
@@ -36,7 +37,7 @@ DEBIAN_TOOLS := /usr/sbin/dockerd /usr/bin/podman /usr/bin/catatonit /usr/sbin/d
 # Debian's PostgreSQL 15: the shared-store tests start a throwaway cluster with it (tests/support/postgres.py).
 POSTGRES := /usr/lib/postgresql/15/bin/initdb
 
-.PHONY: install run retrain test test-fast lint compile docs ui serve bento browser clean image base-image service-image \
+.PHONY: install run retrain test test-fast lint compile docs ui serve bento browser clean image base-image serve-image service-image \
 	container-tools docker-start docker-stop mlflow-server postgres
 
 $(UV):
@@ -90,7 +91,10 @@ base-image: ## The local Debian bookworm base image (debootstrap; no registry ne
 image: install docker-start base-image ## Build the project image every pipeline task runs in (tag: see components/__init__.py).
 	infra/docker/build.sh "$(DOCKER)" "$(IMAGE)" "$(BASE_IMAGE)" "$(CA_BUNDLE)" "$(EXTRAS)"
 
-service-image: install ## Build the champion's service image on the project image (override: ARGS="--version 3").
+serve-image: install docker-start base-image ## Build the ONNX serving image (no TensorFlow) that service images build on.
+	infra/docker/build.sh "$(DOCKER)" "$(SERVE_IMAGE)" "$(BASE_IMAGE)" "$(CA_BUNDLE)" "" infra/docker/serve.Dockerfile
+
+service-image: serve-image ## Build the champion's service image (override: ARGS="--version 3" or "--runtime keras", which needs `make image`).
 	$(BIN)/cnnops bento --containerize $(ARGS)
 
 $(CHROMIUM):

@@ -18,6 +18,9 @@ from cnnops.inference.export import VALIDATED_FILES, export_candidate, export_re
 SERVING = Path(__file__).resolve().parent
 # The service image: its repository (the kustomize image name in infra/k8s) and its Dockerfile.
 SERVICE_IMAGE = "cnnops-classifier"
+# The ONNX serving image (infra/docker/serve.Dockerfile, `make serve-image`): a service image of a
+# model whose export passed parity builds on it; one that must run Keras builds on the project image.
+SERVE_IMAGE = f"cnnops-serve:{metadata.version('cnnops')}"
 SERVICE_DOCKERFILE = SERVING / "service.Dockerfile"
 LIBRARY = Path(cnnops.__file__).resolve().parent
 # What a Bento carries of this folder: the service and what it imports, and the web page. Nothing
@@ -199,11 +202,30 @@ def make_bento(served: ServedModel, version: str) -> Any:
     return bento
 
 
-def containerize(built: BuiltBento, project_image: str, repository: str = SERVICE_IMAGE) -> list[str]:
-    """Build the service image of a built Bento on the project image; returns its tags
-    (`REPOSITORY:<bento version>` and `REPOSITORY:latest`).
+def runtime_image(built: BuiltBento, runtime: str, project_image: str, serve_image: str = SERVE_IMAGE) -> str:
+    """The image a service of this Bento runs on: the ONNX serving image (no TensorFlow) when its
+    model's export passed parity, else the project image, whose Keras serves any model. `onnx`
+    and `keras` ask for one; `onnx` for a model ONNX cannot serve is one line saying why."""
+    from cnnops.contracts.served import read_served_model
+    from cnnops.core.errors import CnnopsError
+    from cnnops.inference.runtime import onnx_problem
 
-    The project image already holds every package the service imports, so nothing is installed
+    if runtime == "keras":
+        return project_image
+    served = read_served_model(Path(built.path) / PACKED_MODEL_FOLDER)
+    problem = onnx_problem(served.export, served.folder)
+    if problem is None:
+        return serve_image
+    if runtime == "onnx":
+        raise CnnopsError(f"no ONNX service image for {built.bento}: {problem}")
+    return project_image
+
+
+def containerize(built: BuiltBento, base_image: str, repository: str = SERVICE_IMAGE) -> list[str]:
+    """Build the service image of a built Bento on `base_image` (`runtime_image`); returns its
+    tags (`REPOSITORY:<bento version>` and `REPOSITORY:latest`).
+
+    The base image already holds every package the service imports, so nothing is installed
     and nothing is downloaded: the build only copies the Bento in.
     """
     from cnnops.core.containers import find_image, open_docker
@@ -212,7 +234,10 @@ def containerize(built: BuiltBento, project_image: str, repository: str = SERVIC
     tags = [f"{repository}:{version}", f"{repository}:latest"]
     client = open_docker()
     try:
-        find_image(client, project_image)
+        if base_image == SERVE_IMAGE:
+            find_image(client, base_image, "ONNX serving image", "serve-image")
+        else:
+            find_image(client, base_image)
         with tempfile.TemporaryDirectory(prefix="cnnops-service-image-") as scratch:
             context = Path(scratch)
             shutil.copy2(SERVICE_DOCKERFILE, context / "Dockerfile")
@@ -223,7 +248,7 @@ def containerize(built: BuiltBento, project_image: str, repository: str = SERVIC
                 rm=True,
                 pull=False,
                 buildargs={
-                    "PROJECT_IMAGE": project_image,
+                    "RUNTIME_IMAGE": base_image,
                     "BENTO": built.bento,
                     "REGISTERED_MODEL": built.registered_model,
                     "MODEL_VERSION": str(built.version),

@@ -1,9 +1,10 @@
-# The service image: one Bento, served by `bentoml serve` on port 3000, on top of the project image
-# (which already holds every package the service imports). `cnnops bento --containerize` (or
-# `make service-image`) writes the build context: this file and the Bento as `bento/`.
-# PROJECT_IMAGE is the project image's tag (components.BASE_IMAGE), passed by serving.bento.containerize.
-ARG PROJECT_IMAGE
-FROM ${PROJECT_IMAGE}
+# The service image: one Bento, served by `bentoml serve` on port 3000, on top of a runtime image
+# that already holds every package the service imports: the ONNX serving image
+# (infra/docker/serve.Dockerfile) for a model whose export passed parity, else the project image.
+# `cnnops bento --containerize` (or `make service-image`) writes the build context: this file and
+# the Bento as `bento/`. RUNTIME_IMAGE is passed by serving.bento.containerize.
+ARG RUNTIME_IMAGE
+FROM ${RUNTIME_IMAGE}
 ARG BENTO=unknown
 ARG REGISTERED_MODEL=unknown
 ARG MODEL_VERSION=unknown

@@ -883,8 +883,16 @@ def bento(
     version: Version = "champion",
     out: Annotated[Path | None, typer.Option(help="Also write the Bento as one archive file here.")] = None,
     containerize: Annotated[
-        bool, typer.Option("--containerize", help="Also build its service image on the project image (`make image`).")
+        bool,
+        typer.Option(
+            "--containerize",
+            help="Also build its service image: on the ONNX serving image (`make serve-image`) when the model's "
+            "export passed parity, else on the project image (`make image`).",
+        ),
     ] = False,
+    runtime: Annotated[
+        str, typer.Option(help="With --containerize: auto, onnx (the ONNX serving image) or keras (the project image).")
+    ] = "auto",
     config: ConfigFile = None,
     sets: Sets = None,
 ) -> None:
@@ -893,6 +901,8 @@ def bento(
     from cnnops.settings.naming import model_name_for
 
     with exit_on_user_error():
+        if runtime not in ("auto", "onnx", "keras"):
+            raise CnnopsError(f"--runtime {runtime!r} is not one of auto, onnx, keras.")
         cfg = resolve_config(config, sets, **{"registry.model_name": model_name})
         built = package_version(model_name_for(cfg), version, export_to=out)
         typer.echo(
@@ -902,10 +912,12 @@ def bento(
         if containerize:
             from cnnops.components import BASE_IMAGE
             from cnnops.serving.bento import containerize as build_service_image
+            from cnnops.serving.bento import runtime_image
 
-            tags = build_service_image(built, BASE_IMAGE)
+            base = runtime_image(built, runtime, BASE_IMAGE)
+            tags = build_service_image(built, base)
             typer.echo(
-                f"cnnops: built service image {' and '.join(tags)}; run it with "
+                f"cnnops: built service image {' and '.join(tags)} on {base}; run it with "
                 f"`docker run --rm -p 127.0.0.1:3000:3000 {tags[0]}`"
             )
 

@@ -15,6 +15,7 @@ import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,28 @@ def project_image(tmp_path_factory) -> dict:
         check=False,
     )
     assert build.returncode == 0, build.stderr[-3000:]
-    return {"tag": BASE_IMAGE, "commit": sh("git", "-C", str(clone), "rev-parse", "HEAD").stdout.strip()}
+    commit = sh("git", "-C", str(clone), "rev-parse", "HEAD").stdout.strip()
+    return {"tag": BASE_IMAGE, "commit": commit, "clone": clone}
+
+
+@pytest.fixture(scope="module")
+def serve_image(project_image) -> str:
+    """The ONNX serving image (`make serve-image`), built from the same clean clone."""
+    from cnnops.serving.bento import SERVE_IMAGE
+
+    build = sh(
+        str(project_image["clone"] / "infra/docker/build.sh"),
+        DOCKER,
+        SERVE_IMAGE,
+        LOCAL_BASE,
+        CA_BUNDLE if Path(CA_BUNDLE).exists() else "",
+        "",
+        "infra/docker/serve.Dockerfile",
+        timeout=1800,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    return SERVE_IMAGE
 
 
 def run_in(image: str, *command: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -238,26 +260,28 @@ def test_a_task_that_fails_in_its_container_stops_the_run_with_its_reason(projec
     assert status["models"] == []
 
 
-@pytest.fixture(scope="module")
-def service_image(docker_run) -> str:
-    """`cnnops bento --containerize` of the champion the Docker run crowned."""
+def containerize(docker_run: dict, *flags: str) -> tuple[str, str]:
+    """`cnnops bento --containerize FLAGS` of the champion the Docker run crowned: the service
+    image's tag and the image it was built on."""
     assert docker_run["result"].returncode == 0
     env = cli_env(docker_run["home"], MLFLOW_TRACKING_URI=docker_run["uri"])
     status = sh(str(CNNOPS), "status", "--json", env=env, timeout=120)
     (model,) = json.loads(status.stdout)["models"]
     built = sh(
-        str(CNNOPS),
-        "bento",
-        "--containerize",
-        "--model-name",
-        model["name"],
-        env=env,
-        timeout=600,
-        check=False,
+        str(CNNOPS), "bento", "--containerize", "--model-name", model["name"], *flags, env=env, timeout=600, check=False
     )
     assert built.returncode == 0, built.stderr[-3000:]
     (line,) = [line for line in built.stdout.splitlines() if "built service image" in line]
-    return line.split("built service image ")[1].split(" and ")[0]
+    named = line.split("built service image ")[1]
+    return named.split(" and ")[0], named.split(" on ")[1].split(";")[0]
+
+
+@pytest.fixture(scope="module")
+def service_image(docker_run, serve_image) -> str:
+    """The champion's service image: its export passed parity, so it builds on the ONNX serving image."""
+    tag, base = containerize(docker_run)
+    assert base == serve_image
+    return tag
 
 
 def photo(folder: Path) -> Path:
@@ -291,31 +315,34 @@ def wait_ready(url: str, seconds: float, alive) -> float:
     raise AssertionError(f"{url}/readyz not ready in {seconds} s")
 
 
-@pytest.mark.server
-def test_the_service_image_answers_a_photo_and_refuses_garbage(service_image, tmp_path):
+@contextmanager
+def running_service(image: str, *options: str) -> Iterator[tuple[str, str, float]]:
+    """`docker run` of a service image as the Deployment runs it (read-only root, /tmp writable,
+    published on loopback only): its URL, container name and seconds to ready; removed after."""
     port = free_port()
     name = f"cnnops-service-test-{port}"
-    sh(
-        DOCKER,
-        "run",
-        "--detach",
-        "--name",
-        name,
-        "--read-only",
-        "--tmpfs",
-        "/tmp:rw,exec",
-        "--publish",
-        f"127.0.0.1:{port}:3000",
-        service_image,
-        timeout=60,
-    )
+    run = ("run", "--detach", "--name", name, "--read-only", "--tmpfs", "/tmp:rw,exec")
+    sh(DOCKER, *run, "--publish", f"127.0.0.1:{port}:3000", *options, image, timeout=60)
     try:
 
         def alive() -> bool:
             return sh(DOCKER, "inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
 
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, 180, alive)
+        yield url, name, wait_ready(url, 180, alive)
+    finally:
+        sh(DOCKER, "rm", "--force", name, check=False)
+
+
+def runtime_of(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/info", timeout=10) as response:
+        return json.loads(response.read())["runtime"]
+
+
+@pytest.mark.server
+def test_the_service_image_serves_onnx_without_tensorflow_a_photo_and_refuses_garbage(service_image, tmp_path):
+    with running_service(service_image) as (url, name, ready):
+        assert runtime_of(url)["name"] == "onnx"
         status, body = post_image(url, photo(tmp_path))
         assert status == 200, body
         predictions = json.loads(body)["predictions"]
@@ -325,8 +352,24 @@ def test_the_service_image_answers_a_photo_and_refuses_garbage(service_image, tm
         status, body = post_image(url, garbage, "image/png")
         assert 400 <= status < 500, (status, body)
         assert sh(DOCKER, "exec", name, "id", "-u").stdout.strip() == UID
-    finally:
-        sh(DOCKER, "rm", "--force", name, check=False)
+        # Not installed at all, let alone imported: the image holds no TensorFlow, Keras or MLflow.
+        for package in ("tensorflow", "keras", "mlflow", "kfp"):
+            missing = sh(DOCKER, "exec", name, "python", "-c", f"import {package}", check=False)
+            assert missing.returncode != 0 and "ModuleNotFoundError" in missing.stderr, package
+    size = int(sh(DOCKER, "image", "inspect", "--format", "{{.Size}}", service_image).stdout)
+    print(f"ONNX service image: {size / 1e6:.0f} MB, ready {ready:.1f} s after docker run")
+
+
+@pytest.mark.server
+def test_the_keras_service_image_stays_buildable_on_the_project_image(docker_run, project_image, tmp_path):
+    tag, base = containerize(docker_run, "--runtime", "keras")
+    assert base == project_image["tag"]
+    keras_only = ("--env", 'CNNOPS_SERVE_CONFIG={"runtime": "keras"}')
+    with running_service(tag, *keras_only) as (url, _, ready):
+        assert runtime_of(url) == {"name": "keras", "reason": "serve.runtime is keras"}
+        status, body = post_image(url, photo(tmp_path))
+        assert status == 200, body
+    print(f"Keras service image: ready {ready:.1f} s after docker run")
 
 
 PODMAN = ("podman", "--cgroup-manager=cgroupfs", "--events-backend=file")

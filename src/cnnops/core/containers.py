@@ -22,16 +22,16 @@ def open_docker() -> Any:
     return client
 
 
-def find_image(client: Any, image: str) -> Any:
-    """The project image from the local store; DockerRunner would try to pull it, and there may be
-    no registry to pull from."""
+def find_image(client: Any, image: str, what: str = "project image", target: str = "image") -> Any:
+    """An image from the local store (the project image unless `what` says otherwise); DockerRunner
+    would try to pull it, and there may be no registry to pull from."""
     import docker
 
     try:
         return client.images.get(image)
     except docker.errors.ImageNotFound:
         raise CnnopsError(
-            f"the project image {image} is not in the local Docker store: build it with `make image`"
+            f"the {what} {image} is not in the local Docker store: build it with `make {target}`"
         ) from None
 
 
