@@ -14,6 +14,11 @@ LABEL org.opencontainers.image.title="cnnops-classifier" \
       ai.cnnops.registered-model="${REGISTERED_MODEL}" \
       ai.cnnops.model-version="${MODEL_VERSION}"
 COPY bento /app/bento
+# The Bento's code compiled to bytecode now: the root filesystem is read-only at run time, so
+# otherwise every start would compile it again before the server is ready.
+USER root
+RUN python -m compileall -q /app/bento/src
+USER 10001:10001
 # Everything the server writes goes under /tmp (an emptyDir on Kubernetes): the root filesystem
 # can be read-only.
 ENV BENTOML_HOME=/tmp/bentoml

@@ -10,15 +10,18 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from cnnops.contracts.model import ModelSpec
 from cnnops.core.atomic import replace_atomically
 from cnnops.core.errors import CnnopsError
 from cnnops.monitoring.drift import Observations
+
+if TYPE_CHECKING:  # a manifest is built by evaluation; the service only reads a reference
+    import pandas as pd
 
 REFERENCE_FILE = "drift_reference.npz"
 REFERENCE_FORMAT = 1
