@@ -147,6 +147,9 @@ def test_a_sweep_crowns_its_best_candidate_then_a_weaker_run_keeps_it(make_image
     )
     model = json.loads(status.stdout)["models"][0]
     assert model["champion"]["version"] == 1
+    # Infra-validated as it will be deployed: by ONNX Runtime, its export checked against Keras.
+    assert model["champion"]["served_by"] == "onnx"
+    assert model["champion"]["served_by_reason"].startswith("the onnx export matches the Keras model on ")
     assert model["challenger"]["version"] == 2
     assert model["challenger"]["decision"] == "challenger"
     # A near-zero rate for one epoch learns nothing: the gate says so before any comparison.

@@ -59,6 +59,10 @@ class VersionFacts(Frozen):
     best_baseline: str | None
     best_baseline_score: float | None
     evidence: RecordedEvidence | None
+    # What serves it (onnx or keras; None: `serve.runtime` cannot serve it, or a version older than
+    # the tag) and why.
+    served_by: str | None = None
+    served_by_reason: str | None = None
 
 
 class VersionStatus(VersionFacts):
@@ -105,8 +109,8 @@ class VersionTags(Frozen):
     best_baseline_score: float | None = None
     evidence: RecordedEvidence | None = None
     # What serves it (onnx or keras; None when `serve.runtime` cannot serve it) and why.
-    runtime: str | None = None
-    runtime_reason: str | None = None
+    served_by: str | None = None
+    served_by_reason: str | None = None
 
 
 # How each kind of value is written into a tag; tags are strings, read back by `read_version_tags`.

@@ -291,8 +291,8 @@ def version_tags(
         evidence=None
         if evidence is None
         else RecordedEvidence.model_validate(evidence.model_dump(include=set(RecordedEvidence.model_fields))),
-        runtime=runtime.name if isinstance(runtime, ServedRuntime) else None,
-        runtime_reason=runtime.reason if isinstance(runtime, ServedRuntime) else runtime,
+        served_by=runtime.name if isinstance(runtime, ServedRuntime) else None,
+        served_by_reason=runtime.reason if isinstance(runtime, ServedRuntime) else runtime,
     )
 
 

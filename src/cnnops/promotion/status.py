@@ -95,6 +95,8 @@ def format_evidence(version: VersionStatus) -> list[str]:
         if version.best_baseline is not None and version.best_baseline_score is not None:
             floors += f", best baseline {version.best_baseline} {version.best_baseline_score:.4f}"
         lines.append(floors)
+    if version.served_by_reason is not None:
+        lines.append(f"served by {version.served_by or 'nothing'}: {version.served_by_reason}")
     evidence = version.evidence
     if evidence is not None:
         lines.append(
