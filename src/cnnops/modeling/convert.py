@@ -34,9 +34,9 @@ PARITY_BATCH = 64
 
 
 def served_model(model: keras.Model, spec: ModelSpec) -> tuple[keras.Model, int]:
-    """The model whose outputs the service reads, and its embedding width (0: no embedding).
-    Refuses, in one line, a model that does not take uint8 images of the spec's size or whose
-    output is not one row of class probabilities."""
+    """The model whose outputs the service reads, [probabilities, embedding], and the embedding's
+    width. Refuses, in one line, a model that does not take uint8 images of the spec's size, whose
+    output is not one row of class probabilities, or that has no embedding to give beside it."""
     expected = (None, spec.height, spec.width, spec.channels)
     if len(model.inputs) != 1 or tuple(model.inputs[0].shape) != expected or model.inputs[0].dtype != "uint8":
         found = ", ".join(f"{i.dtype} {tuple(i.shape)}" for i in model.inputs)
@@ -51,7 +51,10 @@ def served_model(model: keras.Model, spec: ModelSpec) -> tuple[keras.Model, int]
         )
     embedded = with_embedding(model)
     if embedded is None:
-        return model, 0
+        raise CnnopsError(
+            "cannot export: the model's output cannot carry its embedding (its last layer is not a dense head over "
+            "a flat vector), and the served function gives both for drift; serve it with serve.runtime: keras."
+        )
     return embedded, int(embedded.outputs[1].shape[-1])
 
 

@@ -74,7 +74,7 @@ def test_every_format_exports_the_served_function_with_its_embedding(trained, fm
     assert answer.shape == [None, 3 + 128]
 
 
-def test_a_model_that_does_not_take_uint8_images_is_refused_in_one_line(tmp_path):
+def test_a_model_without_uint8_input_probabilities_or_an_embedding_is_refused_in_one_line(tmp_path):
     import keras
 
     inputs = keras.Input((28, 28, 1), dtype="float32")
@@ -84,9 +84,16 @@ def test_a_model_that_does_not_take_uint8_images_is_refused_in_one_line(tmp_path
     assert "\n" not in str(refused.value)
 
     images = keras.Input((28, 28, 1), dtype="uint8")
-    two = keras.Model(images, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Rescaling(1.0)(images))))
+    scaled = keras.layers.Flatten()(keras.layers.Rescaling(1.0)(images))
+    two = keras.Model(images, keras.layers.Dense(2)(scaled))
     with pytest.raises(CnnopsError, match="not one row of 3 class probabilities"):
         export_model(two, SPEC, np.zeros((2, 28, 28, 1), np.uint8), "onnx", tmp_path / "m.onnx", ExportConfig())
+    # Probabilities from a convolution, no dense head: nothing to give the drift monitor beside them.
+    conv = keras.layers.Conv2D(3, 28, activation="softmax")(keras.layers.Rescaling(1.0)(images))
+    headless = keras.Model(images, keras.layers.Reshape((3,))(conv))
+    with pytest.raises(CnnopsError, match="output cannot carry its embedding") as no_embedding:
+        export_model(headless, SPEC, np.zeros((2, 28, 28, 1), np.uint8), "onnx", tmp_path / "m.onnx", ExportConfig())
+    assert "\n" not in str(no_embedding.value)
     assert not (tmp_path / "m.onnx").exists()
 
 
