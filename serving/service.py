@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
@@ -114,6 +115,20 @@ DRIFT_WINDOW_SIZE = bentoml.metrics.Gauge(
     name="cnnops_drift_window_size",
     documentation="Served images in the drift window.",
     multiprocess_mode="livemostrecent",
+)
+# Pauses every request in flight waits out: the process's garbage collections, and (in a worker
+# thread, which still takes the GIL for its Python parts) each save and verdict of the drift window.
+PAUSE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+GC_PAUSES = bentoml.metrics.Histogram(
+    name="cnnops_gc_pause_seconds",
+    documentation="Garbage collections of the serving process, by generation, in seconds.",
+    labelnames=["generation"],
+    buckets=PAUSE_BUCKETS,
+)
+DRIFT_SAVES = bentoml.metrics.Histogram(
+    name="cnnops_drift_save_seconds",
+    documentation="Saving the drift window and judging it (a worker thread), in seconds.",
+    buckets=PAUSE_BUCKETS,
 )
 # strict: a JSON `true` or `2.5` is not a number of classes (pydantic's lax mode would take them).
 TopK = Annotated[
@@ -278,6 +293,8 @@ class Classifier:
         # TensorFlow and Keras leave millions of long-lived objects; without this, every full
         # collection walks them all and stalls every request in flight for a few hundred ms.
         gc.freeze()
+        if observe_collection not in gc.callbacks:  # once per process, however many services it builds
+            gc.callbacks.append(observe_collection)
 
     def load_onnx(self, config: DriftConfig) -> Callable[[np.ndarray], np.ndarray]:
         """ONNX Runtime on the exported served function: no TensorFlow in this process. Its rows
@@ -346,8 +363,9 @@ class Classifier:
 
     def save_and_publish(self) -> None:
         """Runs in a worker thread: the window to its file, the verdict to the gauges."""
-        self.monitor.save()
-        publish_verdict(self.monitor.verdict())
+        with DRIFT_SAVES.time():
+            self.monitor.save()
+            publish_verdict(self.monitor.verdict())
 
     @bentoml.on_shutdown
     def save_window(self) -> None:
@@ -469,6 +487,17 @@ class Classifier:
                 return error(ctx, 400, f"images[{index}]: {err}")
         results = await self.classify_images(decoded, uploads, top_k)
         return BatchClassification(results=[Classification(predictions=p) for p in results])
+
+
+_collection_started = [0.0]
+
+
+def observe_collection(phase: str, info: dict[str, int]) -> None:
+    """The `gc.callbacks` entry that observes each collection's pause in `GC_PAUSES`."""
+    if phase == "start":
+        _collection_started[0] = time.perf_counter()
+    else:
+        GC_PAUSES.labels(generation=str(info["generation"])).observe(time.perf_counter() - _collection_started[0])
 
 
 def report_failure(future: asyncio.Future[Any]) -> None:
