@@ -33,15 +33,20 @@ def test_export_by_version_number_and_refusals(served, monkeypatch):
     pinned = export_registered(served["name"], "1")
     assert pinned.folder == served["model"].folder  # one folder per version, reused
     assert pinned.info.version == 1 and pinned.info.requested == "1"
-    # The folder holds the model, its spec (the model folder's file), the version's facts, and the
-    # drift reference its evaluation kept (downloaded from the run's evaluation artifacts).
+    # The folder holds the model, its spec (the model folder's file), the version's facts, and what
+    # its evaluation kept (downloaded from the run's evaluation artifacts): the drift reference, the
+    # ONNX export with its parity report, and the images that parity was measured on.
     assert read_served_model(pinned.folder) == pinned
     assert sorted(p.name for p in pinned.folder.iterdir()) == [
         "drift_reference.npz",
+        "export.json",
         "model.keras",
+        "model.onnx",
         "model_spec.json",
+        "parity_images.npz",
         "served.json",
     ]
+    assert pinned.export is not None and pinned.export.passed
     with pytest.raises(CnnopsError, match="has no version 7"):
         export_registered(served["name"], "7")
     with pytest.raises(CnnopsError, match="no challenger registered"):
