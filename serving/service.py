@@ -301,7 +301,9 @@ class Classifier:
         carry the embedding whenever the export found one; the first call allocates its buffers."""
         spec = self.served.spec
         try:
-            model = load_onnx_model(self.served.folder / ONNX_FILE, spec.height, spec.width, spec.channels)
+            model = load_onnx_model(
+                self.served.folder / ONNX_FILE, spec.height, spec.width, spec.channels, self.settings.onnx_threads
+            )
         except CnnopsError as err:
             raise SystemExit(f"cnnops: error: cannot serve: {err}") from None
         model.predict(np.zeros((1, spec.height, spec.width, spec.channels), np.uint8))

@@ -52,15 +52,19 @@ def pick_providers() -> tuple[str, ...]:
     return tuple(p for p in PREFERRED_PROVIDERS if p in available)
 
 
-def load_onnx_model(path: Path, height: int, width: int, channels: int) -> OnnxModel:
-    """Load `path` and check that it takes one uint8 image batch of the served size and gives one
-    output; anything else is one line naming the file."""
+def load_onnx_model(path: Path, height: int, width: int, channels: int, threads: int = 0) -> OnnxModel:
+    """Load `path` with `threads` per model call (0: ONNX Runtime's choice) and check that it takes
+    one uint8 image batch of the served size and gives one output; anything else is one line naming
+    the file."""
     import onnxruntime
 
     if not path.is_file():
         raise CnnopsError(f"{path} is missing; export the model again with `cnnops export --format onnx`.")
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initialisers are not the user's to act on
+    options.intra_op_num_threads = threads
+    # Idle threads sleep instead of spinning: they share the cores with decoding and the event loop.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = pick_providers()
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=list(providers))

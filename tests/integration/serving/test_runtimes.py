@@ -50,6 +50,17 @@ def test_auto_serves_onnx_and_keras_answers_alike(served, monkeypatch, state_hom
     assert (from_onnx[:, :classes].argmax(axis=1) == from_keras[:, :classes].argmax(axis=1)).all()
 
 
+def test_onnx_runtime_runs_the_configured_threads_without_spinning(served, monkeypatch, state_home):
+    # serve.onnx_threads reaches the session the batcher calls; its idle threads sleep, leaving the
+    # cores to decoding and the event loop.
+    for threads in (1, 2):
+        service = start(monkeypatch, served["model"].folder, onnx_threads=threads)
+        session = service.batcher.model_call.__self__.session
+        options = session.get_session_options()
+        assert options.intra_op_num_threads == threads
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_a_failed_export_is_served_by_keras_under_auto_and_refused_under_onnx(own_folder, monkeypatch, state_home):
     report = read_export_report(own_folder)
     assert report is not None and report.passed
