@@ -5,8 +5,13 @@ bodies (400).
 
 What the stack below already bounds, and so is not repeated here: h11 (through uvicorn) answers an
 incomplete request head over 16 KiB with a 400 and closes the connection (a complete one passes,
-hence the 431 here); uvicorn closes an idle keep-alive connection 5 s after a response; BentoML's
-traffic timeout answers 504 when no response has started in time.
+hence the 431 here); uvicorn closes an idle keep-alive connection 5 s after a response.
+
+BentoML's traffic timeout (504 when no response has started in time) is `TrafficTimeout` here:
+BentoML 1.4.40's own never cancels its timer, so each request's timer, holding the request's
+context and tracing span, outlived it by the whole timeout. At 400 requests a second that kept
+about 24,000 of them alive, and every full garbage collection walked them all while every request
+in flight waited (pauses of 250-500 ms, the long-run latency tail).
 
 What BentoML 1.4.40 gets wrong, and this module checks first: a multipart body with no boundary, a
 broken part, an unknown field, more parts than Starlette's 1000, or a plain field over Starlette's
@@ -16,6 +21,7 @@ gives such a part a filename, so it is read as the file it is).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -285,3 +291,59 @@ def replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replayed
+
+
+class TrafficTimeout:
+    """ASGI middleware: a 504 when the app has not started its response within `timeout` seconds,
+    the app then cancelled; the timer cancelled as soon as the response starts or the app ends,
+    so no request leaves anything behind it. An app that fails before answering fails at once."""
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        begun: asyncio.Future[None] = loop.create_future()
+
+        async def send_begun(message: Message) -> None:
+            settle(begun, None)
+            await send(message)
+
+        handling = asyncio.ensure_future(self.app(scope, receive, send_begun))
+        handling.add_done_callback(lambda _: settle(begun, None))
+        timer = loop.call_later(self.timeout, settle, begun, TimeoutError())
+        try:
+            await begun
+        except TimeoutError:
+            if handling.cancel():
+                await refuse(send, 504, f"no answer could start within {self.timeout:g} s")
+            return
+        except asyncio.CancelledError:  # the server is stopping or the client went: so does the app
+            handling.cancel()
+            raise
+        finally:
+            timer.cancel()
+        await handling
+
+
+def settle(future: asyncio.Future[None], outcome: BaseException | None) -> None:
+    """Resolve `future` with `outcome` (an exception to raise, or None) unless it already is."""
+    if future.done():
+        return
+    if outcome is None:
+        future.set_result(None)
+    else:
+        future.set_exception(outcome)
+
+
+def use_traffic_timeout() -> None:
+    """Have BentoML build its traffic-timeout middleware from `TrafficTimeout`: it looks the class
+    up in its `traffic` module each time it builds a service's app, and no setting turns it off
+    (`traffic.timeout` must be over 0)."""
+    from bentoml._internal.server.http import traffic
+
+    traffic.TimeoutMiddleware = TrafficTimeout  # type: ignore[misc,assignment]

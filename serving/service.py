@@ -73,7 +73,17 @@ from cnnops.modeling.predict import (
 )
 from cnnops.monitoring.monitor import DriftMonitor, open_monitor
 from cnnops.monitoring.sample_keeper import SampleKeeper
-from cnnops.serving.limits import BODY_TIMEOUT_S, ASGIApp, Receive, RequestGuard, RouteRules, Scope, Send, matches
+from cnnops.serving.limits import (
+    BODY_TIMEOUT_S,
+    ASGIApp,
+    Receive,
+    RequestGuard,
+    RouteRules,
+    Scope,
+    Send,
+    matches,
+    use_traffic_timeout,
+)
 from cnnops.settings.config import DriftConfig, ServeConfig
 from cnnops.settings.naming import slug
 
@@ -92,7 +102,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 MAX_BATCH_SIZE = 64
 # Uploads up to this size are read and decoded in the event loop: about 0.1 ms of work.
 INLINE_DECODE_BYTES = 32 * 1024
-# BentoML answers 504 when a request has not started its response within this many seconds.
+# A request that has not started its response within this many seconds is answered 504 (`TrafficTimeout`).
 TRAFFIC_TIMEOUT_S = 60
 MAX_TOP_K = 1000
 BATCH_SIZES = bentoml.metrics.Histogram(
@@ -697,6 +707,7 @@ def references(paths: Any, schemas: dict[str, Any]) -> Iterator[str]:
 
 # The decorators made Classifier a bentoml Service; mypy does not apply class decorators.
 SERVICE = cast("bentoml.Service[Classifier]", Classifier)
+use_traffic_timeout()  # before `bentoml serve` builds the app from SERVICE
 SERVICE.add_asgi_middleware(
     RequestGuard, limit=lambda: serve_config().max_request_bytes, routes=lambda: guarded_routes(serve_config())
 )
