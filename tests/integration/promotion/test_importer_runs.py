@@ -76,6 +76,9 @@ def test_the_legacy_face_mask_h5_is_imported_evaluated_and_crowned(state_home, t
     assert described.champion.test_accuracy >= 0.9  # the real classifier, on real faces
     served = export_registered("face-mask")
     assert served.spec.class_names == ["mask", "no_mask"] and served.spec.size == (224, 224)
+    # The Keras 2 file's served function exports to ONNX and matches it, as a trained model's does.
+    assert served.export is not None and served.export.passed, served.export
+    assert served.export.format == "onnx" and served.export.top1_agreement == 1.0
     from skimage import data
 
     face = np.asarray(Image.fromarray(data.astronaut()[55:175, 165:290]).resize((224, 224)))
