@@ -1,9 +1,10 @@
-"""Serving benchmark: the cnnops service against `mlflow models serve`, a tutorial-style Flask app,
-a no-op endpoint on the same BentoML stack and the in-process ceiling, with the same registered
-version on the same machine; then the service beside hostile clients, and a soak.
+"""Serving benchmark: the cnnops service on its two runtimes (ONNX Runtime and Keras) against
+`mlflow models serve`, a tutorial-style Flask app, a no-op endpoint on the same BentoML stack and
+the in-process ceiling of each runtime, with the same registered version on the same machine; then
+the service beside hostile clients, a soak, and the long runs whose latency tail is attributed.
 
     .venv/bin/python bench/serve.py [--requests 1000] [--concurrency 1 8 32] [--soak-seconds 300]
-                                    [--parts ...] [--out FILE]
+                                    [--tail-seconds 300] [--parts ...] [--out FILE]
 
 Each server runs alone while it is measured (the others are stopped), on a free loopback port.
 The load (bench/load.py) is an async loop with a fixed request count per concurrency level and a
@@ -13,15 +14,21 @@ The loop uses aiohttp's client, not httpx: on this machine httpx's client alone 
 it would measure itself (docs/benchmarks.md has the figures).
 
 What each server is fed:
-- cnnops (`serving.service:Classifier`): one multipart `image` per request; the raw image as the
+- cnnops (`serving.service:Classifier`, `serve.runtime: auto`, so ONNX Runtime when the version's
+  export passed parity, as /info reports): one multipart `image` per request; the raw image as the
   body (`Content-Type: image/png`), when the service answers one with a 200 (else that mode is
   skipped, saying why); `/classify_batch` with 32 images a request.
+- keras: the same service and requests with `serve.runtime: keras`.
 - `mlflow models serve -m models:/NAME/VERSION --env-manager local`, as a user gets it (its own
   default worker count): `/invocations` with `{"inputs": [HxWxC uint8]}`, each image decoded
   client-side by `cnnops.modeling.predict.decode_for_model` before the clock starts.
 - no-op (`bench/noop_service.py`): the multipart upload, read and answered with a constant.
 - Flask (`bench/flask_app.py`): the multipart upload, one `model.predict` each.
-- ceiling: decode plus the model call in-process on batches of 32, no HTTP.
+- ceiling: decode plus the model call in-process on batches of 32, no HTTP, for each runtime.
+- tail: a fresh service per variant (ONNX, Keras, ONNX with `drift.record` off) under multipart
+  uploads at `--tail-concurrency` for `--tail-seconds`, after a 10 s warm-up; what it paused for in
+  that window is read from its own /metrics (`cnnops_gc_pause_seconds`, by generation, and
+  `cnnops_drift_save_seconds`), so a stall is attributed by the service's own measurements.
 - drift: the cnnops service with its drift window recorded (the default) against `drift.record`
   off, multipart uploads at the top level, rounds in alternating order, a fresh server each; and
   the bookkeeping's own time per request, in process.
@@ -46,6 +53,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +83,13 @@ READY_S = 180
 BATCH_IMAGES = 32
 SOAK_CONCURRENCY = 32
 WARMUP = (4, 50)  # concurrency and requests sent before a server is measured
-PARTS = ("cnnops", "hostile", "drift", "noop", "mlflow", "flask", "ceiling", "soak")
+PARTS = ("cnnops", "keras", "hostile", "drift", "noop", "mlflow", "flask", "ceiling", "soak", "tail")
+# The long runs whose tail is profiled: the service's runtime, and whether it records its drift window.
+TAIL_VARIANTS = {
+    "onnx": {"serve": {"runtime": "onnx"}, "drift": {}},
+    "keras": {"serve": {"runtime": "keras"}, "drift": {}},
+    "onnx-no-drift": {"serve": {"runtime": "onnx"}, "drift": {"record": False}},
+}
 
 
 @dataclass(frozen=True)
@@ -185,7 +199,9 @@ def measure_cnnops(server: Server, bodies: dict[str, list[Payload]], args: argpa
     classify = server.url("/classify")
     results: dict[str, Any] = {}
     with running(server, logs) as proc:
-        if "cnnops" in args.parts:
+        results["runtime"] = served_runtime(server)
+        print(f"{'runtime':>16}  {results['runtime']['name']}: {results['runtime']['reason']}", flush=True)
+        if {"cnnops", "keras"} & set(args.parts):
             results["multipart"] = measure_levels(
                 "cnnops multipart", classify, bodies["multipart"], args.concurrency, args.requests
             )
@@ -202,6 +218,65 @@ def measure_cnnops(server: Server, bodies: dict[str, list[Payload]], args: argpa
             results["hostile"] = measure_hostile(classify, bodies["multipart"], args)
         results["rss_mb"] = tree_rss_bytes(proc.pid) / 2**20
     return results
+
+
+def served_runtime(server: Server) -> dict[str, str]:
+    """What runs the model, as the service's /info says."""
+    with urllib.request.urlopen(server.url("/info"), timeout=10) as response:
+        return json.loads(response.read())["runtime"]
+
+
+def measure_tail(
+    variant: str, env: dict[str, str], payloads: list[Payload], args: argparse.Namespace, logs: Path
+) -> dict[str, Any]:
+    """A fresh server of one `TAIL_VARIANTS` variant under `--tail-concurrency` for `--tail-seconds`
+    after a warm-up, then what it paused for: its garbage collections and drift saves, read from
+    its /metrics (counts per duration bucket)."""
+    settings = TAIL_VARIANTS[variant]
+    server = bentoml_server(
+        f"tail-{variant}",
+        "cnnops.serving.service:Classifier",
+        {
+            **env,
+            "CNNOPS_SERVE_CONFIG": json.dumps(settings["serve"]),
+            "CNNOPS_DRIFT_CONFIG": json.dumps(settings["drift"]),
+        },
+    )
+    with running(server, logs):
+        cap = int((args.tail_seconds + 10) * 10_000)
+        asyncio.run(load(server.url("/classify"), payloads, args.tail_concurrency, cap, 10))
+        before = read_pauses(server)
+        result = asyncio.run(load(server.url("/classify"), payloads, args.tail_concurrency, cap, args.tail_seconds))
+        after = read_pauses(server)
+    show(f"tail {variant}", result)
+    pauses = {name: {le: after[name].get(le, 0) - before[name].get(le, 0) for le in after[name]} for name in after}
+    for name, counts in pauses.items():
+        print(f"{'':>16}  {name}: {describe_buckets(counts)}", flush=True)
+    return {"load": result, "p99_over_p50": result.p99_ms / result.p50_ms, "pauses": pauses}
+
+
+PAUSE_METRICS = ("cnnops_gc_pause_seconds", "cnnops_drift_save_seconds")
+
+
+def read_pauses(server: Server) -> dict[str, dict[str, float]]:
+    """Cumulative counts per bucket (`le`) of each pause histogram, over every label (generation)."""
+    with urllib.request.urlopen(server.url("/metrics"), timeout=10) as response:
+        text = response.read().decode()
+    counts: dict[str, dict[str, float]] = {name: {} for name in PAUSE_METRICS}
+    for line in text.splitlines():
+        found = re.match(r'(\w+)_bucket\{.*le="([^"]+)".*\} ([0-9.e+]+)$', line)
+        if found and found.group(1) in counts:
+            le = found.group(2)
+            counts[found.group(1)][le] = counts[found.group(1)].get(le, 0.0) + float(found.group(3))
+    return counts
+
+
+def describe_buckets(counts: dict[str, float]) -> str:
+    """How many pauses, and how many of them took 50 ms or more (cumulative buckets)."""
+    total = counts.get("+Inf", 0.0)
+    over = total - counts.get("0.05", 0.0)
+    over_250 = total - counts.get("0.25", 0.0)
+    return f"{total:.0f} pauses, {over:.0f} of them ≥ 50 ms, {over_250:.0f} ≥ 250 ms"
 
 
 def measure_drift_cost(
@@ -329,23 +404,32 @@ def mlflow_workers(log: Path) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def measure_ceiling(model_dir: Path, images: list[bytes], seconds: float = 10.0) -> float:
-    """Images/s for decode + model call in-process, on batches of 32: no HTTP at all."""
+def measure_ceiling(model_dir: Path, images: list[bytes], runtime: str, seconds: float = 10.0) -> float:
+    """Images/s for decode + model call in-process on batches of 32 (no HTTP), with the runtime
+    the service uses: ONNX Runtime on the export, or Keras's compiled predict step."""
+    from cnnops.contracts.export import ONNX_FILE
     from cnnops.contracts.served import read_served_model
+    from cnnops.inference.onnx_runtime import load_onnx_model
     from cnnops.modeling.predict import decode_for_model, load_keras_model, predict_pixels
     from cnnops.settings.config import ServeConfig
 
     served = read_served_model(model_dir)
-    model = load_keras_model(model_dir)
+    spec = served.spec
+    if runtime == "onnx":
+        threads = ServeConfig().onnx_threads  # as the service runs it
+        predict = load_onnx_model(model_dir / ONNX_FILE, spec.height, spec.width, spec.channels, threads).predict
+    else:
+        model = load_keras_model(model_dir)
+        predict = lambda pixels: predict_pixels(model, pixels)  # noqa: E731
     pixels = ServeConfig().max_image_pixels
     batch = [images[i % len(images)] for i in range(BATCH_IMAGES)]
-    predict_pixels(model, np.stack([decode_for_model(b, served.spec, pixels) for b in batch]))
+    predict(np.stack([decode_for_model(b, spec, pixels) for b in batch]))
     done, began = 0, time.perf_counter()
     while time.perf_counter() - began < seconds:
-        predict_pixels(model, np.stack([decode_for_model(b, served.spec, pixels) for b in batch]))
+        predict(np.stack([decode_for_model(b, spec, pixels) for b in batch]))
         done += len(batch)
     rate = done / (time.perf_counter() - began)
-    print(f"{'ceiling':>16}  in-process batches of {BATCH_IMAGES}: {rate:8.1f} images/s", flush=True)
+    print(f"{'ceiling ' + runtime:>16}  in-process batches of {BATCH_IMAGES}: {rate:8.1f} images/s", flush=True)
     return rate
 
 
@@ -465,8 +549,44 @@ def judge(results: dict[str, Any], top: int) -> list[Goal]:
             drift["cost"] <= 0.05 if drift else None,
         )
     )
+    goals += runtime_goals(results, top)
     errors = sum(row.errors for row in measured_rows(results))
     goals.append(Goal("no errors in any measured run", f"{errors} errors", errors == 0))
+    return goals
+
+
+def runtime_goals(results: dict[str, Any], top: int) -> list[Goal]:
+    """ONNX Runtime against Keras on the same version, and the long run's tail."""
+    onnx, keras = results.get("cnnops", {}), results.get("keras", {})
+    goals = [
+        ratio_goal(
+            f"ONNX ≥ 1.3× Keras on /classify_batch images/s at c={top}",
+            at(onnx.get("batch"), top),
+            at(keras.get("batch"), top),
+            1.3,
+            "images_per_s",
+        )
+    ]
+    for mode in ("multipart", "raw"):
+        goals.append(
+            ratio_goal(
+                f"ONNX no worse than Keras on single {mode} uploads at c={top}",
+                at(onnx.get(mode), top),
+                at(keras.get(mode), top),
+                1.0,
+            )
+        )
+    tail = results.get("tail_onnx")
+    goals.append(
+        Goal(
+            "long run at c=8 (ONNX): p99 ≤ 3× p50",
+            f"{tail['p99_over_p50']:.2f}× (p99 {tail['load'].p99_ms:.1f}, p50 {tail['load'].p50_ms:.1f} ms "
+            f"over {tail['load'].seconds:.0f} s)"
+            if tail
+            else "not measured",
+            tail["p99_over_p50"] <= 3 if tail else None,
+        )
+    )
     return goals
 
 
@@ -521,6 +641,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hostile-seconds", type=float, default=60, help="idle run, then the run beside hostiles")
     parser.add_argument("--soak-seconds", type=float, default=300)
     parser.add_argument("--soak-warmup-seconds", type=float, default=30)
+    parser.add_argument("--tail-seconds", type=float, default=300, help="each long run whose tail is profiled")
+    parser.add_argument("--tail-concurrency", type=int, default=8)
+    parser.add_argument("--tail-variants", nargs="+", choices=list(TAIL_VARIANTS), default=list(TAIL_VARIANTS))
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve.json")
     return parser.parse_args()
@@ -567,6 +690,20 @@ def main() -> None:
                 ),
             )
         )
+    if "keras" in args.parts:
+        keras_env = {**env, "CNNOPS_SERVE_CONFIG": json.dumps({"runtime": "keras"})}
+        keras_args = argparse.Namespace(**{**vars(args), "parts": ["keras"]})  # no hostile run on this one
+        steps.append(
+            (
+                "keras",
+                lambda: measure_cnnops(
+                    bentoml_server("cnnops-keras", "cnnops.serving.service:Classifier", keras_env),
+                    bodies,
+                    keras_args,
+                    logs,
+                ),
+            )
+        )
     if "drift" in args.parts:
         steps.append(("drift", lambda: measure_drift_cost(env, bodies["multipart"], args, logs)))
     if "noop" in args.parts:
@@ -587,7 +724,8 @@ def main() -> None:
         )
         steps.append(("flask", lambda: measure_simple(flask, flask.url("/predict"), bodies["multipart"], args, logs)))
     if "ceiling" in args.parts:
-        steps.append(("ceiling_images_per_s", lambda: measure_ceiling(served.folder, images)))
+        steps.append(("ceiling_images_per_s", lambda: measure_ceiling(served.folder, images, "onnx")))
+        steps.append(("keras_ceiling_images_per_s", lambda: measure_ceiling(served.folder, images, "keras")))
     if "soak" in args.parts and args.soak_seconds > 0:
         steps.append(
             (
@@ -597,6 +735,9 @@ def main() -> None:
                 ),
             )
         )
+    if "tail" in args.parts:
+        for variant in args.tail_variants:
+            steps.append((f"tail_{variant}", partial(measure_tail, variant, env, bodies["multipart"], args, logs)))
     for key, step in steps:
         results[key] = step()
     shutil.rmtree(scratch, ignore_errors=True)
