@@ -29,10 +29,13 @@ RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv \
 FROM ${BASE_IMAGE}
 RUN groupadd --gid 10001 cnnops && useradd --uid 10001 --gid 10001 --create-home --shell /bin/sh cnnops
 COPY --from=build /app/.venv /app/.venv
-# Everything the server writes goes under /tmp: the root filesystem can be read-only.
+# Everything the server writes goes under /tmp: the root filesystem can be read-only. The
+# telemetry of ONNX Runtime and MLflow, which would keep an ID under $HOME, is off.
 ENV PATH=/app/.venv/bin:${PATH} \
     CNNOPS_HOME=/tmp/cnnops \
     BENTOML_HOME=/tmp/bentoml \
+    ORT_DISABLE_TELEMETRY=1 \
+    MLFLOW_DISABLE_TELEMETRY=true \
     PYTHONUNBUFFERED=1
 USER 10001:10001
 WORKDIR /home/cnnops

@@ -62,14 +62,17 @@ def data_cache() -> Path:
 
 def keep_tool_state_inside() -> None:
     """Point the caches Keras and matplotlib create under $HOME, and BentoML's store, into the state
-    folder instead.
+    folder instead, and turn off the telemetry of ONNX Runtime and MLflow, which otherwise keep an
+    ID under $HOME (`.cache/Microsoft`, `.config/mlflow`) and try to report usage over the network.
 
-    Called by the CLI before anything imports keras (pipeline tasks inherit the environment);
-    a variable the user has set already wins.
+    Called by the CLI before anything imports keras (pipeline tasks and the servers it starts
+    inherit the environment); a variable the user has set already wins.
     """
     os.environ.setdefault("KERAS_HOME", str(state_home() / "keras"))
     os.environ.setdefault("MPLCONFIGDIR", str(state_home() / "matplotlib"))
     os.environ.setdefault("BENTOML_HOME", str(state_home() / "bentoml"))
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 @contextmanager
